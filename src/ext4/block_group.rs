@@ -1,0 +1,90 @@
+//! Block group descriptors (`struct ext4_group_desc`): 32 bytes, or `s_desc_size` with the 64bit feature.
+
+use super::bytes::{le16, le32, slice};
+use super::checksum::{crc16, crc32c};
+use super::features::{INCOMPAT_META_BG, RO_COMPAT_GDT_CSUM};
+use super::superblock::Superblock;
+
+/// `bg_flags`: the inode table and bitmap are not initialised.
+pub const BG_INODE_UNINIT: u16 = 0x1;
+/// `bg_flags`: the block bitmap is not initialised.
+pub const BG_BLOCK_UNINIT: u16 = 0x2;
+/// `bg_flags`: the inode table is zeroed.
+pub const BG_INODE_ZEROED: u16 = 0x4;
+/// Offset of `bg_checksum` in the descriptor.
+const BG_CHECKSUM_OFFSET: usize = 0x1E;
+
+/// One group's descriptor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupDesc {
+    pub block_bitmap: u64,
+    pub inode_bitmap: u64,
+    pub inode_table: u64,
+    pub free_blocks_count: u32,
+    pub free_inodes_count: u32,
+    pub used_dirs_count: u32,
+    pub flags: u16,
+    pub itable_unused: u32,
+    /// False when the stored checksum disagrees: the group's inodes are then refused (as corruption).
+    pub checksum_ok: bool,
+}
+
+impl GroupDesc {
+    /// Parses descriptor `group` from its `desc_size` bytes and verifies its checksum.
+    pub fn parse(sb: &Superblock, group: u32, b: &[u8]) -> GroupDesc {
+        let wide = sb.desc_size >= 64;
+        let hi32 = |off| if wide { u64::from(le32(b, off)) << 32 } else { 0 };
+        let hi16 = |off| if wide { u32::from(le16(b, off)) << 16 } else { 0 };
+        GroupDesc {
+            block_bitmap: u64::from(le32(b, 0x0)) | hi32(0x20),
+            inode_bitmap: u64::from(le32(b, 0x4)) | hi32(0x24),
+            inode_table: u64::from(le32(b, 0x8)) | hi32(0x28),
+            free_blocks_count: u32::from(le16(b, 0xC)) | hi16(0x2C),
+            free_inodes_count: u32::from(le16(b, 0xE)) | hi16(0x2E),
+            used_dirs_count: u32::from(le16(b, 0x10)) | hi16(0x30),
+            flags: le16(b, 0x12),
+            itable_unused: u32::from(le16(b, 0x1C)) | hi16(0x32),
+            checksum_ok: le16(b, BG_CHECKSUM_OFFSET) == checksum(sb, group, b),
+        }
+    }
+}
+
+/// `bg_checksum` as the kernel's `ext4_group_desc_csum` computes it: the low 16 bits of crc32c with
+/// metadata_csum, crc16 with gdt_csum (uninit_bg), and nothing (0, always matching) otherwise.
+pub fn checksum(sb: &Superblock, group: u32, desc: &[u8]) -> u16 {
+    let size = usize::from(sb.desc_size).min(desc.len());
+    let before = slice(desc, 0, BG_CHECKSUM_OFFSET).unwrap_or_default();
+    let after = desc.get(BG_CHECKSUM_OFFSET + 2..size).unwrap_or_default();
+    if sb.has_metadata_csum() {
+        let mut c = crc32c(sb.csum_seed(), &group.to_le_bytes());
+        c = crc32c(c, before);
+        c = crc32c(c, &[0, 0]);
+        c = crc32c(c, after);
+        (c & 0xFFFF) as u16
+    } else if sb.has_ro_compat(RO_COMPAT_GDT_CSUM) {
+        let mut c = crc16(!0, &sb.uuid);
+        c = crc16(c, &group.to_le_bytes());
+        c = crc16(c, before);
+        // The 64-bit fields after the checksum are covered only when the descriptors are that large.
+        crc16(c, after)
+    } else {
+        le16(desc, BG_CHECKSUM_OFFSET)
+    }
+}
+
+/// The block that holds descriptor block `nr` of the table (the kernel's `descriptor_loc`).
+pub fn descriptor_block(sb: &Superblock, nr: u64) -> Option<u64> {
+    let first = u64::from(sb.first_data_block);
+    if !sb.has_incompat(INCOMPAT_META_BG) || nr < u64::from(sb.first_meta_bg) {
+        return first.checked_add(1)?.checked_add(nr);
+    }
+    // With meta_bg, each descriptor block lives in the first group of the metagroup it describes.
+    let per_block = u64::from(sb.block_size / u32::from(sb.desc_size));
+    let group = per_block.checked_mul(nr)?;
+    let mut has_super = u64::from(sb.group_has_super(group));
+    if sb.block_size == 1024 && nr == 0 && first == 0 {
+        has_super += 1;
+    }
+    let group_start = group.checked_mul(u64::from(sb.blocks_per_group))?.checked_add(first)?;
+    group_start.checked_add(has_super)
+}

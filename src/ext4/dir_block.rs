@@ -1,0 +1,119 @@
+//! Linear directory blocks: a run of `struct ext4_dir_entry_2` records, each `rec_len` bytes long, and with
+//! metadata_csum a 12-byte `ext4_dir_entry_tail` holding the block's crc32c at the end.
+
+use super::bytes::{le16, le32, u8_at};
+use super::checksum::crc32c;
+use super::error::{Error, Object, Result};
+
+/// Size of the fixed part of a directory entry, before the name.
+const DIRENT_HEADER: usize = 8;
+/// Size of the checksum tail at the end of a leaf block.
+pub const TAIL_SIZE: usize = 12;
+/// `file_type` value that marks the checksum tail.
+const TAIL_FILE_TYPE: u8 = 0xDE;
+
+/// One directory entry as stored; `inode == 0` marks an unused record.
+#[derive(Debug, Clone, Copy)]
+pub struct RawDirent<'a> {
+    /// Byte offset of the record in its block or region.
+    pub offset: usize,
+    pub inode: u32,
+    pub rec_len: usize,
+    pub file_type: u8,
+    pub name: &'a [u8],
+}
+
+/// `EXT4_DIR_REC_LEN`: the space an entry with a name of `name_len` bytes needs, rounded up to 4.
+pub fn rec_len_for(name_len: usize) -> usize {
+    (DIRENT_HEADER + name_len + 3) & !3
+}
+
+/// Decodes `rec_len`, which for 64 KiB blocks uses its two low bits as bits 16 and 17.
+pub fn rec_len_from_disk(v: u16, block_size: usize) -> usize {
+    let v = usize::from(v);
+    if block_size < 65536 {
+        v
+    } else if v == 65535 || v == 0 {
+        block_size
+    } else {
+        (v & 65532) | ((v & 3) << 16)
+    }
+}
+
+/// Walks the records of one directory block (or inline-data region), validating each as the kernel's
+/// `__ext4_check_dir_entry` does. Stops at the first malformed record with an error.
+pub struct DirentIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    filetype: bool,
+    inodes_count: u32,
+    obj: Object,
+    block_size: usize,
+}
+
+impl<'a> DirentIter<'a> {
+    pub fn new(buf: &'a [u8], filetype: bool, inodes_count: u32, obj: Object, block_size: usize) -> Self {
+        DirentIter { buf, pos: 0, filetype, inodes_count, obj, block_size }
+    }
+}
+
+impl<'a> Iterator for DirentIter<'a> {
+    type Item = Result<RawDirent<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let buf = self.buf;
+        let off = self.pos;
+        if off + DIRENT_HEADER > buf.len() {
+            if off != buf.len() {
+                self.pos = buf.len();
+                return Some(Err(Error::corrupt(self.obj, "directory entry overruns its block")));
+            }
+            return None;
+        }
+        let bad = |what| {
+            Some(Err(Error::corrupt(self.obj, what)))
+        };
+        let inode = le32(buf, off);
+        let rec_len = rec_len_from_disk(le16(buf, off + 4), self.block_size);
+        let name_len = if self.filetype { usize::from(u8_at(buf, off + 6)) } else { usize::from(le16(buf, off + 6)) };
+        let file_type = if self.filetype { u8_at(buf, off + 7) } else { 0 };
+        // Any error ends the walk of this block: nothing after a bad record can be trusted.
+        self.pos = buf.len();
+        if rec_len < rec_len_for(1) && !(rec_len == rec_len_for(0) + 4 && inode == 0) {
+            return bad("directory entry shorter than the minimum");
+        }
+        if rec_len % 4 != 0 {
+            return bad("directory entry length not a multiple of 4");
+        }
+        if rec_len < rec_len_for(name_len) {
+            return bad("directory entry too short for its name");
+        }
+        if off + rec_len > buf.len() {
+            return bad("directory entry overruns its block");
+        }
+        if inode > self.inodes_count {
+            return bad("directory entry points past the last inode");
+        }
+        let Some(name) = buf.get(off + DIRENT_HEADER..off + DIRENT_HEADER + name_len) else {
+            return bad("directory entry name overruns its block");
+        };
+        self.pos = off + rec_len;
+        Some(Ok(RawDirent { offset: off, inode, rec_len, file_type, name }))
+    }
+}
+
+/// Checks the leaf block's checksum tail, if it has one (the kernel accepts blocks without room for one).
+pub fn verify_tail(block: &[u8], seed: u32, obj: Object) -> Result<()> {
+    let Some(t) = block.len().checked_sub(TAIL_SIZE) else {
+        return Ok(());
+    };
+    let is_tail =
+        le32(block, t) == 0 && le16(block, t + 4) == 12 && u8_at(block, t + 6) == 0 && u8_at(block, t + 7) == TAIL_FILE_TYPE;
+    if !is_tail {
+        return Ok(());
+    }
+    if crc32c(seed, &block[..t]) != le32(block, t + 8) {
+        return Err(Error::Checksum(obj));
+    }
+    Ok(())
+}

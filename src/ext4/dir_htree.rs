@@ -1,0 +1,152 @@
+//! Hash tree directories (dir_index): block 0 of the directory holds `dx_root` (after the `.` and `..`
+//! entries), interior blocks hold `dx_node`; both map ranges of name hashes to the blocks that hold them.
+//! Lookup descends from the root to one leaf block instead of scanning the whole directory.
+
+use super::bytes::{le16, le32, u8_at};
+use super::checksum::crc32c;
+use super::dir_hash::{HashVersion, dir_hash};
+use super::error::{Error, Object, Result};
+use super::features::INCOMPAT_LARGEDIR;
+use super::fs::Filesystem;
+use super::inode::Inode;
+
+/// Offset of `dx_root_info` in block 0 (after the 12-byte `.` entry and the `..` entry header).
+const ROOT_INFO: usize = 0x18;
+/// Offset of the count/limit header in an interior node (after an empty 8-byte dirent).
+const NODE_COUNT: usize = 0x8;
+const ENTRY: usize = 8;
+
+/// One level of the path from the root to a leaf.
+struct Level {
+    node: std::sync::Arc<Vec<u8>>,
+    count_offset: usize,
+    count: usize,
+    at: usize,
+}
+
+/// Looks up `name` in the hash-indexed directory `dir`, searching each candidate leaf with `search_leaf`.
+///
+/// A malformed index is reported as corruption of [`Object::Htree`], so the caller may fall back to a linear
+/// scan as the kernel does; a bad checksum is an error of its own.
+pub fn lookup<T>(
+    fs: &Filesystem,
+    dir: &Inode,
+    name: &[u8],
+    mut search_leaf: impl FnMut(u64) -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let obj = Object::Htree(dir.ino.0);
+    let bad = |what| Error::corrupt(obj, what);
+    let root = fs.dir_block(dir, 0)?.ok_or_else(|| bad("no root block"))?;
+    let version = HashVersion::from_disk(u8_at(&root, ROOT_INFO + 4)).ok_or_else(|| bad("unknown hash version"))?;
+    let info_length = usize::from(u8_at(&root, ROOT_INFO + 5));
+    let levels = usize::from(u8_at(&root, ROOT_INFO + 6));
+    if le32(&root, ROOT_INFO) != 0 || info_length != 8 || u8_at(&root, ROOT_INFO + 7) & 1 != 0 {
+        return Err(bad("bad dx_root info"));
+    }
+    let max_levels = if fs.superblock().has_incompat(INCOMPAT_LARGEDIR) { 3 } else { 2 };
+    if levels >= max_levels {
+        return Err(bad("htree has too many levels"));
+    }
+    let sb = fs.superblock();
+    let version = version.with_unsigned(sb.unsigned_dir_hash());
+    let (hash, _) = dir_hash(name, version, &sb.hash_seed);
+
+    let mut path: Vec<Level> = Vec::with_capacity(levels + 1);
+    let mut level = open_level(fs, dir, root, ROOT_INFO + info_length, obj)?;
+    loop {
+        level.at = find_entry(&level, hash);
+        let child = entry_block(&level, level.at);
+        path.push(level);
+        if path.len() > levels {
+            break;
+        }
+        level = open_node(fs, dir, child, obj)?;
+    }
+    // Bounded by the number of blocks in the directory: each step moves to a later index entry.
+    let mut leaf = path.last().map(|l| entry_block(l, l.at)).unwrap_or(0);
+    for _ in 0..=dir_blocks(fs, dir) {
+        if let Some(found) = search_leaf(leaf)? {
+            return Ok(Some(found));
+        }
+        // Names with the same hash may continue in the next leaf: the next index entry then has the same
+        // hash with its low (collision) bit set. Find the deepest level that has a next entry.
+        let Some(depth) = path.iter().rposition(|l| l.at + 1 < l.count) else {
+            return Ok(None);
+        };
+        path[depth].at += 1;
+        let next_hash = entry_hash(&path[depth], path[depth].at);
+        if next_hash & !1 != hash {
+            return Ok(None);
+        }
+        path.truncate(depth + 1);
+        while path.len() <= levels {
+            let parent = &path[path.len() - 1];
+            let mut l = open_node(fs, dir, entry_block(parent, parent.at), obj)?;
+            l.at = 0;
+            path.push(l);
+        }
+        leaf = path.last().map(|l| entry_block(l, l.at)).unwrap_or(0);
+    }
+    Err(bad("htree leaf chain does not end"))
+}
+
+fn dir_blocks(fs: &Filesystem, dir: &Inode) -> u64 {
+    dir.size / u64::from(fs.block_size())
+}
+
+/// Reads an interior `dx_node` block and checks its fake directory entry.
+fn open_node(fs: &Filesystem, dir: &Inode, lblk: u64, obj: Object) -> Result<Level> {
+    let block = fs.dir_block(dir, lblk)?.ok_or_else(|| Error::corrupt(obj, "htree points at a hole"))?;
+    let bs = fs.block_size() as usize;
+    if le32(&block, 0) != 0 || super::dir_block::rec_len_from_disk(le16(&block, 4), bs) != bs {
+        return Err(Error::corrupt(obj, "htree node without its empty directory entry"));
+    }
+    open_level(fs, dir, block, NODE_COUNT, obj)
+}
+
+/// Validates the count/limit header at `count_offset` and the node's `dx_tail` checksum.
+fn open_level(
+    fs: &Filesystem,
+    dir: &Inode,
+    node: std::sync::Arc<Vec<u8>>,
+    count_offset: usize,
+    obj: Object,
+) -> Result<Level> {
+    let csum = fs.superblock().has_metadata_csum();
+    let limit = usize::from(le16(&node, count_offset));
+    let count = usize::from(le16(&node, count_offset + 2));
+    let expected_limit = (node.len().saturating_sub(count_offset)) / ENTRY - usize::from(csum);
+    if limit != expected_limit || count == 0 || count > limit {
+        return Err(Error::corrupt(obj, "htree node count or limit out of range"));
+    }
+    if csum {
+        let tail = count_offset + limit * ENTRY;
+        let covered = node.get(..count_offset + count * ENTRY).unwrap_or_default();
+        let reserved = node.get(tail..tail + 4).unwrap_or_default();
+        let c = crc32c(crc32c(dir.csum_seed, covered), reserved);
+        if c != le32(&node, tail + 4) {
+            return Err(Error::Checksum(obj));
+        }
+    }
+    Ok(Level { node, count_offset, count, at: 0 })
+}
+
+/// The hash of entry `i`; entry 0 has no stored hash (its slot holds count and limit) and covers from 0.
+fn entry_hash(l: &Level, i: usize) -> u32 {
+    if i == 0 { 0 } else { le32(&l.node, l.count_offset + i * ENTRY) }
+}
+
+/// The directory block entry `i` points to (the top 4 bits are reserved, as in the kernel's `dx_get_block`).
+fn entry_block(l: &Level, i: usize) -> u64 {
+    u64::from(le32(&l.node, l.count_offset + i * ENTRY + 4) & 0x0FFF_FFFF)
+}
+
+/// The last entry whose hash is at most `hash` (binary search, as the kernel's `dx_probe`).
+fn find_entry(l: &Level, hash: u32) -> usize {
+    let (mut lo, mut hi) = (1usize, l.count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if entry_hash(l, mid) > hash { hi = mid } else { lo = mid + 1 }
+    }
+    lo - 1
+}

@@ -1,0 +1,105 @@
+//! Engine errors: values that name the object they concern.
+
+use std::fmt;
+
+/// The on-disk object an error is about, so that a log line says which inode or block is bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object {
+    Superblock,
+    GroupDescriptor(u32),
+    Inode(u32),
+    ExtentTree(u32),
+    BlockMap(u32),
+    DirBlock { ino: u32, lblk: u64 },
+    Htree(u32),
+    Xattr(u32),
+    XattrBlock(u64),
+    Symlink(u32),
+    InlineData(u32),
+    FileData(u32),
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Object::Superblock => write!(f, "superblock"),
+            Object::GroupDescriptor(g) => write!(f, "group descriptor {g}"),
+            Object::Inode(i) => write!(f, "inode {i}"),
+            Object::ExtentTree(i) => write!(f, "extent tree of inode {i}"),
+            Object::BlockMap(i) => write!(f, "block map of inode {i}"),
+            Object::DirBlock { ino, lblk } => write!(f, "directory block {lblk} of inode {ino}"),
+            Object::Htree(i) => write!(f, "htree index of inode {i}"),
+            Object::Xattr(i) => write!(f, "extended attributes of inode {i}"),
+            Object::XattrBlock(b) => write!(f, "xattr block {b}"),
+            Object::Symlink(i) => write!(f, "symlink inode {i}"),
+            Object::InlineData(i) => write!(f, "inline data of inode {i}"),
+            Object::FileData(i) => write!(f, "data of inode {i}"),
+        }
+    }
+}
+
+/// Everything the engine can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{object}: corrupt: {what}")]
+    Corrupt { object: Object, what: &'static str },
+    #[error("{0}: checksum mismatch")]
+    Checksum(Object),
+    #[error("not an ext2/ext3/ext4 filesystem: {0}")]
+    NotExt(&'static str),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("operation not supported")]
+    NotSupported,
+}
+
+/// `EUCLEAN`, which the kernel's ext4 calls `EFSCORRUPTED`.
+pub const EUCLEAN: i32 = 117;
+
+impl Error {
+    /// Shorthand for a corruption error.
+    pub fn corrupt(object: Object, what: &'static str) -> Error {
+        Error::Corrupt { object, what }
+    }
+
+    /// The errno a caller should report for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Io(e) => e.raw_os_error().unwrap_or(libc_eio()),
+            // A corrupt structure or a failed checksum is corruption of that object (EUCLEAN).
+            Error::Corrupt { .. } | Error::Checksum(_) | Error::NotExt(_) => EUCLEAN,
+            Error::Unsupported(_) | Error::NotSupported => 95, // EOPNOTSUPP
+            Error::NotFound => 2,                               // ENOENT
+            Error::NotDir => 20,                                // ENOTDIR
+            Error::IsDir => 21,                                 // EISDIR
+            Error::Invalid => 22,                               // EINVAL
+            Error::NameTooLong => 36,                           // ENAMETOOLONG
+            Error::NoAttr => 61,                                // ENODATA
+        }
+    }
+
+    /// True when this error reports damage on the image (as opposed to a missing name, say).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::Checksum(_))
+    }
+}
+
+fn libc_eio() -> i32 {
+    5
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,642 @@
+//! The filesystem: an opened image, and the operations the server asks of it (inode lookup, name lookup,
+//! directory listing, file reads, symlinks, xattrs, statfs, SEEK_DATA/SEEK_HOLE).
+//!
+//! Metadata blocks go through a bounded block cache and parsed inodes through a bounded inode cache, so
+//! repeated lookups touch no disk. File data bypasses the cache: it is read straight into the reply buffer.
+
+use std::sync::Arc;
+
+use super::block_group::{self, GroupDesc};
+use super::cache::ClockCache;
+use super::device::BlockDevice;
+use super::dir_block::{self, DirentIter};
+use super::error::{Error, Object, Result};
+use super::features::{self, *};
+use super::inline_data;
+use super::inode::{FileKind as Kind, Inode, InodeNo, flags};
+use super::superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
+use super::{acl, block_map, dir_htree, extent, xattr};
+
+pub use super::inode::FileKind;
+
+/// Longest name a directory entry can hold.
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target the kernel accepts (PATH_MAX less the NUL).
+const SYMLINK_MAX: u64 = 4095;
+
+/// What the caller asks of the mount.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Read the image as it is even when its journal needs recovery.
+    pub norecovery: bool,
+    /// Metadata block cache bound, in bytes.
+    pub cache_bytes: usize,
+    /// Parsed inode cache bound, in inodes.
+    pub inode_cache: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions { norecovery: false, cache_bytes: 64 << 20, inode_cache: 65536 }
+    }
+}
+
+/// Where a logical block of a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapping {
+    /// `len` blocks starting at physical block `pblk`; unwritten (preallocated) blocks read as zeros.
+    Mapped { pblk: u64, len: u64, unwritten: bool },
+    /// A hole of `len` blocks, or up to the end of the map when `None`.
+    Hole { len: Option<u64> },
+}
+
+/// One directory entry as the server needs it.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: InodeNo,
+    /// From the entry's file type byte; `None` without the filetype feature (ask the inode).
+    pub kind: Option<FileKind>,
+    pub name: Vec<u8>,
+}
+
+/// Filesystem statistics, as statfs(2) reports them.
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    pub block_size: u32,
+    pub blocks: u64,
+    pub free_blocks: u64,
+    pub available_blocks: u64,
+    pub inodes: u64,
+    pub free_inodes: u64,
+    pub name_max: u32,
+}
+
+/// An opened ext2/ext3/ext4 filesystem.
+pub struct Filesystem {
+    dev: Box<dyn BlockDevice>,
+    sb: Superblock,
+    groups: Vec<GroupDesc>,
+    blocks: ClockCache<u64, Arc<Vec<u8>>>,
+    inodes: ClockCache<u32, Arc<Inode>>,
+}
+
+impl Filesystem {
+    /// Reads and validates the superblock and group descriptors of the filesystem on `dev`.
+    pub fn open(dev: Box<dyn BlockDevice>, opts: &MountOptions) -> Result<Filesystem> {
+        let mut raw = vec![0u8; SUPERBLOCK_SIZE];
+        dev.read_exact_at(&mut raw, SUPERBLOCK_OFFSET).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::NotExt("image too small to hold a superblock")
+            } else {
+                Error::Io(e)
+            }
+        })?;
+        let sb = Superblock::parse(&raw)?;
+        check_features(&sb)?;
+        if sb.needs_recovery() && !opts.norecovery {
+            return Err(Error::Unsupported(
+                "the journal needs recovery (the filesystem was not cleanly unmounted); replay is not \
+                 implemented yet: mount with -o norecovery to read the image as it is, without the \
+                 journal's last changes"
+                    .into(),
+            ));
+        }
+        let bytes = sb.blocks_count.checked_mul(u64::from(sb.block_size));
+        if bytes.is_none_or(|b| b > dev.size()) {
+            return Err(Error::corrupt(Object::Superblock, "block count exceeds the size of the device"));
+        }
+        let block_bytes = usize::try_from(sb.block_size).unwrap_or(4096);
+        let mut fs = Filesystem {
+            dev,
+            groups: Vec::new(),
+            blocks: ClockCache::new(opts.cache_bytes / block_bytes),
+            inodes: ClockCache::new(opts.inode_cache),
+            sb,
+        };
+        fs.groups = fs.read_group_descriptors()?;
+        Ok(fs)
+    }
+
+    fn read_group_descriptors(&self) -> Result<Vec<GroupDesc>> {
+        let sb = &self.sb;
+        let desc_size = usize::from(sb.desc_size);
+        let per_block = (sb.block_size as usize) / desc_size;
+        // Bounded: the block count was checked against the device size.
+        let count = sb.group_count();
+        let mut groups = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        let itable_blocks =
+            (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
+        let mut g = 0u64;
+        let mut nr = 0u64;
+        while g < count {
+            let loc = block_group::descriptor_block(sb, nr)
+                .ok_or_else(|| Error::corrupt(Object::Superblock, "group descriptor table out of range"))?;
+            let block = self.read_block_uncached(loc, Object::GroupDescriptor(g as u32))?;
+            for chunk in block.chunks_exact(desc_size).take(per_block) {
+                if g >= count {
+                    break;
+                }
+                let mut d = GroupDesc::parse(sb, g as u32, chunk);
+                if !d.checksum_ok {
+                    tracing::warn!(group = g, "group descriptor checksum mismatch: its inodes are refused");
+                }
+                // An inode table outside the filesystem makes the group's inodes unreadable.
+                if d.inode_table == 0
+                    || d.inode_table.checked_add(itable_blocks).is_none_or(|end| end > sb.blocks_count)
+                {
+                    tracing::warn!(group = g, "inode table out of range: its inodes are refused");
+                    d.checksum_ok = false;
+                }
+                groups.push(d);
+                g += 1;
+            }
+            nr += 1;
+        }
+        Ok(groups)
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.sb.block_size
+    }
+
+    /// Fails unless blocks `start..start + len` lie inside the filesystem (after its first data block).
+    pub fn check_range(&self, start: u64, len: u64, obj: Object) -> Result<()> {
+        let ok = start > u64::from(self.sb.first_data_block).saturating_sub(1)
+            && start != 0
+            && start.checked_add(len).is_some_and(|end| end <= self.sb.blocks_count);
+        if ok { Ok(()) } else { Err(Error::corrupt(obj, "block number out of range")) }
+    }
+
+    fn read_block_uncached(&self, nr: u64, obj: Object) -> Result<Vec<u8>> {
+        self.check_range(nr, 1, obj)?;
+        let bs = u64::from(self.sb.block_size);
+        let mut buf = vec![0u8; bs as usize];
+        self.dev.read_exact_at(&mut buf, nr * bs)?;
+        Ok(buf)
+    }
+
+    /// A metadata block, through the block cache. `obj` names what the caller is reading, for errors.
+    pub fn meta_block(&self, nr: u64, obj: Object) -> Result<Arc<Vec<u8>>> {
+        if let Some(b) = self.blocks.get(&nr) {
+            return Ok(b);
+        }
+        let b = Arc::new(self.read_block_uncached(nr, obj)?);
+        self.blocks.insert(nr, b.clone());
+        Ok(b)
+    }
+
+    /// Reads inode `ino` (through the inode cache). Any valid inode number is accepted; use
+    /// [`Filesystem::user_inode`] for numbers that come from directory entries or the kernel.
+    pub fn inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
+        if let Some(i) = self.inodes.get(&ino.0) {
+            return Ok(i);
+        }
+        let obj = Object::Inode(ino.0);
+        if ino.0 == 0 || ino.0 > self.sb.inodes_count {
+            return Err(Error::corrupt(obj, "inode number out of range"));
+        }
+        let index = ino.0 - 1;
+        let group = index / self.sb.inodes_per_group;
+        let desc = self.groups.get(group as usize).ok_or_else(|| Error::corrupt(obj, "no group for inode"))?;
+        if !desc.checksum_ok {
+            return Err(Error::corrupt(Object::GroupDescriptor(group), "group descriptor is damaged"));
+        }
+        let byte = u64::from(index % self.sb.inodes_per_group) * u64::from(self.sb.inode_size);
+        let bs = u64::from(self.sb.block_size);
+        let block = self.meta_block(desc.inode_table + byte / bs, obj)?;
+        let off = (byte % bs) as usize;
+        let raw = block.get(off..off + usize::from(self.sb.inode_size)).unwrap_or_default();
+        let inode = Arc::new(Inode::parse(&self.sb, ino, raw)?);
+        self.inodes.insert(ino.0, inode.clone());
+        Ok(inode)
+    }
+
+    /// Reads an inode that a directory entry or a caller named: reserved inodes (below `s_first_ino`,
+    /// except the root) are internal and refused, as the kernel refuses them.
+    pub fn user_inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
+        if ino != super::ROOT_INO && ino.0 < self.sb.first_ino {
+            return Err(Error::corrupt(Object::Inode(ino.0), "reference to a reserved inode"));
+        }
+        let inode = self.inode(ino)?;
+        if inode.has_flag(flags::EA_INODE) {
+            return Err(Error::corrupt(Object::Inode(ino.0), "reference to an xattr value inode"));
+        }
+        Ok(inode)
+    }
+
+    /// Maps logical block `lblk` of `inode` to where it is on disk.
+    pub fn map(&self, inode: &Inode, lblk: u64) -> Result<Mapping> {
+        if inode.has_flag(flags::EXTENTS) {
+            extent::map(self, inode, lblk)
+        } else if inode.has_flag(flags::INLINE_DATA) {
+            Err(Error::corrupt(Object::Inode(inode.ino.0), "inline inode has no block map"))
+        } else {
+            block_map::map(self, inode, lblk)
+        }
+    }
+
+    /// Reads up to `len` bytes of `inode`'s data from byte `offset`; short at the end of the file.
+    pub fn read(&self, inode: &Inode, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if inode.kind == Kind::Directory {
+            return Err(Error::IsDir);
+        }
+        if offset >= inode.size {
+            return Ok(Vec::new());
+        }
+        let len = usize::try_from((inode.size - offset).min(len as u64)).unwrap_or(len);
+        if inode.has_flag(flags::INLINE_DATA) {
+            let data = inline_data::file_data(inode)?;
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+            let end = start.saturating_add(len).min(data.len());
+            return Ok(data[start..end].to_vec());
+        }
+        let mut buf = vec![0u8; len];
+        self.read_mapped(inode, offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Fills `buf` with the data at `offset`, one extent (or hole) at a time: holes and unwritten extents
+    /// stay zero, mapped runs are read from the device in one call each.
+    fn read_mapped(&self, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let bs = u64::from(self.sb.block_size);
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let lblk = pos / bs;
+            let within = pos % bs;
+            let (run_blocks, pblk) = match self.map(inode, lblk)? {
+                Mapping::Mapped { pblk, len, unwritten } => (len, (!unwritten).then_some(pblk)),
+                Mapping::Hole { len } => (len.unwrap_or(u64::MAX), None),
+            };
+            let run_bytes = run_blocks.saturating_mul(bs).saturating_sub(within);
+            let n = usize::try_from(run_bytes).unwrap_or(usize::MAX).min(buf.len() - done);
+            if let Some(pblk) = pblk {
+                // pblk..pblk+len was checked to lie inside the filesystem, and so inside the device.
+                self.dev.read_exact_at(&mut buf[done..done + n], pblk * bs + within)?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The target of a symlink.
+    pub fn readlink(&self, inode: &Inode) -> Result<Vec<u8>> {
+        let obj = Object::Symlink(inode.ino.0);
+        if inode.kind != Kind::Symlink {
+            return Err(Error::Invalid);
+        }
+        if inode.size == 0 || inode.size > SYMLINK_MAX.min(u64::from(self.sb.block_size)) {
+            return Err(Error::corrupt(obj, "symlink size out of range"));
+        }
+        if inode.has_flag(flags::INLINE_DATA) {
+            return inline_data::file_data(inode);
+        }
+        if self.is_fast_symlink(inode) {
+            let len = inode.size as usize;
+            return inode.i_block.get(..len).map(<[u8]>::to_vec).ok_or_else(|| Error::corrupt(obj, "fast symlink longer than i_block"));
+        }
+        let target = self.read(inode, 0, inode.size as usize)?;
+        if target.len() as u64 != inode.size {
+            return Err(Error::corrupt(obj, "symlink shorter than its size"));
+        }
+        Ok(target)
+    }
+
+    /// The kernel's `ext4_inode_is_fast_symlink`: no data blocks besides an xattr block.
+    fn is_fast_symlink(&self, inode: &Inode) -> bool {
+        let ea_blocks = if inode.file_acl != 0 { u64::from(self.sb.block_size / 512) } else { 0 };
+        inode.blocks_512.saturating_sub(ea_blocks) == 0 && inode.size < 60
+    }
+
+    /// Directory block `lblk` of `dir`, through the block cache; `None` for a hole.
+    pub fn dir_block(&self, dir: &Inode, lblk: u64) -> Result<Option<Arc<Vec<u8>>>> {
+        match self.map(dir, lblk)? {
+            Mapping::Mapped { pblk, unwritten: false, .. } => {
+                Ok(Some(self.meta_block(pblk, Object::DirBlock { ino: dir.ino.0, lblk })?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn is_htree(&self, dir: &Inode) -> bool {
+        self.sb.has_compat(COMPAT_DIR_INDEX) && dir.has_flag(flags::INDEX)
+    }
+
+    fn dirents<'a>(&self, buf: &'a [u8], obj: Object) -> DirentIter<'a> {
+        DirentIter::new(
+            buf,
+            self.sb.has_incompat(INCOMPAT_FILETYPE),
+            self.sb.inodes_count,
+            obj,
+            self.sb.block_size as usize,
+        )
+    }
+
+    /// Searches one directory block (or inline region) for `name`.
+    fn search_block(&self, buf: &[u8], name: &[u8], obj: Object) -> Result<Option<InodeNo>> {
+        for d in self.dirents(buf, obj) {
+            let d = d?;
+            if d.inode != 0 && d.name == name {
+                return Ok(Some(InodeNo(d.inode)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads leaf block `lblk` of `dir` and verifies its checksum tail.
+    fn leaf_block(&self, dir: &Inode, lblk: u64) -> Result<Option<Arc<Vec<u8>>>> {
+        let Some(block) = self.dir_block(dir, lblk)? else {
+            return Ok(None);
+        };
+        if self.sb.has_metadata_csum() {
+            dir_block::verify_tail(&block, dir.csum_seed, Object::DirBlock { ino: dir.ino.0, lblk })?;
+        }
+        Ok(Some(block))
+    }
+
+    /// Looks `name` up in directory `dir`.
+    pub fn lookup(&self, dir: &Inode, name: &[u8]) -> Result<InodeNo> {
+        if dir.kind != Kind::Directory {
+            return Err(Error::NotDir);
+        }
+        if name.len() > NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
+        if dir.has_flag(flags::INLINE_DATA) {
+            return self.lookup_inline(dir, name);
+        }
+        if self.is_htree(dir) {
+            let found = dir_htree::lookup(self, dir, name, |lblk| match self.leaf_block(dir, lblk)? {
+                Some(b) => self.search_block(&b, name, Object::DirBlock { ino: dir.ino.0, lblk }),
+                None => Ok(None),
+            });
+            match found {
+                Ok(Some(ino)) => return Ok(ino),
+                Ok(None) => return Err(Error::NotFound),
+                // A malformed index: the kernel falls back to a linear scan, and so do we.
+                Err(Error::Corrupt { object: Object::Htree(_), what }) => {
+                    tracing::warn!(ino = dir.ino.0, what, "htree index is damaged; scanning the directory");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let blocks = dir.size / u64::from(self.sb.block_size);
+        let mut lblk = 0;
+        while lblk < blocks {
+            if let Mapping::Hole { len } = self.map(dir, lblk)? {
+                lblk = lblk.saturating_add(len.unwrap_or(u64::MAX));
+                continue;
+            }
+            if let Some(block) = self.leaf_block_for_scan(dir, lblk)? {
+                if let Some(ino) = self.search_block(&block, name, Object::DirBlock { ino: dir.ino.0, lblk })? {
+                    return Ok(ino);
+                }
+            }
+            lblk += 1;
+        }
+        Err(Error::NotFound)
+    }
+
+    /// A block read during a linear scan: htree interior nodes (and the root's index) hold no entries
+    /// beyond `.` and `..`, and carry a dx tail rather than a dirent tail.
+    fn leaf_block_for_scan(&self, dir: &Inode, lblk: u64) -> Result<Option<Arc<Vec<u8>>>> {
+        if self.is_htree(dir) {
+            let Some(block) = self.dir_block(dir, lblk)? else {
+                return Ok(None);
+            };
+            let bs = self.sb.block_size as usize;
+            let first_rec = dir_block::rec_len_from_disk(super::bytes::le16(&block, 4), bs);
+            let is_node = super::bytes::le32(&block, 0) == 0 && first_rec == bs;
+            if lblk == 0 || is_node {
+                return Ok(Some(block));
+            }
+        }
+        self.leaf_block(dir, lblk)
+    }
+
+    fn lookup_inline(&self, dir: &Inode, name: &[u8]) -> Result<InodeNo> {
+        let d = inline_data::dir(dir)?;
+        if name == b"." {
+            return Ok(dir.ino);
+        }
+        if name == b".." {
+            return Ok(InodeNo(d.parent));
+        }
+        for region in &d.regions {
+            if let Some(ino) = self.search_block(region, name, Object::InlineData(dir.ino.0))? {
+                return Ok(ino);
+            }
+        }
+        Err(Error::NotFound)
+    }
+
+    /// Lists directory `dir` from position `cookie` (0: the start). `emit` gets each entry and the cookie
+    /// that resumes after it, and returns `true` when it wants no more.
+    ///
+    /// Cookies are byte positions in the directory (for inline directories: 0 and 1 for `.` and `..`, then
+    /// positions in `i_block` and `system.data`). A damaged block is skipped, as the kernel's readdir does.
+    pub fn read_dir(&self, dir: &Inode, cookie: u64, emit: &mut dyn FnMut(DirEntry, u64) -> bool) -> Result<()> {
+        if dir.kind != Kind::Directory {
+            return Err(Error::NotDir);
+        }
+        if dir.has_flag(flags::INLINE_DATA) {
+            return self.read_dir_inline(dir, cookie, emit);
+        }
+        let bs = u64::from(self.sb.block_size);
+        let blocks = dir.size / bs;
+        let mut lblk = cookie / bs;
+        while lblk < blocks {
+            if let Mapping::Hole { len } = self.map(dir, lblk)? {
+                lblk = lblk.saturating_add(len.unwrap_or(u64::MAX));
+                continue;
+            }
+            let obj = Object::DirBlock { ino: dir.ino.0, lblk };
+            let block = match self.leaf_block_for_scan(dir, lblk) {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    lblk += 1;
+                    continue;
+                }
+                Err(e) if e.is_corruption() => {
+                    tracing::warn!(error = %e, "skipping damaged directory block");
+                    lblk += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let base = lblk * bs;
+            for d in self.dirents(&block, obj) {
+                let d = match d {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping the rest of a damaged directory block");
+                        break;
+                    }
+                };
+                let pos = base + d.offset as u64;
+                if pos < cookie || d.inode == 0 {
+                    continue;
+                }
+                let entry = DirEntry { ino: InodeNo(d.inode), kind: self.dirent_kind(d.file_type), name: d.name.to_vec() };
+                if emit(entry, pos + d.rec_len as u64) {
+                    return Ok(());
+                }
+            }
+            lblk += 1;
+        }
+        Ok(())
+    }
+
+    fn read_dir_inline(&self, dir: &Inode, cookie: u64, emit: &mut dyn FnMut(DirEntry, u64) -> bool) -> Result<()> {
+        let d = inline_data::dir(dir)?;
+        let dot = [(b".".to_vec(), dir.ino), (b"..".to_vec(), InodeNo(d.parent))];
+        for (i, (name, ino)) in dot.into_iter().enumerate() {
+            if cookie <= i as u64 && emit(DirEntry { ino, kind: Some(Kind::Directory), name }, i as u64 + 1) {
+                return Ok(());
+            }
+        }
+        let obj = Object::InlineData(dir.ino.0);
+        for (region, start) in d.regions.iter().zip(inline_data::REGION_START) {
+            for e in self.dirents(region, obj) {
+                let e = e?;
+                let pos = start + e.offset as u64;
+                if pos < cookie || e.inode == 0 {
+                    continue;
+                }
+                let entry = DirEntry { ino: InodeNo(e.inode), kind: self.dirent_kind(e.file_type), name: e.name.to_vec() };
+                if emit(entry, pos + e.rec_len as u64) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dirent_kind(&self, t: u8) -> Option<FileKind> {
+        if self.sb.has_incompat(INCOMPAT_FILETYPE) { FileKind::from_dirent(t) } else { None }
+    }
+
+    /// All attribute entries of `inode`: the in-inode ones, then those of its xattr block.
+    fn xattr_entries(&self, inode: &Inode) -> Result<Vec<xattr::Entry>> {
+        let obj = Object::Xattr(inode.ino.0);
+        let mut entries = xattr::parse_ibody(&inode.xattr_area, obj)?;
+        if inode.file_acl != 0 {
+            let block_obj = Object::XattrBlock(inode.file_acl);
+            let block = self.meta_block(inode.file_acl, block_obj)?;
+            let seed = self.sb.has_metadata_csum().then(|| self.sb.csum_seed());
+            entries.extend(xattr::parse_block(&block, inode.file_acl, seed, block_obj)?);
+        }
+        Ok(entries)
+    }
+
+    /// Names of the attributes programs may see, each as `prefix.name`.
+    pub fn list_xattrs(&self, inode: &Inode) -> Result<Vec<Vec<u8>>> {
+        Ok(self.xattr_entries(inode)?.iter().filter_map(xattr::Entry::full_name).collect())
+    }
+
+    /// The value of attribute `name` (ACLs converted to the xattr format programs expect).
+    pub fn get_xattr(&self, inode: &Inode, name: &[u8]) -> Result<Vec<u8>> {
+        let (index, suffix) = xattr::split_name(name).ok_or(Error::NotSupported)?;
+        let entry = self
+            .xattr_entries(inode)?
+            .into_iter()
+            .find(|e| e.index == index && e.name == suffix)
+            .ok_or(Error::NoAttr)?;
+        let value = match entry.value {
+            xattr::Value::Stored(v) => v,
+            xattr::Value::EaInode { ino, size } => self.ea_inode_value(inode, ino, size)?,
+        };
+        if matches!(index, xattr::INDEX_POSIX_ACL_ACCESS | xattr::INDEX_POSIX_ACL_DEFAULT) {
+            return acl::disk_to_xattr(&value, Object::Xattr(inode.ino.0));
+        }
+        Ok(value)
+    }
+
+    fn ea_inode_value(&self, owner: &Inode, ino: u32, size: u32) -> Result<Vec<u8>> {
+        let obj = Object::Xattr(owner.ino.0);
+        if !self.sb.has_incompat(INCOMPAT_EA_INODE) {
+            return Err(Error::corrupt(obj, "xattr value in an inode without the ea_inode feature"));
+        }
+        let ea = self.inode(InodeNo(ino))?;
+        if !ea.has_flag(flags::EA_INODE) || ea.kind != Kind::Regular || ea.size != u64::from(size) {
+            return Err(Error::corrupt(obj, "xattr value inode does not match its entry"));
+        }
+        let v = self.read(&ea, 0, size as usize)?;
+        if v.len() != size as usize {
+            return Err(Error::corrupt(obj, "xattr value inode is short"));
+        }
+        Ok(v)
+    }
+
+    /// The next offset at or after `offset` that holds data (`SEEK_DATA`), or `None` past the last data.
+    pub fn seek_data(&self, inode: &Inode, offset: u64) -> Result<Option<u64>> {
+        self.seek(inode, offset, true)
+    }
+
+    /// The next offset at or after `offset` inside a hole (`SEEK_HOLE`); the end of file counts as one.
+    pub fn seek_hole(&self, inode: &Inode, offset: u64) -> Result<Option<u64>> {
+        self.seek(inode, offset, false)
+    }
+
+    fn seek(&self, inode: &Inode, offset: u64, want_data: bool) -> Result<Option<u64>> {
+        if offset >= inode.size {
+            return Ok(None);
+        }
+        if inode.has_flag(flags::INLINE_DATA) {
+            return Ok(Some(if want_data { offset } else { inode.size }));
+        }
+        let bs = u64::from(self.sb.block_size);
+        let mut lblk = offset / bs;
+        while lblk * bs < inode.size {
+            let (len, is_data) = match self.map(inode, lblk)? {
+                // Unwritten extents read as zeros; like the kernel, report them as data only when written.
+                Mapping::Mapped { len, unwritten, .. } => (len, !unwritten),
+                Mapping::Hole { len } => (len.unwrap_or(u64::MAX), false),
+            };
+            if is_data == want_data {
+                return Ok(Some((lblk * bs).max(offset)));
+            }
+            lblk = lblk.saturating_add(len);
+        }
+        Ok(if want_data { None } else { Some(inode.size) })
+    }
+
+    /// statfs(2) figures: the block and inode counts, and the free counts summed over the groups.
+    pub fn statfs(&self) -> StatFs {
+        let free_blocks: u64 = self.groups.iter().map(|g| u64::from(g.free_blocks_count)).sum();
+        let free_inodes: u64 = self.groups.iter().map(|g| u64::from(g.free_inodes_count)).sum();
+        let free_blocks = free_blocks.min(self.sb.blocks_count);
+        StatFs {
+            block_size: self.sb.block_size,
+            blocks: self.sb.blocks_count,
+            free_blocks,
+            available_blocks: free_blocks.saturating_sub(self.sb.r_blocks_count),
+            inodes: u64::from(self.sb.inodes_count),
+            free_inodes: free_inodes.min(u64::from(self.sb.inodes_count)),
+            name_max: NAME_MAX as u32,
+        }
+    }
+}
+
+/// Refuses images whose incompatible features the engine cannot read, naming them.
+fn check_features(sb: &Superblock) -> Result<()> {
+    if sb.has_incompat(INCOMPAT_JOURNAL_DEV) {
+        return Err(Error::Unsupported("this is an external journal device, not a filesystem".into()));
+    }
+    if sb.has_incompat(INCOMPAT_ENCRYPT) {
+        return Err(Error::Unsupported("encrypted filesystems (encrypt feature) cannot be read".into()));
+    }
+    if sb.has_incompat(INCOMPAT_CASEFOLD) {
+        return Err(Error::Unsupported("case-insensitive directories (casefold feature) are not supported".into()));
+    }
+    let unknown = sb.feature_incompat & !INCOMPAT_READ;
+    if unknown != 0 {
+        let names = features::names(features::Kind::Incompat, unknown).join(", ");
+        return Err(Error::Unsupported(format!("incompatible filesystem features: {names}")));
+    }
+    Ok(())
+}

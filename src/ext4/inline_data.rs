@@ -1,0 +1,50 @@
+//! Inline data (inline_data feature): small files and directories kept inside the inode, in the 60 bytes of
+//! `i_block` and, beyond them, in the value of the `system.data` extended attribute in the inode body.
+
+use super::bytes::le32;
+use super::error::{Error, Object, Result};
+use super::inode::{I_BLOCK_SIZE, Inode};
+use super::xattr::{self, INDEX_SYSTEM, Value};
+
+/// The bytes of `system.data` (empty when absent).
+fn system_data(inode: &Inode) -> Result<Vec<u8>> {
+    let obj = Object::InlineData(inode.ino.0);
+    for e in xattr::parse_ibody(&inode.xattr_area, obj)? {
+        if e.index == INDEX_SYSTEM && e.name == b"data" {
+            return match e.value {
+                Value::Stored(v) => Ok(v),
+                Value::EaInode { .. } => Err(Error::corrupt(obj, "system.data stored in an EA inode")),
+            };
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// The whole content of an inline file: `i_block`, then `system.data`, cut to `i_size`.
+pub fn file_data(inode: &Inode) -> Result<Vec<u8>> {
+    let mut data = inode.i_block.to_vec();
+    data.extend_from_slice(&system_data(inode)?);
+    let size = usize::try_from(inode.size).unwrap_or(usize::MAX);
+    if size > data.len() {
+        return Err(Error::corrupt(Object::InlineData(inode.ino.0), "size exceeds the inline data"));
+    }
+    data.truncate(size);
+    Ok(data)
+}
+
+/// An inline directory: its parent's inode number (the first 4 bytes of `i_block`), then up to two regions
+/// of directory entries: the rest of `i_block`, and `system.data`.
+pub struct InlineDir {
+    pub parent: u32,
+    pub regions: [Vec<u8>; 2],
+}
+
+/// Offset of each region in the directory's position space (used for readdir cookies).
+pub const REGION_START: [u64; 2] = [4, I_BLOCK_SIZE as u64];
+
+pub fn dir(inode: &Inode) -> Result<InlineDir> {
+    Ok(InlineDir {
+        parent: le32(&inode.i_block, 0),
+        regions: [inode.i_block[4..].to_vec(), system_data(inode)?],
+    })
+}

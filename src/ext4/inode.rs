@@ -1,0 +1,260 @@
+//! Inodes (`struct ext4_inode`): the 128-byte base record and the extra fields that follow it.
+
+use super::bytes::{le16, le32, slice};
+use super::checksum::crc32c;
+use super::error::{Error, Object, Result};
+use super::features::RO_COMPAT_HUGE_FILE;
+use super::superblock::Superblock;
+
+/// An inode number. Inode numbers start at 1; 2 is the root directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeNo(pub u32);
+
+/// `i_flags` bits the engine looks at.
+pub mod flags {
+    pub const SECRM: u32 = 0x1;
+    pub const IMMUTABLE: u32 = 0x10;
+    pub const APPEND: u32 = 0x20;
+    pub const ENCRYPT: u32 = 0x800;
+    pub const INDEX: u32 = 0x1000;
+    pub const HUGE_FILE: u32 = 0x40000;
+    pub const EXTENTS: u32 = 0x80000;
+    pub const VERITY: u32 = 0x100000;
+    pub const EA_INODE: u32 = 0x200000;
+    pub const INLINE_DATA: u32 = 0x1000_0000;
+    pub const CASEFOLD: u32 = 0x4000_0000;
+}
+
+/// Size of the base inode record (`EXT4_GOOD_OLD_INODE_SIZE`).
+pub const GOOD_OLD_INODE_SIZE: usize = 128;
+/// Size of `i_block`: 15 block pointers, or an extent tree root, or inline data.
+pub const I_BLOCK_SIZE: usize = 60;
+const I_BLOCK_OFFSET: usize = 0x28;
+
+/// What kind of file an inode is, from the top bits of `i_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Fifo,
+    CharDevice,
+    Directory,
+    BlockDevice,
+    Regular,
+    Symlink,
+    Socket,
+}
+
+impl FileKind {
+    pub fn from_mode(mode: u16) -> Option<FileKind> {
+        Some(match mode & 0xF000 {
+            0x1000 => FileKind::Fifo,
+            0x2000 => FileKind::CharDevice,
+            0x4000 => FileKind::Directory,
+            0x6000 => FileKind::BlockDevice,
+            0x8000 => FileKind::Regular,
+            0xA000 => FileKind::Symlink,
+            0xC000 => FileKind::Socket,
+            _ => return None,
+        })
+    }
+
+    /// From a directory entry's `file_type` byte (with the filetype feature).
+    pub fn from_dirent(t: u8) -> Option<FileKind> {
+        Some(match t {
+            1 => FileKind::Regular,
+            2 => FileKind::Directory,
+            3 => FileKind::CharDevice,
+            4 => FileKind::BlockDevice,
+            5 => FileKind::Fifo,
+            6 => FileKind::Socket,
+            7 => FileKind::Symlink,
+            _ => return None,
+        })
+    }
+}
+
+/// A timestamp with nanoseconds; seconds may lie before 1970 or after 2038 (extended epoch bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timestamp {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Timestamp {
+    /// Decodes a 32-bit seconds field and, when present, its `_extra` field: two epoch bits that extend the
+    /// signed seconds past 2038, and 30 bits of nanoseconds.
+    fn decode(seconds: u32, extra: Option<u32>) -> Timestamp {
+        let mut sec = i64::from(seconds as i32);
+        let mut nsec = 0;
+        if let Some(extra) = extra {
+            sec += i64::from(extra & 3) << 32;
+            nsec = extra >> 2;
+            if nsec >= 1_000_000_000 {
+                nsec = 0; // out of range on disk; the kernel clamps the same way
+            }
+        }
+        Timestamp { sec, nsec }
+    }
+}
+
+/// A parsed, checksum-verified inode.
+#[derive(Debug, Clone)]
+pub struct Inode {
+    pub ino: InodeNo,
+    pub mode: u16,
+    pub kind: FileKind,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub links_count: u16,
+    /// Allocated space in 512-byte units.
+    pub blocks_512: u64,
+    pub flags: u32,
+    pub generation: u32,
+    pub file_acl: u64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub crtime: Option<Timestamp>,
+    pub dtime: u32,
+    /// The 60 bytes of `i_block`: block map, extent root, inline data or fast symlink target.
+    pub i_block: [u8; I_BLOCK_SIZE],
+    /// The in-inode extended attribute area (after `i_extra_isize`), possibly empty.
+    pub xattr_area: Vec<u8>,
+    /// Seed for this inode's metadata checksums (extent blocks, directory blocks): crc32c of number and generation.
+    pub csum_seed: u32,
+}
+
+impl Inode {
+    /// Parses `raw` (one on-disk inode record of `s_inode_size` bytes) for inode `ino`.
+    pub fn parse(sb: &Superblock, ino: InodeNo, raw: &[u8]) -> Result<Inode> {
+        let obj = Object::Inode(ino.0);
+        let bad = |what| Error::corrupt(obj, what);
+        let inode_size = usize::from(sb.inode_size);
+        if raw.len() < inode_size {
+            return Err(bad("record shorter than the inode size"));
+        }
+        let extra_isize = if inode_size > GOOD_OLD_INODE_SIZE { usize::from(le16(raw, 0x80)) } else { 0 };
+        if GOOD_OLD_INODE_SIZE + extra_isize > inode_size || extra_isize % 4 != 0 {
+            return Err(bad("i_extra_isize out of range"));
+        }
+        let has_field = |off: usize| off + 4 <= GOOD_OLD_INODE_SIZE + extra_isize;
+        let generation = le32(raw, 0x64);
+        let csum_seed = {
+            let s = crc32c(sb.csum_seed(), &ino.0.to_le_bytes());
+            crc32c(s, &generation.to_le_bytes())
+        };
+        if sb.has_metadata_csum() {
+            verify_checksum(raw, inode_size, csum_seed, extra_isize >= 4, obj)?;
+        }
+        let mode = le16(raw, 0x0);
+        let links_count = le16(raw, 0x1A);
+        if mode == 0 && links_count == 0 {
+            // A deleted inode: a directory entry pointing at it is stale.
+            return Err(bad("inode is not in use"));
+        }
+        let kind = FileKind::from_mode(mode).ok_or_else(|| bad("invalid file type in i_mode"))?;
+        let flags = le32(raw, 0x20);
+        let size = u64::from(le32(raw, 0x4)) | (u64::from(le32(raw, 0x6C)) << 32);
+        if size > i64::MAX as u64 {
+            return Err(bad("size is negative"));
+        }
+        let blocks_lo = u64::from(le32(raw, 0x1C));
+        let blocks_512 = if sb.has_ro_compat(RO_COMPAT_HUGE_FILE) {
+            let b = blocks_lo | (u64::from(le16(raw, 0x74)) << 32);
+            if flags & flags::HUGE_FILE != 0 { b.saturating_mul(u64::from(sb.block_size / 512)) } else { b }
+        } else {
+            blocks_lo
+        };
+        let extra = |off| if has_field(off) { Some(le32(raw, off)) } else { None };
+        let mut i_block = [0u8; I_BLOCK_SIZE];
+        i_block.copy_from_slice(slice(raw, I_BLOCK_OFFSET, I_BLOCK_SIZE).unwrap_or(&[0; I_BLOCK_SIZE]));
+        let xattr_area = raw.get(GOOD_OLD_INODE_SIZE + extra_isize..inode_size).unwrap_or_default().to_vec();
+        Ok(Inode {
+            ino,
+            mode,
+            kind,
+            uid: u32::from(le16(raw, 0x2)) | (u32::from(le16(raw, 0x78)) << 16),
+            gid: u32::from(le16(raw, 0x18)) | (u32::from(le16(raw, 0x7A)) << 16),
+            size,
+            links_count,
+            blocks_512,
+            flags,
+            generation,
+            file_acl: u64::from(le32(raw, 0x68)) | (u64::from(le16(raw, 0x76)) << 32),
+            atime: Timestamp::decode(le32(raw, 0x8), extra(0x8C)),
+            ctime: Timestamp::decode(le32(raw, 0xC), extra(0x84)),
+            mtime: Timestamp::decode(le32(raw, 0x10), extra(0x88)),
+            crtime: has_field(0x90).then(|| Timestamp::decode(le32(raw, 0x90), extra(0x94))),
+            dtime: le32(raw, 0x14),
+            i_block,
+            xattr_area,
+            csum_seed,
+        })
+    }
+
+    pub fn has_flag(&self, f: u32) -> bool {
+        self.flags & f != 0
+    }
+
+    /// Permission bits and setuid/setgid/sticky (the low 12 bits of `i_mode`).
+    pub fn perm(&self) -> u16 {
+        self.mode & 0o7777
+    }
+
+    /// The `i_block` field as fifteen little-endian 32-bit words.
+    pub fn i_block_word(&self, i: usize) -> u32 {
+        le32(&self.i_block, i * 4)
+    }
+
+    /// The device number of a character or block device, in the kernel's `new_encode_dev` layout.
+    ///
+    /// Old-format numbers (8-bit major and minor) live in `i_block[0]`; new ones in `i_block[1]`.
+    pub fn rdev(&self) -> u32 {
+        let old = self.i_block_word(0);
+        if old != 0 {
+            let (major, minor) = ((old >> 8) & 0xFF, old & 0xFF);
+            (minor & 0xFF) | (major << 8) | ((minor & !0xFF) << 12)
+        } else {
+            self.i_block_word(1)
+        }
+    }
+}
+
+/// Checks `l_i_checksum_lo` (and `i_checksum_hi` when the inode is large enough to hold it): crc32c over
+/// the whole record with both checksum fields taken as zero.
+fn verify_checksum(raw: &[u8], inode_size: usize, seed: u32, has_hi: bool, obj: Object) -> Result<()> {
+    let mut copy = raw.get(..inode_size).unwrap_or_default().to_vec();
+    let stored_lo = le16(&copy, 0x7C);
+    let stored_hi = if has_hi { le16(&copy, 0x82) } else { 0 };
+    if let Some(s) = copy.get_mut(0x7C..0x7E) {
+        s.fill(0);
+    }
+    if has_hi {
+        if let Some(s) = copy.get_mut(0x82..0x84) {
+            s.fill(0);
+        }
+    }
+    let computed = crc32c(seed, &copy);
+    let ok = if has_hi {
+        computed == (u32::from(stored_hi) << 16 | u32::from(stored_lo))
+    } else {
+        (computed & 0xFFFF) as u16 == stored_lo
+    };
+    if ok { Ok(()) } else { Err(Error::Checksum(obj)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_use_the_epoch_bits() {
+        // 2100-01-01T00:00:00Z = 4102444800 = 0xF486_5700: negative as i32, so the epoch bits are 1.
+        let t = Timestamp::decode(0xF486_5700, Some(1 | (5 << 2)));
+        assert_eq!(t, Timestamp { sec: 4_102_444_800, nsec: 5 });
+        // Before 1970: a negative 32-bit value with epoch 0.
+        assert_eq!(Timestamp::decode((-315_619_200i32) as u32, Some(0)).sec, -315_619_200);
+        // No extra field: seconds only.
+        assert_eq!(Timestamp::decode(10, None), Timestamp { sec: 10, nsec: 0 });
+    }
+}

@@ -1,0 +1,34 @@
+//! The ext2/ext3/ext4 engine.
+//!
+//! Reads the on-disk format described in the kernel's `Documentation/filesystems/ext4/`, one module per
+//! on-disk structure. It knows nothing of FUSE or of the sandbox: callers get plain Rust values and typed
+//! errors. Every value read from the image is validated before use and all arithmetic on it is checked,
+//! so a corrupt structure becomes an [`Error`] for that object alone, never a panic or an unbounded loop.
+#![forbid(unsafe_code)]
+
+pub mod acl;
+pub mod block_group;
+pub mod block_map;
+pub mod bytes;
+pub mod cache;
+pub mod checksum;
+pub mod device;
+pub mod dir_block;
+pub mod dir_hash;
+pub mod dir_htree;
+pub mod error;
+pub mod extent;
+pub mod features;
+pub mod fs;
+pub mod inline_data;
+pub mod inode;
+pub mod superblock;
+pub mod xattr;
+
+pub use device::{BlockDevice, FileDevice};
+pub use error::{Error, Object, Result};
+pub use fs::{DirEntry, FileKind, Filesystem, MountOptions, StatFs};
+pub use inode::{Inode, InodeNo, Timestamp};
+
+/// The root directory's inode number (`EXT4_ROOT_INO`).
+pub const ROOT_INO: InodeNo = InodeNo(2);

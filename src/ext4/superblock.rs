@@ -1,0 +1,242 @@
+//! The superblock (`struct ext4_super_block`): 1024 bytes at byte 1024 of the filesystem.
+
+use super::bytes::{le16, le32, slice, u8_at};
+use super::checksum::crc32c;
+use super::error::{Error, Object, Result};
+use super::features::*;
+
+/// Byte offset of the primary superblock.
+pub const SUPERBLOCK_OFFSET: u64 = 1024;
+/// Size of the superblock structure.
+pub const SUPERBLOCK_SIZE: usize = 1024;
+const EXT4_SUPER_MAGIC: u16 = 0xEF53;
+/// `s_flags` bit: directory hashes use unsigned chars.
+const EXT2_FLAGS_UNSIGNED_HASH: u32 = 0x2;
+/// `s_state` bit: cleanly unmounted.
+pub const STATE_VALID: u16 = 0x1;
+/// `s_state` bit: errors detected.
+pub const STATE_ERROR: u16 = 0x2;
+
+/// The fields of the superblock the engine uses, validated.
+#[derive(Debug, Clone)]
+pub struct Superblock {
+    pub inodes_count: u32,
+    pub blocks_count: u64,
+    pub r_blocks_count: u64,
+    pub free_blocks_count: u64,
+    pub free_inodes_count: u32,
+    pub first_data_block: u32,
+    /// Block size in bytes (1 KiB to 64 KiB).
+    pub block_size: u32,
+    pub log_block_size: u32,
+    pub blocks_per_group: u32,
+    pub inodes_per_group: u32,
+    pub state: u16,
+    pub rev_level: u32,
+    pub first_ino: u32,
+    /// On-disk inode record size (128 to the block size, power of two).
+    pub inode_size: u16,
+    pub feature_compat: u32,
+    pub feature_incompat: u32,
+    pub feature_ro_compat: u32,
+    pub uuid: [u8; 16],
+    pub volume_name: [u8; 16],
+    pub journal_inum: u32,
+    pub journal_dev: u32,
+    pub last_orphan: u32,
+    pub hash_seed: [u32; 4],
+    pub def_hash_version: u8,
+    /// Group descriptor size: 32, or 64..=1024 with the 64bit feature.
+    pub desc_size: u16,
+    pub first_meta_bg: u32,
+    pub min_extra_isize: u16,
+    pub flags: u32,
+    pub log_groups_per_flex: u8,
+    pub backup_bgs: [u32; 2],
+    pub checksum_seed: u32,
+    pub orphan_file_inum: u32,
+    pub encoding: u16,
+}
+
+impl Superblock {
+    /// Parses and validates the 1024 superblock bytes.
+    pub fn parse(b: &[u8]) -> Result<Superblock> {
+        if b.len() < SUPERBLOCK_SIZE {
+            return Err(Error::NotExt("image too small to hold a superblock"));
+        }
+        if le16(b, 0x38) != EXT4_SUPER_MAGIC {
+            return Err(Error::NotExt("no ext2/ext3/ext4 superblock magic (0xEF53) at byte 1024"));
+        }
+        let bad = |what| Error::corrupt(Object::Superblock, what);
+        let feature_incompat = le32(b, 0x60);
+        let feature_ro_compat = le32(b, 0x64);
+        let is_64bit = feature_incompat & INCOMPAT_64BIT != 0;
+        let hi = |off: usize| if is_64bit { u64::from(le32(b, off)) << 32 } else { 0 };
+
+        let log_block_size = le32(b, 0x18);
+        // 1 KiB << 6 = 64 KiB, the largest block size ext4 defines.
+        if log_block_size > 6 {
+            return Err(bad("block size above 64 KiB"));
+        }
+        let block_size = 1024u32 << log_block_size;
+        let rev_level = le32(b, 0x4C);
+        let (first_ino, inode_size) = if rev_level == 0 { (11, 128) } else { (le32(b, 0x54), le16(b, 0x58)) };
+        if inode_size < 128 || !inode_size.is_power_of_two() || u32::from(inode_size) > block_size {
+            return Err(bad("inode size is not a power of two between 128 and the block size"));
+        }
+        let desc_size = if is_64bit { le16(b, 0xFE) } else { 32 };
+        if is_64bit && (desc_size < 64 || desc_size > 1024 || !desc_size.is_power_of_two()) {
+            return Err(bad("group descriptor size out of range"));
+        }
+        let sb = Superblock {
+            inodes_count: le32(b, 0x0),
+            blocks_count: u64::from(le32(b, 0x4)) | hi(0x150),
+            r_blocks_count: u64::from(le32(b, 0x8)) | hi(0x154),
+            free_blocks_count: u64::from(le32(b, 0xC)) | hi(0x158),
+            free_inodes_count: le32(b, 0x10),
+            first_data_block: le32(b, 0x14),
+            block_size,
+            log_block_size,
+            blocks_per_group: le32(b, 0x20),
+            inodes_per_group: le32(b, 0x28),
+            state: le16(b, 0x3A),
+            rev_level,
+            first_ino,
+            inode_size,
+            feature_compat: le32(b, 0x5C),
+            feature_incompat,
+            feature_ro_compat,
+            uuid: array16(b, 0x68),
+            volume_name: array16(b, 0x78),
+            journal_inum: le32(b, 0xE0),
+            journal_dev: le32(b, 0xE4),
+            last_orphan: le32(b, 0xE8),
+            hash_seed: [le32(b, 0xEC), le32(b, 0xF0), le32(b, 0xF4), le32(b, 0xF8)],
+            def_hash_version: u8_at(b, 0xFC),
+            desc_size,
+            first_meta_bg: le32(b, 0x104),
+            min_extra_isize: le16(b, 0x15C),
+            flags: le32(b, 0x160),
+            log_groups_per_flex: u8_at(b, 0x174),
+            backup_bgs: [le32(b, 0x24C), le32(b, 0x250)],
+            checksum_seed: le32(b, 0x270),
+            orphan_file_inum: le32(b, 0x280),
+            encoding: le16(b, 0x27C),
+        };
+        sb.validate()?;
+        if sb.has_ro_compat(RO_COMPAT_METADATA_CSUM) {
+            if u8_at(b, 0x175) != 1 {
+                return Err(bad("unknown checksum type"));
+            }
+            let stored = le32(b, 0x3FC);
+            let computed = crc32c(!0, slice(b, 0, 0x3FC).unwrap_or_default());
+            if stored != computed {
+                return Err(Error::Checksum(Object::Superblock));
+            }
+        }
+        Ok(sb)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |what| Err(Error::corrupt(Object::Superblock, what));
+        if self.blocks_per_group == 0 || self.blocks_per_group > self.block_size.saturating_mul(8) {
+            return bad("blocks per group out of range");
+        }
+        if self.inodes_per_group == 0 || self.inodes_per_group > self.block_size.saturating_mul(8) {
+            return bad("inodes per group out of range");
+        }
+        // The superblock lives in block 0 for blocks above 1 KiB and in block 1 for 1 KiB blocks.
+        let expected_first = if self.block_size == 1024 { 1 } else { 0 };
+        if self.first_data_block > expected_first {
+            return bad("first data block does not match the block size");
+        }
+        if self.blocks_count <= u64::from(self.first_data_block) {
+            return bad("block count too small");
+        }
+        let groups = self.group_count();
+        if u64::from(self.inodes_per_group) * groups != u64::from(self.inodes_count) {
+            return bad("inode count is not inodes per group times group count");
+        }
+        if self.first_ino < 11 || self.first_ino > self.inodes_count {
+            return bad("first non-reserved inode out of range");
+        }
+        let inodes_per_block = self.block_size / u32::from(self.inode_size);
+        if self.inodes_per_group % inodes_per_block != 0 {
+            return bad("inodes per group is not a whole number of inode table blocks");
+        }
+        Ok(())
+    }
+
+    pub fn has_compat(&self, f: u32) -> bool {
+        self.feature_compat & f != 0
+    }
+    pub fn has_incompat(&self, f: u32) -> bool {
+        self.feature_incompat & f != 0
+    }
+    pub fn has_ro_compat(&self, f: u32) -> bool {
+        self.feature_ro_compat & f != 0
+    }
+
+    /// Number of block groups: blocks after the first data block, divided by blocks per group, rounded up.
+    pub fn group_count(&self) -> u64 {
+        let data = self.blocks_count - u64::from(self.first_data_block);
+        data.div_ceil(u64::from(self.blocks_per_group))
+    }
+
+    /// The seed of every metadata checksum: `s_checksum_seed` with metadata_csum_seed, else crc32c(uuid).
+    pub fn csum_seed(&self) -> u32 {
+        if self.has_incompat(INCOMPAT_CSUM_SEED) { self.checksum_seed } else { crc32c(!0, &self.uuid) }
+    }
+
+    pub fn has_metadata_csum(&self) -> bool {
+        self.has_ro_compat(RO_COMPAT_METADATA_CSUM)
+    }
+
+    /// Whether directory hashes treat name bytes as unsigned chars.
+    pub fn unsigned_dir_hash(&self) -> bool {
+        self.flags & EXT2_FLAGS_UNSIGNED_HASH != 0
+    }
+
+    /// Whether the journal holds transactions that must be replayed before the image is consistent.
+    pub fn needs_recovery(&self) -> bool {
+        self.has_incompat(INCOMPAT_RECOVER)
+    }
+
+    /// Whether group `g` holds a superblock backup (and so a group descriptor table copy).
+    pub fn group_has_super(&self, g: u64) -> bool {
+        if g == 0 {
+            return true;
+        }
+        if self.has_compat(COMPAT_SPARSE_SUPER2) {
+            return g == u64::from(self.backup_bgs[0]) || g == u64::from(self.backup_bgs[1]);
+        }
+        if g <= 1 || !self.has_ro_compat(RO_COMPAT_SPARSE_SUPER) {
+            return true;
+        }
+        if g % 2 == 0 {
+            return false;
+        }
+        is_power_of(g, 3) || is_power_of(g, 5) || is_power_of(g, 7)
+    }
+
+    /// The volume label, without trailing NULs.
+    pub fn label(&self) -> String {
+        let end = self.volume_name.iter().position(|&c| c == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.volume_name[..end]).into_owned()
+    }
+}
+
+fn array16(b: &[u8], off: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    if let Some(s) = slice(b, off, 16) {
+        a.copy_from_slice(s);
+    }
+    a
+}
+
+fn is_power_of(mut n: u64, base: u64) -> bool {
+    while n > 1 && n % base == 0 {
+        n /= base;
+    }
+    n == 1
+}

@@ -1,0 +1,131 @@
+//! Extended attributes: `ext4_xattr_entry` records, either in the inode body after `i_extra_isize` (behind a
+//! 4-byte magic) or in one external block (`ext4_xattr_header`, 32 bytes). Values live in the same area,
+//! or, with ea_inode, in an inode of their own.
+
+use super::bytes::{le32, u8_at, slice};
+use super::checksum::crc32c;
+use super::error::{Error, Object, Result};
+
+const XATTR_MAGIC: u32 = 0xEA02_0000;
+const ENTRY_HEADER: usize = 16;
+const BLOCK_HEADER: usize = 32;
+/// Offset of `h_checksum` in the block header.
+const BLOCK_CHECKSUM: usize = 0x10;
+/// The largest value Linux lets a program set (`XATTR_SIZE_MAX`).
+pub const VALUE_MAX: u32 = 65536;
+
+/// Name indexes (`e_name_index`) and the prefixes they stand for.
+pub const INDEX_USER: u8 = 1;
+pub const INDEX_POSIX_ACL_ACCESS: u8 = 2;
+pub const INDEX_POSIX_ACL_DEFAULT: u8 = 3;
+pub const INDEX_TRUSTED: u8 = 4;
+pub const INDEX_SECURITY: u8 = 6;
+/// `system.data`: inline data beyond `i_block`. The kernel does not show it to programs.
+pub const INDEX_SYSTEM: u8 = 7;
+
+const PREFIXES: &[(u8, &[u8])] = &[
+    (INDEX_USER, b"user."),
+    (INDEX_POSIX_ACL_ACCESS, b"system.posix_acl_access"),
+    (INDEX_POSIX_ACL_DEFAULT, b"system.posix_acl_default"),
+    (INDEX_TRUSTED, b"trusted."),
+    (INDEX_SECURITY, b"security."),
+];
+
+/// Where an attribute's value is.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// In the same inode body or block.
+    Stored(Vec<u8>),
+    /// In the data of an EA inode (ea_inode feature).
+    EaInode { ino: u32, size: u32 },
+}
+
+/// One attribute record.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub index: u8,
+    pub name: Vec<u8>,
+    pub value: Value,
+}
+
+impl Entry {
+    /// The name programs see (`user.foo`), or `None` for attributes the kernel hides.
+    pub fn full_name(&self) -> Option<Vec<u8>> {
+        let (_, prefix) = PREFIXES.iter().find(|(i, _)| *i == self.index)?;
+        let mut n = prefix.to_vec();
+        n.extend_from_slice(&self.name);
+        Some(n)
+    }
+}
+
+/// Splits a program's attribute name into its index and on-disk suffix, or `None` for an unknown prefix.
+pub fn split_name(full: &[u8]) -> Option<(u8, &[u8])> {
+    PREFIXES.iter().find_map(|&(index, prefix)| {
+        let rest = full.strip_prefix(prefix)?;
+        // ACL names are complete; the others need a suffix.
+        let acl = matches!(index, INDEX_POSIX_ACL_ACCESS | INDEX_POSIX_ACL_DEFAULT);
+        if acl == rest.is_empty() { Some((index, rest)) } else { None }
+    })
+}
+
+/// Parses the in-inode attribute area (everything after `i_extra_isize`); no magic means no attributes.
+pub fn parse_ibody(area: &[u8], obj: Object) -> Result<Vec<Entry>> {
+    if area.len() < 4 || le32(area, 0) != XATTR_MAGIC {
+        return Ok(Vec::new());
+    }
+    let body = &area[4..];
+    parse_entries(body, 0, obj)
+}
+
+/// Parses and verifies an external attribute block (block number `nr`).
+pub fn parse_block(block: &[u8], nr: u64, csum_seed: Option<u32>, obj: Object) -> Result<Vec<Entry>> {
+    if le32(block, 0) != XATTR_MAGIC {
+        return Err(Error::corrupt(obj, "bad xattr block magic"));
+    }
+    if le32(block, 8) != 1 {
+        return Err(Error::corrupt(obj, "xattr block spans more than one block"));
+    }
+    if let Some(seed) = csum_seed {
+        let mut c = crc32c(seed, &nr.to_le_bytes());
+        c = crc32c(c, slice(block, 0, BLOCK_CHECKSUM).unwrap_or_default());
+        c = crc32c(c, &[0; 4]);
+        c = crc32c(c, block.get(BLOCK_CHECKSUM + 4..).unwrap_or_default());
+        if c != le32(block, BLOCK_CHECKSUM) {
+            return Err(Error::Checksum(obj));
+        }
+    }
+    parse_entries(block, BLOCK_HEADER, obj)
+}
+
+/// Parses records from `start` until the 4-byte zero terminator; value offsets are relative to `buf`.
+fn parse_entries(buf: &[u8], start: usize, obj: Object) -> Result<Vec<Entry>> {
+    let bad = |what| Error::corrupt(obj, what);
+    let mut entries = Vec::new();
+    let mut pos = start;
+    // Each record is at least 16 bytes, so the loop ends within buf.len() / 16 steps.
+    loop {
+        if pos + 4 > buf.len() {
+            return Err(bad("xattr entries run past their area"));
+        }
+        if le32(buf, pos) == 0 {
+            return Ok(entries);
+        }
+        let name_len = usize::from(u8_at(buf, pos));
+        let index = u8_at(buf, pos + 1);
+        let value_offs = usize::from(u8_at(buf, pos + 2)) | usize::from(u8_at(buf, pos + 3)) << 8;
+        let value_inum = le32(buf, pos + 4);
+        let value_size = le32(buf, pos + 8);
+        let name = slice(buf, pos + ENTRY_HEADER, name_len).ok_or_else(|| bad("xattr name runs past its area"))?;
+        if value_size > VALUE_MAX {
+            return Err(bad("xattr value larger than 64 KiB"));
+        }
+        let value = if value_inum != 0 {
+            Value::EaInode { ino: value_inum, size: value_size }
+        } else {
+            let v = slice(buf, value_offs, value_size as usize).ok_or_else(|| bad("xattr value runs past its area"))?;
+            Value::Stored(v.to_vec())
+        };
+        entries.push(Entry { index, name: name.to_vec(), value });
+        pos += (ENTRY_HEADER + name_len + 3) & !3;
+    }
+}
