@@ -1,1 +1,316 @@
+//! The launcher: opens and locks the image, checks it, opens `/dev/fuse`, mounts with mount(2), and runs
+//! the server on the FUSE descriptor, in the background (returning once the mount is live) or in the
+//! foreground. `unmount` detaches a mount and waits until its server has exited.
 
+pub mod mountinfo;
+pub mod options;
+pub mod registry;
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::ext4::{self, FileDevice, Filesystem};
+use crate::server::fuse::FuseFs;
+use crate::server::{Server, ServerOptions};
+pub use options::MountOptions;
+
+/// The filesystem type the mount shows in /proc/mounts: `fuse.ext4box`.
+pub const FSTYPE: &str = "fuse.ext4box";
+
+/// What `ext4box mount` was asked to do.
+#[derive(Debug, Clone)]
+pub struct MountRequest {
+    pub image: PathBuf,
+    pub mountpoint: PathBuf,
+    pub options: MountOptions,
+    pub foreground: bool,
+}
+
+fn errno_text(e: &std::io::Error) -> String {
+    // std adds " (os error N)"; the message alone reads better in a one-line error.
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Opens the image read-only and takes its exclusive lock, held until the server exits.
+fn open_image(path: &Path) -> Result<File, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open image {shown}: {}", errno_text(&e)))?;
+    let ft = meta.file_type();
+    let mut oo = OpenOptions::new();
+    oo.read(true).custom_flags(libc::O_CLOEXEC);
+    if ft.is_block_device() {
+        // O_EXCL on a block device claims it: fails if the kernel (or anyone) has it mounted.
+        oo.custom_flags(libc::O_CLOEXEC | libc::O_EXCL);
+    } else if !ft.is_file() {
+        return Err(format!("image {shown} is not a regular file or block device"));
+    }
+    let file = oo.open(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::EBUSY) => format!("{shown} is busy: it is mounted or in use"),
+        _ => format!("cannot open image {shown}: {}", errno_text(&e)),
+    })?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            format!("{shown} is already mounted by another ext4box (it is locked)")
+        } else {
+            format!("cannot lock {shown}: {}", errno_text(&e))
+        });
+    }
+    Ok(file)
+}
+
+fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("mount point {shown} does not exist"),
+        _ => format!("mount point {shown}: {}", errno_text(&e)),
+    })?;
+    if !meta.is_dir() {
+        return Err(format!("mount point {shown} is not a directory"));
+    }
+    std::fs::canonicalize(path).map_err(|e| format!("mount point {shown}: {}", errno_text(&e)))
+}
+
+/// Opens the filesystem on `file`, turning engine errors into one line that names the image.
+fn open_filesystem(file: &File, req: &MountRequest) -> Result<Filesystem, String> {
+    let shown = req.image.display();
+    let clone = file.try_clone().map_err(|e| format!("{shown}: {}", errno_text(&e)))?;
+    let dev = FileDevice::new(clone, req.options.offset).map_err(|e| format!("{shown}: {}", errno_text(&e)))?;
+    let opts = ext4::MountOptions { norecovery: req.options.norecovery, ..Default::default() };
+    Filesystem::open(Box::new(dev), &opts).map_err(|e| format!("{shown}: {e}"))
+}
+
+fn mount_syscall(source: &str, target: &Path, fuse_fd: i32, opts: &MountOptions) -> Result<(), String> {
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut data = format!("fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}");
+    if opts.allow_other {
+        data.push_str(",allow_other");
+    }
+    if opts.default_permissions {
+        data.push_str(",default_permissions");
+    }
+    let c = |s: &[u8]| CString::new(s).map_err(|_| "path contains a NUL byte".to_string());
+    let (src, tgt, fstype, data) =
+        (c(source.as_bytes())?, c(target.as_os_str().as_bytes())?, c(FSTYPE.as_bytes())?, c(data.as_bytes())?);
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), opts.ms_flags(), data.as_ptr().cast())
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EPERM) => "mounting needs root (or CAP_SYS_ADMIN)".to_string(),
+            _ => format!("mount of {} failed: {}", target.display(), errno_text(&e)),
+        });
+    }
+    Ok(())
+}
+
+fn detach(target: &Path) {
+    if let Ok(t) = CString::new(target.as_os_str().as_bytes()) {
+        // SAFETY: valid NUL-terminated path.
+        unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Mounts `req.image` on `req.mountpoint` and serves it. Returns once the mount is live (background), or
+/// when it is unmounted (`foreground`).
+pub fn mount(req: &MountRequest) -> Result<(), String> {
+    let file = open_image(&req.image)?;
+    let target = check_mountpoint(&req.mountpoint)?;
+    let fs = open_filesystem(&file, req)?;
+    let fuse = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+        .map_err(|e| format!("cannot open /dev/fuse: {}", errno_text(&e)))?;
+    let source = match &req.options.fsname {
+        Some(n) => n.clone(),
+        None => std::fs::canonicalize(&req.image).unwrap_or(req.image.clone()).to_string_lossy().into_owned(),
+    };
+    mount_syscall(&source, &target, fuse.as_raw_fd(), &req.options)?;
+    tracing::info!(image = %req.image.display(), mountpoint = %target.display(), "mounted");
+
+    if req.foreground {
+        return serve(fs, fuse, &target, file, None);
+    }
+    let (ready_r, ready_w) = pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
+    // SAFETY: the process has a single thread here (no server thread has started), so fork is safe.
+    match unsafe { libc::fork() } {
+        -1 => {
+            detach(&target);
+            Err(format!("fork: {}", errno_text(&std::io::Error::last_os_error())))
+        }
+        0 => {
+            drop(ready_r);
+            daemonize();
+            let code = match serve(fs, fuse, &target, file, Some(ready_w)) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            std::process::exit(code)
+        }
+        child => {
+            drop(ready_w);
+            drop(fuse);
+            wait_ready(ready_r, child, &target)
+        }
+    }
+}
+
+/// The parent's side of the start-up handshake: `R` means the server answered FUSE_INIT; anything else
+/// is the child's error message.
+fn wait_ready(mut ready: File, child: libc::pid_t, target: &Path) -> Result<(), String> {
+    let mut msg = Vec::new();
+    let _ = ready.read_to_end(&mut msg);
+    if msg.first() == Some(&b'R') {
+        return Ok(());
+    }
+    detach(target);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    let text = String::from_utf8_lossy(msg.get(1..).unwrap_or_default()).trim().to_string();
+    Err(if text.is_empty() { "the server exited before the mount was ready".into() } else { text })
+}
+
+fn pipe() -> std::io::Result<(File, File)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
+
+/// Detaches the background server from the terminal and the caller's working directory.
+fn daemonize() {
+    // SAFETY: plain syscalls on our own process; /dev/null is opened and dup'ed over stdio.
+    unsafe {
+        libc::setsid();
+        let _ = libc::chdir(c"/".as_ptr());
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
+}
+
+/// Runs the FUSE session on `fuse` until the filesystem is unmounted. `image` is kept open (and so
+/// locked) for the whole time.
+fn serve(fs: Filesystem, fuse: File, target: &Path, image: File, ready: Option<File>) -> Result<(), String> {
+    let server = Arc::new(Server::new(Arc::new(fs), ServerOptions::default()));
+    let mut config = fuser::Config::default();
+    config.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8));
+    // The kernel enforces who may use the mount (user_id, allow_other); fuser must not filter again.
+    config.acl = fuser::SessionACL::All;
+    let fd: OwnedFd = fuse.into();
+    let report = |ready: Option<File>, msg: &[u8]| {
+        if let Some(mut r) = ready {
+            let _ = r.write_all(msg);
+        }
+    };
+    let session = match fuser::Session::from_fd(FuseFs::new(server), fd, fuser::SessionACL::All, config) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("E FUSE handshake failed: {e}");
+            report(ready, msg.as_bytes());
+            detach(target);
+            return Err(msg);
+        }
+    };
+    let dev = mountinfo::find(target).map(|m| m.dev);
+    if let Some(dev) = &dev {
+        if let Err(e) = registry::record(dev, std::process::id()) {
+            tracing::warn!(error = %e, "cannot record the server's pid; unmount will not wait for it");
+        }
+    }
+    report(ready, b"R");
+    let result = session.run().map_err(|e| format!("FUSE session ended with an error: {e}"));
+    if let Some(dev) = &dev {
+        registry::remove(dev);
+    }
+    drop(image);
+    tracing::info!(mountpoint = %target.display(), "unmounted; server exits");
+    result
+}
+
+/// The absolute form of `p` with its parent resolved (the last component is not touched, since it may
+/// be a dead FUSE mount).
+fn absolute_mountpoint(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(p) };
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent).unwrap_or(parent.to_path_buf()).join(name),
+        _ => abs,
+    }
+}
+
+/// Unmounts an ext4box mount and waits until its server has exited, so that the image is final.
+pub fn unmount(mountpoint: &Path) -> Result<(), String> {
+    let target = absolute_mountpoint(mountpoint);
+    let shown = mountpoint.display();
+    let entry = mountinfo::find(&target).ok_or_else(|| format!("{shown} is not mounted"))?;
+    if !entry.fstype.starts_with("fuse") {
+        return Err(format!("{shown} is not an ext4box mount (it is {})", entry.fstype));
+    }
+    let pid = registry::lookup(&entry.dev);
+    let pidfd = pid.and_then(pidfd_open);
+    let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| "path contains a NUL byte".to_string())?;
+    // SAFETY: valid NUL-terminated path.
+    if unsafe { libc::umount2(t.as_ptr(), 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EBUSY) => format!("{shown} is busy: a process still uses it"),
+            Some(libc::EPERM) => format!("unmounting {shown} needs root"),
+            _ => format!("unmount of {shown} failed: {}", errno_text(&e)),
+        });
+    }
+    if let Some(fd) = pidfd {
+        if !wait_exit(&fd, Duration::from_secs(120)) {
+            return Err(format!("{shown} is unmounted, but its server (pid {}) has not exited", pid.unwrap_or(0)));
+        }
+    }
+    registry::remove(&entry.dev);
+    Ok(())
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a non-negative return is a descriptor we now own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits until the process behind `pidfd` has exited (the descriptor becomes readable).
+fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, 1000) };
+        if rc > 0 {
+            return true;
+        }
+    }
+    false
+}

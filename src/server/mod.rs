@@ -1,1 +1,311 @@
+//! The FUSE server: request handlers as plain functions over the engine (typed arguments in, a result
+//! out), and in [`fuse`] the thin `fuser::Filesystem` adapter that calls them. A second transport (FUSE over
+//! io_uring, say) can call the same handlers.
+//!
+//! The server keeps what the low-level protocol asks it to keep: lookup counts per node id (released on
+//! forget), and the table of open files. Node ids are inode numbers (see [`attr::inode_of`]).
 
+pub mod attr;
+pub mod fuse;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fuser::{FileAttr, FileType, INodeNo};
+
+use crate::ext4::{self, FileKind, Filesystem, Inode, InodeNo, StatFs};
+
+/// An errno for the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+pub type Reply<T> = Result<T, Errno>;
+
+impl From<ext4::Error> for Errno {
+    fn from(e: ext4::Error) -> Errno {
+        if e.is_corruption() || matches!(e, ext4::Error::Io(_)) {
+            // Damage is worth a log line that names the object; a missing name is not.
+            tracing::warn!(error = %e, "request failed");
+        }
+        Errno(e.errno())
+    }
+}
+
+/// How long the kernel may trust what we tell it. The server owns the image alone, so nothing changes
+/// behind the kernel's back: the longer, the fewer round trips.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub entry: Duration,
+    pub attr: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let day = Duration::from_secs(24 * 3600);
+        Timeouts { entry: day, attr: day }
+    }
+}
+
+/// Server-wide settings.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub timeouts: Timeouts,
+}
+
+/// A FUSE server over one opened filesystem.
+pub struct Server {
+    fs: Arc<Filesystem>,
+    opts: ServerOptions,
+    /// Kernel references per inode: incremented by every entry we reply with, decremented by forget.
+    lookups: Mutex<HashMap<u32, u64>>,
+    /// Open files and directories by handle.
+    open: Mutex<HashMap<u64, Arc<Inode>>>,
+    next_fh: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps stay consistent across a panic in another handler (each update is one call).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const O_ACCMODE: i32 = 0o3;
+const O_RDONLY: i32 = 0;
+const SEEK_DATA: i32 = 3;
+const SEEK_HOLE: i32 = 4;
+const EROFS: i32 = 30;
+const EBADF: i32 = 9;
+const EINVAL: i32 = 22;
+const ENXIO: i32 = 6;
+const EACCES: i32 = 13;
+const ERANGE: i32 = 34;
+
+impl Server {
+    pub fn new(fs: Arc<Filesystem>, opts: ServerOptions) -> Server {
+        Server {
+            fs,
+            opts,
+            lookups: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.opts.timeouts
+    }
+
+    fn inode(&self, nodeid: INodeNo) -> Reply<Arc<Inode>> {
+        Ok(self.fs.user_inode(attr::inode_of(nodeid))?)
+    }
+
+    fn block_size(&self) -> u32 {
+        self.fs.block_size()
+    }
+
+    /// Counts one more kernel reference to `ino`.
+    fn remember(&self, ino: InodeNo) {
+        *lock(&self.lookups).entry(ino.0).or_insert(0) += 1;
+    }
+
+    /// Number of inodes the kernel currently holds references to (for tests and statistics).
+    pub fn referenced_inodes(&self) -> usize {
+        lock(&self.lookups).len()
+    }
+
+    pub fn lookup(&self, parent: INodeNo, name: &[u8]) -> Reply<(FileAttr, u64)> {
+        let dir = self.inode(parent)?;
+        let ino = self.fs.lookup(&dir, name)?;
+        let inode = self.fs.user_inode(ino)?;
+        self.remember(ino);
+        Ok((attr::entry_attr(&inode, self.block_size()), u64::from(inode.generation)))
+    }
+
+    pub fn forget(&self, nodeid: INodeNo, nlookup: u64) {
+        let ino = attr::inode_of(nodeid).0;
+        let mut lookups = lock(&self.lookups);
+        if let Some(n) = lookups.get_mut(&ino) {
+            *n = n.saturating_sub(nlookup);
+            if *n == 0 {
+                lookups.remove(&ino);
+            }
+        }
+    }
+
+    pub fn getattr(&self, nodeid: INodeNo) -> Reply<FileAttr> {
+        Ok(attr::attr(&*self.inode(nodeid)?, self.block_size()))
+    }
+
+    pub fn readlink(&self, nodeid: INodeNo) -> Reply<Vec<u8>> {
+        Ok(self.fs.readlink(&*self.inode(nodeid)?)?)
+    }
+
+    fn open_handle(&self, inode: Arc<Inode>) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.open).insert(fh, inode);
+        fh
+    }
+
+    pub fn open(&self, nodeid: INodeNo, flags: i32) -> Reply<u64> {
+        let inode = self.inode(nodeid)?;
+        if flags & O_ACCMODE != O_RDONLY {
+            return Err(Errno(EROFS));
+        }
+        if inode.kind == FileKind::Directory {
+            return Err(Errno(ext4::Error::IsDir.errno()));
+        }
+        Ok(self.open_handle(inode))
+    }
+
+    pub fn opendir(&self, nodeid: INodeNo) -> Reply<u64> {
+        let inode = self.inode(nodeid)?;
+        if inode.kind != FileKind::Directory {
+            return Err(Errno(ext4::Error::NotDir.errno()));
+        }
+        Ok(self.open_handle(inode))
+    }
+
+    /// Releases a file or directory handle.
+    pub fn release(&self, fh: u64) {
+        lock(&self.open).remove(&fh);
+    }
+
+    fn handle(&self, fh: u64, nodeid: INodeNo) -> Reply<Arc<Inode>> {
+        match lock(&self.open).get(&fh) {
+            Some(i) if i.ino == attr::inode_of(nodeid) => Ok(i.clone()),
+            _ => Err(Errno(EBADF)),
+        }
+    }
+
+    pub fn read(&self, nodeid: INodeNo, fh: u64, offset: u64, size: u32) -> Reply<Vec<u8>> {
+        let inode = self.handle(fh, nodeid)?;
+        Ok(self.fs.read(&inode, offset, size as usize)?)
+    }
+
+    pub fn lseek(&self, nodeid: INodeNo, fh: u64, offset: i64, whence: i32) -> Reply<i64> {
+        let inode = self.handle(fh, nodeid)?;
+        let offset = u64::try_from(offset).map_err(|_| Errno(EINVAL))?;
+        let found = match whence {
+            SEEK_DATA => self.fs.seek_data(&inode, offset)?,
+            SEEK_HOLE => self.fs.seek_hole(&inode, offset)?,
+            // SEEK_SET, SEEK_CUR and SEEK_END never reach the server: the kernel answers them.
+            _ => return Err(Errno(EINVAL)),
+        };
+        let found = found.ok_or(Errno(ENXIO))?;
+        i64::try_from(found).map_err(|_| Errno(EINVAL))
+    }
+
+    /// Lists a directory from `offset`; `emit(ino, next_offset, type, name)` returns `true` when full.
+    pub fn readdir(
+        &self,
+        nodeid: INodeNo,
+        fh: u64,
+        offset: u64,
+        emit: &mut dyn FnMut(u64, u64, FileType, &[u8]) -> bool,
+    ) -> Reply<()> {
+        let dir = self.handle(fh, nodeid)?;
+        self.fs.read_dir(&dir, offset, &mut |e, next| {
+            let kind = match e.kind {
+                Some(k) => k,
+                // No filetype feature: the type is in the inode (a damaged one lists as a regular file).
+                None => self.fs.user_inode(e.ino).map(|i| i.kind).unwrap_or(FileKind::Regular),
+            };
+            emit(u64::from(e.ino.0), next, attr::file_type(kind), &e.name)
+        })?;
+        Ok(())
+    }
+
+    /// Lists a directory with each entry's attributes. `emit(ino, next_offset, name, attr, generation)`
+    /// returns `true` when full; entries whose inode cannot be read come without attributes (node id 0),
+    /// so the name still lists and a later lookup reports the damage.
+    pub fn readdirplus(
+        &self,
+        nodeid: INodeNo,
+        fh: u64,
+        offset: u64,
+        emit: &mut dyn FnMut(u64, u64, &[u8], Option<&FileAttr>, u64) -> bool,
+    ) -> Reply<()> {
+        let dir = self.handle(fh, nodeid)?;
+        let bs = self.block_size();
+        self.fs.read_dir(&dir, offset, &mut |e, next| {
+            let dot = e.name == b"." || e.name == b"..";
+            let inode = self.fs.user_inode(e.ino).ok();
+            let a = inode.as_ref().map(|i| attr::entry_attr(i, bs));
+            let generation = inode.as_ref().map_or(0, |i| u64::from(i.generation));
+            let full = emit(u64::from(e.ino.0), next, &e.name, a.as_ref(), generation);
+            // The kernel takes a reference for every entry it links, which excludes . and ..
+            if !full && !dot && a.is_some() {
+                self.remember(e.ino);
+            }
+            full
+        })?;
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        self.fs.statfs()
+    }
+
+    /// An attribute's value; with `size == 0` the caller only wants its length.
+    pub fn getxattr(&self, nodeid: INodeNo, name: &[u8], size: u32) -> Reply<XattrReply> {
+        let value = self.fs.get_xattr(&*self.inode(nodeid)?, name)?;
+        sized(value, size)
+    }
+
+    /// The NUL-separated list of attribute names.
+    pub fn listxattr(&self, nodeid: INodeNo, size: u32) -> Reply<XattrReply> {
+        let mut list = Vec::new();
+        for name in self.fs.list_xattrs(&*self.inode(nodeid)?)? {
+            list.extend_from_slice(&name);
+            list.push(0);
+        }
+        sized(list, size)
+    }
+
+    /// access(2): the mode bits against the caller's uid and gid (FUSE passes no supplementary groups).
+    /// Writing is refused on a read-only mount.
+    pub fn access(&self, nodeid: INodeNo, mask: i32, uid: u32, gid: u32) -> Reply<()> {
+        const W_OK: i32 = 2;
+        let inode = self.inode(nodeid)?;
+        if mask & W_OK != 0 {
+            return Err(Errno(EROFS));
+        }
+        if permits(&inode, mask, uid, gid) { Ok(()) } else { Err(Errno(EACCES)) }
+    }
+}
+
+/// The reply to getxattr/listxattr: the size alone, or the data.
+pub enum XattrReply {
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+fn sized(data: Vec<u8>, size: u32) -> Reply<XattrReply> {
+    let len = u32::try_from(data.len()).map_err(|_| Errno(ERANGE))?;
+    if size == 0 {
+        Ok(XattrReply::Size(len))
+    } else if len > size {
+        Err(Errno(ERANGE))
+    } else {
+        Ok(XattrReply::Data(data))
+    }
+}
+
+/// Classic UNIX permission check of `mask` (R_OK 4, W_OK 2, X_OK 1) for `uid`/`gid`.
+fn permits(inode: &Inode, mask: i32, uid: u32, gid: u32) -> bool {
+    let mask = (mask & 7) as u16;
+    let mode = inode.perm();
+    if uid == 0 {
+        // Root may read and write anything, and execute anything that someone may execute.
+        return mask & 1 == 0 || inode.kind == FileKind::Directory || mode & 0o111 != 0;
+    }
+    let bits = if uid == inode.uid {
+        mode >> 6
+    } else if gid == inode.gid {
+        mode >> 3
+    } else {
+        mode
+    } & 7;
+    bits & mask == mask
+}
