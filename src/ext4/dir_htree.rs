@@ -123,7 +123,8 @@ fn open_level(
         let tail = count_offset + limit * ENTRY;
         let covered = node.get(..count_offset + count * ENTRY).unwrap_or_default();
         let reserved = node.get(tail..tail + 4).unwrap_or_default();
-        let c = crc32c(crc32c(dir.csum_seed, covered), reserved);
+        // dx_tail: the reserved word, then the checksum field itself taken as zero.
+        let c = crc32c(crc32c(crc32c(dir.csum_seed, covered), reserved), &[0; 4]);
         if c != le32(&node, tail + 4) {
             return Err(Error::Checksum(obj));
         }
