@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian/Ubuntu machine lacks to build ext4box and run its tests.
+# Needs root (apt-get). Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have mkfs.ext4 && have e2fsck && have debugfs || need+=(e2fsprogs)
+have setfacl || need+=(acl)
+have setfattr || need+=(attr)
+have python3 || need+=(python3)
+have gcc || need+=(gcc)            # the linker for cargo
+have cargo || need+=(cargo)        # only if no rustup toolchain is installed
+if ((${#need[@]})); then
+    echo "setup: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# FUSE: the module and its device node.
+if [[ ! -e /dev/fuse ]]; then
+    modprobe fuse 2>/dev/null || true
+fi
+[[ -e /dev/fuse ]] || { echo "setup: /dev/fuse is missing and the fuse module could not be loaded" >&2; exit 1; }
+
+# fuser 0.18 needs Rust 1.85 or later; Debian bookworm's own cargo is older.
+ver=$(cargo --version | awk '{print $2}')
+if [[ "$(printf '%s\n' 1.85.0 "$ver" | sort -V | head -1)" != 1.85.0 ]]; then
+    echo "setup: cargo $ver is older than 1.85; install a newer toolchain with rustup" >&2
+    exit 1
+fi
