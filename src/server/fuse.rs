@@ -20,6 +20,9 @@ const WANTED: &[InitFlags] = &[
     InitFlags::FUSE_READDIRPLUS_AUTO,
     InitFlags::FUSE_CACHE_SYMLINKS,
     InitFlags::FUSE_PARALLEL_DIROPS,
+    // The kernel checks ACLs itself and caches them (absent ones too), which saves a getxattr round trip
+    // per file for `ls -l`. It implies default_permissions.
+    InitFlags::FUSE_POSIX_ACL,
 ];
 
 /// The adapter the session owns.
@@ -76,9 +79,8 @@ impl fuser::Filesystem for FuseFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        // The image cannot change under the kernel, so its page cache stays valid across opens.
-        match self.server.open(ino, flags.0) {
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.server.open() {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(err(e)),
         }
@@ -88,47 +90,34 @@ impl fuser::Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.server.read(ino, fh.0, offset, size) {
+        match self.server.read(ino, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(err(e)),
         }
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok(); // nothing is buffered on a read-only mount
+        // Nothing is buffered on a read-only mount; ENOSYS makes the kernel stop sending flush on close.
+        reply.error(FuseErrno::ENOSYS);
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.server.release(fh.0);
-        reply.ok();
-    }
-
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Directory contents never change either: let the kernel cache the listing.
-        match self.server.opendir(ino) {
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Declined like open: the kernel then caches the directory's contents (FOPEN_CACHE_DIR by default).
+        match self.server.open() {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR),
             Err(e) => reply.error(err(e)),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let r = self.server.readdir(ino, fh.0, offset, &mut |child, next, kind, name| {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let r = self.server.readdir(ino, offset, &mut |child, next, kind, name| {
             reply.add(INodeNo(child), next, kind, OsStr::from_bytes(name))
         });
         match r {
@@ -137,9 +126,9 @@ impl fuser::Filesystem for FuseFs {
         }
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let t = self.server.timeouts();
-        let r = self.server.readdirplus(ino, fh.0, offset, &mut |child, next, name, attr, generation| {
+        let r = self.server.readdirplus(ino, offset, &mut |child, next, name, attr, generation| {
             let name = OsStr::from_bytes(name);
             match attr {
                 Some(a) => reply.add(INodeNo(child), next, name, &t.entry, a, Generation(generation)),
@@ -155,11 +144,6 @@ impl fuser::Filesystem for FuseFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
         }
-    }
-
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.server.release(fh.0);
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -199,8 +183,8 @@ impl fuser::Filesystem for FuseFs {
         }
     }
 
-    fn lseek(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
-        match self.server.lseek(ino, fh.0, offset, whence) {
+    fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        match self.server.lseek(ino, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(err(e)),
         }

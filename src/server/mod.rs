@@ -3,13 +3,13 @@
 //! io_uring, say) can call the same handlers.
 //!
 //! The server keeps what the low-level protocol asks it to keep: lookup counts per node id (released on
-//! forget), and the table of open files. Node ids are inode numbers (see [`attr::inode_of`]).
+//! forget). Node ids are inode numbers (see [`attr::inode_of`]). A read-only image needs no open-file
+//! table: open and opendir are declined so the kernel never sends them (see [`Server::open`]).
 
 pub mod attr;
 pub mod fuse;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -60,9 +60,6 @@ pub struct Server {
     opts: ServerOptions,
     /// Kernel references per inode: incremented by every entry we reply with, decremented by forget.
     lookups: Mutex<HashMap<u32, u64>>,
-    /// Open files and directories by handle.
-    open: Mutex<HashMap<u64, Arc<Inode>>>,
-    next_fh: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,12 +67,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-const O_ACCMODE: i32 = 0o3;
-const O_RDONLY: i32 = 0;
 const SEEK_DATA: i32 = 3;
 const SEEK_HOLE: i32 = 4;
 const EROFS: i32 = 30;
-const EBADF: i32 = 9;
+const ENOSYS: i32 = 38;
 const EINVAL: i32 = 22;
 const ENXIO: i32 = 6;
 const EACCES: i32 = 13;
@@ -87,8 +82,6 @@ impl Server {
             fs,
             opts,
             lookups: Mutex::new(HashMap::new()),
-            open: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
         }
     }
 
@@ -141,50 +134,20 @@ impl Server {
         Ok(self.fs.readlink(&*self.inode(nodeid)?)?)
     }
 
-    fn open_handle(&self, inode: Arc<Inode>) -> u64 {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.open).insert(fh, inode);
-        fh
+    /// open and opendir: nothing to do on a read-only image. Answering ENOSYS makes the kernel stop
+    /// sending them (and release, releasedir and flush with them) and keep its page and directory caches
+    /// across opens, so opening a file costs no round trip at all.
+    pub fn open(&self) -> Reply<u64> {
+        Err(Errno(ENOSYS))
     }
 
-    pub fn open(&self, nodeid: INodeNo, flags: i32) -> Reply<u64> {
+    pub fn read(&self, nodeid: INodeNo, offset: u64, size: u32) -> Reply<Vec<u8>> {
         let inode = self.inode(nodeid)?;
-        if flags & O_ACCMODE != O_RDONLY {
-            return Err(Errno(EROFS));
-        }
-        if inode.kind == FileKind::Directory {
-            return Err(Errno(ext4::Error::IsDir.errno()));
-        }
-        Ok(self.open_handle(inode))
-    }
-
-    pub fn opendir(&self, nodeid: INodeNo) -> Reply<u64> {
-        let inode = self.inode(nodeid)?;
-        if inode.kind != FileKind::Directory {
-            return Err(Errno(ext4::Error::NotDir.errno()));
-        }
-        Ok(self.open_handle(inode))
-    }
-
-    /// Releases a file or directory handle.
-    pub fn release(&self, fh: u64) {
-        lock(&self.open).remove(&fh);
-    }
-
-    fn handle(&self, fh: u64, nodeid: INodeNo) -> Reply<Arc<Inode>> {
-        match lock(&self.open).get(&fh) {
-            Some(i) if i.ino == attr::inode_of(nodeid) => Ok(i.clone()),
-            _ => Err(Errno(EBADF)),
-        }
-    }
-
-    pub fn read(&self, nodeid: INodeNo, fh: u64, offset: u64, size: u32) -> Reply<Vec<u8>> {
-        let inode = self.handle(fh, nodeid)?;
         Ok(self.fs.read(&inode, offset, size as usize)?)
     }
 
-    pub fn lseek(&self, nodeid: INodeNo, fh: u64, offset: i64, whence: i32) -> Reply<i64> {
-        let inode = self.handle(fh, nodeid)?;
+    pub fn lseek(&self, nodeid: INodeNo, offset: i64, whence: i32) -> Reply<i64> {
+        let inode = self.inode(nodeid)?;
         let offset = u64::try_from(offset).map_err(|_| Errno(EINVAL))?;
         let found = match whence {
             SEEK_DATA => self.fs.seek_data(&inode, offset)?,
@@ -200,11 +163,10 @@ impl Server {
     pub fn readdir(
         &self,
         nodeid: INodeNo,
-        fh: u64,
         offset: u64,
         emit: &mut dyn FnMut(u64, u64, FileType, &[u8]) -> bool,
     ) -> Reply<()> {
-        let dir = self.handle(fh, nodeid)?;
+        let dir = self.inode(nodeid)?;
         self.fs.read_dir(&dir, offset, &mut |e, next| {
             let kind = match e.kind {
                 Some(k) => k,
@@ -222,11 +184,10 @@ impl Server {
     pub fn readdirplus(
         &self,
         nodeid: INodeNo,
-        fh: u64,
         offset: u64,
         emit: &mut dyn FnMut(u64, u64, &[u8], Option<&FileAttr>, u64) -> bool,
     ) -> Reply<()> {
-        let dir = self.handle(fh, nodeid)?;
+        let dir = self.inode(nodeid)?;
         let bs = self.block_size();
         self.fs.read_dir(&dir, offset, &mut |e, next| {
             let dot = e.name == b"." || e.name == b"..";
