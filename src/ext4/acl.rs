@@ -42,6 +42,25 @@ pub fn disk_to_xattr(disk: &[u8], obj: Object) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Converts an ACL from the xattr format programs write into the on-disk format.
+pub fn xattr_to_disk(x: &[u8]) -> Result<Vec<u8>> {
+    if x.len() < 4 || le32(x, 0) != POSIX_ACL_XATTR_VERSION || (x.len() - 4) % 8 != 0 {
+        return Err(Error::Invalid);
+    }
+    let mut out = EXT4_ACL_VERSION.to_le_bytes().to_vec();
+    for e in x[4..].chunks_exact(8) {
+        let (tag, perm, id) = (le16(e, 0), le16(e, 2), le32(e, 4));
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        match tag {
+            ACL_USER | ACL_GROUP => out.extend_from_slice(&id.to_le_bytes()),
+            ACL_USER_OBJ | ACL_GROUP_OBJ | ACL_MASK | ACL_OTHER => {}
+            _ => return Err(Error::Invalid),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +77,6 @@ mod tests {
         assert_eq!(le32(&x, 8), u32::MAX);
         assert_eq!(le32(&x, 16), 1234);
         assert!(disk_to_xattr(&disk[..disk.len() - 2], Object::Inode(12)).is_err());
+        assert_eq!(xattr_to_disk(&x).unwrap(), disk);
     }
 }

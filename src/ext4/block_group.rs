@@ -1,6 +1,7 @@
 //! Block group descriptors (`struct ext4_group_desc`): 32 bytes, or `s_desc_size` with the 64bit feature.
 
 use super::bytes::{le16, le32, slice};
+use super::bytes_mut::{put16, put32};
 use super::checksum::{crc16, crc32c};
 use super::features::{INCOMPAT_META_BG, RO_COMPAT_GDT_CSUM};
 use super::superblock::Superblock;
@@ -15,7 +16,7 @@ pub const BG_INODE_ZEROED: u16 = 0x4;
 const BG_CHECKSUM_OFFSET: usize = 0x1E;
 
 /// One group's descriptor.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct GroupDesc {
     pub block_bitmap: u64,
     pub inode_bitmap: u64,
@@ -27,6 +28,11 @@ pub struct GroupDesc {
     pub itable_unused: u32,
     /// False when the stored checksum disagrees: the group's inodes are then refused (as corruption).
     pub checksum_ok: bool,
+    /// Checksums of the block and inode bitmaps (metadata_csum).
+    pub block_bitmap_csum: u32,
+    pub inode_bitmap_csum: u32,
+    /// The descriptor as read, so that fields the engine does not model survive a rewrite.
+    pub raw: Vec<u8>,
 }
 
 impl GroupDesc {
@@ -45,8 +51,48 @@ impl GroupDesc {
             flags: le16(b, 0x12),
             itable_unused: u32::from(le16(b, 0x1C)) | hi16(0x32),
             checksum_ok: le16(b, BG_CHECKSUM_OFFSET) == checksum(sb, group, b),
+            block_bitmap_csum: u32::from(le16(b, 0x18)) | hi16(0x38),
+            inode_bitmap_csum: u32::from(le16(b, 0x1A)) | hi16(0x3A),
+            raw: b.get(..usize::from(sb.desc_size)).unwrap_or(b).to_vec(),
         }
     }
+
+    /// The on-disk descriptor: `raw` with the modelled fields and the checksum written back.
+    pub fn encode(&self, sb: &Superblock, group: u32) -> Vec<u8> {
+        let mut b = self.raw.clone();
+        b.resize(usize::from(sb.desc_size), 0);
+        let wide = sb.desc_size >= 64;
+        let lo32 = |b: &mut Vec<u8>, off, hi_off, v: u64| {
+            put32(b, off, v as u32);
+            if wide {
+                put32(b, hi_off, (v >> 32) as u32);
+            }
+        };
+        lo32(&mut b, 0x0, 0x20, self.block_bitmap);
+        lo32(&mut b, 0x4, 0x24, self.inode_bitmap);
+        lo32(&mut b, 0x8, 0x28, self.inode_table);
+        let lo16 = |b: &mut Vec<u8>, off, hi_off, v: u32| {
+            put16(b, off, v as u16);
+            if wide {
+                put16(b, hi_off, (v >> 16) as u16);
+            }
+        };
+        lo16(&mut b, 0xC, 0x2C, self.free_blocks_count);
+        lo16(&mut b, 0xE, 0x2E, self.free_inodes_count);
+        lo16(&mut b, 0x10, 0x30, self.used_dirs_count);
+        put16(&mut b, 0x12, self.flags);
+        lo16(&mut b, 0x1C, 0x32, self.itable_unused);
+        lo16(&mut b, 0x18, 0x38, self.block_bitmap_csum);
+        lo16(&mut b, 0x1A, 0x3A, self.inode_bitmap_csum);
+        let c = checksum(sb, group, &b);
+        put16(&mut b, BG_CHECKSUM_OFFSET, c);
+        b
+    }
+}
+
+/// The checksum of a bitmap (metadata_csum): crc32c of its first `bits / 8` bytes.
+pub fn bitmap_checksum(sb: &Superblock, bitmap: &[u8], bits: u32) -> u32 {
+    crc32c(sb.csum_seed(), bitmap.get(..(bits / 8) as usize).unwrap_or(bitmap))
 }
 
 /// `bg_checksum` as the kernel's `ext4_group_desc_csum` computes it: the low 16 bits of crc32c with

@@ -4,7 +4,10 @@
 use super::bytes::le32;
 use super::error::{Object, Result};
 use super::fs::{Filesystem, Mapping};
+use super::bytes_mut::put32;
+use super::error::Error;
 use super::inode::Inode;
+use super::txn::Txn;
 
 const DIRECT: u64 = 12;
 
@@ -64,4 +67,135 @@ fn run_at(fs: &Filesystem, ptrs: &[u32], i: usize, obj: Object) -> Result<Mappin
     let len = rest.iter().enumerate().take_while(|&(k, &p)| u64::from(p) == u64::from(first) + k as u64).count();
     fs.check_range(u64::from(first), len as u64, obj)?;
     Ok(Mapping::Mapped { pblk: u64::from(first), len: len as u64, unwritten: false })
+}
+
+// ---- Writing ----
+
+/// Where logical block `lblk` lives in the tree: the `i_block` slot and the index at each level below it.
+fn path(per_block: u64, lblk: u64) -> Option<(usize, Vec<usize>)> {
+    if lblk < DIRECT {
+        return Some((lblk as usize, Vec::new()));
+    }
+    let mut rel = lblk - DIRECT;
+    let mut span = per_block;
+    for (slot, depth) in [(12usize, 1u32), (13, 2), (14, 3)] {
+        if rel < span {
+            let idx = (0..depth).rev().map(|l| ((rel / per_block.pow(l)) % per_block) as usize).collect();
+            return Some((slot, idx));
+        }
+        rel -= span;
+        span = span.saturating_mul(per_block);
+    }
+    None
+}
+
+/// Points logical block `lblk` of `inode` at physical block `pblk`, allocating (zeroed) indirect blocks
+/// near `pblk` as needed and counting them in `i_blocks`. The caller writes the inode.
+pub fn set_block(tx: &mut Txn<'_>, inode: &mut Inode, lblk: u64, pblk: u64) -> Result<()> {
+    let obj = Object::BlockMap(inode.ino.0);
+    let bs = tx.fs().block_size();
+    let per_block = u64::from(bs / 4);
+    let (slot, idx) = path(per_block, lblk).ok_or(Error::TooBig)?;
+    if idx.is_empty() {
+        put32(&mut inode.i_block, slot * 4, pblk as u32);
+        return Ok(());
+    }
+    let mut ptr = inode.i_block_word(slot);
+    if ptr == 0 {
+        ptr = new_indirect(tx, inode, pblk)?;
+        put32(&mut inode.i_block, slot * 4, ptr);
+    }
+    for (level, &i) in idx.iter().enumerate() {
+        let mut block = tx.block(u64::from(ptr), obj)?;
+        let last = level + 1 == idx.len();
+        if last {
+            put32(&mut block, i * 4, pblk as u32);
+            tx.put(u64::from(ptr), block);
+            return Ok(());
+        }
+        let mut next = le32(&block, i * 4);
+        if next == 0 {
+            next = new_indirect(tx, inode, pblk)?;
+            put32(&mut block, i * 4, next);
+            tx.put(u64::from(ptr), block);
+        }
+        ptr = next;
+    }
+    Ok(())
+}
+
+fn new_indirect(tx: &mut Txn<'_>, inode: &mut Inode, goal: u64) -> Result<u32> {
+    let (nr, _) = tx.alloc_blocks(goal, 1)?;
+    let nr32 = u32::try_from(nr).map_err(|_| Error::TooBig)?;
+    tx.put(nr, vec![0u8; tx.fs().block_size() as usize]);
+    inode.blocks_512 += u64::from(tx.fs().block_size() / 512);
+    Ok(nr32)
+}
+
+/// Frees the data blocks of logical blocks `from..to` and the indirect blocks left empty, counting them
+/// out of `i_blocks`. The caller writes the inode.
+pub fn free_range(tx: &mut Txn<'_>, inode: &mut Inode, from: u64, to: u64) -> Result<()> {
+    let per_block = u64::from(tx.fs().block_size() / 4);
+    for slot in 0..DIRECT as usize {
+        let l = slot as u64;
+        let p = inode.i_block_word(slot);
+        if p != 0 && l >= from && l < to {
+            free_one(tx, inode, u64::from(p))?;
+            put32(&mut inode.i_block, slot * 4, 0);
+        }
+    }
+    let mut start = DIRECT;
+    let mut span = per_block;
+    for (slot, depth) in [(12usize, 1u32), (13, 2), (14, 3)] {
+        let p = inode.i_block_word(slot);
+        if p != 0 && start < to && start + span > from {
+            if free_tree(tx, inode, u64::from(p), depth, start, from, to)? {
+                put32(&mut inode.i_block, slot * 4, 0);
+            }
+        }
+        start += span;
+        span = span.saturating_mul(per_block);
+    }
+    Ok(())
+}
+
+fn free_one(tx: &mut Txn<'_>, inode: &mut Inode, pblk: u64) -> Result<()> {
+    tx.free_blocks(pblk, 1)?;
+    inode.blocks_512 = inode.blocks_512.saturating_sub(u64::from(tx.fs().block_size() / 512));
+    Ok(())
+}
+
+/// Frees what `from..to` covers under indirect block `nr` (of the given depth, mapping logical blocks from
+/// `start`); returns true when the block ended up empty and was freed itself.
+fn free_tree(tx: &mut Txn<'_>, inode: &mut Inode, nr: u64, depth: u32, start: u64, from: u64, to: u64) -> Result<bool> {
+    let obj = Object::BlockMap(inode.ino.0);
+    let per_block = u64::from(tx.fs().block_size() / 4);
+    let child_span = per_block.pow(depth - 1);
+    let mut block = tx.block(nr, obj)?;
+    let mut changed = false;
+    for i in 0..per_block as usize {
+        let p = le32(&block, i * 4);
+        let cs = start + i as u64 * child_span;
+        if p == 0 || cs >= to || cs + child_span <= from {
+            continue;
+        }
+        let freed = if depth == 1 {
+            free_one(tx, inode, u64::from(p))?;
+            true
+        } else {
+            free_tree(tx, inode, u64::from(p), depth - 1, cs, from, to)?
+        };
+        if freed {
+            put32(&mut block, i * 4, 0);
+            changed = true;
+        }
+    }
+    if block.chunks_exact(4).all(|w| w == [0, 0, 0, 0]) {
+        free_one(tx, inode, nr)?;
+        return Ok(true);
+    }
+    if changed {
+        tx.put(nr, block);
+    }
+    Ok(false)
 }

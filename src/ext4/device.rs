@@ -9,6 +9,10 @@ pub trait BlockDevice: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
     /// The device's size in bytes.
     fn size(&self) -> u64;
+    /// Writes all of `buf` at byte `offset` (inside the device).
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> std::io::Result<()>;
 }
 
 /// An image file or block device, optionally starting `base` bytes in (a partition inside a disk image).
@@ -36,18 +40,22 @@ fn device_size(file: &File) -> std::io::Result<u64> {
     f.seek(std::io::SeekFrom::End(0))
 }
 
+impl FileDevice {
+    /// Fails unless `len` bytes at `offset` lie inside the device.
+    fn check(&self, offset: u64, len: usize) -> std::io::Result<()> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("access of {len} bytes at {offset} lies past the end of the device"),
+            )),
+        }
+    }
+}
+
 impl BlockDevice for FileDevice {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let len = buf.len() as u64;
-        match offset.checked_add(len) {
-            Some(end) if end <= self.size => {}
-            _ => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("read of {len} bytes at {offset} lies past the end of the device"),
-                ));
-            }
-        }
+        self.check(offset, buf.len())?;
         // Cannot overflow: offset + len <= size and base + size is the file's size.
         self.file.read_exact_at(buf, self.base + offset)
     }
@@ -55,23 +63,55 @@ impl BlockDevice for FileDevice {
     fn size(&self) -> u64 {
         self.size
     }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.check(offset, buf.len())?;
+        self.file.write_all_at(buf, self.base + offset)
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
 }
 
 /// A device held in memory (tests and fuzzing).
-pub struct MemDevice(pub Vec<u8>);
+pub struct MemDevice(pub std::sync::Mutex<Vec<u8>>);
+
+impl MemDevice {
+    pub fn new(bytes: Vec<u8>) -> MemDevice {
+        MemDevice(std::sync::Mutex::new(bytes))
+    }
+
+    fn range(&self, offset: u64, len: usize) -> std::io::Result<std::ops::Range<usize>> {
+        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        let end = start.checked_add(len).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        if end > self.0.lock().map_or(0, |v| v.len()) {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(start..end)
+    }
+}
 
 impl BlockDevice for MemDevice {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
-        let src = start
-            .checked_add(buf.len())
-            .and_then(|end| self.0.get(start..end))
-            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-        buf.copy_from_slice(src);
+        let r = self.range(offset, buf.len())?;
+        let v = self.0.lock().map_err(|_| std::io::ErrorKind::Other)?;
+        buf.copy_from_slice(&v[r]);
         Ok(())
     }
 
     fn size(&self) -> u64 {
-        self.0.len() as u64
+        self.0.lock().map_or(0, |v| v.len() as u64)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let r = self.range(offset, buf.len())?;
+        let mut v = self.0.lock().map_err(|_| std::io::ErrorKind::Other)?;
+        v[r].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
     }
 }

@@ -65,6 +65,22 @@ pub enum Error {
     NoAttr,
     #[error("operation not supported")]
     NotSupported,
+    #[error("read-only filesystem")]
+    ReadOnly,
+    #[error("no space left on device")]
+    NoSpace,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("operation not permitted")]
+    NotPermitted,
+    #[error("file too large")]
+    TooBig,
+    #[error("numerical result out of range")]
+    Range,
 }
 
 /// `EUCLEAN`, which the kernel's ext4 calls `EFSCORRUPTED`.
@@ -89,6 +105,14 @@ impl Error {
             Error::Invalid => 22,                               // EINVAL
             Error::NameTooLong => 36,                           // ENAMETOOLONG
             Error::NoAttr => 61,                                // ENODATA
+            Error::ReadOnly => 30,                              // EROFS
+            Error::NoSpace => 28,                               // ENOSPC
+            Error::Exists => 17,                                // EEXIST
+            Error::NotEmpty => 39,                              // ENOTEMPTY
+            Error::TooManyLinks => 31,                          // EMLINK
+            Error::NotPermitted => 1,                           // EPERM
+            Error::TooBig => 27,                                // EFBIG
+            Error::Range => 34,                                 // ERANGE
         }
     }
 

@@ -4,7 +4,9 @@
 //! Metadata blocks go through a bounded block cache and parsed inodes through a bounded inode cache, so
 //! repeated lookups touch no disk. File data bypasses the cache: it is read straight into the reply buffer.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::block_group::{self, GroupDesc};
 use super::cache::ClockCache;
@@ -13,7 +15,7 @@ use super::dir_block::{self, DirentIter};
 use super::error::{Error, Object, Result};
 use super::features::{self, *};
 use super::inline_data;
-use super::inode::{FileKind as Kind, Inode, InodeNo, flags};
+use super::inode::{FileKind as Kind, Inode, InodeNo, Timestamp, flags};
 use super::superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use super::{acl, block_map, dir_htree, extent, xattr};
 
@@ -33,11 +35,14 @@ pub struct MountOptions {
     pub cache_bytes: usize,
     /// Parsed inode cache bound, in inodes.
     pub inode_cache: usize,
+    /// Open for reading only. A read-write open of an image with features the engine cannot write
+    /// falls back to read-only, with the reason in [`Filesystem::read_only_reason`].
+    pub read_only: bool,
 }
 
 impl Default for MountOptions {
     fn default() -> Self {
-        MountOptions { norecovery: false, cache_bytes: 64 << 20, inode_cache: 65536 }
+        MountOptions { norecovery: false, cache_bytes: 64 << 20, inode_cache: 65536, read_only: true }
     }
 }
 
@@ -71,13 +76,34 @@ pub struct StatFs {
     pub name_max: u32,
 }
 
+/// The superblock fields the write side changes, and the raw superblock they are written back into.
+#[derive(Debug, Clone)]
+pub(crate) struct SbState {
+    pub raw: Vec<u8>,
+    pub free_blocks: u64,
+    pub free_inodes: u64,
+    pub last_orphan: u32,
+}
+
 /// An opened ext2/ext3/ext4 filesystem.
 pub struct Filesystem {
-    dev: Box<dyn BlockDevice>,
-    sb: Superblock,
-    groups: Vec<GroupDesc>,
-    blocks: ClockCache<u64, Arc<Vec<u8>>>,
-    inodes: ClockCache<u32, Arc<Inode>>,
+    pub(crate) dev: Box<dyn BlockDevice>,
+    /// Geometry and features: fixed while mounted.
+    pub(crate) sb: Superblock,
+    pub(crate) groups: RwLock<Vec<GroupDesc>>,
+    pub(crate) state: Mutex<SbState>,
+    pub(crate) blocks: ClockCache<u64, Arc<Vec<u8>>>,
+    pub(crate) inodes: ClockCache<u32, Arc<Inode>>,
+    /// Metadata blocks changed by the write operation in progress and not yet committed (see `txn.rs`).
+    pub(crate) pending: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// Readers hold it shared; a write operation holds it exclusively from its first read to its commit.
+    pub(crate) lock: RwLock<()>,
+    /// Why the filesystem is read-only, or `None` when it is writable.
+    read_only: Option<String>,
+    /// Open files per inode, so that an unlinked file lives until its last close.
+    pub(crate) open_counts: Mutex<HashMap<u32, u32>>,
+    /// Source of `i_generation` values.
+    pub(crate) generation: AtomicU32,
 }
 
 impl Filesystem {
@@ -106,15 +132,59 @@ impl Filesystem {
             return Err(Error::corrupt(Object::Superblock, "block count exceeds the size of the device"));
         }
         let block_bytes = usize::try_from(sb.block_size).unwrap_or(4096);
+        let read_only = if opts.read_only { Some("mounted read-only".to_string()) } else { write_refusal(&sb) };
+        let state = SbState {
+            free_blocks: sb.free_blocks_count,
+            free_inodes: u64::from(sb.free_inodes_count),
+            last_orphan: sb.last_orphan,
+            raw,
+        };
+        let seed = Timestamp::now();
         let mut fs = Filesystem {
             dev,
-            groups: Vec::new(),
+            groups: RwLock::new(Vec::new()),
+            state: Mutex::new(state),
             blocks: ClockCache::new(opts.cache_bytes / block_bytes),
             inodes: ClockCache::new(opts.inode_cache),
+            pending: Mutex::new(HashMap::new()),
+            lock: RwLock::new(()),
+            read_only,
+            open_counts: Mutex::new(HashMap::new()),
+            generation: AtomicU32::new((seed.nsec ^ (seed.sec as u32).rotate_left(13)) | 1),
             sb,
         };
-        fs.groups = fs.read_group_descriptors()?;
+        let groups = fs.read_group_descriptors()?;
+        // The superblock's free counts are only a hint while mounted; the group descriptors are exact.
+        {
+            let st = fs.state.get_mut().unwrap_or_else(|p| p.into_inner());
+            st.free_blocks = groups.iter().map(|g| u64::from(g.free_blocks_count)).sum();
+            st.free_inodes = groups.iter().map(|g| u64::from(g.free_inodes_count)).sum();
+        }
+        *fs.groups.get_mut().unwrap_or_else(|p| p.into_inner()) = groups;
+        if fs.read_only.is_none() {
+            fs.mount_rw()?;
+        }
         Ok(fs)
+    }
+
+    /// `None` when writable; otherwise why not (a feature the engine cannot write, or a read-only mount).
+    pub fn read_only_reason(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.is_some()
+    }
+
+    /// Holds off write operations while the caller reads: every read-side method must be called with
+    /// this guard held (write operations take the lock exclusively themselves).
+    pub fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.lock.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of group `g`'s descriptor.
+    pub(crate) fn group(&self, g: u32) -> Option<GroupDesc> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(g as usize).cloned()
     }
 
     fn read_group_descriptors(&self) -> Result<Vec<GroupDesc>> {
@@ -181,6 +251,9 @@ impl Filesystem {
 
     /// A metadata block, through the block cache. `obj` names what the caller is reading, for errors.
     pub fn meta_block(&self, nr: u64, obj: Object) -> Result<Arc<Vec<u8>>> {
+        if let Some(b) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(&nr) {
+            return Ok(b.clone());
+        }
         if let Some(b) = self.blocks.get(&nr) {
             return Ok(b);
         }
@@ -199,20 +272,29 @@ impl Filesystem {
         if ino.0 == 0 || ino.0 > self.sb.inodes_count {
             return Err(Error::corrupt(obj, "inode number out of range"));
         }
+        let (block_nr, off) = self.inode_location(ino)?;
+        let block = self.meta_block(block_nr, obj)?;
+        let raw = block.get(off..off + usize::from(self.sb.inode_size)).unwrap_or_default();
+        let inode = Arc::new(Inode::parse(&self.sb, ino, raw)?);
+        self.inodes.insert(ino.0, inode.clone());
+        Ok(inode)
+    }
+
+    /// The inode table block that holds inode `ino`, and the record's offset in it.
+    pub(crate) fn inode_location(&self, ino: InodeNo) -> Result<(u64, usize)> {
+        let obj = Object::Inode(ino.0);
+        if ino.0 == 0 || ino.0 > self.sb.inodes_count {
+            return Err(Error::corrupt(obj, "inode number out of range"));
+        }
         let index = ino.0 - 1;
         let group = index / self.sb.inodes_per_group;
-        let desc = self.groups.get(group as usize).ok_or_else(|| Error::corrupt(obj, "no group for inode"))?;
+        let desc = self.group(group).ok_or_else(|| Error::corrupt(obj, "no group for inode"))?;
         if !desc.checksum_ok {
             return Err(Error::corrupt(Object::GroupDescriptor(group), "group descriptor is damaged"));
         }
         let byte = u64::from(index % self.sb.inodes_per_group) * u64::from(self.sb.inode_size);
         let bs = u64::from(self.sb.block_size);
-        let block = self.meta_block(desc.inode_table + byte / bs, obj)?;
-        let off = (byte % bs) as usize;
-        let raw = block.get(off..off + usize::from(self.sb.inode_size)).unwrap_or_default();
-        let inode = Arc::new(Inode::parse(&self.sb, ino, raw)?);
-        self.inodes.insert(ino.0, inode.clone());
-        Ok(inode)
+        Ok((desc.inode_table + byte / bs, (byte % bs) as usize))
     }
 
     /// Reads an inode that a directory entry or a caller named: reserved inodes (below `s_first_ino`,
@@ -295,7 +377,7 @@ impl Filesystem {
         if inode.has_flag(flags::INLINE_DATA) {
             return inline_data::file_data(inode);
         }
-        if self.is_fast_symlink(inode) {
+        if self.is_fast_symlink_inode(inode) {
             let len = inode.size as usize;
             return inode.i_block.get(..len).map(<[u8]>::to_vec).ok_or_else(|| Error::corrupt(obj, "fast symlink longer than i_block"));
         }
@@ -307,7 +389,7 @@ impl Filesystem {
     }
 
     /// The kernel's `ext4_inode_is_fast_symlink`: no data blocks besides an xattr block.
-    fn is_fast_symlink(&self, inode: &Inode) -> bool {
+    pub(crate) fn is_fast_symlink_inode(&self, inode: &Inode) -> bool {
         let ea_blocks = if inode.file_acl != 0 { u64::from(self.sb.block_size / 512) } else { 0 };
         inode.blocks_512.saturating_sub(ea_blocks) == 0 && inode.size < 60
     }
@@ -607,8 +689,10 @@ impl Filesystem {
 
     /// statfs(2) figures: the block and inode counts, and the free counts summed over the groups.
     pub fn statfs(&self) -> StatFs {
-        let free_blocks: u64 = self.groups.iter().map(|g| u64::from(g.free_blocks_count)).sum();
-        let free_inodes: u64 = self.groups.iter().map(|g| u64::from(g.free_inodes_count)).sum();
+        let (free_blocks, free_inodes) = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            (st.free_blocks, st.free_inodes)
+        };
         let free_blocks = free_blocks.min(self.sb.blocks_count);
         StatFs {
             block_size: self.sb.block_size,
@@ -639,4 +723,37 @@ fn check_features(sb: &Superblock) -> Result<()> {
         return Err(Error::Unsupported(format!("incompatible filesystem features: {names}")));
     }
     Ok(())
+}
+
+/// Why an image with these features cannot be written by this engine (`None`: it can).
+fn write_refusal(sb: &Superblock) -> Option<String> {
+    if sb.needs_recovery() {
+        return Some("the journal needs recovery, which is not implemented yet".into());
+    }
+    const INCOMPAT_WRITE: u32 = INCOMPAT_FILETYPE
+        | INCOMPAT_META_BG
+        | INCOMPAT_EXTENTS
+        | INCOMPAT_64BIT
+        | INCOMPAT_FLEX_BG
+        | INCOMPAT_EA_INODE
+        | INCOMPAT_CSUM_SEED
+        | INCOMPAT_LARGEDIR
+        | INCOMPAT_INLINE_DATA;
+    const RO_COMPAT_WRITE: u32 = RO_COMPAT_SPARSE_SUPER
+        | RO_COMPAT_LARGE_FILE
+        | RO_COMPAT_HUGE_FILE
+        | RO_COMPAT_GDT_CSUM
+        | RO_COMPAT_DIR_NLINK
+        | RO_COMPAT_EXTRA_ISIZE
+        | RO_COMPAT_METADATA_CSUM
+        | RO_COMPAT_PROJECT;
+    let incompat = sb.feature_incompat & !INCOMPAT_WRITE;
+    let ro_compat = sb.feature_ro_compat & !RO_COMPAT_WRITE;
+    let mut names = features::names(features::Kind::Incompat, incompat);
+    names.extend(features::names(features::Kind::RoCompat, ro_compat));
+    if names.is_empty() {
+        None
+    } else {
+        Some(format!("the engine cannot write images with feature(s): {}", names.join(", ")))
+    }
 }

@@ -1,6 +1,7 @@
 //! Inodes (`struct ext4_inode`): the 128-byte base record and the extra fields that follow it.
 
 use super::bytes::{le16, le32, slice};
+use super::bytes_mut::{put16, put32};
 use super::checksum::crc32c;
 use super::error::{Error, Object, Result};
 use super::features::RO_COMPAT_HUGE_FILE;
@@ -94,6 +95,21 @@ impl Timestamp {
         }
         Timestamp { sec, nsec }
     }
+
+    /// The 32-bit seconds field and the `_extra` field (epoch bits and nanoseconds) that encode this time.
+    pub fn encode(self) -> (u32, u32) {
+        // The epoch bits count how many times 2^32 seconds lie between -2^31 and the time, as in the
+        // kernel's ext4_encode_extra_time; times outside 1901..2446 are clamped.
+        let sec = self.sec.clamp(-(1 << 31), (1i64 << 34) - (1 << 31) - 1);
+        let epoch = ((sec + (1 << 31)) >> 32) as u32 & 3;
+        (sec as u32, epoch | (self.nsec.min(999_999_999) << 2))
+    }
+
+    /// The current time.
+    pub fn now() -> Timestamp {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp { sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nsec: d.subsec_nanos() }
+    }
 }
 
 /// A parsed, checksum-verified inode.
@@ -122,6 +138,10 @@ pub struct Inode {
     pub xattr_area: Vec<u8>,
     /// Seed for this inode's metadata checksums (extent blocks, directory blocks): crc32c of number and generation.
     pub csum_seed: u32,
+    /// `i_extra_isize`: bytes of extra fields after the 128-byte base record.
+    pub extra_isize: u16,
+    /// The on-disk record as read, so that fields the engine does not model survive a rewrite.
+    pub raw: Vec<u8>,
 }
 
 impl Inode {
@@ -189,7 +209,110 @@ impl Inode {
             i_block,
             xattr_area,
             csum_seed,
+            extra_isize: extra_isize as u16,
+            raw: raw[..inode_size].to_vec(),
         })
+    }
+
+    /// A fresh inode record (all fields zero but those given), as the kernel's `__ext4_new_inode` makes
+    /// it: extra fields sized to 32 bytes when the record has room, all four timestamps set to `now`.
+    pub fn new(sb: &Superblock, ino: InodeNo, mode: u16, uid: u32, gid: u32, now: Timestamp, generation: u32) -> Result<Inode> {
+        let inode_size = usize::from(sb.inode_size);
+        let extra_isize = if inode_size > GOOD_OLD_INODE_SIZE { 32.min(inode_size - GOOD_OLD_INODE_SIZE) } else { 0 };
+        let kind = FileKind::from_mode(mode).ok_or(Error::Invalid)?;
+        let csum_seed = crc32c(crc32c(sb.csum_seed(), &ino.0.to_le_bytes()), &generation.to_le_bytes());
+        let mut raw = vec![0u8; inode_size];
+        put16(&mut raw, 0x80, extra_isize as u16);
+        Ok(Inode {
+            ino,
+            mode,
+            kind,
+            uid,
+            gid,
+            size: 0,
+            links_count: 1,
+            blocks_512: 0,
+            flags: 0,
+            generation,
+            file_acl: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: (extra_isize >= 24).then_some(now),
+            dtime: 0,
+            i_block: [0; I_BLOCK_SIZE],
+            xattr_area: vec![0; inode_size - GOOD_OLD_INODE_SIZE - extra_isize],
+            csum_seed,
+            extra_isize: extra_isize as u16,
+            raw,
+        })
+    }
+
+    /// The on-disk record for this inode: `raw` with every modelled field written back, and the checksum.
+    pub fn encode(&self, sb: &Superblock) -> Vec<u8> {
+        let mut r = self.raw.clone();
+        r.resize(usize::from(sb.inode_size), 0);
+        let extra = usize::from(self.extra_isize);
+        let has_field = |off: usize| off + 4 <= GOOD_OLD_INODE_SIZE + extra;
+        put16(&mut r, 0x0, self.mode);
+        put16(&mut r, 0x2, self.uid as u16);
+        put16(&mut r, 0x78, (self.uid >> 16) as u16);
+        put16(&mut r, 0x18, self.gid as u16);
+        put16(&mut r, 0x7A, (self.gid >> 16) as u16);
+        put32(&mut r, 0x4, self.size as u32);
+        put32(&mut r, 0x6C, (self.size >> 32) as u32);
+        put16(&mut r, 0x1A, self.links_count);
+        // i_blocks: 32 bits, 48 with huge_file (in 512-byte units: the engine never sets HUGE_FILE_FL).
+        let mut flags = self.flags;
+        let mut blocks = self.blocks_512;
+        if flags & flags::HUGE_FILE != 0 {
+            blocks /= u64::from(sb.block_size / 512);
+        }
+        if !sb.has_ro_compat(RO_COMPAT_HUGE_FILE) {
+            blocks = blocks.min(u64::from(u32::MAX));
+            flags &= !flags::HUGE_FILE;
+        }
+        put32(&mut r, 0x1C, blocks as u32);
+        put16(&mut r, 0x74, (blocks >> 32) as u16);
+        put32(&mut r, 0x20, flags);
+        r[I_BLOCK_OFFSET..I_BLOCK_OFFSET + I_BLOCK_SIZE].copy_from_slice(&self.i_block);
+        put32(&mut r, 0x64, self.generation);
+        put32(&mut r, 0x68, self.file_acl as u32);
+        put16(&mut r, 0x76, (self.file_acl >> 32) as u16);
+        put32(&mut r, 0x14, self.dtime);
+        for (t, off, extra_off) in [(self.atime, 0x8, 0x8C), (self.ctime, 0xC, 0x84), (self.mtime, 0x10, 0x88)] {
+            let (lo, ex) = t.encode();
+            put32(&mut r, off, lo);
+            if has_field(extra_off) {
+                put32(&mut r, extra_off, ex);
+            }
+        }
+        if let Some(t) = self.crtime.filter(|_| has_field(0x90)) {
+            let (lo, ex) = t.encode();
+            put32(&mut r, 0x90, lo);
+            if has_field(0x94) {
+                put32(&mut r, 0x94, ex);
+            }
+        }
+        if r.len() > GOOD_OLD_INODE_SIZE {
+            put16(&mut r, 0x80, self.extra_isize);
+            let start = GOOD_OLD_INODE_SIZE + extra;
+            let n = self.xattr_area.len().min(r.len().saturating_sub(start));
+            r[start..start + n].copy_from_slice(&self.xattr_area[..n]);
+        }
+        if sb.has_metadata_csum() {
+            let has_hi = extra >= 4;
+            put16(&mut r, 0x7C, 0);
+            if has_hi {
+                put16(&mut r, 0x82, 0);
+            }
+            let c = crc32c(self.csum_seed, &r);
+            put16(&mut r, 0x7C, c as u16);
+            if has_hi {
+                put16(&mut r, 0x82, (c >> 16) as u16);
+            }
+        }
+        r
     }
 
     pub fn has_flag(&self, f: u32) -> bool {
@@ -256,5 +379,14 @@ mod tests {
         assert_eq!(Timestamp::decode((-315_619_200i32) as u32, Some(0)).sec, -315_619_200);
         // No extra field: seconds only.
         assert_eq!(Timestamp::decode(10, None), Timestamp { sec: 10, nsec: 0 });
+    }
+
+    #[test]
+    fn encode_is_the_inverse_of_decode() {
+        for sec in [0i64, 1, -1, -315_619_200, 2_147_483_647, 2_147_483_648, 4_102_444_800, 15_032_385_535] {
+            let t = Timestamp { sec, nsec: 123_456_789 };
+            let (lo, ex) = t.encode();
+            assert_eq!(Timestamp::decode(lo, Some(ex)), t, "{sec}");
+        }
     }
 }

@@ -7,23 +7,31 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod alloc;
 pub mod block_group;
 pub mod block_map;
 pub mod bytes;
+pub mod bytes_mut;
 pub mod cache;
 pub mod checksum;
 pub mod device;
 pub mod dir_block;
 pub mod dir_hash;
 pub mod dir_htree;
+pub mod dir_write;
 pub mod error;
 pub mod extent;
 pub mod features;
+pub mod file;
 pub mod fs;
 pub mod inline_data;
 pub mod inode;
+pub mod ops;
+pub mod orphan;
 pub mod superblock;
+pub mod txn;
 pub mod xattr;
+pub mod xattr_write;
 
 pub use device::{BlockDevice, FileDevice};
 pub use error::{Error, Object, Result};

@@ -48,6 +48,8 @@ pub struct Superblock {
     pub def_hash_version: u8,
     /// Group descriptor size: 32, or 64..=1024 with the 64bit feature.
     pub desc_size: u16,
+    /// Blocks reserved after the group descriptor table for online resize (`s_reserved_gdt_blocks`).
+    pub reserved_gdt_blocks: u16,
     pub first_meta_bg: u32,
     pub min_extra_isize: u16,
     pub flags: u32,
@@ -114,6 +116,7 @@ impl Superblock {
             hash_seed: [le32(b, 0xEC), le32(b, 0xF0), le32(b, 0xF4), le32(b, 0xF8)],
             def_hash_version: u8_at(b, 0xFC),
             desc_size,
+            reserved_gdt_blocks: le16(b, 0xCE),
             first_meta_bg: le32(b, 0x104),
             min_extra_isize: le16(b, 0x15C),
             flags: le32(b, 0x160),
@@ -217,6 +220,45 @@ impl Superblock {
             return false;
         }
         is_power_of(g, 3) || is_power_of(g, 5) || is_power_of(g, 7)
+    }
+
+    /// First block of group `g`.
+    pub fn group_first_block(&self, g: u64) -> u64 {
+        u64::from(self.first_data_block) + g * u64::from(self.blocks_per_group)
+    }
+
+    /// Number of blocks in group `g` (the last group may be short).
+    pub fn blocks_in_group(&self, g: u64) -> u64 {
+        let first = self.group_first_block(g);
+        self.blocks_count.saturating_sub(first).min(u64::from(self.blocks_per_group))
+    }
+
+    /// The group block `b` belongs to.
+    pub fn group_of_block(&self, b: u64) -> u64 {
+        b.saturating_sub(u64::from(self.first_data_block)) / u64::from(self.blocks_per_group)
+    }
+
+    /// Group descriptors per block.
+    pub fn descs_per_block(&self) -> u64 {
+        u64::from(self.block_size / u32::from(self.desc_size))
+    }
+
+    /// Blocks at the start of group `g` holding a superblock copy, the descriptor table and its reserve
+    /// (the kernel's `ext4_num_base_meta_clusters`).
+    pub fn base_meta_blocks(&self, g: u64) -> u64 {
+        let has_super = u64::from(self.group_has_super(g));
+        let dpb = self.descs_per_block();
+        if !self.has_incompat(INCOMPAT_META_BG) || g < u64::from(self.first_meta_bg) * dpb {
+            if has_super == 0 {
+                return 0;
+            }
+            let gdt_blocks = self.group_count().div_ceil(dpb);
+            1 + gdt_blocks + u64::from(self.reserved_gdt_blocks)
+        } else {
+            let first = g / dpb * dpb;
+            let in_meta = g == first || g == first + 1 || g == first + dpb - 1;
+            has_super + u64::from(in_meta)
+        }
     }
 
     /// The volume label, without trailing NULs.

@@ -6,11 +6,11 @@ use super::bytes::{le32, u8_at, slice};
 use super::checksum::crc32c;
 use super::error::{Error, Object, Result};
 
-const XATTR_MAGIC: u32 = 0xEA02_0000;
-const ENTRY_HEADER: usize = 16;
-const BLOCK_HEADER: usize = 32;
+pub(crate) const XATTR_MAGIC: u32 = 0xEA02_0000;
+pub(crate) const ENTRY_HEADER: usize = 16;
+pub(crate) const BLOCK_HEADER: usize = 32;
 /// Offset of `h_checksum` in the block header.
-const BLOCK_CHECKSUM: usize = 0x10;
+pub(crate) const BLOCK_CHECKSUM: usize = 0x10;
 /// The largest value Linux lets a program set (`XATTR_SIZE_MAX`).
 pub const VALUE_MAX: u32 = 65536;
 
@@ -46,6 +46,8 @@ pub struct Entry {
     pub index: u8,
     pub name: Vec<u8>,
     pub value: Value,
+    /// `e_hash` as stored (kept for EA-inode values, whose hash the engine does not recompute).
+    pub hash: u32,
 }
 
 impl Entry {
@@ -125,7 +127,7 @@ fn parse_entries(buf: &[u8], start: usize, obj: Object) -> Result<Vec<Entry>> {
             let v = slice(buf, value_offs, value_size as usize).ok_or_else(|| bad("xattr value runs past its area"))?;
             Value::Stored(v.to_vec())
         };
-        entries.push(Entry { index, name: name.to_vec(), value });
+        entries.push(Entry { index, name: name.to_vec(), value, hash: le32(buf, pos + 12) });
         pos += (ENTRY_HEADER + name_len + 3) & !3;
     }
 }

@@ -42,13 +42,13 @@ fn errno_text(e: &std::io::Error) -> String {
     }
 }
 
-/// Opens the image read-only and takes its exclusive lock, held until the server exits.
-fn open_image(path: &Path) -> Result<File, String> {
+/// Opens the image (read-only, or read-write) and takes its exclusive lock, held until the server exits.
+fn open_image(path: &Path, write: bool) -> Result<File, String> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot open image {shown}: {}", errno_text(&e)))?;
     let ft = meta.file_type();
     let mut oo = OpenOptions::new();
-    oo.read(true).custom_flags(libc::O_CLOEXEC);
+    oo.read(true).write(write).custom_flags(libc::O_CLOEXEC);
     if ft.is_block_device() {
         // O_EXCL on a block device claims it: fails if the kernel (or anyone) has it mounted.
         oo.custom_flags(libc::O_CLOEXEC | libc::O_EXCL);
@@ -57,6 +57,9 @@ fn open_image(path: &Path) -> Result<File, String> {
     }
     let file = oo.open(path).map_err(|e| match e.raw_os_error() {
         Some(libc::EBUSY) => format!("{shown} is busy: it is mounted or in use"),
+        Some(libc::EACCES) | Some(libc::EROFS) if write => {
+            format!("cannot open image {shown} for writing: {} (mount it with -o ro)", errno_text(&e))
+        }
         _ => format!("cannot open image {shown}: {}", errno_text(&e)),
     })?;
     // SAFETY: flock on a descriptor we own.
@@ -88,7 +91,11 @@ fn open_filesystem(file: &File, req: &MountRequest) -> Result<Filesystem, String
     let shown = req.image.display();
     let clone = file.try_clone().map_err(|e| format!("{shown}: {}", errno_text(&e)))?;
     let dev = FileDevice::new(clone, req.options.offset).map_err(|e| format!("{shown}: {}", errno_text(&e)))?;
-    let opts = ext4::MountOptions { norecovery: req.options.norecovery, ..Default::default() };
+    let opts = ext4::MountOptions {
+        norecovery: req.options.norecovery,
+        read_only: req.options.read_only,
+        ..Default::default()
+    };
     Filesystem::open(Box::new(dev), &opts).map_err(|e| format!("{shown}: {e}"))
 }
 
@@ -129,9 +136,17 @@ fn detach(target: &Path) {
 /// Mounts `req.image` on `req.mountpoint` and serves it. Returns once the mount is live (background), or
 /// when it is unmounted (`foreground`).
 pub fn mount(req: &MountRequest) -> Result<(), String> {
-    let file = open_image(&req.image)?;
+    let file = open_image(&req.image, !req.options.read_only)?;
     let target = check_mountpoint(&req.mountpoint)?;
     let fs = open_filesystem(&file, req)?;
+    let mut options = req.options.clone();
+    if !options.read_only {
+        if let Some(why) = fs.read_only_reason() {
+            // Not an error: the image is still useful read-only, and the user is told why.
+            eprintln!("ext4box: {}: mounting read-only: {why}", req.image.display());
+            options.read_only = true;
+        }
+    }
     let fuse = OpenOptions::new()
         .read(true)
         .write(true)
@@ -142,7 +157,7 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         Some(n) => n.clone(),
         None => std::fs::canonicalize(&req.image).unwrap_or(req.image.clone()).to_string_lossy().into_owned(),
     };
-    mount_syscall(&source, &target, fuse.as_raw_fd(), &req.options)?;
+    mount_syscall(&source, &target, fuse.as_raw_fd(), &options)?;
     tracing::info!(image = %req.image.display(), mountpoint = %target.display(), "mounted");
 
     if req.foreground {

@@ -23,7 +23,7 @@ pub struct MountOptions {
 impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
-            read_only: true,
+            read_only: false,
             norecovery: false,
             offset: 0,
             allow_other: false,
@@ -63,10 +63,7 @@ impl MountOptions {
             };
             match key {
                 "ro" => flag(value).map(|_| o.read_only = true)?,
-                "rw" => {
-                    flag(value)?;
-                    return Err("read-write mounts are not supported yet: mount with -o ro".into());
-                }
+                "rw" => flag(value).map(|_| o.read_only = false)?,
                 "norecovery" | "noload" => flag(value).map(|_| o.norecovery = true)?,
                 "offset" => {
                     let v = need()?;
@@ -136,6 +133,8 @@ mod tests {
         assert!(MountOptions::parse("offset=abc").is_err());
         assert!(MountOptions::parse("offset").is_err());
         assert!(MountOptions::parse("ro=1").is_err());
-        assert!(MountOptions::parse("rw").unwrap_err().contains("read-write"));
+        assert!(!MountOptions::parse("rw").unwrap().read_only);
+        assert!(!MountOptions::parse("").unwrap().read_only, "rw is the default");
+        assert!(MountOptions::parse("rw,ro").unwrap().read_only);
     }
 }

@@ -3,12 +3,18 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::ext4::Timestamp;
+use crate::ext4::ops::{SetAttr, SetTime};
 
 use fuser::{
-    AccessFlags, Errno as FuseErrno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno as FuseErrno, FileHandle, FopenFlags, Generation, INodeNo,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::{Errno, Server, XattrReply};
@@ -42,7 +48,10 @@ fn err(e: Errno) -> FuseErrno {
 
 impl fuser::Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        for &flag in WANTED {
+        // On a writable mount the kernel also caches writes (writeback cache): small writes coalesce
+        // into large ones, and size and mtime are kept by the kernel, which is the only writer.
+        let writeback: &[InitFlags] = if self.server.writable() { &[InitFlags::FUSE_WRITEBACK_CACHE] } else { &[] };
+        for &flag in WANTED.iter().chain(writeback) {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!(?flag, "kernel does not offer this FUSE capability");
             }
@@ -79,8 +88,9 @@ impl fuser::Filesystem for FuseFs {
         }
     }
 
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.server.open() {
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // The kernel is the only writer, so its page cache stays valid across opens.
+        match self.server.open(ino) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(err(e)),
         }
@@ -104,13 +114,184 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        // Nothing is buffered on a read-only mount; ENOSYS makes the kernel stop sending flush on close.
+        // Nothing is buffered here (writes are written through; the kernel writes its dirty pages back
+        // before it flushes); ENOSYS makes the kernel stop sending flush on close.
         reply.error(FuseErrno::ENOSYS);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        empty(self.server.release(fh.0), reply);
+    }
+
+    fn destroy(&mut self) {
+        self.server.shutdown();
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+        let t = self.server.timeouts();
+        match self.server.create(parent, name.as_bytes(), mode, req.uid(), req.gid()) {
+            Ok(((attr, generation), fh)) => reply.created(&t.entry, &attr, Generation(generation), FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        entry(self, self.server.mknod(parent, name.as_bytes(), mode, rdev, req.uid(), req.gid()), reply);
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        entry(self, self.server.mkdir(parent, name.as_bytes(), mode, req.uid(), req.gid()), reply);
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let r = self.server.symlink(parent, link_name.as_bytes(), target.as_os_str().as_bytes(), req.uid(), req.gid());
+        entry(self, r, reply);
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        entry(self, self.server.link(ino, newparent, newname.as_bytes()), reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(self.server.unlink(parent, name.as_bytes()), reply);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(self.server.rmdir(parent, name.as_bytes()), reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        empty(self.server.rename(parent, name.as_bytes(), newparent, newname.as_bytes(), flags.bits()), reply);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let changes = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+            ctime: ctime.map(timestamp),
+        };
+        match self.server.setattr(ino, changes) {
+            Ok(attr) => reply.attr(&self.server.timeouts().attr, &attr),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.server.write(ino, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        empty(self.server.fsync(), reply);
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        empty(self.server.fsync(), reply);
+    }
+
+    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        empty(self.server.fallocate(ino, offset, length, mode), reply);
+    }
+
+    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        empty(self.server.setxattr(ino, name.as_bytes(), value, flags), reply);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(self.server.removexattr(ino, name.as_bytes()), reply);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match self.server.copy_file_range(ino_in, offset_in, ino_out, offset_out, len) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn ioctl(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        match self.server.ioctl(ino, cmd, in_data, req.uid()) {
+            Ok(out) => reply.ioctl(0, &out),
+            Err(e) => reply.error(err(e)),
+        }
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         // Declined like open: the kernel then caches the directory's contents (FOPEN_CACHE_DIR by default).
-        match self.server.open() {
+        match self.server.opendir() {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR),
             Err(e) => reply.error(err(e)),
         }
@@ -188,6 +369,39 @@ impl fuser::Filesystem for FuseFs {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(err(e)),
         }
+    }
+}
+
+fn entry(fs: &FuseFs, r: Result<(fuser::FileAttr, u64), Errno>, reply: ReplyEntry) {
+    let t = fs.server.timeouts();
+    match r {
+        Ok((attr, generation)) => reply.entry_with_ttls(&t.attr, &t.entry, &attr, Generation(generation)),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn empty(r: Result<(), Errno>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp { sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nsec: d.subsec_nanos() },
+        Err(e) => {
+            let d = e.duration();
+            let (s, n) = (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos());
+            if n == 0 { Timestamp { sec: -s, nsec: 0 } } else { Timestamp { sec: -s - 1, nsec: 1_000_000_000 - n } }
+        }
+    }
+}
+
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(t) => SetTime::At(timestamp(t)),
     }
 }
 

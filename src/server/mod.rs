@@ -3,18 +3,21 @@
 //! io_uring, say) can call the same handlers.
 //!
 //! The server keeps what the low-level protocol asks it to keep: lookup counts per node id (released on
-//! forget). Node ids are inode numbers (see [`attr::inode_of`]). A read-only image needs no open-file
-//! table: open and opendir are declined so the kernel never sends them (see [`Server::open`]).
+//! forget), and on a writable mount the open files (an unlinked file lives until its last release). Node
+//! ids are inode numbers (see [`attr::inode_of`]). Read handlers hold the engine's shared lock; write
+//! handlers are single engine transactions.
 
 pub mod attr;
 pub mod fuse;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use fuser::{FileAttr, FileType, INodeNo};
 
+use crate::ext4::ops::{NewInode, SetAttr};
 use crate::ext4::{self, FileKind, Filesystem, Inode, InodeNo, StatFs};
 
 /// An errno for the reply.
@@ -60,6 +63,9 @@ pub struct Server {
     opts: ServerOptions,
     /// Kernel references per inode: incremented by every entry we reply with, decremented by forget.
     lookups: Mutex<HashMap<u32, u64>>,
+    /// Open files of a writable mount: handle -> inode.
+    open: Mutex<HashMap<u64, InodeNo>>,
+    next_fh: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,6 +88,8 @@ impl Server {
             fs,
             opts,
             lookups: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
         }
     }
 
@@ -107,7 +115,25 @@ impl Server {
         lock(&self.lookups).len()
     }
 
+    pub fn writable(&self) -> bool {
+        !self.fs.is_read_only()
+    }
+
+    /// Writes the clean superblock: called once the session ends.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.fs.close() {
+            tracing::error!(error = %e, "could not mark the filesystem clean");
+        }
+    }
+
+    /// An entry reply for `inode`, counting the kernel's new reference.
+    fn entry(&self, inode: &Inode) -> (FileAttr, u64) {
+        self.remember(inode.ino);
+        (attr::entry_attr(inode, self.block_size()), u64::from(inode.generation))
+    }
+
     pub fn lookup(&self, parent: INodeNo, name: &[u8]) -> Reply<(FileAttr, u64)> {
+        let _g = self.fs.shared();
         let dir = self.inode(parent)?;
         let ino = self.fs.lookup(&dir, name)?;
         let inode = self.fs.user_inode(ino)?;
@@ -127,26 +153,54 @@ impl Server {
     }
 
     pub fn getattr(&self, nodeid: INodeNo) -> Reply<FileAttr> {
+        let _g = self.fs.shared();
         Ok(attr::attr(&*self.inode(nodeid)?, self.block_size()))
     }
 
     pub fn readlink(&self, nodeid: INodeNo) -> Reply<Vec<u8>> {
+        let _g = self.fs.shared();
         Ok(self.fs.readlink(&*self.inode(nodeid)?)?)
     }
 
-    /// open and opendir: nothing to do on a read-only image. Answering ENOSYS makes the kernel stop
-    /// sending them (and release, releasedir and flush with them) and keep its page and directory caches
-    /// across opens, so opening a file costs no round trip at all.
-    pub fn open(&self) -> Reply<u64> {
+    /// opendir, and open on a read-only mount: nothing to track. Answering ENOSYS makes the kernel stop
+    /// sending them (and release and releasedir with them) and keep its page and directory caches across
+    /// opens, so opening costs no round trip at all.
+    pub fn opendir(&self) -> Reply<u64> {
         Err(Errno(ENOSYS))
     }
 
+    /// open: on a writable mount, counted so that an unlinked file lives until its last release.
+    pub fn open(&self, nodeid: INodeNo) -> Reply<u64> {
+        if !self.writable() {
+            return Err(Errno(ENOSYS));
+        }
+        let ino = attr::inode_of(nodeid);
+        {
+            let _g = self.fs.shared();
+            self.fs.user_inode(ino)?;
+        }
+        self.fs.open_file(ino);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.open).insert(fh, ino);
+        Ok(fh)
+    }
+
+    pub fn release(&self, fh: u64) -> Reply<()> {
+        let ino = lock(&self.open).remove(&fh);
+        if let Some(ino) = ino {
+            self.fs.release_file(ino)?;
+        }
+        Ok(())
+    }
+
     pub fn read(&self, nodeid: INodeNo, offset: u64, size: u32) -> Reply<Vec<u8>> {
+        let _g = self.fs.shared();
         let inode = self.inode(nodeid)?;
         Ok(self.fs.read(&inode, offset, size as usize)?)
     }
 
     pub fn lseek(&self, nodeid: INodeNo, offset: i64, whence: i32) -> Reply<i64> {
+        let _g = self.fs.shared();
         let inode = self.inode(nodeid)?;
         let offset = u64::try_from(offset).map_err(|_| Errno(EINVAL))?;
         let found = match whence {
@@ -166,6 +220,7 @@ impl Server {
         offset: u64,
         emit: &mut dyn FnMut(u64, u64, FileType, &[u8]) -> bool,
     ) -> Reply<()> {
+        let _g = self.fs.shared();
         let dir = self.inode(nodeid)?;
         self.fs.read_dir(&dir, offset, &mut |e, next| {
             let kind = match e.kind {
@@ -187,6 +242,7 @@ impl Server {
         offset: u64,
         emit: &mut dyn FnMut(u64, u64, &[u8], Option<&FileAttr>, u64) -> bool,
     ) -> Reply<()> {
+        let _g = self.fs.shared();
         let dir = self.inode(nodeid)?;
         let bs = self.block_size();
         self.fs.read_dir(&dir, offset, &mut |e, next| {
@@ -210,12 +266,14 @@ impl Server {
 
     /// An attribute's value; with `size == 0` the caller only wants its length.
     pub fn getxattr(&self, nodeid: INodeNo, name: &[u8], size: u32) -> Reply<XattrReply> {
+        let _g = self.fs.shared();
         let value = self.fs.get_xattr(&*self.inode(nodeid)?, name)?;
         sized(value, size)
     }
 
     /// The NUL-separated list of attribute names.
     pub fn listxattr(&self, nodeid: INodeNo, size: u32) -> Reply<XattrReply> {
+        let _g = self.fs.shared();
         let mut list = Vec::new();
         for name in self.fs.list_xattrs(&*self.inode(nodeid)?)? {
             list.extend_from_slice(&name);
@@ -228,11 +286,106 @@ impl Server {
     /// Writing is refused on a read-only mount.
     pub fn access(&self, nodeid: INodeNo, mask: i32, uid: u32, gid: u32) -> Reply<()> {
         const W_OK: i32 = 2;
+        let _g = self.fs.shared();
         let inode = self.inode(nodeid)?;
-        if mask & W_OK != 0 {
+        if mask & W_OK != 0 && !self.writable() {
             return Err(Errno(EROFS));
         }
         if permits(&inode, mask, uid, gid) { Ok(()) } else { Err(Errno(EACCES)) }
+    }
+}
+
+// ---- Write handlers: each is one engine transaction. ----
+
+impl Server {
+    pub fn create(&self, parent: INodeNo, name: &[u8], mode: u32, uid: u32, gid: u32) -> Reply<((FileAttr, u64), u64)> {
+        let inode = self.fs.mknod(attr::inode_of(parent), name, NewInode { mode: (mode & 0o7777) | 0o100000, uid, gid, rdev: 0 })?;
+        let entry = self.entry(&inode);
+        let fh = self.open(attr::nodeid_of(inode.ino))?;
+        Ok((entry, fh))
+    }
+
+    pub fn mknod(&self, parent: INodeNo, name: &[u8], mode: u32, rdev: u32, uid: u32, gid: u32) -> Reply<(FileAttr, u64)> {
+        let inode = self.fs.mknod(attr::inode_of(parent), name, NewInode { mode, uid, gid, rdev })?;
+        Ok(self.entry(&inode))
+    }
+
+    pub fn mkdir(&self, parent: INodeNo, name: &[u8], mode: u32, uid: u32, gid: u32) -> Reply<(FileAttr, u64)> {
+        let inode = self.fs.mkdir(attr::inode_of(parent), name, NewInode { mode, uid, gid, rdev: 0 })?;
+        Ok(self.entry(&inode))
+    }
+
+    pub fn symlink(&self, parent: INodeNo, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Reply<(FileAttr, u64)> {
+        let inode = self.fs.symlink(attr::inode_of(parent), name, target, NewInode { mode: 0o120777, uid, gid, rdev: 0 })?;
+        Ok(self.entry(&inode))
+    }
+
+    pub fn link(&self, nodeid: INodeNo, newparent: INodeNo, newname: &[u8]) -> Reply<(FileAttr, u64)> {
+        let inode = self.fs.link(attr::inode_of(nodeid), attr::inode_of(newparent), newname)?;
+        Ok(self.entry(&inode))
+    }
+
+    pub fn unlink(&self, parent: INodeNo, name: &[u8]) -> Reply<()> {
+        Ok(self.fs.unlink(attr::inode_of(parent), name)?)
+    }
+
+    pub fn rmdir(&self, parent: INodeNo, name: &[u8]) -> Reply<()> {
+        Ok(self.fs.rmdir(attr::inode_of(parent), name)?)
+    }
+
+    pub fn rename(&self, parent: INodeNo, name: &[u8], newparent: INodeNo, newname: &[u8], flags: u32) -> Reply<()> {
+        Ok(self.fs.rename(attr::inode_of(parent), name, attr::inode_of(newparent), newname, flags)?)
+    }
+
+    pub fn setattr(&self, nodeid: INodeNo, changes: SetAttr) -> Reply<FileAttr> {
+        let inode = self.fs.setattr(attr::inode_of(nodeid), changes)?;
+        Ok(attr::attr(&inode, self.block_size()))
+    }
+
+    pub fn write(&self, nodeid: INodeNo, offset: u64, data: &[u8]) -> Reply<u32> {
+        self.fs.write(attr::inode_of(nodeid), offset, data)?;
+        u32::try_from(data.len()).map_err(|_| Errno(EINVAL))
+    }
+
+    pub fn fallocate(&self, nodeid: INodeNo, offset: u64, len: u64, mode: i32) -> Reply<()> {
+        self.fs.fallocate(attr::inode_of(nodeid), offset, len, mode)?;
+        Ok(())
+    }
+
+    pub fn fsync(&self) -> Reply<()> {
+        Ok(self.fs.sync()?)
+    }
+
+    pub fn setxattr(&self, nodeid: INodeNo, name: &[u8], value: &[u8], flags: i32) -> Reply<()> {
+        Ok(self.fs.set_xattr(attr::inode_of(nodeid), name, Some(value), flags)?)
+    }
+
+    pub fn removexattr(&self, nodeid: INodeNo, name: &[u8]) -> Reply<()> {
+        Ok(self.fs.set_xattr(attr::inode_of(nodeid), name, None, 0)?)
+    }
+
+    pub fn copy_file_range(&self, src: INodeNo, off_in: u64, dst: INodeNo, off_out: u64, len: u64) -> Reply<u32> {
+        let n = self.fs.copy_range(attr::inode_of(src), off_in, attr::inode_of(dst), off_out, len.min(u64::from(u32::MAX)))?;
+        u32::try_from(n).map_err(|_| Errno(EINVAL))
+    }
+
+    /// FS_IOC_GETFLAGS / FS_IOC_SETFLAGS (chattr, lsattr); other ioctls are ENOTTY.
+    pub fn ioctl(&self, nodeid: INodeNo, cmd: u32, input: &[u8], uid: u32) -> Reply<Vec<u8>> {
+        const ENOTTY: i32 = 25;
+        let ino = attr::inode_of(nodeid);
+        // _IOC type 'f', number 1 (get) or 2 (set), whatever the size field says (int or long).
+        match ((cmd >> 8) & 0xFF, cmd & 0xFF) {
+            (0x66, 1) => {
+                let _g = self.fs.shared();
+                Ok(self.fs.get_flags(ino)?.to_le_bytes().to_vec())
+            }
+            (0x66, 2) => {
+                let new = input.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(Errno(EINVAL))?;
+                self.fs.set_flags(ino, new, uid == 0)?;
+                Ok(Vec::new())
+            }
+            _ => Err(Errno(ENOTTY)),
+        }
     }
 }
 

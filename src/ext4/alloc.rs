@@ -1,0 +1,328 @@
+//! Block and inode allocation from the group bitmaps.
+//!
+//! Data goes near a goal block (the file's previous block, or its inode's group) in the longest free run
+//! found there, so files stay contiguous; new directories are spread over groups with room (a simple form
+//! of the kernel's Orlov allocator), and files are placed in their directory's group. Groups whose bitmaps
+//! were never initialised (`BLOCK_UNINIT`, `INODE_UNINIT`) get them built on first use, and every change
+//! keeps the free counts and the bitmap and descriptor checksums right.
+
+use super::block_group::{self, BG_BLOCK_UNINIT, BG_INODE_UNINIT};
+use super::error::{Error, Object, Result};
+use super::features::RO_COMPAT_GDT_CSUM;
+use super::inode::InodeNo;
+use super::txn::Txn;
+
+fn bit(b: &[u8], i: u64) -> bool {
+    b.get((i / 8) as usize)
+        .is_some_and(|byte| byte & (1 << (i % 8)) != 0)
+}
+
+fn set_bit(b: &mut [u8], i: u64, on: bool) {
+    if let Some(byte) = b.get_mut((i / 8) as usize) {
+        if on {
+            *byte |= 1 << (i % 8)
+        } else {
+            *byte &= !(1 << (i % 8))
+        }
+    }
+}
+
+/// Sets every bit from `from` to the end of the bitmap block (bits past the group's end are "in use").
+fn mark_end(b: &mut [u8], from: u64) {
+    for i in from..(b.len() as u64 * 8) {
+        set_bit(b, i, true);
+    }
+}
+
+/// First clear bit in `from..to`, skipping full bytes.
+fn first_clear(b: &[u8], from: u64, to: u64) -> Option<u64> {
+    let mut i = from;
+    while i < to {
+        if i % 8 == 0 && i + 8 <= to && b.get((i / 8) as usize) == Some(&0xFF) {
+            i += 8;
+            continue;
+        }
+        if !bit(b, i) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+impl Txn<'_> {
+    fn uses_group_csums(&self) -> bool {
+        let sb = &self.fs().sb;
+        sb.has_metadata_csum() || sb.has_ro_compat(RO_COMPAT_GDT_CSUM)
+    }
+
+    /// Group `g`'s block bitmap (block number and contents), built when the group has none yet.
+    fn block_bitmap(&mut self, g: u32) -> Result<(u64, Vec<u8>)> {
+        let fs = self.fs();
+        let sb = &fs.sb;
+        let d = fs
+            .group(g)
+            .ok_or(Error::corrupt(Object::GroupDescriptor(g), "no such group"))?;
+        let obj = Object::GroupDescriptor(g);
+        fs.check_range(d.block_bitmap, 1, obj)?;
+        if d.flags & BG_BLOCK_UNINIT == 0 || !self.uses_group_csums() {
+            return Ok((d.block_bitmap, self.block(d.block_bitmap, obj)?));
+        }
+        // As the kernel's ext4_init_block_bitmap: the superblock copy and descriptor table, this group's own
+        // bitmaps and inode table when they lie inside it, and the bits past the group's end.
+        let mut b = vec![0u8; sb.block_size as usize];
+        let base = sb.group_first_block(u64::from(g));
+        for i in 0..sb.base_meta_blocks(u64::from(g)) {
+            set_bit(&mut b, i, true);
+        }
+        let itable_blocks = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size))
+            .div_ceil(u64::from(sb.block_size));
+        let own = [
+            (d.block_bitmap, 1),
+            (d.inode_bitmap, 1),
+            (d.inode_table, itable_blocks),
+        ];
+        for (start, len) in own {
+            for blk in start..start + len {
+                if sb.group_of_block(blk) == u64::from(g) {
+                    set_bit(&mut b, blk - base, true);
+                }
+            }
+        }
+        mark_end(&mut b, sb.blocks_in_group(u64::from(g)));
+        self.update_group(g, |d| d.flags &= !BG_BLOCK_UNINIT)?;
+        Ok((d.block_bitmap, b))
+    }
+
+    fn put_block_bitmap(&mut self, g: u32, nr: u64, b: Vec<u8>) -> Result<()> {
+        let sb = &self.fs().sb;
+        let csum = block_group::bitmap_checksum(sb, &b, sb.blocks_per_group);
+        self.put(nr, b);
+        self.update_group(g, |d| d.block_bitmap_csum = csum)
+    }
+
+    /// Allocates up to `want` contiguous blocks, as near `goal` as possible: returns the first block and the
+    /// number allocated (at least one), or `ENOSPC`.
+    pub fn alloc_blocks(&mut self, goal: u64, want: u64) -> Result<(u64, u64)> {
+        let sb = self.fs().sb.clone();
+        let groups = sb.group_count();
+        let goal = goal.clamp(u64::from(sb.first_data_block), sb.blocks_count - 1);
+        let g0 = sb.group_of_block(goal);
+        for step in 0..=groups {
+            let g = ((g0 + step) % groups) as u32;
+            let Some(d) = self.fs().group(g) else {
+                continue;
+            };
+            if d.free_blocks_count == 0 || !d.checksum_ok {
+                continue;
+            }
+            let (nr, mut bm) = self.block_bitmap(g)?;
+            let base = sb.group_first_block(u64::from(g));
+            let end = sb.blocks_in_group(u64::from(g));
+            // In the goal's group, search from the goal onwards first, then from the group's start.
+            let start = if step == 0 { goal - base } else { 0 };
+            let Some(first) =
+                first_clear(&bm, start, end).or_else(|| first_clear(&bm, 0, start.min(end)))
+            else {
+                continue;
+            };
+            let mut len = 1;
+            while len < want && first + len < end && !bit(&bm, first + len) {
+                len += 1;
+            }
+            let blk = base + first;
+            self.refuse_metadata(g, blk, len)?;
+            if u64::from(d.free_blocks_count) < len {
+                return Err(Error::corrupt(
+                    Object::GroupDescriptor(g),
+                    "free block count below the bitmap's",
+                ));
+            }
+            for i in first..first + len {
+                set_bit(&mut bm, i, true);
+            }
+            self.put_block_bitmap(g, nr, bm)?;
+            self.update_group(g, |d| d.free_blocks_count -= len as u32)?;
+            self.update_state(false, |s| s.free_blocks = s.free_blocks.saturating_sub(len));
+            return Ok((blk, len));
+        }
+        Err(Error::NoSpace)
+    }
+
+    /// A damaged bitmap must not hand out the group's own metadata: stop before the damage spreads.
+    fn refuse_metadata(&self, g: u32, blk: u64, len: u64) -> Result<()> {
+        let sb = &self.fs().sb;
+        let Some(d) = self.fs().group(g) else {
+            return Ok(());
+        };
+        let itable_blocks = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size))
+            .div_ceil(u64::from(sb.block_size));
+        let base = sb.group_first_block(u64::from(g));
+        let overlaps = |s: u64, l: u64| blk < s + l && s < blk + len;
+        if overlaps(d.block_bitmap, 1)
+            || overlaps(d.inode_bitmap, 1)
+            || overlaps(d.inode_table, itable_blocks)
+            || overlaps(base, sb.base_meta_blocks(u64::from(g)))
+        {
+            return Err(Error::corrupt(
+                Object::GroupDescriptor(g),
+                "block bitmap marks metadata as free",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Frees `len` blocks from `start` (they may span groups).
+    pub fn free_blocks(&mut self, start: u64, len: u64) -> Result<()> {
+        let sb = self.fs().sb.clone();
+        self.fs()
+            .check_range(start, len, Object::GroupDescriptor(0))?;
+        let mut b = start;
+        while b < start + len {
+            let g = sb.group_of_block(b) as u32;
+            let base = sb.group_first_block(u64::from(g));
+            let n = (start + len - b).min(base + sb.blocks_in_group(u64::from(g)) - b);
+            let (nr, mut bm) = self.block_bitmap(g)?;
+            for i in b - base..b - base + n {
+                if !bit(&bm, i) {
+                    return Err(Error::corrupt(
+                        Object::GroupDescriptor(g),
+                        "freeing a block that is already free",
+                    ));
+                }
+                set_bit(&mut bm, i, false);
+            }
+            self.put_block_bitmap(g, nr, bm)?;
+            self.update_group(g, |d| d.free_blocks_count += n as u32)?;
+            self.update_state(false, |s| s.free_blocks += n);
+            b += n;
+        }
+        Ok(())
+    }
+
+    /// Group `g`'s inode bitmap, built when the group has none yet.
+    fn inode_bitmap(&mut self, g: u32) -> Result<(u64, Vec<u8>)> {
+        let fs = self.fs();
+        let d = fs
+            .group(g)
+            .ok_or(Error::corrupt(Object::GroupDescriptor(g), "no such group"))?;
+        let obj = Object::GroupDescriptor(g);
+        fs.check_range(d.inode_bitmap, 1, obj)?;
+        if d.flags & BG_INODE_UNINIT == 0 || !self.uses_group_csums() {
+            return Ok((d.inode_bitmap, self.block(d.inode_bitmap, obj)?));
+        }
+        let mut b = vec![0u8; fs.sb.block_size as usize];
+        mark_end(&mut b, u64::from(fs.sb.inodes_per_group));
+        self.update_group(g, |d| d.flags &= !BG_INODE_UNINIT)?;
+        Ok((d.inode_bitmap, b))
+    }
+
+    fn put_inode_bitmap(&mut self, g: u32, nr: u64, b: Vec<u8>) -> Result<()> {
+        let sb = &self.fs().sb;
+        let csum = block_group::bitmap_checksum(sb, &b, sb.inodes_per_group);
+        self.put(nr, b);
+        self.update_group(g, |d| d.inode_bitmap_csum = csum)
+    }
+
+    /// Picks the group for a new inode: directories go to a group with more free inodes and blocks than
+    /// average and the fewest directories (spreading the tree); other files stay in their parent's group.
+    fn inode_group(&self, parent_group: u32, is_dir: bool) -> Option<u32> {
+        let groups = self.fs().groups.read().unwrap_or_else(|p| p.into_inner());
+        let n = groups.len() as u32;
+        let usable = |g: u32| {
+            groups
+                .get(g as usize)
+                .filter(|d| d.free_inodes_count > 0 && d.checksum_ok)
+        };
+        if is_dir && n > 1 {
+            let avg_inodes = groups
+                .iter()
+                .map(|d| u64::from(d.free_inodes_count))
+                .sum::<u64>()
+                / u64::from(n);
+            let avg_blocks = groups
+                .iter()
+                .map(|d| u64::from(d.free_blocks_count))
+                .sum::<u64>()
+                / u64::from(n);
+            let best = (0..n)
+                .map(|i| (parent_group + i) % n)
+                .filter_map(|g| usable(g).map(|d| (g, d)))
+                .filter(|(_, d)| {
+                    u64::from(d.free_inodes_count) >= avg_inodes
+                        && u64::from(d.free_blocks_count) >= avg_blocks
+                })
+                .min_by_key(|(_, d)| (d.used_dirs_count, std::cmp::Reverse(d.free_blocks_count)));
+            if let Some((g, _)) = best {
+                return Some(g);
+            }
+        }
+        (0..n)
+            .map(|i| (parent_group + i) % n)
+            .find(|&g| usable(g).is_some())
+    }
+
+    /// Allocates an inode number for a new file (`is_dir` for directories), near `parent_group`.
+    pub fn alloc_inode(&mut self, parent_group: u32, is_dir: bool) -> Result<InodeNo> {
+        let sb = self.fs().sb.clone();
+        let ipg = u64::from(sb.inodes_per_group);
+        let g = self
+            .inode_group(parent_group, is_dir)
+            .ok_or(Error::NoSpace)?;
+        let (nr, mut bm) = self.inode_bitmap(g)?;
+        let Some(i) = first_clear(&bm, 0, ipg) else {
+            // The descriptor claims free inodes the bitmap lacks: corruption of this group.
+            return Err(Error::corrupt(
+                Object::GroupDescriptor(g),
+                "free inode count above the bitmap's",
+            ));
+        };
+        let ino = u64::from(g) * ipg + i + 1;
+        if ino < u64::from(sb.first_ino) {
+            return Err(Error::corrupt(
+                Object::GroupDescriptor(g),
+                "inode bitmap marks a reserved inode free",
+            ));
+        }
+        set_bit(&mut bm, i, true);
+        self.put_inode_bitmap(g, nr, bm)?;
+        let csums = self.uses_group_csums();
+        self.update_group(g, |d| {
+            d.free_inodes_count -= 1;
+            if is_dir {
+                d.used_dirs_count += 1;
+            }
+            // Inodes past `ipg - itable_unused` are known to be unused: keep the mark behind the new one.
+            if csums && i as u32 >= sb.inodes_per_group - d.itable_unused.min(sb.inodes_per_group) {
+                d.itable_unused = sb.inodes_per_group - i as u32 - 1;
+            }
+        })?;
+        self.update_state(false, |s| s.free_inodes = s.free_inodes.saturating_sub(1));
+        Ok(InodeNo(ino as u32))
+    }
+
+    /// Returns inode `ino` to its group's bitmap.
+    pub fn free_inode(&mut self, ino: InodeNo, is_dir: bool) -> Result<()> {
+        let sb = &self.fs().sb;
+        let index = u64::from(ino.0 - 1);
+        let g = (index / u64::from(sb.inodes_per_group)) as u32;
+        let i = index % u64::from(sb.inodes_per_group);
+        let (nr, mut bm) = self.inode_bitmap(g)?;
+        if !bit(&bm, i) {
+            return Err(Error::corrupt(
+                Object::Inode(ino.0),
+                "freeing an inode that is already free",
+            ));
+        }
+        set_bit(&mut bm, i, false);
+        self.put_inode_bitmap(g, nr, bm)?;
+        self.update_group(g, |d| {
+            d.free_inodes_count += 1;
+            if is_dir {
+                d.used_dirs_count = d.used_dirs_count.saturating_sub(1);
+            }
+        })?;
+        self.update_state(false, |s| s.free_inodes += 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,373 @@
+//! File data on the write side: writing, truncating, fallocate, punching holes, and deleting inodes.
+//!
+//! Data blocks are written straight to the device before the transaction that maps them commits (ordered
+//! mode): a crash can lose the mapping, never point a file at stale data. Newly allocated blocks are
+//! written whole, zero-padded, so nothing old shows through.
+
+use super::error::{Error, Object, Result};
+use super::extent::{self, Extent};
+use super::fs::{Filesystem, Mapping};
+use super::inode::{FileKind, Inode, InodeNo, Timestamp, flags};
+use super::txn::{Txn, inode_mut};
+use super::{block_map, inline_data, xattr_write};
+
+/// The block map of one file while a write operation changes it: extents as a list (written back as a
+/// tree at the end), or the ext2/ext3 indirect map, changed in place.
+pub(crate) enum MapEdit {
+    Extents { list: Vec<Extent>, tree: Vec<u64>, dirty: bool },
+    Indirect,
+}
+
+impl MapEdit {
+    pub(crate) fn load(fs: &Filesystem, inode: &Inode) -> Result<MapEdit> {
+        if inode.has_flag(flags::EXTENTS) {
+            let (list, tree) = extent::collect(fs, inode)?;
+            Ok(MapEdit::Extents { list, tree, dirty: false })
+        } else {
+            Ok(MapEdit::Indirect)
+        }
+    }
+
+    pub(crate) fn lookup(&self, fs: &Filesystem, inode: &Inode, lblk: u64) -> Result<Mapping> {
+        match self {
+            MapEdit::Extents { list, .. } => Ok(match extent::find(list, lblk) {
+                (Some(e), _) => Mapping::Mapped {
+                    pblk: e.pblk + (lblk - u64::from(e.lblk)),
+                    len: e.end() - lblk,
+                    unwritten: e.unwritten,
+                },
+                (None, Some(next)) => Mapping::Hole { len: Some(u64::from(next.lblk) - lblk) },
+                (None, None) => Mapping::Hole { len: None },
+            }),
+            MapEdit::Indirect => block_map::map(fs, inode, lblk),
+        }
+    }
+
+    /// Maps `len` blocks from `lblk` to `pblk..` (a hole before) and counts them in `i_blocks`.
+    fn insert(&mut self, tx: &mut Txn<'_>, inode: &mut Inode, lblk: u64, pblk: u64, len: u64, unwritten: bool) -> Result<()> {
+        inode.blocks_512 += len * u64::from(tx.fs().block_size() / 512);
+        match self {
+            MapEdit::Extents { list, dirty, .. } => {
+                let lblk = u32::try_from(lblk).map_err(|_| Error::TooBig)?;
+                extent::insert(list, Extent { lblk, len: len as u32, pblk, unwritten });
+                *dirty = true;
+                Ok(())
+            }
+            MapEdit::Indirect => {
+                for i in 0..len {
+                    block_map::set_block(tx, inode, lblk + i, pblk + i)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn insert_pub(&mut self, tx: &mut Txn<'_>, inode: &mut Inode, lblk: u64, pblk: u64, len: u64) -> Result<()> {
+        self.insert(tx, inode, lblk, pblk, len, false)
+    }
+
+    /// Unmaps and frees logical blocks `from..to`.
+    pub(crate) fn remove(&mut self, tx: &mut Txn<'_>, inode: &mut Inode, from: u64, to: u64) -> Result<()> {
+        match self {
+            MapEdit::Extents { list, dirty, .. } => {
+                let freed = extent::remove_range(list, from, to);
+                for (start, len) in freed {
+                    tx.free_blocks(start, len)?;
+                    inode.blocks_512 = inode.blocks_512.saturating_sub(len * u64::from(tx.fs().block_size() / 512));
+                    *dirty = true;
+                }
+                Ok(())
+            }
+            MapEdit::Indirect => block_map::free_range(tx, inode, from, to),
+        }
+    }
+
+    fn mark_written(&mut self, from: u64, to: u64) {
+        if let MapEdit::Extents { list, dirty, .. } = self {
+            extent::mark_written(list, from, to);
+            *dirty = true;
+        }
+    }
+
+    /// Writes the changed extent tree back into `inode` (the caller writes the inode).
+    pub(crate) fn store(self, tx: &mut Txn<'_>, inode: &mut Inode, goal: u64) -> Result<()> {
+        if let MapEdit::Extents { list, tree, dirty: true } = self {
+            extent::store(tx, inode, &list, tree, goal)?;
+        }
+        Ok(())
+    }
+}
+
+/// The largest number of blocks the file's map can address.
+fn max_blocks(fs: &Filesystem, inode: &Inode) -> u64 {
+    if inode.has_flag(flags::EXTENTS) {
+        1 << 32
+    } else {
+        let p = u64::from(fs.block_size() / 4);
+        12 + p + p * p + p * p * p
+    }
+}
+
+/// A block near which to put new data of `inode`: after the block before `lblk`, or in the inode's group.
+fn goal(fs: &Filesystem, inode: &Inode, map: &MapEdit, lblk: u64) -> u64 {
+    if lblk > 0 {
+        if let Ok(Mapping::Mapped { pblk, .. }) = map.lookup(fs, inode, lblk - 1) {
+            return pblk + 1;
+        }
+    }
+    let group = u64::from((inode.ino.0 - 1) / fs.sb.inodes_per_group);
+    fs.sb.group_first_block(group)
+}
+
+impl Filesystem {
+    /// Writes `data` at `offset` of regular file `ino`; returns the inode as written.
+    pub fn write(&self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<std::sync::Arc<Inode>> {
+        let mut tx = self.begin()?;
+        let mut inode = inode_mut(&tx, ino)?;
+        if inode.kind != FileKind::Regular {
+            return Err(Error::Invalid);
+        }
+        if inode.has_flag(flags::IMMUTABLE) || (inode.has_flag(flags::APPEND) && offset < inode.size) {
+            return Err(Error::NotPermitted);
+        }
+        let end = offset.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
+        if data.is_empty() {
+            return Ok(self.inode(ino)?);
+        }
+        unline(&mut tx, &mut inode)?;
+        let bs = u64::from(self.sb.block_size);
+        if end.div_ceil(bs) > max_blocks(self, &inode) {
+            return Err(Error::TooBig);
+        }
+        let mut map = MapEdit::load(self, &inode)?;
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let mut lblk = first;
+        let mut last_goal = goal(self, &inode, &map, first);
+        while lblk <= last {
+            let span = last - lblk + 1;
+            match map.lookup(self, &inode, lblk)? {
+                Mapping::Mapped { pblk, len, unwritten: false } => {
+                    let n = len.min(span);
+                    // Overwrite in place: only the bytes written, no read-modify-write.
+                    let (s, e) = ((lblk * bs).max(offset), ((lblk + n) * bs).min(end));
+                    self.dev.write_all_at(&data[(s - offset) as usize..(e - offset) as usize], pblk * bs + (s - lblk * bs))?;
+                    last_goal = pblk + n;
+                    lblk += n;
+                }
+                Mapping::Mapped { pblk, len, unwritten: true } => {
+                    let n = len.min(span);
+                    self.write_blocks(pblk, lblk, n, offset, data)?;
+                    map.mark_written(lblk, lblk + n);
+                    last_goal = pblk + n;
+                    lblk += n;
+                }
+                Mapping::Hole { len } => {
+                    let n = len.unwrap_or(u64::MAX).min(span);
+                    let mut done = 0;
+                    while done < n {
+                        let (pblk, got) = tx.alloc_blocks(last_goal, n - done)?;
+                        self.write_blocks(pblk, lblk + done, got, offset, data)?;
+                        map.insert(&mut tx, &mut inode, lblk + done, pblk, got, false)?;
+                        last_goal = pblk + got;
+                        done += got;
+                    }
+                    lblk += n;
+                }
+            }
+        }
+        map.store(&mut tx, &mut inode, last_goal)?;
+        inode.size = inode.size.max(end);
+        let now = Timestamp::now();
+        inode.mtime = now;
+        inode.ctime = now;
+        let written = tx.write_inode(&inode)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Writes whole blocks `lblk..lblk+n` at `pblk`, with the part of `data` (at file `offset`) they hold and
+    /// zeros elsewhere.
+    fn write_blocks(&self, pblk: u64, lblk: u64, n: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let bs = u64::from(self.sb.block_size);
+        let mut buf = vec![0u8; (n * bs) as usize];
+        let (s, e) = ((lblk * bs).max(offset), ((lblk + n) * bs).min(offset + data.len() as u64));
+        if s < e {
+            buf[(s - lblk * bs) as usize..(e - lblk * bs) as usize]
+                .copy_from_slice(&data[(s - offset) as usize..(e - offset) as usize]);
+        }
+        self.dev.write_all_at(&buf, pblk * bs)?;
+        Ok(())
+    }
+
+    /// Writes zeros over bytes `from..to` of the file where they are stored (holes and unwritten extents
+    /// already read as zeros).
+    fn zero_bytes(&self, inode: &Inode, map: &MapEdit, from: u64, to: u64) -> Result<()> {
+        let bs = u64::from(self.sb.block_size);
+        let mut pos = from;
+        while pos < to {
+            let lblk = pos / bs;
+            let block_end = ((lblk + 1) * bs).min(to);
+            if let Mapping::Mapped { pblk, unwritten: false, .. } = map.lookup(self, inode, lblk)? {
+                let zeros = vec![0u8; (block_end - pos) as usize];
+                self.dev.write_all_at(&zeros, pblk * bs + (pos - lblk * bs))?;
+            }
+            pos = block_end;
+        }
+        Ok(())
+    }
+
+    /// Changes the size of `inode` within a transaction: blocks past a smaller size are freed and the
+    /// rest of the last block is zeroed, so a later extension reads zeros.
+    pub(crate) fn set_size(&self, tx: &mut Txn<'_>, inode: &mut Inode, size: u64) -> Result<()> {
+        if inode.kind != FileKind::Regular {
+            return Err(Error::Invalid);
+        }
+        unline(tx, inode)?;
+        let bs = u64::from(self.sb.block_size);
+        if size.div_ceil(bs) > max_blocks(self, inode) {
+            return Err(Error::TooBig);
+        }
+        if size < inode.size {
+            let mut map = MapEdit::load(self, inode)?;
+            let keep = size.div_ceil(bs);
+            map.remove(tx, inode, keep, u64::MAX)?;
+            if size % bs != 0 {
+                self.zero_bytes(inode, &map, size, keep * bs)?;
+            }
+            let g = goal(self, inode, &map, 0);
+            map.store(tx, inode, g)?;
+        }
+        inode.size = size;
+        Ok(())
+    }
+
+    /// fallocate(2): `mode` 0 or KEEP_SIZE (1) preallocates unwritten extents; PUNCH_HOLE (2, with
+    /// KEEP_SIZE) frees the range; ZERO_RANGE (0x10) makes it read as zeros. Extent-mapped files only.
+    pub fn fallocate(&self, ino: InodeNo, offset: u64, len: u64, mode: i32) -> Result<std::sync::Arc<Inode>> {
+        const KEEP_SIZE: i32 = 1;
+        const PUNCH_HOLE: i32 = 2;
+        const ZERO_RANGE: i32 = 0x10;
+        let mut tx = self.begin()?;
+        let mut inode = inode_mut(&tx, ino)?;
+        if inode.kind != FileKind::Regular {
+            return Err(Error::Invalid);
+        }
+        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
+            return Err(Error::NotPermitted);
+        }
+        if mode & !(KEEP_SIZE | PUNCH_HOLE | ZERO_RANGE) != 0 || (mode & PUNCH_HOLE != 0 && mode & KEEP_SIZE == 0) {
+            return Err(Error::NotSupported);
+        }
+        let end = offset.checked_add(len).ok_or(Error::TooBig)?;
+        if len == 0 {
+            return Err(Error::Invalid);
+        }
+        unline(&mut tx, &mut inode)?;
+        if !inode.has_flag(flags::EXTENTS) {
+            return Err(Error::NotSupported); // as the kernel: no fallocate on indirect-mapped files
+        }
+        let bs = u64::from(self.sb.block_size);
+        if end.div_ceil(bs) > max_blocks(self, &inode) {
+            return Err(Error::TooBig);
+        }
+        let mut map = MapEdit::load(self, &inode)?;
+        let (full_from, full_to) = (offset.div_ceil(bs), end / bs);
+        if mode & (PUNCH_HOLE | ZERO_RANGE) != 0 {
+            // Whole blocks inside the range are unmapped; the partial ones at the edges are zeroed.
+            if full_from < full_to {
+                map.remove(&mut tx, &mut inode, full_from, full_to)?;
+                self.zero_bytes(&inode, &map, offset, (full_from * bs).min(end))?;
+                self.zero_bytes(&inode, &map, (full_to * bs).max(offset), end)?;
+            } else {
+                self.zero_bytes(&inode, &map, offset, end)?;
+            }
+        }
+        if mode & PUNCH_HOLE == 0 {
+            // Preallocate every hole in the range as unwritten extents (ZERO_RANGE: the whole blocks only;
+            // its edges are zeroed above and stay mapped).
+            let (from, to) = if mode & ZERO_RANGE != 0 { (full_from, full_to) } else { (offset / bs, end.div_ceil(bs)) };
+            let mut lblk = from;
+            let mut g = goal(self, &inode, &map, from);
+            while lblk < to {
+                match map.lookup(self, &inode, lblk)? {
+                    Mapping::Mapped { len, pblk, .. } => {
+                        g = pblk + len;
+                        lblk += len.min(to - lblk);
+                    }
+                    Mapping::Hole { len } => {
+                        let n = len.unwrap_or(u64::MAX).min(to - lblk);
+                        let mut done = 0;
+                        while done < n {
+                            let (pblk, got) = tx.alloc_blocks(g, n - done)?;
+                            map.insert(&mut tx, &mut inode, lblk + done, pblk, got, true)?;
+                            g = pblk + got;
+                            done += got;
+                        }
+                        lblk += n;
+                    }
+                }
+            }
+            if mode & KEEP_SIZE == 0 {
+                inode.size = inode.size.max(end);
+            }
+        }
+        let g = goal(self, &inode, &map, 0);
+        map.store(&mut tx, &mut inode, g)?;
+        let now = Timestamp::now();
+        inode.mtime = now;
+        inode.ctime = now;
+        let written = tx.write_inode(&inode)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Frees everything an inode holds (data, tree blocks, xattr block) and the inode itself.
+    pub(crate) fn delete_inode(&self, tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
+        let holds_blocks = match inode.kind {
+            FileKind::Regular | FileKind::Directory => true,
+            FileKind::Symlink => !self.is_fast_symlink_inode(inode),
+            _ => false,
+        };
+        if holds_blocks && !inode.has_flag(flags::INLINE_DATA) {
+            let mut map = MapEdit::load(self, inode)?;
+            map.remove(tx, inode, 0, u64::MAX)?;
+            map.store(tx, inode, 0)?;
+        }
+        xattr_write::release_block(tx, inode)?;
+        let is_dir = inode.kind == FileKind::Directory;
+        inode.links_count = 0;
+        inode.size = 0;
+        inode.dtime = Timestamp::now().sec as u32;
+        tx.write_inode(inode)?;
+        tx.free_inode(inode.ino, is_dir)?;
+        self.inodes.remove(&inode.ino.0);
+        Ok(())
+    }
+}
+
+/// Moves an inline file's data out of the inode into a block (the engine writes files as block-mapped
+/// only), so the usual write path applies.
+pub(crate) fn unline(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
+    if !inode.has_flag(flags::INLINE_DATA) {
+        return Ok(());
+    }
+    let fs = tx.fs();
+    let data = inline_data::file_data(inode)?;
+    xattr_write::remove_system_data(inode, Object::InlineData(inode.ino.0))?;
+    inode.flags &= !flags::INLINE_DATA;
+    inode.i_block = [0; 60];
+    if fs.sb.has_incompat(super::features::INCOMPAT_EXTENTS) {
+        inode.flags |= flags::EXTENTS;
+        inode.i_block = extent::empty_root();
+    }
+    if !data.is_empty() {
+        let (pblk, _) = tx.alloc_blocks(goal(fs, inode, &MapEdit::Indirect, 0), 1)?;
+        let mut block = vec![0u8; fs.sb.block_size as usize];
+        block[..data.len()].copy_from_slice(&data);
+        fs.dev.write_all_at(&block, pblk * u64::from(fs.sb.block_size))?;
+        let mut map = MapEdit::load(fs, inode)?;
+        map.insert(tx, inode, 0, pblk, 1, false)?;
+        map.store(tx, inode, pblk)?;
+    }
+    Ok(())
+}

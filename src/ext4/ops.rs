@@ -1,0 +1,583 @@
+//! Namespace and attribute operations on the write side: create, mknod, mkdir, symlink, link, unlink,
+//! rmdir, rename, setattr, xattrs, inode flags, open counts. Each is one transaction.
+
+use std::sync::Arc;
+
+use super::error::{Error, Result};
+use super::extent;
+use super::features::{INCOMPAT_EXTENTS, RO_COMPAT_DIR_NLINK};
+use super::file::MapEdit;
+use super::inode::{FileKind, Inode, InodeNo, Timestamp, flags};
+use super::txn::{Txn, inode_mut};
+use super::xattr_write;
+use super::{acl, xattr};
+use super::fs::Filesystem;
+
+/// The most links an inode may have (`EXT4_LINK_MAX`).
+const LINK_MAX: u16 = 65000;
+const S_ISGID: u16 = 0o2000;
+
+/// Who creates a new inode, and with what mode (file type bits included).
+#[derive(Debug, Clone, Copy)]
+pub struct NewInode {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device number (`new_encode_dev` layout) for character and block devices.
+    pub rdev: u32,
+}
+
+/// A time to set: a given one, or now.
+#[derive(Debug, Clone, Copy)]
+pub enum SetTime {
+    Now,
+    At(Timestamp),
+}
+
+/// The changes of a setattr request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub ctime: Option<Timestamp>,
+}
+
+/// `renameat2` flags.
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const RENAME_EXCHANGE: u32 = 2;
+
+/// Inode flags programs may change with FS_IOC_SETFLAGS (the kernel's `EXT4_FL_USER_MODIFIABLE`).
+const USER_MODIFIABLE: u32 = 0x604B_C0FF;
+/// Inode flags FS_IOC_GETFLAGS shows (`EXT4_FL_USER_VISIBLE`).
+const USER_VISIBLE: u32 = 0x705B_DFFF;
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::Invalid);
+    }
+    if name.len() > super::fs::NAME_MAX {
+        return Err(Error::NameTooLong);
+    }
+    Ok(())
+}
+
+/// A directory that may gain or lose entries.
+fn changeable_dir(dir: &Inode) -> Result<()> {
+    if dir.kind != FileKind::Directory {
+        return Err(Error::NotDir);
+    }
+    if dir.has_flag(flags::IMMUTABLE) || dir.has_flag(flags::APPEND) {
+        return Err(Error::NotPermitted);
+    }
+    Ok(())
+}
+
+fn resolve(t: SetTime) -> Timestamp {
+    match t {
+        SetTime::Now => Timestamp::now(),
+        SetTime::At(t) => t,
+    }
+}
+
+impl Filesystem {
+    fn group_of(&self, ino: InodeNo) -> u32 {
+        (ino.0 - 1) / self.sb.inodes_per_group
+    }
+
+    /// Allocates and fills a new inode in `parent` (not yet linked anywhere).
+    fn new_inode(&self, tx: &mut Txn<'_>, parent: &Inode, new: NewInode) -> Result<Inode> {
+        let mut mode = new.mode as u16;
+        let kind = FileKind::from_mode(mode).ok_or(Error::Invalid)?;
+        let mut gid = new.gid;
+        // A setgid directory hands its group down, and its setgid bit to subdirectories.
+        if parent.mode & S_ISGID != 0 {
+            gid = parent.gid;
+            if kind == FileKind::Directory {
+                mode |= S_ISGID;
+            }
+        }
+        let ino = tx.alloc_inode(self.group_of(parent.ino), kind == FileKind::Directory)?;
+        let generation = tx.next_generation();
+        let mut inode = Inode::new(&self.sb, ino, mode, new.uid, gid, Timestamp::now(), generation)?;
+        let extents = self.sb.has_incompat(INCOMPAT_EXTENTS);
+        match kind {
+            FileKind::Regular | FileKind::Directory if extents => {
+                inode.flags |= flags::EXTENTS;
+                inode.i_block = extent::empty_root();
+            }
+            FileKind::CharDevice | FileKind::BlockDevice => {
+                let (major, minor) = ((new.rdev >> 8) & 0xFFF, (new.rdev & 0xFF) | ((new.rdev >> 12) & 0xFFF00));
+                if major < 256 && minor < 256 {
+                    inode.i_block[..4].copy_from_slice(&((major << 8) | minor).to_le_bytes());
+                } else {
+                    inode.i_block[4..8].copy_from_slice(&new.rdev.to_le_bytes());
+                }
+            }
+            _ => {}
+        }
+        Ok(inode)
+    }
+
+    /// Creates a regular file, fifo, socket or device node `name` in `parent`.
+    pub fn mknod(&self, parent: InodeNo, name: &[u8], new: NewInode) -> Result<Arc<Inode>> {
+        check_name(name)?;
+        let mut tx = self.begin()?;
+        let mut dir = inode_mut(&tx, parent)?;
+        changeable_dir(&dir)?;
+        if self.lookup(&dir, name).is_ok() {
+            return Err(Error::Exists);
+        }
+        let inode = self.new_inode(&mut tx, &dir, new)?;
+        if inode.kind == FileKind::Directory || inode.kind == FileKind::Symlink {
+            return Err(Error::Invalid);
+        }
+        let written = tx.write_inode(&inode)?;
+        self.link_into(&mut tx, &mut dir, name, &inode)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Adds `name` -> `inode` to `dir` and writes `dir` with fresh times.
+    fn link_into(&self, tx: &mut Txn<'_>, dir: &mut Inode, name: &[u8], inode: &Inode) -> Result<()> {
+        self.add_entry(tx, dir, name, inode.ino, inode.kind)?;
+        let now = Timestamp::now();
+        dir.mtime = now;
+        dir.ctime = now;
+        tx.write_inode(dir)?;
+        Ok(())
+    }
+
+    /// Creates directory `name` in `parent`.
+    pub fn mkdir(&self, parent: InodeNo, name: &[u8], new: NewInode) -> Result<Arc<Inode>> {
+        check_name(name)?;
+        let mut tx = self.begin()?;
+        let mut dir = inode_mut(&tx, parent)?;
+        changeable_dir(&dir)?;
+        if self.lookup(&dir, name).is_ok() {
+            return Err(Error::Exists);
+        }
+        let dx = dir.has_flag(flags::INDEX);
+        if dir.links_count >= LINK_MAX && !(dx && self.sb.has_ro_compat(RO_COMPAT_DIR_NLINK)) {
+            return Err(Error::TooManyLinks);
+        }
+        let mut inode = self.new_inode(&mut tx, &dir, NewInode { mode: (new.mode & 0o7777) | 0o40000, ..new })?;
+        inode.links_count = 2;
+        self.init_dir(&mut tx, &mut inode, parent)?;
+        let written = tx.write_inode(&inode)?;
+        self.add_entry(&mut tx, &mut dir, name, inode.ino, FileKind::Directory)?;
+        // dir_nlink: past the limit (or from 2 in an htree directory, as the kernel), the count reads 1.
+        dir.links_count = if dir.links_count == 1 || dir.links_count >= LINK_MAX - 1 { 1 } else { dir.links_count + 1 };
+        let now = Timestamp::now();
+        dir.mtime = now;
+        dir.ctime = now;
+        tx.write_inode(&dir)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Creates symlink `name` in `parent` pointing at `target`: in `i_block` when shorter than 60 bytes,
+    /// else in a block of its own.
+    pub fn symlink(&self, parent: InodeNo, name: &[u8], target: &[u8], new: NewInode) -> Result<Arc<Inode>> {
+        check_name(name)?;
+        let bs = self.sb.block_size as usize;
+        if target.is_empty() || target.len() > bs.min(4096) - 1 {
+            return Err(Error::NameTooLong);
+        }
+        let mut tx = self.begin()?;
+        let mut dir = inode_mut(&tx, parent)?;
+        changeable_dir(&dir)?;
+        if self.lookup(&dir, name).is_ok() {
+            return Err(Error::Exists);
+        }
+        let mut inode = self.new_inode(&mut tx, &dir, NewInode { mode: 0o120777, ..new })?;
+        inode.size = target.len() as u64;
+        if target.len() < 60 {
+            inode.i_block = [0; 60];
+            inode.i_block[..target.len()].copy_from_slice(target);
+        } else {
+            if self.sb.has_incompat(INCOMPAT_EXTENTS) {
+                inode.flags |= flags::EXTENTS;
+                inode.i_block = extent::empty_root();
+            }
+            let goal = self.sb.group_first_block(u64::from(self.group_of(inode.ino)));
+            let (pblk, _) = tx.alloc_blocks(goal, 1)?;
+            let mut block = vec![0u8; bs];
+            block[..target.len()].copy_from_slice(target);
+            self.dev.write_all_at(&block, pblk * bs as u64)?;
+            let mut map = MapEdit::load(self, &inode)?;
+            map.insert_pub(&mut tx, &mut inode, 0, pblk, 1)?;
+            map.store(&mut tx, &mut inode, pblk)?;
+        }
+        let written = tx.write_inode(&inode)?;
+        self.link_into(&mut tx, &mut dir, name, &inode)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Adds hard link `name` in `parent` to `ino`.
+    pub fn link(&self, ino: InodeNo, parent: InodeNo, name: &[u8]) -> Result<Arc<Inode>> {
+        check_name(name)?;
+        let mut tx = self.begin()?;
+        let mut dir = inode_mut(&tx, parent)?;
+        changeable_dir(&dir)?;
+        let mut inode = inode_mut(&tx, ino)?;
+        if inode.kind == FileKind::Directory {
+            return Err(Error::NotPermitted);
+        }
+        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
+            return Err(Error::NotPermitted);
+        }
+        if inode.links_count >= LINK_MAX {
+            return Err(Error::TooManyLinks);
+        }
+        if self.lookup(&dir, name).is_ok() {
+            return Err(Error::Exists);
+        }
+        inode.links_count += 1;
+        inode.ctime = Timestamp::now();
+        let written = tx.write_inode(&inode)?;
+        self.link_into(&mut tx, &mut dir, name, &inode)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Drops one link of `inode` (all of a directory's); with none left, the inode is deleted, or put on
+    /// the orphan list while it is still open.
+    fn drop_link(&self, tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
+        inode.links_count = if inode.kind == FileKind::Directory { 0 } else { inode.links_count.saturating_sub(1) };
+        inode.ctime = Timestamp::now();
+        if inode.links_count > 0 {
+            tx.write_inode(inode)?;
+        } else if self.open_count(inode.ino) > 0 {
+            tx.orphan_add(inode);
+            tx.write_inode(inode)?;
+        } else {
+            self.delete_inode(tx, inode)?;
+        }
+        Ok(())
+    }
+
+    fn open_count(&self, ino: InodeNo) -> u32 {
+        self.open_counts.lock().unwrap_or_else(|p| p.into_inner()).get(&ino.0).copied().unwrap_or(0)
+    }
+
+    /// Removes `name` (not a directory) from `parent`.
+    pub fn unlink(&self, parent: InodeNo, name: &[u8]) -> Result<()> {
+        let mut tx = self.begin()?;
+        let mut dir = inode_mut(&tx, parent)?;
+        changeable_dir(&dir)?;
+        let ino = self.lookup(&dir, name)?;
+        let mut inode = inode_mut(&tx, ino)?;
+        if inode.kind == FileKind::Directory {
+            return Err(Error::IsDir);
+        }
+        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
+            return Err(Error::NotPermitted);
+        }
+        self.remove_entry(&mut tx, &mut dir, name)?;
+        let now = Timestamp::now();
+        dir.mtime = now;
+        dir.ctime = now;
+        tx.write_inode(&dir)?;
+        self.drop_link(&mut tx, &mut inode)?;
+        tx.commit()
+    }
+
+    /// Removes the empty directory `name` from `parent`.
+    pub fn rmdir(&self, parent: InodeNo, name: &[u8]) -> Result<()> {
+        if name == b"." {
+            return Err(Error::Invalid);
+        }
+        if name == b".." {
+            return Err(Error::NotEmpty);
+        }
+        let mut tx = self.begin()?;
+        let mut dir = inode_mut(&tx, parent)?;
+        changeable_dir(&dir)?;
+        let ino = self.lookup(&dir, name)?;
+        let mut inode = inode_mut(&tx, ino)?;
+        if inode.kind != FileKind::Directory {
+            return Err(Error::NotDir);
+        }
+        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
+            return Err(Error::NotPermitted);
+        }
+        if !self.dir_is_empty(&inode)? {
+            return Err(Error::NotEmpty);
+        }
+        self.remove_entry(&mut tx, &mut dir, name)?;
+        if dir.links_count > 2 {
+            dir.links_count -= 1;
+        }
+        let now = Timestamp::now();
+        dir.mtime = now;
+        dir.ctime = now;
+        tx.write_inode(&dir)?;
+        self.drop_link(&mut tx, &mut inode)?;
+        tx.commit()
+    }
+
+    /// rename(2) and renameat2(2) with RENAME_NOREPLACE or RENAME_EXCHANGE.
+    pub fn rename(&self, parent: InodeNo, name: &[u8], newparent: InodeNo, newname: &[u8], rflags: u32) -> Result<()> {
+        check_name(newname)?;
+        if rflags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 || rflags == RENAME_NOREPLACE | RENAME_EXCHANGE {
+            return Err(Error::Invalid);
+        }
+        let mut tx = self.begin()?;
+        let sdir = inode_mut(&tx, parent)?;
+        let ddir = inode_mut(&tx, newparent)?;
+        changeable_dir(&sdir)?;
+        changeable_dir(&ddir)?;
+        let src = inode_mut(&tx, self.lookup(&sdir, name)?)?;
+        let dst = match self.lookup(&ddir, newname) {
+            Ok(i) => Some(inode_mut(&tx, i)?),
+            Err(Error::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        if src.has_flag(flags::IMMUTABLE) || src.has_flag(flags::APPEND) {
+            return Err(Error::NotPermitted);
+        }
+        let now = Timestamp::now();
+        let moved_dir = src.kind == FileKind::Directory && parent != newparent;
+        if rflags & RENAME_EXCHANGE != 0 {
+            let dst = dst.ok_or(Error::NotFound)?;
+            if dst.has_flag(flags::IMMUTABLE) || dst.has_flag(flags::APPEND) {
+                return Err(Error::NotPermitted);
+            }
+            self.with_dir(&mut tx, parent, |fs, tx, d| fs.repoint_entry(tx, d, name, dst.ino, dst.kind))?;
+            self.with_dir(&mut tx, newparent, |fs, tx, d| fs.repoint_entry(tx, d, newname, src.ino, src.kind))?;
+            if parent != newparent {
+                let (sd, dd) = (src.kind == FileKind::Directory, dst.kind == FileKind::Directory);
+                if sd {
+                    self.with_inode(&mut tx, src.ino, |fs, tx, i| fs.set_dotdot(tx, i, newparent))?;
+                }
+                if dd {
+                    self.with_inode(&mut tx, dst.ino, |fs, tx, i| fs.set_dotdot(tx, i, parent))?;
+                }
+                // A directory moving one way and a file the other shifts one `..` link between the parents.
+                if sd != dd {
+                    let (gain, lose) = if sd { (newparent, parent) } else { (parent, newparent) };
+                    self.with_dir(&mut tx, gain, |_, _, d| Ok(d.links_count = d.links_count.saturating_add(1)))?;
+                    self.with_dir(&mut tx, lose, |_, _, d| Ok(if d.links_count > 2 { d.links_count -= 1 }))?;
+                }
+            }
+            for ino in [src.ino, dst.ino] {
+                self.with_inode(&mut tx, ino, |_, _, i| Ok(i.ctime = now))?;
+            }
+            return tx.commit();
+        }
+        if let Some(dst) = &dst {
+            if dst.ino == src.ino {
+                return Ok(()); // two names of one inode: rename does nothing
+            }
+            if rflags & RENAME_NOREPLACE != 0 {
+                return Err(Error::Exists);
+            }
+            if dst.has_flag(flags::IMMUTABLE) || dst.has_flag(flags::APPEND) {
+                return Err(Error::NotPermitted);
+            }
+            match (src.kind == FileKind::Directory, dst.kind == FileKind::Directory) {
+                (true, false) => return Err(Error::NotDir),
+                (false, true) => return Err(Error::IsDir),
+                (true, true) if !self.dir_is_empty(dst)? => return Err(Error::NotEmpty),
+                _ => {}
+            }
+            self.with_dir(&mut tx, newparent, |fs, tx, d| fs.repoint_entry(tx, d, newname, src.ino, src.kind))?;
+            let mut victim = inode_mut(&tx, dst.ino)?;
+            if victim.kind == FileKind::Directory {
+                // The replaced directory's `..` no longer counts against the new parent.
+                self.with_dir(&mut tx, newparent, |_, _, d| Ok(if d.links_count > 2 { d.links_count -= 1 }))?;
+            }
+            self.drop_link(&mut tx, &mut victim)?;
+        } else {
+            if moved_dir {
+                let d = inode_mut(&tx, newparent)?;
+                if d.links_count >= LINK_MAX && !(d.has_flag(flags::INDEX) && self.sb.has_ro_compat(RO_COMPAT_DIR_NLINK)) {
+                    return Err(Error::TooManyLinks);
+                }
+            }
+            self.with_dir(&mut tx, newparent, |fs, tx, d| fs.add_entry(tx, d, newname, src.ino, src.kind))?;
+        }
+        self.with_dir(&mut tx, parent, |fs, tx, d| fs.remove_entry(tx, d, name).map(|_| ()))?;
+        if moved_dir {
+            self.with_inode(&mut tx, src.ino, |fs, tx, i| fs.set_dotdot(tx, i, newparent))?;
+            self.with_dir(&mut tx, parent, |_, _, d| Ok(if d.links_count > 2 { d.links_count -= 1 }))?;
+            if dst.is_none() {
+                self.with_dir(&mut tx, newparent, |_, _, d| {
+                    d.links_count = if d.links_count == 1 || d.links_count >= LINK_MAX - 1 { 1 } else { d.links_count + 1 };
+                    Ok(())
+                })?;
+            }
+        }
+        self.with_inode(&mut tx, src.ino, |_, _, i| Ok(i.ctime = now))?;
+        tx.commit()
+    }
+
+    /// Loads inode `ino` as the transaction sees it, changes it with `f`, and writes it back.
+    fn with_inode<T>(
+        &self,
+        tx: &mut Txn<'_>,
+        ino: InodeNo,
+        f: impl FnOnce(&Self, &mut Txn<'_>, &mut Inode) -> Result<T>,
+    ) -> Result<T> {
+        let mut inode = inode_mut(tx, ino)?;
+        let r = f(self, tx, &mut inode)?;
+        tx.write_inode(&inode)?;
+        Ok(r)
+    }
+
+    /// As [`Self::with_inode`] for a directory whose entries change: its mtime and ctime are updated too.
+    fn with_dir<T>(
+        &self,
+        tx: &mut Txn<'_>,
+        ino: InodeNo,
+        f: impl FnOnce(&Self, &mut Txn<'_>, &mut Inode) -> Result<T>,
+    ) -> Result<T> {
+        self.with_inode(tx, ino, |fs, tx, d| {
+            let r = f(fs, tx, d)?;
+            let now = Timestamp::now();
+            d.mtime = now;
+            d.ctime = now;
+            Ok(r)
+        })
+    }
+
+    /// setattr: mode, owner, size, times. The ctime moves with every change, as in the kernel.
+    pub fn setattr(&self, ino: InodeNo, a: SetAttr) -> Result<Arc<Inode>> {
+        let mut tx = self.begin()?;
+        let mut inode = inode_mut(&tx, ino)?;
+        let times_set = matches!(a.atime, Some(SetTime::At(_))) || matches!(a.mtime, Some(SetTime::At(_)));
+        if inode.has_flag(flags::IMMUTABLE) {
+            return Err(Error::NotPermitted);
+        }
+        if inode.has_flag(flags::APPEND) && (a.mode.is_some() || a.uid.is_some() || a.gid.is_some() || times_set || a.size.is_some()) {
+            return Err(Error::NotPermitted);
+        }
+        if let Some(m) = a.mode {
+            inode.mode = (inode.mode & 0o170000) | (m as u16 & 0o7777);
+        }
+        if let Some(u) = a.uid {
+            inode.uid = u;
+        }
+        if let Some(g) = a.gid {
+            inode.gid = g;
+        }
+        if let Some(size) = a.size {
+            if inode.kind == FileKind::Directory {
+                return Err(Error::IsDir);
+            }
+            if size != inode.size {
+                self.set_size(&mut tx, &mut inode, size)?;
+                let now = Timestamp::now();
+                inode.mtime = now;
+            }
+        }
+        if let Some(t) = a.atime {
+            inode.atime = resolve(t);
+        }
+        if let Some(t) = a.mtime {
+            inode.mtime = resolve(t);
+        }
+        inode.ctime = a.ctime.unwrap_or_else(Timestamp::now);
+        let written = tx.write_inode(&inode)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// setxattr(2) (`value` Some) and removexattr(2) (`None`); ACLs are stored in ext4's compact format.
+    pub fn set_xattr(&self, ino: InodeNo, name: &[u8], value: Option<&[u8]>, xflags: i32) -> Result<()> {
+        let (index, suffix) = xattr::split_name(name).ok_or(Error::NotSupported)?;
+        let converted;
+        let value = match value {
+            Some(v) if matches!(index, xattr::INDEX_POSIX_ACL_ACCESS | xattr::INDEX_POSIX_ACL_DEFAULT) => {
+                converted = acl::xattr_to_disk(v)?;
+                Some(converted.as_slice())
+            }
+            v => v,
+        };
+        let mut tx = self.begin()?;
+        let mut inode = inode_mut(&tx, ino)?;
+        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
+            return Err(Error::NotPermitted);
+        }
+        if index == xattr::INDEX_POSIX_ACL_DEFAULT && inode.kind != FileKind::Directory {
+            return Err(if value.is_some() { Error::Invalid } else { Error::NoAttr });
+        }
+        xattr_write::set(&mut tx, &mut inode, index, suffix, value, xflags)?;
+        inode.ctime = Timestamp::now();
+        tx.write_inode(&inode)?;
+        tx.commit()
+    }
+
+    /// FS_IOC_GETFLAGS.
+    pub fn get_flags(&self, ino: InodeNo) -> Result<u32> {
+        Ok(self.inode(ino)?.flags & USER_VISIBLE)
+    }
+
+    /// FS_IOC_SETFLAGS: only the flags programs may change; immutable and append-only need root.
+    pub fn set_flags(&self, ino: InodeNo, new: u32, caller_is_root: bool) -> Result<()> {
+        let mut tx = self.begin()?;
+        let mut inode = inode_mut(&tx, ino)?;
+        let protected = flags::IMMUTABLE | flags::APPEND;
+        if (inode.flags ^ new) & protected != 0 && !caller_is_root {
+            return Err(Error::NotPermitted);
+        }
+        if inode.has_flag(flags::IMMUTABLE) && new & flags::IMMUTABLE != 0 && (inode.flags ^ new) & USER_MODIFIABLE & !protected != 0 {
+            return Err(Error::NotPermitted);
+        }
+        inode.flags = (inode.flags & !USER_MODIFIABLE) | (new & USER_MODIFIABLE);
+        inode.ctime = Timestamp::now();
+        tx.write_inode(&inode)?;
+        tx.commit()
+    }
+
+    /// Counts an open of `ino` (an unlinked file then lives until the matching [`Self::release_file`]).
+    pub fn open_file(&self, ino: InodeNo) {
+        *self.open_counts.lock().unwrap_or_else(|p| p.into_inner()).entry(ino.0).or_insert(0) += 1;
+    }
+
+    /// Counts a close of `ino`; the last close of an unlinked file deletes it.
+    pub fn release_file(&self, ino: InodeNo) -> Result<()> {
+        {
+            let mut counts = self.open_counts.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(n) = counts.get_mut(&ino.0) else { return Ok(()) };
+            *n -= 1;
+            if *n > 0 {
+                return Ok(());
+            }
+            counts.remove(&ino.0);
+        }
+        if self.is_read_only() {
+            return Ok(());
+        }
+        let mut tx = self.begin()?;
+        let mut inode = match inode_mut(&tx, ino) {
+            Ok(i) => i,
+            Err(_) => return Ok(()),
+        };
+        if inode.links_count != 0 {
+            return Ok(());
+        }
+        tx.orphan_remove(&mut inode)?;
+        self.delete_inode(&mut tx, &mut inode)?;
+        tx.commit()
+    }
+
+    /// copy_file_range done inside the engine: read from one file, write to the other.
+    pub fn copy_range(&self, src: InodeNo, off_in: u64, dst: InodeNo, off_out: u64, len: u64) -> Result<u64> {
+        let data = {
+            let _g = self.shared();
+            let inode = self.inode(src)?;
+            self.read(&inode, off_in, len.min(16 << 20) as usize)?
+        };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.write(dst, off_out, &data)?;
+        Ok(data.len() as u64)
+    }
+}

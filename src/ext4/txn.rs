@@ -1,0 +1,246 @@
+//! Transactions: the one place every metadata change goes through.
+//!
+//! A write operation begins a [`Txn`], which holds the filesystem's lock exclusively (readers wait), reads
+//! blocks through the block cache and puts changed copies in the pending overlay, where every read of the
+//! same operation sees them. `commit` writes the pending blocks home (file data was written before, so
+//! the metadata never points at stale data), then moves them into the cache. Dropping a transaction without
+//! committing (an error part way) throws the changes away: the pending blocks, the inodes it cached, and the
+//! group descriptor and superblock fields it changed. Journaling replaces `commit`'s body, not its callers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLockWriteGuard};
+
+use super::block_group::{self, GroupDesc};
+use super::bytes_mut::{put16, put32};
+use super::checksum::crc32c;
+use super::error::{Error, Object, Result};
+use super::features::INCOMPAT_64BIT;
+use super::fs::{Filesystem, SbState};
+use super::inode::{Inode, InodeNo, Timestamp};
+use super::superblock::{SUPERBLOCK_OFFSET, STATE_VALID};
+
+/// A write operation in progress.
+pub struct Txn<'a> {
+    fs: &'a Filesystem,
+    _guard: RwLockWriteGuard<'a, ()>,
+    inodes: Vec<u32>,
+    groups_before: HashMap<u32, GroupDesc>,
+    state_before: Option<SbState>,
+    sb_dirty: bool,
+    committed: bool,
+}
+
+impl Filesystem {
+    /// Starts a write operation; fails with `EROFS` on a read-only filesystem.
+    pub(crate) fn begin(&self) -> Result<Txn<'_>> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let guard = self.lock.write().unwrap_or_else(|p| p.into_inner());
+        Ok(Txn {
+            fs: self,
+            _guard: guard,
+            inodes: Vec::new(),
+            groups_before: HashMap::new(),
+            state_before: None,
+            sb_dirty: false,
+            committed: false,
+        })
+    }
+
+    /// The superblock as it should be on disk now: the raw copy with the live counters and `state`.
+    pub(crate) fn superblock_bytes(&self, st: &SbState, state: Option<u16>) -> Vec<u8> {
+        let mut b = st.raw.clone();
+        put32(&mut b, 0xC, st.free_blocks as u32);
+        if self.sb.has_incompat(INCOMPAT_64BIT) {
+            put32(&mut b, 0x158, (st.free_blocks >> 32) as u32);
+        }
+        put32(&mut b, 0x10, st.free_inodes as u32);
+        put32(&mut b, 0xE8, st.last_orphan);
+        if let Some(s) = state {
+            put16(&mut b, 0x3A, s);
+        }
+        put32(&mut b, 0x30, Timestamp::now().sec as u32); // s_wtime
+        if self.sb.has_metadata_csum() {
+            let c = crc32c(!0, &b[..0x3FC]);
+            put32(&mut b, 0x3FC, c);
+        }
+        b
+    }
+
+    /// Marks the filesystem in use (not cleanly unmounted) and counts the mount, as the kernel does on a
+    /// read-write mount, then cleans up orphans a crash left behind.
+    pub(crate) fn mount_rw(&self) -> Result<()> {
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mnt_count = super::bytes::le16(&st.raw, 0x34).wrapping_add(1);
+            put16(&mut st.raw, 0x34, mnt_count);
+            put32(&mut st.raw, 0x2C, Timestamp::now().sec as u32); // s_mtime
+            let state = super::bytes::le16(&st.raw, 0x3A) & !STATE_VALID;
+            put16(&mut st.raw, 0x3A, state);
+            let bytes = self.superblock_bytes(&st, None);
+            st.raw = bytes.clone();
+            self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
+        }
+        self.dev.flush()?;
+        self.process_orphans()
+    }
+
+    /// Writes the final superblock (exact free counts, clean state) and flushes: a clean unmount.
+    pub fn close(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Ok(());
+        }
+        let _guard = self.lock.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = super::bytes::le16(&st.raw, 0x3A) | STATE_VALID;
+        let bytes = self.superblock_bytes(&st, Some(state));
+        st.raw = bytes.clone();
+        self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
+        self.dev.flush()?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (fsync, fsyncdir, syncfs).
+    pub fn sync(&self) -> Result<()> {
+        let _guard = self.shared();
+        self.dev.flush()?;
+        Ok(())
+    }
+}
+
+impl<'a> Txn<'a> {
+    pub fn fs(&self) -> &'a Filesystem {
+        self.fs
+    }
+
+    /// A copy of metadata block `nr` as this transaction sees it, to change and [`Txn::put`] back.
+    pub fn block(&self, nr: u64, obj: Object) -> Result<Vec<u8>> {
+        Ok(self.fs.meta_block(nr, obj)?.as_ref().clone())
+    }
+
+    /// Records the new content of metadata block `nr`.
+    pub fn put(&mut self, nr: u64, data: Vec<u8>) {
+        self.fs.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(nr, Arc::new(data));
+    }
+
+    /// Writes `inode` into its inode table block and the inode cache.
+    pub fn write_inode(&mut self, inode: &Inode) -> Result<Arc<Inode>> {
+        let (nr, off) = self.fs.inode_location(inode.ino)?;
+        let mut block = self.block(nr, Object::Inode(inode.ino.0))?;
+        let rec = inode.encode(&self.fs.sb);
+        block
+            .get_mut(off..off + rec.len())
+            .ok_or_else(|| Error::corrupt(Object::Inode(inode.ino.0), "inode record outside its block"))?
+            .copy_from_slice(&rec);
+        self.put(nr, block);
+        // Re-parse what will be on disk, so the cache holds exactly that (raw bytes and checksum seed).
+        let parsed = Arc::new(Inode::parse(&self.fs.sb, inode.ino, &rec)?);
+        self.fs.inodes.insert(inode.ino.0, parsed.clone());
+        self.inodes.push(inode.ino.0);
+        Ok(parsed)
+    }
+
+    /// Changes group `g`'s descriptor and writes it into its descriptor block.
+    pub fn update_group(&mut self, g: u32, f: impl FnOnce(&mut GroupDesc)) -> Result<()> {
+        let sb = &self.fs.sb;
+        let desc = {
+            let mut groups = self.fs.groups.write().unwrap_or_else(|p| p.into_inner());
+            let d = groups.get_mut(g as usize).ok_or(Error::corrupt(Object::GroupDescriptor(g), "no such group"))?;
+            self.groups_before.entry(g).or_insert_with(|| d.clone());
+            f(d);
+            d.encode(sb, g)
+        };
+        let per_block = u64::from(sb.block_size / u32::from(sb.desc_size));
+        let nr = block_group::descriptor_block(sb, u64::from(g) / per_block)
+            .ok_or(Error::corrupt(Object::GroupDescriptor(g), "descriptor block out of range"))?;
+        let off = (u64::from(g) % per_block) as usize * usize::from(sb.desc_size);
+        let mut block = self.block(nr, Object::GroupDescriptor(g))?;
+        block[off..off + desc.len()].copy_from_slice(&desc);
+        self.put(nr, block);
+        Ok(())
+    }
+
+    /// Changes the superblock's live fields; `persist` writes the superblock at commit (for the orphan
+    /// list head, which must be on disk before the inode it names is left unlinked).
+    pub(crate) fn update_state(&mut self, persist: bool, f: impl FnOnce(&mut SbState)) {
+        let mut st = self.fs.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.state_before.is_none() {
+            self.state_before = Some(st.clone());
+        }
+        f(&mut st);
+        self.sb_dirty |= persist;
+    }
+
+    /// A fresh `i_generation` (xorshift: distinct, unpredictable enough for NFS-style handles).
+    pub fn next_generation(&mut self) -> u32 {
+        use std::sync::atomic::Ordering;
+        let mut x = self.fs.generation.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.fs.generation.store(x, Ordering::Relaxed);
+        x
+    }
+
+    /// Writes the pending blocks home, in block order, and makes them the cached versions.
+    pub fn commit(mut self) -> Result<()> {
+        let pending: Vec<(u64, Arc<Vec<u8>>)> = {
+            let mut p = self.fs.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<_> = p.drain().collect();
+            v.sort_unstable_by_key(|(nr, _)| *nr);
+            v
+        };
+        let bs = u64::from(self.fs.sb.block_size);
+        let mut result = Ok(());
+        for (nr, data) in &pending {
+            if let Err(e) = self.fs.dev.write_all_at(data, nr * bs) {
+                result = Err(Error::Io(e));
+                break;
+            }
+        }
+        if result.is_ok() && self.sb_dirty {
+            let st = self.fs.state.lock().unwrap_or_else(|p| p.into_inner());
+            let bytes = self.fs.superblock_bytes(&st, None);
+            result = self.fs.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET).map_err(Error::Io);
+        }
+        if result.is_err() {
+            // The cache must not claim what the disk may not hold.
+            for (nr, _) in &pending {
+                self.fs.blocks.remove(nr);
+            }
+            return result;
+        }
+        for (nr, data) in pending {
+            self.fs.blocks.insert(nr, data);
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        self.fs.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for ino in &self.inodes {
+            self.fs.inodes.remove(ino);
+        }
+        let mut groups = self.fs.groups.write().unwrap_or_else(|p| p.into_inner());
+        for (g, d) in self.groups_before.drain() {
+            if let Some(slot) = groups.get_mut(g as usize) {
+                *slot = d;
+            }
+        }
+        if let Some(st) = self.state_before.take() {
+            *self.fs.state.lock().unwrap_or_else(|p| p.into_inner()) = st;
+        }
+    }
+}
+
+/// Re-reads an inode as the transaction sees it (a mutable copy).
+pub fn inode_mut(tx: &Txn<'_>, ino: InodeNo) -> Result<Inode> {
+    Ok(tx.fs().inode(ino)?.as_ref().clone())
+}

@@ -1,0 +1,225 @@
+//! Writing extended attributes: set and remove, in the inode body first and in one external block for
+//! what does not fit, with the block's reference count honoured (a shared block is copied, not changed).
+
+use super::bytes::le32;
+use super::bytes_mut::{put16, put32};
+use super::checksum::crc32c;
+use super::error::{Error, Object, Result};
+use super::inode::Inode;
+use super::txn::Txn;
+use super::xattr::{self, BLOCK_CHECKSUM, BLOCK_HEADER, ENTRY_HEADER, Entry, INDEX_SYSTEM, Value, XATTR_MAGIC};
+
+/// `XATTR_CREATE` and `XATTR_REPLACE` from setxattr(2).
+pub const XATTR_CREATE: i32 = 1;
+pub const XATTR_REPLACE: i32 = 2;
+
+fn entry_size(e: &Entry) -> usize {
+    (ENTRY_HEADER + e.name.len() + 3) & !3
+}
+
+fn value_size(e: &Entry) -> usize {
+    match &e.value {
+        Value::Stored(v) => (v.len() + 3) & !3,
+        Value::EaInode { .. } => 0,
+    }
+}
+
+/// The kernel's `ext4_xattr_hash_entry`: name bytes, then the value's 32-bit words.
+fn entry_hash(e: &Entry) -> u32 {
+    let Value::Stored(v) = &e.value else { return e.hash };
+    let mut h: u32 = 0;
+    for &c in &e.name {
+        h = (h << 5) ^ (h >> 27) ^ u32::from(c);
+    }
+    let mut padded = v.clone();
+    padded.resize((v.len() + 3) & !3, 0);
+    for w in padded.chunks_exact(4) {
+        h = (h << 16) ^ (h >> 16) ^ le32(w, 0);
+    }
+    h
+}
+
+/// Lays `entries` out in an area of `len` bytes whose entries start at `start`, with values packed from
+/// the end; value offsets count from `base`. `None` when they do not fit.
+fn layout(entries: &[Entry], len: usize, start: usize, base: usize, hashes: bool) -> Option<Vec<u8>> {
+    let need_entries: usize = entries.iter().map(entry_size).sum::<usize>() + 4;
+    let need_values: usize = entries.iter().map(value_size).sum();
+    if start + need_entries + need_values > len {
+        return None;
+    }
+    let mut b = vec![0u8; len];
+    let mut pos = start;
+    let mut vend = len;
+    for e in entries {
+        put16(&mut b, pos + 2, 0);
+        b[pos] = e.name.len() as u8;
+        b[pos + 1] = e.index;
+        match &e.value {
+            Value::Stored(v) => {
+                vend -= (v.len() + 3) & !3;
+                b[vend..vend + v.len()].copy_from_slice(v);
+                put16(&mut b, pos + 2, if v.is_empty() { 0 } else { (vend - base) as u16 });
+                put32(&mut b, pos + 4, 0);
+                put32(&mut b, pos + 8, v.len() as u32);
+            }
+            Value::EaInode { ino, size } => {
+                put32(&mut b, pos + 4, *ino);
+                put32(&mut b, pos + 8, *size);
+            }
+        }
+        put32(&mut b, pos + 12, if hashes { entry_hash(e) } else { 0 });
+        b[pos + ENTRY_HEADER..pos + ENTRY_HEADER + e.name.len()].copy_from_slice(&e.name);
+        pos += entry_size(e);
+    }
+    Some(b)
+}
+
+/// The in-inode area for `entries` (all zero when there are none).
+fn encode_ibody(entries: &[Entry], area_len: usize) -> Option<Vec<u8>> {
+    if entries.is_empty() {
+        return Some(vec![0; area_len]);
+    }
+    if area_len < 8 {
+        return None;
+    }
+    let mut b = layout(entries, area_len, 4, 4, false)?;
+    put32(&mut b, 0, XATTR_MAGIC);
+    Some(b)
+}
+
+/// An attribute block for `entries`, sorted as the kernel searches them, with its hashes; the checksum is
+/// added by [`seal_block`] once the block's number is known.
+fn encode_block(entries: &mut [Entry], bs: usize, refcount: u32) -> Option<Vec<u8>> {
+    entries.sort_by(|a, b| (a.index, a.name.len(), &a.name).cmp(&(b.index, b.name.len(), &b.name)));
+    let mut b = layout(entries, bs, BLOCK_HEADER, 0, true)?;
+    put32(&mut b, 0, XATTR_MAGIC);
+    put32(&mut b, 4, refcount);
+    put32(&mut b, 8, 1);
+    // ext4_xattr_rehash: the block hash folds the entry hashes (0 if any entry has none).
+    let mut h: u32 = 0;
+    for e in entries.iter() {
+        let eh = entry_hash(e);
+        if eh == 0 {
+            h = 0;
+            break;
+        }
+        h = (h << 16) ^ (h >> 16) ^ eh;
+    }
+    put32(&mut b, 12, h);
+    Some(b)
+}
+
+fn seal_block(tx: &Txn<'_>, nr: u64, b: &mut [u8]) {
+    let sb = &tx.fs().sb;
+    if sb.has_metadata_csum() {
+        put32(b, BLOCK_CHECKSUM, 0);
+        let c = crc32c(crc32c(sb.csum_seed(), &nr.to_le_bytes()), b);
+        put32(b, BLOCK_CHECKSUM, c);
+    }
+}
+
+fn block_entries(tx: &Txn<'_>, inode: &Inode) -> Result<(Vec<Entry>, u32)> {
+    if inode.file_acl == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    let obj = Object::XattrBlock(inode.file_acl);
+    let block = tx.fs().meta_block(inode.file_acl, obj)?;
+    let seed = tx.fs().sb.has_metadata_csum().then(|| tx.fs().sb.csum_seed());
+    Ok((xattr::parse_block(&block, inode.file_acl, seed, obj)?, le32(&block, 4)))
+}
+
+/// Drops `inode`'s reference to its attribute block (freeing the block with the last reference).
+pub fn release_block(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
+    if inode.file_acl == 0 {
+        return Ok(());
+    }
+    let nr = inode.file_acl;
+    let obj = Object::XattrBlock(nr);
+    let mut block = tx.block(nr, obj)?;
+    let refs = le32(&block, 4);
+    if refs <= 1 {
+        tx.free_blocks(nr, 1)?;
+    } else {
+        put32(&mut block, 4, refs - 1);
+        seal_block(tx, nr, &mut block);
+        tx.put(nr, block);
+    }
+    inode.file_acl = 0;
+    inode.blocks_512 = inode.blocks_512.saturating_sub(u64::from(tx.fs().block_size() / 512));
+    Ok(())
+}
+
+/// Removes `system.data` (inline data beyond `i_block`) from the inode body.
+pub fn remove_system_data(inode: &mut Inode, obj: Object) -> Result<()> {
+    let mut entries = xattr::parse_ibody(&inode.xattr_area, obj)?;
+    entries.retain(|e| !(e.index == INDEX_SYSTEM && e.name == b"data"));
+    inode.xattr_area = encode_ibody(&entries, inode.xattr_area.len()).ok_or(Error::NoSpace)?;
+    Ok(())
+}
+
+/// Sets (`Some`) or removes (`None`) attribute `index`/`name` of `inode`, as setxattr(2)/removexattr(2)
+/// with `flags`. The caller writes the inode.
+pub fn set(tx: &mut Txn<'_>, inode: &mut Inode, index: u8, name: &[u8], value: Option<&[u8]>, flags: i32) -> Result<()> {
+    let obj = Object::Xattr(inode.ino.0);
+    if name.len() > 255 {
+        return Err(Error::Range);
+    }
+    let mut ibody = xattr::parse_ibody(&inode.xattr_area, obj)?;
+    let (mut blk, refcount) = block_entries(tx, inode)?;
+    let matches = |e: &Entry| e.index == index && e.name == name;
+    let in_body = ibody.iter().position(matches);
+    let in_block = blk.iter().position(matches);
+    let exists = in_body.is_some() || in_block.is_some();
+    if flags & XATTR_CREATE != 0 && exists {
+        return Err(Error::Exists);
+    }
+    if (flags & XATTR_REPLACE != 0 || value.is_none()) && !exists {
+        return Err(Error::NoAttr);
+    }
+    let old = in_body.map(|i| &ibody[i]).or(in_block.map(|i| &blk[i]));
+    if old.is_some_and(|e| matches!(e.value, Value::EaInode { .. })) {
+        // Values in EA inodes are read, but not rewritten by this engine.
+        return Err(Error::NotSupported);
+    }
+    if let Some(i) = in_body {
+        ibody.remove(i);
+    }
+    let block_changed = in_block.is_some();
+    if let Some(i) = in_block {
+        blk.remove(i);
+    }
+    let area_len = inode.xattr_area.len();
+    let mut block_changed = block_changed;
+    if let Some(v) = value {
+        let e = Entry { index, name: name.to_vec(), value: Value::Stored(v.to_vec()), hash: 0 };
+        ibody.push(e.clone());
+        if encode_ibody(&ibody, area_len).is_none() {
+            ibody.pop();
+            blk.push(e);
+            block_changed = true;
+        }
+    }
+    inode.xattr_area = encode_ibody(&ibody, area_len).ok_or(Error::NoSpace)?;
+    if !block_changed {
+        return Ok(());
+    }
+    let bs = tx.fs().block_size() as usize;
+    if blk.is_empty() {
+        return release_block(tx, inode);
+    }
+    let mut new = encode_block(&mut blk, bs, 1).ok_or(Error::NoSpace)?;
+    let nr = if inode.file_acl != 0 && refcount <= 1 {
+        inode.file_acl
+    } else {
+        // No block yet, or one shared with other inodes: this inode gets a block of its own.
+        release_block(tx, inode)?;
+        let goal = inode.file_acl.max(tx.fs().sb.group_first_block(u64::from((inode.ino.0 - 1) / tx.fs().sb.inodes_per_group)));
+        let (nr, _) = tx.alloc_blocks(goal, 1)?;
+        inode.file_acl = nr;
+        inode.blocks_512 += u64::from(tx.fs().block_size() / 512);
+        nr
+    };
+    seal_block(tx, nr, &mut new);
+    tx.put(nr, new);
+    Ok(())
+}
