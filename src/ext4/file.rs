@@ -127,10 +127,19 @@ impl Filesystem {
         if inode.kind != FileKind::Regular {
             return Err(Error::Invalid);
         }
-        if inode.has_flag(flags::IMMUTABLE) || (inode.has_flag(flags::APPEND) && offset < inode.size) {
+        if inode.has_flag(flags::IMMUTABLE) {
             return Err(Error::NotPermitted);
         }
         let end = offset.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
+        // Append-only: opens without O_APPEND were refused, but the kernel's writeback rewrites whole pages,
+        // so a write may start before the end with the bytes already there. Only what lies past the end
+        // is new; nothing before it is changed.
+        let (offset, data) = if inode.has_flag(flags::APPEND) && offset < inode.size {
+            let skip = (inode.size - offset).min(data.len() as u64);
+            (offset + skip, &data[skip as usize..])
+        } else {
+            (offset, data)
+        };
         if data.is_empty() {
             return Ok(self.inode(ino)?);
         }

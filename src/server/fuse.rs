@@ -88,9 +88,9 @@ impl fuser::Filesystem for FuseFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // The kernel is the only writer, so its page cache stays valid across opens.
-        match self.server.open(ino) {
+        match self.server.open(ino, flags.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(err(e)),
         }

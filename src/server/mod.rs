@@ -170,14 +170,21 @@ impl Server {
     }
 
     /// open: on a writable mount, counted so that an unlinked file lives until its last release.
-    pub fn open(&self, nodeid: INodeNo) -> Reply<u64> {
+    pub fn open(&self, nodeid: INodeNo, flags: i32) -> Reply<u64> {
         if !self.writable() {
             return Err(Errno(ENOSYS));
         }
         let ino = attr::inode_of(nodeid);
         {
             let _g = self.fs.shared();
-            self.fs.user_inode(ino)?;
+            let inode = self.fs.user_inode(ino)?;
+            // The kernel does not know the inode flags of a FUSE file: refuse here what it would refuse for
+            // ext4 (writing an immutable file; anything but appending to an append-only one).
+            let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+            let appending = flags & libc::O_APPEND != 0 && flags & libc::O_TRUNC == 0;
+            if writing && (inode.has_flag(ext4::inode::flags::IMMUTABLE) || (inode.has_flag(ext4::inode::flags::APPEND) && !appending)) {
+                return Err(Errno(libc::EPERM));
+            }
         }
         self.fs.open_file(ino);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -301,7 +308,7 @@ impl Server {
     pub fn create(&self, parent: INodeNo, name: &[u8], mode: u32, uid: u32, gid: u32) -> Reply<((FileAttr, u64), u64)> {
         let inode = self.fs.mknod(attr::inode_of(parent), name, NewInode { mode: (mode & 0o7777) | 0o100000, uid, gid, rdev: 0 })?;
         let entry = self.entry(&inode);
-        let fh = self.open(attr::nodeid_of(inode.ino))?;
+        let fh = self.open(attr::nodeid_of(inode.ino), libc::O_RDWR)?;
         Ok((entry, fh))
     }
 
@@ -384,9 +391,39 @@ impl Server {
                 self.fs.set_flags(ino, new, uid == 0)?;
                 Ok(Vec::new())
             }
+            // FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR: the kernel reads these around every SETFLAGS.
+            (0x58, 31) => {
+                let flags = {
+                    let _g = self.fs.shared();
+                    self.fs.get_flags(ino)?
+                };
+                let mut out = vec![0u8; FSXATTR_SIZE];
+                out[..4].copy_from_slice(&xflags_of(flags).to_le_bytes());
+                Ok(out)
+            }
+            (0x58, 32) => {
+                let x = input.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(Errno(EINVAL))?;
+                let current = {
+                    let _g = self.fs.shared();
+                    self.fs.get_flags(ino)?
+                };
+                let mapped: u32 = XFLAG_MAP.iter().map(|&(_, f)| f).fold(0, |a, f| a | f);
+                let new = (current & !mapped) | XFLAG_MAP.iter().filter(|&&(xf, _)| x & xf != 0).fold(0, |a, &(_, f)| a | f);
+                self.fs.set_flags(ino, new, uid == 0)?;
+                Ok(Vec::new())
+            }
             _ => Err(Errno(ENOTTY)),
         }
     }
+}
+
+/// `struct fsxattr` is 28 bytes; only `fsx_xflags` (the first word) carries anything here.
+const FSXATTR_SIZE: usize = 28;
+/// FS_XFLAG_* bits and the inode flags they stand for.
+const XFLAG_MAP: &[(u32, u32)] = &[(0x8, 0x10), (0x10, 0x20), (0x20, 0x8), (0x40, 0x80), (0x80, 0x40)];
+
+fn xflags_of(flags: u32) -> u32 {
+    XFLAG_MAP.iter().filter(|&&(_, f)| flags & f != 0).fold(0, |a, &(x, _)| a | x)
 }
 
 /// The reply to getxattr/listxattr: the size alone, or the data.
