@@ -186,9 +186,7 @@ impl Filesystem {
         }
         map.store(&mut tx, &mut inode, last_goal)?;
         inode.size = inode.size.max(end);
-        let now = Timestamp::now();
-        inode.mtime = now;
-        inode.ctime = now;
+        self.touch(&mut inode, true);
         let written = tx.write_inode(&inode)?;
         tx.commit()?;
         Ok(written)
@@ -272,8 +270,9 @@ impl Filesystem {
             return Err(Error::Invalid);
         }
         unline(&mut tx, &mut inode)?;
-        if !inode.has_flag(flags::EXTENTS) {
-            return Err(Error::NotSupported); // as the kernel: no fallocate on indirect-mapped files
+        if !inode.has_flag(flags::EXTENTS) && mode & PUNCH_HOLE == 0 {
+            // As the kernel: indirect-mapped files can have holes punched, but nothing preallocated.
+            return Err(Error::NotSupported);
         }
         let bs = u64::from(self.sb.block_size);
         if end.div_ceil(bs) > max_blocks(self, &inode) {
@@ -322,9 +321,7 @@ impl Filesystem {
         }
         let g = goal(self, &inode, &map, 0);
         map.store(&mut tx, &mut inode, g)?;
-        let now = Timestamp::now();
-        inode.mtime = now;
-        inode.ctime = now;
+        self.touch(&mut inode, true);
         let written = tx.write_inode(&inode)?;
         tx.commit()?;
         Ok(written)

@@ -104,6 +104,10 @@ pub struct Filesystem {
     pub(crate) open_counts: Mutex<HashMap<u32, u32>>,
     /// Source of `i_generation` values.
     pub(crate) generation: AtomicU32,
+    /// The caller's kernel keeps regular files' mtime and ctime itself (FUSE writeback cache) and sends
+    /// them with setattr: the engine must then not set them on its own, or what programs saw and what is
+    /// on disk would part.
+    pub(crate) kernel_file_times: std::sync::atomic::AtomicBool,
 }
 
 impl Filesystem {
@@ -151,6 +155,7 @@ impl Filesystem {
             read_only,
             open_counts: Mutex::new(HashMap::new()),
             generation: AtomicU32::new((seed.nsec ^ (seed.sec as u32).rotate_left(13)) | 1),
+            kernel_file_times: std::sync::atomic::AtomicBool::new(false),
             sb,
         };
         let groups = fs.read_group_descriptors()?;
@@ -165,6 +170,23 @@ impl Filesystem {
             fs.mount_rw()?;
         }
         Ok(fs)
+    }
+
+    /// Tells the engine that the caller's kernel keeps regular files' mtime and ctime (see the field).
+    pub fn set_kernel_file_times(&self, on: bool) {
+        self.kernel_file_times.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets `inode`'s ctime (and mtime with `modified`) to now, unless the kernel keeps them.
+    pub(crate) fn touch(&self, inode: &mut Inode, modified: bool) {
+        if inode.kind == Kind::Regular && self.kernel_file_times.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let now = Timestamp::now();
+        inode.ctime = now;
+        if modified {
+            inode.mtime = now;
+        }
     }
 
     /// `None` when writable; otherwise why not (a feature the engine cannot write, or a read-only mount).

@@ -76,6 +76,20 @@ fn changeable_dir(dir: &Inode) -> Result<()> {
     Ok(())
 }
 
+/// One more subdirectory in `d` (the kernel's `ext4_inc_count`): an htree directory past the limit, or
+/// already at 1, reads 1 (dir_nlink).
+fn inc_dir_links(d: &mut Inode) {
+    let n = d.links_count.saturating_add(1);
+    d.links_count = if d.has_flag(flags::INDEX) && (n > LINK_MAX || n == 2) { 1 } else { n };
+}
+
+/// One subdirectory less in `d` (the kernel's `ext4_dec_count`: a count of 2 or less stays).
+fn dec_dir_links(d: &mut Inode) {
+    if d.links_count > 2 {
+        d.links_count -= 1;
+    }
+}
+
 fn resolve(t: SetTime) -> Timestamp {
     match t {
         SetTime::Now => Timestamp::now(),
@@ -169,8 +183,7 @@ impl Filesystem {
         self.init_dir(&mut tx, &mut inode, parent)?;
         let written = tx.write_inode(&inode)?;
         self.add_entry(&mut tx, &mut dir, name, inode.ino, FileKind::Directory)?;
-        // dir_nlink: past the limit (or from 2 in an htree directory, as the kernel), the count reads 1.
-        dir.links_count = if dir.links_count == 1 || dir.links_count >= LINK_MAX - 1 { 1 } else { dir.links_count + 1 };
+        inc_dir_links(&mut dir);
         let now = Timestamp::now();
         dir.mtime = now;
         dir.ctime = now;
@@ -238,7 +251,7 @@ impl Filesystem {
             return Err(Error::Exists);
         }
         inode.links_count += 1;
-        inode.ctime = Timestamp::now();
+        self.touch(&mut inode, false);
         let written = tx.write_inode(&inode)?;
         self.link_into(&mut tx, &mut dir, name, &inode)?;
         tx.commit()?;
@@ -249,7 +262,7 @@ impl Filesystem {
     /// the orphan list while it is still open.
     fn drop_link(&self, tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
         inode.links_count = if inode.kind == FileKind::Directory { 0 } else { inode.links_count.saturating_sub(1) };
-        inode.ctime = Timestamp::now();
+        self.touch(inode, false);
         if inode.links_count > 0 {
             tx.write_inode(inode)?;
         } else if self.open_count(inode.ino) > 0 {
@@ -310,9 +323,7 @@ impl Filesystem {
             return Err(Error::NotEmpty);
         }
         self.remove_entry(&mut tx, &mut dir, name)?;
-        if dir.links_count > 2 {
-            dir.links_count -= 1;
-        }
+        dec_dir_links(&mut dir);
         let now = Timestamp::now();
         dir.mtime = now;
         dir.ctime = now;
@@ -341,7 +352,6 @@ impl Filesystem {
         if src.has_flag(flags::IMMUTABLE) || src.has_flag(flags::APPEND) {
             return Err(Error::NotPermitted);
         }
-        let now = Timestamp::now();
         let moved_dir = src.kind == FileKind::Directory && parent != newparent;
         if rflags & RENAME_EXCHANGE != 0 {
             let dst = dst.ok_or(Error::NotFound)?;
@@ -361,12 +371,12 @@ impl Filesystem {
                 // A directory moving one way and a file the other shifts one `..` link between the parents.
                 if sd != dd {
                     let (gain, lose) = if sd { (newparent, parent) } else { (parent, newparent) };
-                    self.with_dir(&mut tx, gain, |_, _, d| Ok(d.links_count = d.links_count.saturating_add(1)))?;
-                    self.with_dir(&mut tx, lose, |_, _, d| Ok(if d.links_count > 2 { d.links_count -= 1 }))?;
+                    self.with_dir(&mut tx, gain, |_, _, d| Ok(inc_dir_links(d)))?;
+                    self.with_dir(&mut tx, lose, |_, _, d| Ok(dec_dir_links(d)))?;
                 }
             }
             for ino in [src.ino, dst.ino] {
-                self.with_inode(&mut tx, ino, |_, _, i| Ok(i.ctime = now))?;
+                self.with_inode(&mut tx, ino, |fs, _, i| Ok(fs.touch(i, false)))?;
             }
             return tx.commit();
         }
@@ -388,10 +398,6 @@ impl Filesystem {
             }
             self.with_dir(&mut tx, newparent, |fs, tx, d| fs.repoint_entry(tx, d, newname, src.ino, src.kind))?;
             let mut victim = inode_mut(&tx, dst.ino)?;
-            if victim.kind == FileKind::Directory {
-                // The replaced directory's `..` no longer counts against the new parent.
-                self.with_dir(&mut tx, newparent, |_, _, d| Ok(if d.links_count > 2 { d.links_count -= 1 }))?;
-            }
             self.drop_link(&mut tx, &mut victim)?;
         } else {
             if moved_dir {
@@ -403,17 +409,18 @@ impl Filesystem {
             self.with_dir(&mut tx, newparent, |fs, tx, d| fs.add_entry(tx, d, newname, src.ino, src.kind))?;
         }
         self.with_dir(&mut tx, parent, |fs, tx, d| fs.remove_entry(tx, d, name).map(|_| ()))?;
-        if moved_dir {
-            self.with_inode(&mut tx, src.ino, |fs, tx, i| fs.set_dotdot(tx, i, newparent))?;
-            self.with_dir(&mut tx, parent, |_, _, d| Ok(if d.links_count > 2 { d.links_count -= 1 }))?;
+        if src.kind == FileKind::Directory {
+            // As the kernel's ext4_rename: the old parent loses the moved directory's `..`; the new one
+            // gains it, unless it replaced a directory there (whose `..` it takes over).
+            if moved_dir {
+                self.with_inode(&mut tx, src.ino, |fs, tx, i| fs.set_dotdot(tx, i, newparent))?;
+            }
+            self.with_dir(&mut tx, parent, |_, _, d| Ok(dec_dir_links(d)))?;
             if dst.is_none() {
-                self.with_dir(&mut tx, newparent, |_, _, d| {
-                    d.links_count = if d.links_count == 1 || d.links_count >= LINK_MAX - 1 { 1 } else { d.links_count + 1 };
-                    Ok(())
-                })?;
+                self.with_dir(&mut tx, newparent, |_, _, d| Ok(inc_dir_links(d)))?;
             }
         }
-        self.with_inode(&mut tx, src.ino, |_, _, i| Ok(i.ctime = now))?;
+        self.with_inode(&mut tx, src.ino, |fs, _, i| Ok(fs.touch(i, false)))?;
         tx.commit()
     }
 
@@ -472,8 +479,7 @@ impl Filesystem {
             }
             if size != inode.size {
                 self.set_size(&mut tx, &mut inode, size)?;
-                let now = Timestamp::now();
-                inode.mtime = now;
+                self.touch(&mut inode, true);
             }
         }
         if let Some(t) = a.atime {
@@ -482,7 +488,10 @@ impl Filesystem {
         if let Some(t) = a.mtime {
             inode.mtime = resolve(t);
         }
-        inode.ctime = a.ctime.unwrap_or_else(Timestamp::now);
+        match a.ctime {
+            Some(t) => inode.ctime = t,
+            None => self.touch(&mut inode, false),
+        }
         let written = tx.write_inode(&inode)?;
         tx.commit()?;
         Ok(written)
@@ -508,7 +517,7 @@ impl Filesystem {
             return Err(if value.is_some() { Error::Invalid } else { Error::NoAttr });
         }
         xattr_write::set(&mut tx, &mut inode, index, suffix, value, xflags)?;
-        inode.ctime = Timestamp::now();
+        self.touch(&mut inode, false);
         tx.write_inode(&inode)?;
         tx.commit()
     }
@@ -530,7 +539,7 @@ impl Filesystem {
             return Err(Error::NotPermitted);
         }
         inode.flags = (inode.flags & !USER_MODIFIABLE) | (new & USER_MODIFIABLE);
-        inode.ctime = Timestamp::now();
+        self.touch(&mut inode, false);
         tx.write_inode(&inode)?;
         tx.commit()
     }

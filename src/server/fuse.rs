@@ -54,6 +54,8 @@ impl fuser::Filesystem for FuseFs {
         for &flag in WANTED.iter().chain(writeback) {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!(?flag, "kernel does not offer this FUSE capability");
+            } else if flag == InitFlags::FUSE_WRITEBACK_CACHE {
+                self.server.kernel_keeps_file_times();
             }
         }
         Ok(())
@@ -387,13 +389,17 @@ fn empty(r: Result<(), Errno>, reply: ReplyEmpty) {
     }
 }
 
+/// The (seconds, nanoseconds) the kernel sent, from fuser's `SystemTime`.
+///
+/// fuser 0.18 builds times before 1970 as `UNIX_EPOCH - Duration::new(-sec, nsec)` (its own TODO says the
+/// nanoseconds should be subtracted the other way), so a time of -2 s + 0.5 s arrives as -2.5 s. Undo
+/// exactly that construction: the distance before the epoch is (-sec, nsec).
 fn timestamp(t: SystemTime) -> Timestamp {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => Timestamp { sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nsec: d.subsec_nanos() },
         Err(e) => {
             let d = e.duration();
-            let (s, n) = (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos());
-            if n == 0 { Timestamp { sec: -s, nsec: 0 } } else { Timestamp { sec: -s - 1, nsec: 1_000_000_000 - n } }
+            Timestamp { sec: -i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nsec: d.subsec_nanos() }
         }
     }
 }

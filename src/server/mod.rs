@@ -115,6 +115,11 @@ impl Server {
         lock(&self.lookups).len()
     }
 
+    /// The kernel granted the writeback cache: it now keeps regular files' mtime and ctime itself.
+    pub fn kernel_keeps_file_times(&self) {
+        self.fs.set_kernel_file_times(true);
+    }
+
     pub fn writable(&self) -> bool {
         !self.fs.is_read_only()
     }

@@ -1,0 +1,292 @@
+//! Bad input: each mistake gives a non-zero exit and exactly one clear line
+//! on stderr, and leaves nothing mounted or running.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Asserts a failed command with exactly one non-empty stderr line that
+/// contains one of `words` (case-insensitive); returns the line.
+fn assert_one_line_error(what: &str, out: &std::process::Output, words: &[&str]) -> String {
+    assert!(!out.status.success(), "{what}: expected failure, got success:\n{}", output_text(out));
+    let lines = stderr_lines(out);
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: stderr must be exactly one line, got {} line(s):\n{}",
+        lines.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = lines[0].trim();
+    assert!(!l.is_empty(), "{what}: the stderr line is empty");
+    let low = l.to_lowercase();
+    assert!(
+        words.iter().any(|w| low.contains(&w.to_lowercase())),
+        "{what}: the error line {l:?} mentions none of {words:?}"
+    );
+    eprintln!("{what}: {l}");
+    l.to_string()
+}
+
+fn assert_nothing_mounted(mnt: &Path) {
+    assert!(mountinfo_entry(mnt).is_none(), "{mnt:?} is mounted after a failed mount");
+    let p = server_pids(mnt);
+    assert!(p.is_empty(), "ext4box process(es) {p:?} for {mnt:?} still run after a failed mount");
+}
+
+fn small_image(s: &Scratch) -> std::path::PathBuf {
+    let img = s.path("image");
+    mkfs(&img, 16 << 20, &[]);
+    img
+}
+
+#[test]
+fn missing_image() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("bad-missing-image");
+    let mnt = s.mkdir("mnt");
+    let img = s.path("no-such-image.img");
+    let out = ext4box_mount(&img, &mnt, "ro");
+    assert_one_line_error(
+        "missing image",
+        &out,
+        &["no-such-image.img", "no such file", "not found", "does not exist", "missing", "cannot open", "can't open"],
+    );
+    assert_nothing_mounted(&mnt);
+}
+
+#[test]
+fn not_an_ext_filesystem() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("bad-not-ext");
+    let mnt = s.mkdir("mnt");
+    let words = ["ext", "superblock", "magic", "filesystem", "file system"];
+    let zeros = s.path("zeros.img");
+    fs::write(&zeros, vec![0u8; 4 << 20]).unwrap();
+    assert_one_line_error("image of zeros", &ext4box_mount(&zeros, &mnt, "ro"), &words);
+    assert_nothing_mounted(&mnt);
+    let random = s.path("random.img");
+    fs::write(&random, pseudo_random(99, 4 << 20)).unwrap();
+    assert_one_line_error("image of random bytes", &ext4box_mount(&random, &mnt, "ro"), &words);
+    assert_nothing_mounted(&mnt);
+    let empty = s.path("empty.img");
+    fs::write(&empty, b"").unwrap();
+    assert_one_line_error("empty image", &ext4box_mount(&empty, &mnt, "ro"), &words);
+    assert_nothing_mounted(&mnt);
+    // A valid ext4 superblock with the magic destroyed.
+    let img = small_image(&s);
+    let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&[0, 0], 1024 + 0x38).unwrap();
+    drop(f);
+    assert_one_line_error("ext4 image without its magic", &ext4box_mount(&img, &mnt, "ro"), &words);
+    assert_nothing_mounted(&mnt);
+}
+
+#[test]
+fn missing_or_bad_mountpoint() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("bad-mountpoint");
+    let img = small_image(&s);
+    let mnt = s.path("no-such-dir");
+    let out = ext4box_mount(&img, &mnt, "ro");
+    assert_one_line_error(
+        "missing mount point",
+        &out,
+        &["no-such-dir", "mount point", "mountpoint", "no such", "not found", "does not exist"],
+    );
+    assert_nothing_mounted(&mnt);
+    let file = s.path("a-regular-file");
+    fs::write(&file, b"x").unwrap();
+    let out = ext4box_mount(&img, &file, "ro");
+    assert_one_line_error("mount point is a file", &out, &["a-regular-file", "directory", "mount point", "mountpoint"]);
+    assert_nothing_mounted(&file);
+}
+
+#[test]
+fn image_already_mounted() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("bad-already");
+    let img = small_image(&s);
+    let m1 = s.mkdir("first");
+    let m2 = s.mkdir("second");
+    let first = ext4box_mount_ok(&img, &m1, "ro");
+    let words = ["lock", "already", "in use", "busy", "mounted"];
+    let out = ext4box_mount(&img, &m2, "ro");
+    assert_one_line_error("second mount of a mounted image", &out, &words);
+    assert_nothing_mounted(&m2);
+    // The same file under another name (a hard link) is the same image.
+    let link = s.path("image-link");
+    fs::hard_link(&img, &link).unwrap();
+    let out = ext4box_mount(&link, &m2, "ro");
+    assert_one_line_error("mount of a hard link to a mounted image", &out, &words);
+    assert_nothing_mounted(&m2);
+    assert!(first.alive(), "the first mount was disturbed by the refused ones");
+    first.unmount();
+    // Once the first server is gone the lock is free again.
+    let second = ext4box_mount_ok(&img, &m2, "ro");
+    second.unmount();
+}
+
+#[test]
+fn unknown_option() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("bad-option");
+    let img = small_image(&s);
+    let mnt = s.mkdir("mnt");
+    let out = ext4box_mount(&img, &mnt, "ro,bogus_opt_xyz");
+    assert_one_line_error("unknown option", &out, &["bogus_opt_xyz"]);
+    assert_nothing_mounted(&mnt);
+    let out = ext4box_mount(&img, &mnt, "offset=notanumber");
+    assert_one_line_error("bad offset value", &out, &["offset", "notanumber"]);
+    assert_nothing_mounted(&mnt);
+}
+
+#[test]
+fn rw_is_refused() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("bad-rw");
+    let img = small_image(&s);
+    let mnt = s.mkdir("mnt");
+    let before = hash_path(&img);
+    let words = ["rw", "read-only", "read only", "write", "not supported"];
+    assert_one_line_error("-o rw", &ext4box_mount(&img, &mnt, "rw"), &words);
+    assert_nothing_mounted(&mnt);
+    assert_one_line_error("-o defaults,rw", &ext4box_mount(&img, &mnt, "defaults,rw"), &words);
+    assert_nothing_mounted(&mnt);
+    assert_eq!(hash_path(&img), before, "a refused rw mount changed the image");
+}
+
+const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D; // _IOR('X', 125, __u32)
+const EXT4_GOING_FLAGS_LOGFLUSH: u32 = 1;
+
+/// An image whose journal needs recovery, made by the kernel: files written,
+/// then the filesystem shut down after flushing the log, then unmounted.
+fn image_needing_recovery(s: &Scratch) -> std::path::PathBuf {
+    let img = s.path("dirty.img");
+    mkfs(&img, 64 << 20, &[]);
+    let pm = s.mkdir("populate");
+    kernel_mount(&img, &pm, "rw");
+    fs::write(pm.join("committed"), b"written and synced before the shutdown").unwrap();
+    fs::create_dir(pm.join("dir")).unwrap();
+    unsafe { libc::sync() };
+    for i in 0..50 {
+        fs::write(pm.join(format!("dir/late-{i}")), pseudo_random(i, 3000)).unwrap();
+    }
+    let root = fs::File::open(&pm).unwrap();
+    let flags = EXT4_GOING_FLAGS_LOGFLUSH;
+    let r = unsafe { libc::ioctl(root.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flags) };
+    assert_eq!(r, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
+    drop(root);
+    kernel_umount(&pm);
+    assert!(
+        fs_features(&img).iter().any(|f| f == "needs_recovery"),
+        "setup: the shut-down image does not need recovery: {:?}",
+        fs_features(&img)
+    );
+    img
+}
+
+#[test]
+fn journal_needing_recovery() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("bad-recovery");
+    let img = image_needing_recovery(&s);
+    let before = hash_path(&img);
+    let mnt = s.mkdir("mnt");
+    let out = ext4box_mount(&img, &mnt, "");
+    assert_one_line_error("journal needing recovery (no options)", &out, &["recovery", "journal"]);
+    assert_nothing_mounted(&mnt);
+    let out = ext4box_mount(&img, &mnt, "ro");
+    assert_one_line_error("journal needing recovery (-o ro)", &out, &["recovery", "journal"]);
+    assert_nothing_mounted(&mnt);
+    assert_eq!(hash_path(&img), before, "a refused mount changed the image");
+
+    // With norecovery it mounts, and shows what the kernel shows without
+    // replaying the journal.
+    let m = ext4box_mount_ok(&img, &mnt, "ro,norecovery");
+    let km = s.mkdir("kernel");
+    kernel_mount(&img, &km, "ro,norecovery");
+    let kw = walk(&km, &WalkOpts::default());
+    let mnt2 = mnt.clone();
+    let ew = with_timeout("walk", std::time::Duration::from_secs(60), &mnt, move || {
+        walk(&mnt2, &WalkOpts::default())
+    });
+    assert_eq!(kw.error_count(), 0, "kernel walk had errors");
+    assert_walks_equal("kernel (norecovery)", &kw, "ext4box (norecovery)", &ew);
+    m.unmount();
+    kernel_umount(&km);
+    assert_eq!(hash_path(&img), before, "a read-only norecovery mount changed the image");
+}
+
+#[test]
+fn unmount_of_something_not_mounted_by_ext4box() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("bad-unmount");
+    let dir = s.mkdir("not-mounted");
+    let out = ext4box(&[OsStr::new("unmount"), dir.as_os_str()], CMD_TIMEOUT);
+    assert_one_line_error(
+        "unmount of a directory that is not mounted",
+        &out,
+        &["not-mounted", "not mounted", "not an ext4box", "no ext4box", "mount"],
+    );
+    let missing = s.path("missing");
+    let out = ext4box(&[OsStr::new("unmount"), missing.as_os_str()], CMD_TIMEOUT);
+    assert_one_line_error("unmount of a missing path", &out, &["missing", "no such", "not found", "not mounted", "exist"]);
+    // A kernel mount is not ext4box's to unmount: refused, left mounted.
+    let img = small_image(&s);
+    let km = s.mkdir("kernel");
+    kernel_mount(&img, &km, "ro");
+    let out = ext4box(&[OsStr::new("unmount"), km.as_os_str()], CMD_TIMEOUT);
+    let still = mountinfo_entry(&km).is_some();
+    if still {
+        kernel_umount(&km);
+    }
+    assert_one_line_error("unmount of a kernel ext4 mount", &out, &["ext4box", "not", "mount"]);
+    assert!(still, "ext4box unmount removed a mount that was not its own");
+}
+
+#[test]
+fn unmount_of_a_busy_mount() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("bad-busy");
+    let img = s.path("image");
+    mkfs(&img, 16 << 20, &[]);
+    let pm = s.mkdir("populate");
+    kernel_mount(&img, &pm, "rw");
+    fs::write(pm.join("file"), b"held open").unwrap();
+    kernel_umount(&pm);
+    let mnt = s.mkdir("mnt");
+    let m = ext4box_mount_ok(&img, &mnt, "ro");
+    let held = fs::File::open(mnt.join("file")).unwrap();
+    let out = ext4box(&[OsStr::new("unmount"), mnt.as_os_str()], CMD_TIMEOUT);
+    assert_one_line_error("unmount while a file is open", &out, &["busy", "in use"]);
+    assert!(m.alive(), "a refused unmount disturbed the mount");
+    let mut buf = String::new();
+    std::io::Read::read_to_string(&mut &held, &mut buf).unwrap();
+    assert_eq!(buf, "held open");
+    drop(held);
+    m.unmount();
+}
