@@ -48,11 +48,15 @@ fn generic_options_are_accepted_and_applied() {
     assert_eq!(fs::read(mnt.join("public")).unwrap(), b"readable by all\n");
     m.unmount();
 
-    // Plain mount: read-only at the VFS level too.
+    // Plain mount: read-write is the default, and nosuid,nodev are applied unless asked otherwise.
     let m = ext4box_mount_ok(&img, &mnt, "");
     let opts = mount_opts(&mnt);
-    assert!(opts.iter().any(|o| o == "ro"), "an ext4box mount is not read-only in mountinfo: {opts:?}");
+    assert!(opts.iter().any(|o| o == "rw"), "a default ext4box mount is not read-write in mountinfo: {opts:?}");
+    for want in ["nosuid", "nodev"] {
+        assert!(opts.iter().any(|o| o == want), "default {want} missing from the mount's options {opts:?}");
+    }
     m.unmount();
+    assert_fsck_clean(&img);
 }
 
 #[test]

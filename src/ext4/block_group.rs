@@ -26,8 +26,11 @@ pub struct GroupDesc {
     pub used_dirs_count: u32,
     pub flags: u16,
     pub itable_unused: u32,
-    /// False when the stored checksum disagrees: the group's inodes are then refused (as corruption).
+    /// False when the stored checksum disagrees: the group is then read (as the kernel reads it on a
+    /// read-only mount) but never allocated from, and the filesystem is not written.
     pub checksum_ok: bool,
+    /// False when the inode table lies outside the filesystem: the group's inodes are refused.
+    pub usable: bool,
     /// Checksums of the block and inode bitmaps (metadata_csum).
     pub block_bitmap_csum: u32,
     pub inode_bitmap_csum: u32,
@@ -51,6 +54,7 @@ impl GroupDesc {
             flags: le16(b, 0x12),
             itable_unused: u32::from(le16(b, 0x1C)) | hi16(0x32),
             checksum_ok: le16(b, BG_CHECKSUM_OFFSET) == checksum(sb, group, b),
+            usable: true,
             block_bitmap_csum: u32::from(le16(b, 0x18)) | hi16(0x38),
             inode_bitmap_csum: u32::from(le16(b, 0x1A)) | hi16(0x3A),
             raw: b.get(..usize::from(sb.desc_size)).unwrap_or(b).to_vec(),
@@ -121,8 +125,11 @@ pub fn checksum(sb: &Superblock, group: u32, desc: &[u8]) -> u16 {
 /// The block that holds descriptor block `nr` of the table (the kernel's `descriptor_loc`).
 pub fn descriptor_block(sb: &Superblock, nr: u64) -> Option<u64> {
     let first = u64::from(sb.first_data_block);
+    // The table follows the superblock's block: block 1 with 1 KiB blocks (even when bigalloc makes the
+    // first data block 0), block 0 otherwise.
+    let sb_block = u64::from(1024 / sb.block_size);
     if !sb.has_incompat(INCOMPAT_META_BG) || nr < u64::from(sb.first_meta_bg) {
-        return first.checked_add(1)?.checked_add(nr);
+        return sb_block.checked_add(1)?.checked_add(nr);
     }
     // With meta_bg, each descriptor block lives in the first group of the metagroup it describes.
     let per_block = u64::from(sb.block_size / u32::from(sb.desc_size));

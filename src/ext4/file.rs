@@ -358,7 +358,7 @@ pub(crate) fn unline(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
         return Ok(());
     }
     let fs = tx.fs();
-    let data = inline_data::file_data(inode)?;
+    let data = inline_data::stored(inode)?;
     xattr_write::remove_system_data(inode, Object::InlineData(inode.ino.0))?;
     inode.flags &= !flags::INLINE_DATA;
     inode.i_block = [0; 60];

@@ -108,6 +108,8 @@ pub struct Filesystem {
     /// them with setattr: the engine must then not set them on its own, or what programs saw and what is
     /// on disk would part.
     pub(crate) kernel_file_times: std::sync::atomic::AtomicBool,
+    /// Metadata blocks, left out of statfs's size (computed once: the layout does not change).
+    overhead: u64,
 }
 
 impl Filesystem {
@@ -156,6 +158,7 @@ impl Filesystem {
             open_counts: Mutex::new(HashMap::new()),
             generation: AtomicU32::new((seed.nsec ^ (seed.sec as u32).rotate_left(13)) | 1),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
+            overhead: 0,
             sb,
         };
         let groups = fs.read_group_descriptors()?;
@@ -165,7 +168,14 @@ impl Filesystem {
             st.free_blocks = groups.iter().map(|g| u64::from(g.free_blocks_count)).sum();
             st.free_inodes = groups.iter().map(|g| u64::from(g.free_inodes_count)).sum();
         }
+        if fs.read_only.is_none() {
+            if let Some(g) = groups.iter().position(|d| !d.checksum_ok) {
+                // As the kernel: a damaged descriptor table is read, but not written.
+                fs.read_only = Some(format!("group descriptor {g} is damaged (checksum or location); run e2fsck"));
+            }
+        }
         *fs.groups.get_mut().unwrap_or_else(|p| p.into_inner()) = groups;
+        fs.overhead = fs.overhead_blocks();
         if fs.read_only.is_none() {
             fs.mount_rw()?;
         }
@@ -230,13 +240,14 @@ impl Filesystem {
                 }
                 let mut d = GroupDesc::parse(sb, g as u32, chunk);
                 if !d.checksum_ok {
-                    tracing::warn!(group = g, "group descriptor checksum mismatch: its inodes are refused");
+                    tracing::warn!(group = g, "group descriptor checksum mismatch");
                 }
                 // An inode table outside the filesystem makes the group's inodes unreadable.
                 if d.inode_table == 0
                     || d.inode_table.checked_add(itable_blocks).is_none_or(|end| end > sb.blocks_count)
                 {
                     tracing::warn!(group = g, "inode table out of range: its inodes are refused");
+                    d.usable = false;
                     d.checksum_ok = false;
                 }
                 groups.push(d);
@@ -311,8 +322,8 @@ impl Filesystem {
         let index = ino.0 - 1;
         let group = index / self.sb.inodes_per_group;
         let desc = self.group(group).ok_or_else(|| Error::corrupt(obj, "no group for inode"))?;
-        if !desc.checksum_ok {
-            return Err(Error::corrupt(Object::GroupDescriptor(group), "group descriptor is damaged"));
+        if !desc.usable {
+            return Err(Error::corrupt(Object::GroupDescriptor(group), "inode table out of range"));
         }
         let byte = u64::from(index % self.sb.inodes_per_group) * u64::from(self.sb.inode_size);
         let bs = u64::from(self.sb.block_size);
@@ -353,10 +364,7 @@ impl Filesystem {
         }
         let len = usize::try_from((inode.size - offset).min(len as u64)).unwrap_or(len);
         if inode.has_flag(flags::INLINE_DATA) {
-            let data = inline_data::file_data(inode)?;
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
-            let end = start.saturating_add(len).min(data.len());
-            return Ok(data[start..end].to_vec());
+            return inline_data::read(inode, offset, len);
         }
         let mut buf = vec![0u8; len];
         self.read_mapped(inode, offset, &mut buf)?;
@@ -397,7 +405,7 @@ impl Filesystem {
             return Err(Error::corrupt(obj, "symlink size out of range"));
         }
         if inode.has_flag(flags::INLINE_DATA) {
-            return inline_data::file_data(inode);
+            return inline_data::read(inode, 0, inode.size as usize);
         }
         if self.is_fast_symlink_inode(inode) {
             let len = inode.size as usize;
@@ -412,7 +420,9 @@ impl Filesystem {
 
     /// The kernel's `ext4_inode_is_fast_symlink`: no data blocks besides an xattr block.
     pub(crate) fn is_fast_symlink_inode(&self, inode: &Inode) -> bool {
-        let ea_blocks = if inode.file_acl != 0 { u64::from(self.sb.block_size / 512) } else { 0 };
+        // An xattr block takes a whole cluster (bigalloc).
+        let cluster = u64::from(self.sb.block_size / 512) << self.sb.log_cluster_size.saturating_sub(self.sb.log_block_size);
+        let ea_blocks = if inode.file_acl != 0 { cluster } else { 0 };
         inode.blocks_512.saturating_sub(ea_blocks) == 0 && inode.size < 60
     }
 
@@ -710,21 +720,47 @@ impl Filesystem {
     }
 
     /// statfs(2) figures: the block and inode counts, and the free counts summed over the groups.
+    /// statfs(2) as the kernel's ext4 reports it by default (bsddf): the metadata overhead is not counted
+    /// in the size, and what is available leaves out the reserved blocks and the kernel's small reserve
+    /// pool (2% of the blocks, at most 4096 clusters, on extent filesystems).
     pub fn statfs(&self) -> StatFs {
         let (free_blocks, free_inodes) = {
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             (st.free_blocks, st.free_inodes)
         };
-        let free_blocks = free_blocks.min(self.sb.blocks_count);
+        // Group descriptors count free clusters; a cluster is several blocks with bigalloc.
+        let free_blocks = (free_blocks << self.sb.log_cluster_size.saturating_sub(self.sb.log_block_size)).min(self.sb.blocks_count);
+        let resv_pool = if self.sb.has_incompat(INCOMPAT_EXTENTS) { (self.sb.blocks_count / 50).min(4096) } else { 0 };
         StatFs {
             block_size: self.sb.block_size,
-            blocks: self.sb.blocks_count,
+            blocks: self.sb.blocks_count.saturating_sub(self.overhead),
             free_blocks,
-            available_blocks: free_blocks.saturating_sub(self.sb.r_blocks_count),
+            available_blocks: free_blocks.saturating_sub(self.sb.r_blocks_count + resv_pool),
             inodes: u64::from(self.sb.inodes_count),
             free_inodes: free_inodes.min(u64::from(self.sb.inodes_count)),
             name_max: NAME_MAX as u32,
         }
+    }
+}
+
+impl Filesystem {
+    /// Blocks that hold metadata rather than files (the kernel's `ext4_calculate_overhead`): the blocks
+    /// before the first group, every superblock copy with its descriptor table and reserve, every group's
+    /// bitmaps and inode table, and the internal journal.
+    fn overhead_blocks(&self) -> u64 {
+        let sb = &self.sb;
+        if sb.overhead_clusters != 0 {
+            return u64::from(sb.overhead_clusters) << sb.log_cluster_size.saturating_sub(sb.log_block_size);
+        }
+        let groups = sb.group_count();
+        let itable = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
+        let base: u64 = (0..groups).map(|g| sb.base_meta_blocks(g)).sum();
+        let journal = if sb.has_compat(COMPAT_HAS_JOURNAL) && sb.journal_inum != 0 {
+            self.inode(InodeNo(sb.journal_inum)).map_or(0, |j| j.size / u64::from(sb.block_size))
+        } else {
+            0
+        };
+        u64::from(sb.first_data_block) + base + groups * (2 + itable) + journal
     }
 }
 

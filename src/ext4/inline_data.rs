@@ -20,16 +20,28 @@ fn system_data(inode: &Inode) -> Result<Vec<u8>> {
     Ok(Vec::new())
 }
 
-/// The whole content of an inline file: `i_block`, then `system.data`, cut to `i_size`.
-pub fn file_data(inode: &Inode) -> Result<Vec<u8>> {
+/// The bytes an inline file stores: `i_block`, then `system.data`, cut to `i_size`. A file may be
+/// larger than what it stores (`mke2fs -d` makes sparse small files that way): the rest reads as zeros.
+pub fn stored(inode: &Inode) -> Result<Vec<u8>> {
     let mut data = inode.i_block.to_vec();
     data.extend_from_slice(&system_data(inode)?);
-    let size = usize::try_from(inode.size).unwrap_or(usize::MAX);
-    if size > data.len() {
-        return Err(Error::corrupt(Object::InlineData(inode.ino.0), "size exceeds the inline data"));
-    }
-    data.truncate(size);
+    data.truncate(usize::try_from(inode.size).unwrap_or(usize::MAX));
     Ok(data)
+}
+
+/// `len` bytes of an inline file from `offset` (short at the end of the file).
+pub fn read(inode: &Inode, offset: u64, len: usize) -> Result<Vec<u8>> {
+    if offset >= inode.size {
+        return Ok(Vec::new());
+    }
+    let len = (inode.size - offset).min(len as u64) as usize;
+    let data = stored(inode)?;
+    let mut out = vec![0u8; len];
+    if let Some(src) = usize::try_from(offset).ok().and_then(|o| data.get(o..)) {
+        let n = src.len().min(len);
+        out[..n].copy_from_slice(&src[..n]);
+    }
+    Ok(out)
 }
 
 /// An inline directory: its parent's inode number (the first 4 bytes of `i_block`), then up to two regions

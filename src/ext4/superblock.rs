@@ -29,6 +29,8 @@ pub struct Superblock {
     /// Block size in bytes (1 KiB to 64 KiB).
     pub block_size: u32,
     pub log_block_size: u32,
+    /// log2 of the cluster size in KiB (equal to `log_block_size` without bigalloc).
+    pub log_cluster_size: u32,
     pub blocks_per_group: u32,
     pub inodes_per_group: u32,
     pub state: u16,
@@ -58,6 +60,8 @@ pub struct Superblock {
     pub checksum_seed: u32,
     pub orphan_file_inum: u32,
     pub encoding: u16,
+    /// Metadata overhead in clusters, when mke2fs recorded it (`s_overhead_clusters`).
+    pub overhead_clusters: u32,
 }
 
 impl Superblock {
@@ -99,6 +103,7 @@ impl Superblock {
             first_data_block: le32(b, 0x14),
             block_size,
             log_block_size,
+            log_cluster_size: if feature_ro_compat & RO_COMPAT_BIGALLOC != 0 { le32(b, 0x1C) } else { log_block_size },
             blocks_per_group: le32(b, 0x20),
             inodes_per_group: le32(b, 0x28),
             state: le16(b, 0x3A),
@@ -125,6 +130,7 @@ impl Superblock {
             checksum_seed: le32(b, 0x270),
             orphan_file_inum: le32(b, 0x280),
             encoding: le16(b, 0x27C),
+            overhead_clusters: le32(b, 0x248),
         };
         sb.validate()?;
         if sb.has_ro_compat(RO_COMPAT_METADATA_CSUM) {
@@ -142,7 +148,10 @@ impl Superblock {
 
     fn validate(&self) -> Result<()> {
         let bad = |what| Err(Error::corrupt(Object::Superblock, what));
-        if self.blocks_per_group == 0 || self.blocks_per_group > self.block_size.saturating_mul(8) {
+        // A bitmap block covers 8 * block size clusters; with bigalloc a cluster is several blocks.
+        let cluster_ratio = 1u32.checked_shl(self.log_cluster_size.saturating_sub(self.log_block_size)).unwrap_or(0);
+        let max_bpg = self.block_size.saturating_mul(8).saturating_mul(cluster_ratio);
+        if self.blocks_per_group == 0 || cluster_ratio == 0 || self.blocks_per_group > max_bpg {
             return bad("blocks per group out of range");
         }
         if self.inodes_per_group == 0 || self.inodes_per_group > self.block_size.saturating_mul(8) {

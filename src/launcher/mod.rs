@@ -263,7 +263,7 @@ fn serve(fs: Filesystem, fuse: File, target: &Path, image: File, ready: Option<F
     report(ready, b"R");
     let result = session.run().map_err(|e| format!("FUSE session ended with an error: {e}"));
     if let Some(dev) = &dev {
-        registry::remove(dev);
+        registry::remove(dev, std::process::id());
     }
     drop(image);
     tracing::info!(mountpoint = %target.display(), "unmounted; server exits");
@@ -305,7 +305,9 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
             return Err(format!("{shown} is unmounted, but its server (pid {}) has not exited", pid.unwrap_or(0)));
         }
     }
-    registry::remove(&entry.dev);
+    if let Some(pid) = pid {
+        registry::remove(&entry.dev, pid);
+    }
     Ok(())
 }
 

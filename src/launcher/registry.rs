@@ -33,6 +33,10 @@ pub fn lookup(dev: &str) -> Option<u32> {
     std::fs::read_to_string(path(dev)).ok()?.trim().parse().ok()
 }
 
-pub fn remove(dev: &str) {
-    let _ = std::fs::remove_file(path(dev));
+/// Removes the record of `dev` if it still names `pid`: device numbers are reused as soon as a mount
+/// is gone, so a newer mount's record must not be removed by an older server or its unmount.
+pub fn remove(dev: &str, pid: u32) {
+    if lookup(dev) == Some(pid) {
+        let _ = std::fs::remove_file(path(dev));
+    }
 }

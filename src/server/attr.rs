@@ -70,6 +70,27 @@ pub fn entry_attr(inode: &Inode, block_size: u32) -> FileAttr {
     a
 }
 
+/// Attributes standing in for an inode that cannot be read: its number and type, nothing else.
+pub fn placeholder(ino: InodeNo, kind: FileKind, block_size: u32) -> FileAttr {
+    FileAttr {
+        ino: nodeid_of(ino),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: file_type(kind),
+        perm: 0,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: block_size,
+        flags: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

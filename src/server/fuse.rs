@@ -311,16 +311,12 @@ impl fuser::Filesystem for FuseFs {
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let t = self.server.timeouts();
-        let r = self.server.readdirplus(ino, offset, &mut |child, next, name, attr, generation| {
+        let r = self.server.readdirplus(ino, offset, &mut |child, next, name, attr, generation, cacheable| {
             let name = OsStr::from_bytes(name);
+            let ttl = if cacheable { t.entry } else { std::time::Duration::ZERO };
             match attr {
-                Some(a) => reply.add(INodeNo(child), next, name, &t.entry, a, Generation(generation)),
-                None => {
-                    // Node id 0: the kernel lists the name without creating an inode for it.
-                    let mut blank = placeholder_attr();
-                    blank.ino = INodeNo(0);
-                    reply.add(INodeNo(child), next, name, &std::time::Duration::ZERO, &blank, Generation(0))
-                }
+                Some(a) => reply.add(INodeNo(child), next, name, &ttl, a, Generation(generation)),
+                None => false,
             }
         });
         match r {
@@ -411,24 +407,3 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
-/// Attributes for an entry whose inode could not be read (sent with node id 0, so never used).
-fn placeholder_attr() -> fuser::FileAttr {
-    let t = std::time::UNIX_EPOCH;
-    fuser::FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: t,
-        mtime: t,
-        ctime: t,
-        crtime: t,
-        kind: fuser::FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 512,
-        flags: 0,
-    }
-}

@@ -245,26 +245,31 @@ impl Server {
         Ok(())
     }
 
-    /// Lists a directory with each entry's attributes. `emit(ino, next_offset, name, attr, generation)`
-    /// returns `true` when full; entries whose inode cannot be read come without attributes (node id 0),
-    /// so the name still lists and a later lookup reports the damage.
+    /// Lists a directory with each entry's attributes. `emit(ino, next_offset, name, attr, generation,
+    /// cacheable)` returns `true` when full; `cacheable` is false for placeholders of unreadable inodes.
     pub fn readdirplus(
         &self,
         nodeid: INodeNo,
         offset: u64,
-        emit: &mut dyn FnMut(u64, u64, &[u8], Option<&FileAttr>, u64) -> bool,
+        emit: &mut dyn FnMut(u64, u64, &[u8], Option<&FileAttr>, u64, bool) -> bool,
     ) -> Reply<()> {
         let _g = self.fs.shared();
         let dir = self.inode(nodeid)?;
         let bs = self.block_size();
         self.fs.read_dir(&dir, offset, &mut |e, next| {
             let dot = e.name == b"." || e.name == b"..";
-            let inode = self.fs.user_inode(e.ino).ok();
-            let a = inode.as_ref().map(|i| attr::entry_attr(i, bs));
-            let generation = inode.as_ref().map_or(0, |i| u64::from(i.generation));
-            let full = emit(u64::from(e.ino.0), next, &e.name, a.as_ref(), generation);
+            // fuser takes the entry's inode number from the attributes: `.` and `..` (which the kernel does
+            // not link) carry the inode's own number, so the root's shows as 2 as on ext4, not node id 1.
+            let a = match self.fs.user_inode(e.ino) {
+                Ok(i) if dot => (attr::attr(&i, bs), u64::from(i.generation), true),
+                Ok(i) => (attr::entry_attr(&i, bs), u64::from(i.generation), true),
+                // An inode that cannot be read still lists by name (as on ext4): placeholder attributes that
+                // expire at once, so the next access looks it up again and reports the damage.
+                Err(_) => (attr::placeholder(e.ino, e.kind.unwrap_or(FileKind::Regular), bs), 0, false),
+            };
+            let full = emit(u64::from(e.ino.0), next, &e.name, Some(&a.0), a.1, a.2);
             // The kernel takes a reference for every entry it links, which excludes . and ..
-            if !full && !dot && a.is_some() {
+            if !full && !dot {
                 self.remember(e.ino);
             }
             full
@@ -273,6 +278,7 @@ impl Server {
     }
 
     pub fn statfs(&self) -> StatFs {
+        let _g = self.fs.shared();
         self.fs.statfs()
     }
 
