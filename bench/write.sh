@@ -52,6 +52,7 @@ METADATA_PHASES=(untar create stat rename unlink deepstat rm-rf)
 PROBLEMS=()          # one line per failure, with where to look and how to reproduce
 COMPILER_PHASES=0    # timed phases during which a compiler was running on this machine
 TIMED_PHASES=0
+LOADS=()             # 1-minute load average at the start of every group
 declare -A MOUNT_DEV=()   # mountpoint -> "major:minor" (names the FUSE connection)
 
 # ---------------------------------------------------------------- setup
@@ -299,6 +300,7 @@ run_group() {
     local phases=(${GROUP_PHASES[$group]}) phase st failed= hung= fsck_log
     declare -A times=()
 
+    LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
     rm -f "$img"
     truncate -s "$IMG_SIZE" "$img"
     mkfs.ext4 -q -F -b 4096 "$img"
@@ -441,9 +443,10 @@ esac
     echo
     echo "fuse2fs/ext4box > 1: ext4box faster than fuse2fs; ext4box/kernel > 1: ext4box slower than kernel. MB = 10^6 bytes."
     echo "FAIL: the phase failed, hung, or was skipped after an earlier failure in its group, or e2fsck found the image unclean afterwards."
+    echo
+    echo "Machine load: 1-minute load average at the start of each group: $(printf '%s\n' "${LOADS[@]}" | sort -g | awk '{ v[NR] = $1 } END { printf "min %s, median %s, max %s", v[1], v[int((NR + 1) / 2)], v[NR] }') ($(nproc) CPUs)."
     if ((COMPILER_PHASES)); then
-        echo
-        echo "Note: a compiler (cargo/rustc/cc/ld) was running during $COMPILER_PHASES of $TIMED_PHASES timed phases; those timings may be inflated."
+        echo "A compiler (cargo/rustc/cc/ld) was running during $COMPILER_PHASES of $TIMED_PHASES timed phases; those timings may be inflated."
     fi
     problems_report
     targets_report

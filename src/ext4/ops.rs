@@ -44,6 +44,10 @@ pub struct SetAttr {
     pub atime: Option<SetTime>,
     pub mtime: Option<SetTime>,
     pub ctime: Option<Timestamp>,
+    /// The change came through an open file (FUSE passes the handle when the kernel writes back the
+    /// times it keeps for a file it wrote): times alone are then accepted on append-only and immutable
+    /// files, since the kernel applied them to writes it already allowed.
+    pub via_open_file: bool,
 }
 
 /// `renameat2` flags.
@@ -458,10 +462,12 @@ impl Filesystem {
         let mut tx = self.begin()?;
         let mut inode = inode_mut(&tx, ino)?;
         let times_set = matches!(a.atime, Some(SetTime::At(_))) || matches!(a.mtime, Some(SetTime::At(_)));
-        if inode.has_flag(flags::IMMUTABLE) {
+        let other = a.mode.is_some() || a.uid.is_some() || a.gid.is_some() || a.size.is_some();
+        let kernel_time_flush = a.via_open_file && !other;
+        if inode.has_flag(flags::IMMUTABLE) && !kernel_time_flush {
             return Err(Error::NotPermitted);
         }
-        if inode.has_flag(flags::APPEND) && (a.mode.is_some() || a.uid.is_some() || a.gid.is_some() || times_set || a.size.is_some()) {
+        if inode.has_flag(flags::APPEND) && (other || (times_set && !kernel_time_flush)) {
             return Err(Error::NotPermitted);
         }
         if let Some(m) = a.mode {

@@ -290,6 +290,7 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
     }
     let pid = registry::lookup(&entry.dev);
     let pidfd = pid.and_then(pidfd_open);
+    sync_mount(&target);
     let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| "path contains a NUL byte".to_string())?;
     // SAFETY: valid NUL-terminated path.
     if unsafe { libc::umount2(t.as_ptr(), 0) } != 0 {
@@ -309,6 +310,16 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
         registry::remove(&entry.dev, pid);
     }
     Ok(())
+}
+
+/// syncfs(2) on the mount before it goes: the kernel aborts a FUSE connection before it would write back
+/// what it still caches (dirty pages of mappings, file times kept under the writeback cache), so this is
+/// the last moment those can reach the server. A dead server just makes it fail.
+fn sync_mount(target: &Path) {
+    if let Ok(dir) = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(target) {
+        // SAFETY: syncfs on a descriptor we own.
+        unsafe { libc::syncfs(dir.as_raw_fd()) };
+    }
 }
 
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {

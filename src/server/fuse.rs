@@ -195,7 +195,7 @@ impl fuser::Filesystem for FuseFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -210,6 +210,7 @@ impl fuser::Filesystem for FuseFs {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
             ctime: ctime.map(timestamp),
+            via_open_file: fh.is_some(),
         };
         match self.server.setattr(ino, changes) {
             Ok(attr) => reply.attr(&self.server.timeouts().attr, &attr),
