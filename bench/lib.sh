@@ -7,7 +7,7 @@
 #
 # It provides:
 #   logging ............ log, die
-#   settings ........... BENCH_DIR, EXT4BOX, ROUNDS, SYSTEMS (+ bench_check_env)
+#   settings ........... BENCH_DIR, EXT4BOX, ROUNDS, SYSTEMS, UNMOUNT_TIMEOUT (+ bench_check_env)
 #   images ............. make_ext4_image IMG SIZE POPULATE_FN
 #   mounts ............. fs_mount SYSTEM IMG MNT MODE, fs_unmount MNT, unmount_all
 #                        (unmount_all is installed as an EXIT trap by bench_init)

@@ -140,14 +140,14 @@ compiler_running() {
 # at most PHASE_TIMEOUT seconds. Returns CMD's status, or 124 if it is still running (its pid
 # is in GUARDED_PID; the caller deals with it).
 run_guarded() {
-    local out=$1 err=$2 spid done= rc=0
+    local out=$1 err=$2 spid finished='' rc=0
     shift 2
     "$@" >"$out" 2>"$err" &
     GUARDED_PID=$!
     sleep "$PHASE_TIMEOUT" &
     spid=$!
-    wait -n -p done "$GUARDED_PID" "$spid" || rc=$?
-    if [[ $done == "$GUARDED_PID" ]]; then
+    wait -n -p finished "$GUARDED_PID" "$spid" || rc=$?
+    if [[ $finished == "$GUARDED_PID" ]]; then
         kill "$spid" 2>/dev/null || true
         wait "$spid" 2>/dev/null || true
         return "$rc"
@@ -192,7 +192,8 @@ phase_arg() {
 # connection if a kill is not enough).
 handle_hang() {
     local sys=$1 phase=$2 mnt=$3 file=$BENCH_DIR/hang-r$ROUND-$1-$2.txt p t spid dev
-    local procs=("$GUARDED_PID" $(descendants "$GUARDED_PID"))
+    local procs
+    mapfile -t procs < <(echo "$GUARDED_PID"; descendants "$GUARDED_PID")
     spid=$(server_pid "$sys" "$mnt")
     dev=${MOUNT_DEV[$mnt]:-}
     {
@@ -201,7 +202,7 @@ handle_hang() {
         echo "== stuck command and its children"
         for p in "${procs[@]}"; do
             ps -o pid=,stat=,wchan:32=,etime=,args= -p "$p" || true
-            cat "/proc/$p/stack" 2>/dev/null | sed 's/^/    /'
+            sed 's/^/    /' "/proc/$p/stack" 2>/dev/null || true
         done
         if [[ -n $spid ]]; then
             echo
@@ -297,7 +298,8 @@ run_phase() {
 # run_group SYSTEM GROUP: fresh image, mount, the group's phases, unmount, e2fsck; record.
 run_group() {
     local sys=$1 group=$2 mnt=$BENCH_DIR/mnt/$1 img=$BENCH_DIR/write-$1.img
-    local phases=(${GROUP_PHASES[$group]}) phase st failed= hung= fsck_log
+    local phases phase st failed='' hung='' fsck_log
+    read -ra phases <<<"${GROUP_PHASES[$group]}"
     declare -A times=()
 
     LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
@@ -372,7 +374,7 @@ targets_report() {
     echo
     echo "Targets (ext4box):"
     echo
-    for phase in "${PHASES[@]}"; do
+    for phase in "${METADATA_PHASES[@]}" seqwrite; do
         k=$(median_of kernel "$phase"); f=$(median_of fuse2fs "$phase"); e=$(median_of ext4box "$phase")
         [[ -n $e ]] || { echo "- $phase: FAIL (ext4box failed)"; continue; }
         if [[ $phase == seqwrite ]]; then
@@ -408,10 +410,25 @@ problems_report() {
     for p in "${PROBLEMS[@]}"; do echo "- $p"; done
 }
 
+# write_cleanup: EXIT trap; stop a phase still running (e.g. after Ctrl-C), then unmount all.
+GUARDED_PID=
+write_cleanup() {
+    local rc=$? p
+    if [[ -n $GUARDED_PID ]] && pid_alive "$GUARDED_PID"; then
+        log "cleanup: stopping the running phase (pid $GUARDED_PID)"
+        for p in "$GUARDED_PID" $(descendants "$GUARDED_PID"); do kill -KILL "$p" 2>/dev/null || true; done
+        wait_pid_exit "$GUARDED_PID" || true
+    fi
+    set +e                        # (exiting anyway; unmount_all reads the status from $?)
+    (exit "$rc")
+    unmount_all
+}
+
 # ---------------------------------------------------------------- main
 
 wait_for_ext4box
 bench_init
+trap write_cleanup EXIT
 check_write_env
 ensure_fusectl
 snapshot_ext4box

@@ -292,9 +292,19 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
     let pidfd = pid.and_then(pidfd_open);
     sync_mount(&target);
     let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| "path contains a NUL byte".to_string())?;
-    // SAFETY: valid NUL-terminated path.
-    if unsafe { libc::umount2(t.as_ptr(), 0) } != 0 {
+    // A mount can be busy for a moment after its last user is done (a forked child that has not yet run
+    // exec still holds copies of its parent's descriptors): retry briefly before calling it busy.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        // SAFETY: valid NUL-terminated path.
+        if unsafe { libc::umount2(t.as_ptr(), 0) } == 0 {
+            break;
+        }
         let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
         return Err(match e.raw_os_error() {
             Some(libc::EBUSY) => format!("{shown} is busy: a process still uses it"),
             Some(libc::EPERM) => format!("unmounting {shown} needs root"),
