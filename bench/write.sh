@@ -298,7 +298,7 @@ run_phase() {
 # run_group SYSTEM GROUP: fresh image, mount, the group's phases, unmount, e2fsck; record.
 run_group() {
     local sys=$1 group=$2 mnt=$BENCH_DIR/mnt/$1 img=$BENCH_DIR/write-$1.img
-    local phases phase st failed='' hung='' fsck_log
+    local phases phase st failed='' hung='' fsck_log state=
     read -ra phases <<<"${GROUP_PHASES[$group]}"
     declare -A times=()
 
@@ -349,6 +349,11 @@ run_group() {
         done
         [[ -z $hung ]] || summary+="; expected: the server was killed after a hang"
         problem "$sys: e2fsck -fn found problems after the $group group (round $ROUND$summary): $(grep -v -E -e '^(e2fsck [0-9]|Pass [0-9])' -e "^$img:" "$fsck_log" | head -n 4 | tr '\n' ' ')(full output: $fsck_log; image kept as $BENCH_DIR/bad-r$ROUND-$sys-$group.img). Repro: $(repro "$sys" "$group" "${phases[-1]}")"
+        failed=1
+    elif state=$(dumpe2fs -h "$img" 2>/dev/null | grep '^Filesystem state:' | tr -s ' ' || true)
+         [[ -z $hung && $state != *' clean' ]]; then
+        mv "$img" "$BENCH_DIR/bad-r$ROUND-$sys-$group.img"
+        problem "$sys: after the $group group (round $ROUND) e2fsck found no errors, but the superblock does not say the filesystem was cleanly unmounted (dumpe2fs -h: '${state:-no state line}'; image kept as $BENCH_DIR/bad-r$ROUND-$sys-$group.img). Repro: $(repro "$sys" "$group" "${phases[-1]}"); dumpe2fs -h /tmp/x.img | grep state"
         failed=1
     else
         rm -f "$fsck_log" "$img"

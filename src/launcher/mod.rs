@@ -290,7 +290,9 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
     }
     let pid = registry::lookup(&entry.dev);
     let pidfd = pid.and_then(pidfd_open);
-    sync_mount(&target);
+    if !entry.read_only() {
+        sync_mount(&target, Duration::from_secs(10));
+    }
     let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| "path contains a NUL byte".to_string())?;
     // A mount can be busy for a moment after its last user is done (a forked child that has not yet run
     // exec still holds copies of its parent's descriptors): retry briefly before calling it busy.
@@ -322,13 +324,22 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// syncfs(2) on the mount before it goes: the kernel aborts a FUSE connection before it would write back
-/// what it still caches (dirty pages of mappings, file times kept under the writeback cache), so this is
-/// the last moment those can reach the server. A dead server just makes it fail.
-fn sync_mount(target: &Path) {
-    if let Ok(dir) = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(target) {
-        // SAFETY: syncfs on a descriptor we own.
-        unsafe { libc::syncfs(dir.as_raw_fd()) };
+/// syncfs(2) on a writable mount before it goes: the kernel aborts a FUSE connection before it would
+/// write back what it still caches (dirty pages of mappings, file times kept under the writeback cache),
+/// so this is the last moment those can reach the server. A hung server must not hang the unmount: after
+/// `limit` the unmount goes ahead without it.
+fn sync_mount(target: &Path, limit: Duration) {
+    let target = target.to_path_buf();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(dir) = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(&target) {
+            // SAFETY: syncfs on a descriptor we own.
+            unsafe { libc::syncfs(dir.as_raw_fd()) };
+        }
+        let _ = done_tx.send(());
+    });
+    if done_rx.recv_timeout(limit).is_err() {
+        tracing::warn!("the server did not answer syncfs; unmounting without it");
     }
 }
 

@@ -11,6 +11,14 @@ pub struct MountEntry {
     pub mount_point: PathBuf,
     pub fstype: String,
     pub source: String,
+    /// Per-mount options (`rw`/`ro`, `nosuid`, ...).
+    pub options: String,
+}
+
+impl MountEntry {
+    pub fn read_only(&self) -> bool {
+        self.options.split(',').any(|o| o == "ro")
+    }
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
@@ -39,6 +47,7 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     Some(MountEntry {
         dev: l.get(2)?.to_string(),
         mount_point: PathBuf::from(unescape(l.get(4)?)),
+        options: l.get(5)?.to_string(),
         fstype: r.first()?.to_string(),
         source: unescape(r.get(1)?),
     })
