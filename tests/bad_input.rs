@@ -172,7 +172,10 @@ fn unwritable_feature_mounts_read_only_with_a_message() {
     assert!(out.status.success(), "rw mount of a quota image should fall back to read-only:\n{}", output_text(&out));
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "expected one line on stderr: {lines:?}");
-    assert!(lines[0].contains("read-only") && lines[0].contains("quota"), "message should say read-only and name quota: {lines:?}");
+    assert!(
+        lines[0].contains("read-only") && lines[0].contains("quota"),
+        "message should say read-only and name quota: {lines:?}"
+    );
     let mi = mountinfo_entry(&mnt).expect("mounted");
     assert!(mi.mount_opts.split(',').any(|o| o == "ro"), "mount is not read-only: {mi:?}");
     let e = fs::write(mnt.join("new"), b"x").unwrap_err();
@@ -235,9 +238,7 @@ fn journal_needing_recovery() {
     kernel_mount(&img, &km, "ro,norecovery");
     let kw = walk(&km, &WalkOpts::default());
     let mnt2 = mnt.clone();
-    let ew = with_timeout("walk", std::time::Duration::from_secs(60), &mnt, move || {
-        walk(&mnt2, &WalkOpts::default())
-    });
+    let ew = with_timeout("walk", std::time::Duration::from_secs(60), &mnt, move || walk(&mnt2, &WalkOpts::default()));
     assert_eq!(kw.error_count(), 0, "kernel walk had errors");
     assert_walks_equal("kernel (norecovery)", &kw, "ext4box (norecovery)", &ew);
     m.unmount();
@@ -260,7 +261,11 @@ fn unmount_of_something_not_mounted_by_ext4box() {
     );
     let missing = s.path("missing");
     let out = ext4box(&[OsStr::new("unmount"), missing.as_os_str()], CMD_TIMEOUT);
-    assert_one_line_error("unmount of a missing path", &out, &["missing", "no such", "not found", "not mounted", "exist"]);
+    assert_one_line_error(
+        "unmount of a missing path",
+        &out,
+        &["missing", "no such", "not found", "not mounted", "exist"],
+    );
     // A kernel mount is not ext4box's to unmount: refused, left mounted.
     let img = small_image(&s);
     let km = s.mkdir("kernel");

@@ -47,13 +47,7 @@ fn short_name(gz: &Path) -> String {
 /// Decompresses into `dest` (never in place).
 fn gunzip(gz: &Path, dest: &Path) {
     let out = File::create(dest).unwrap();
-    let st = Command::new("gzip")
-        .arg("-dc")
-        .arg(gz)
-        .stdout(out)
-        .stderr(Stdio::inherit())
-        .status()
-        .unwrap();
+    let st = Command::new("gzip").arg("-dc").arg(gz).stdout(out).stderr(Stdio::inherit()).status().unwrap();
     assert!(st.success(), "gzip -dc {gz:?} failed");
 }
 
@@ -157,12 +151,8 @@ fn check_image(s: &Scratch, gz: &Path) -> Result<Outcome, String> {
     if w.entries.is_empty() || w.entries[0].path != b"" {
         return Err(format!("{name}: walk has no root entry"));
     }
-    let capped: Vec<String> = w
-        .entries
-        .iter()
-        .filter(|e| matches!(e.content, Some(Ok(c)) if c.capped))
-        .map(|e| esc(&e.path))
-        .collect();
+    let capped: Vec<String> =
+        w.entries.iter().filter(|e| matches!(e.content, Some(Ok(c)) if c.capped)).map(|e| esc(&e.path)).collect();
     if !capped.is_empty() {
         o.note.push_str(&format!(" reads capped at 256 MiB: {capped:?}"));
     }
@@ -258,13 +248,15 @@ fn every_corpus_image_is_refused_or_survives_a_full_walk() {
         .map(|_| {
             let queue = queue.clone();
             let results = results.clone();
-            std::thread::spawn(move || loop {
-                let Some(gz) = queue.lock().unwrap().pop() else { break };
-                let s = Scratch::new(&format!("corpus-{}", short_name(&gz)));
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_image(&s, &gz)))
-                    .unwrap_or_else(|p| Err(format!("{}: {}", short_name(&gz), panic_text(&p))));
-                drop(s);
-                results.lock().unwrap().push(r);
+            std::thread::spawn(move || {
+                loop {
+                    let Some(gz) = queue.lock().unwrap().pop() else { break };
+                    let s = Scratch::new(&format!("corpus-{}", short_name(&gz)));
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_image(&s, &gz)))
+                        .unwrap_or_else(|p| Err(format!("{}: {}", short_name(&gz), panic_text(&p))));
+                    drop(s);
+                    results.lock().unwrap().push(r);
+                }
             })
         })
         .collect();
@@ -369,10 +361,9 @@ fn tree_is_intact(img: &Path) -> bool {
     };
     let text = String::from_utf8_lossy(&out.stdout).replace('\0', "") + &String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = text.lines().collect();
-    let (Some(p1), Some(p5)) = (
-        lines.iter().position(|l| l.starts_with("Pass 1:")),
-        lines.iter().position(|l| l.starts_with("Pass 5:")),
-    ) else {
+    let (Some(p1), Some(p5)) =
+        (lines.iter().position(|l| l.starts_with("Pass 1:")), lines.iter().position(|l| l.starts_with("Pass 5:")))
+    else {
         return false;
     };
     lines[p1..p5].iter().all(|l| l.starts_with("Pass ") || l.trim().is_empty())
@@ -445,7 +436,11 @@ fn corpus_intact_objects_stay_readable() {
                         let got = fe.iter().find(|(m, _)| m == n).map(|(_, w)| w.as_str()).unwrap_or("(absent)");
                         format!("{n}: kernel {v}, ext4box {got}")
                     })
-                    .chain(fe.iter().filter(|(n, _)| !fk.iter().any(|(m, _)| m == n)).map(|(n, w)| format!("{n}: kernel (absent), ext4box {w}")))
+                    .chain(
+                        fe.iter()
+                            .filter(|(n, _)| !fk.iter().any(|(m, _)| m == n))
+                            .map(|(n, w)| format!("{n}: kernel (absent), ext4box {w}")),
+                    )
                     .collect();
                 bad.push(format!("{shown}: {}", d.join("; ")));
             }
@@ -454,10 +449,19 @@ fn corpus_intact_objects_stay_readable() {
         m.unmount();
         kernel_umount(&km);
         if !bad.is_empty() {
-            problems.push(format!("{name}: {} intact object(s) differ:\n    {}", bad.len(), bad.iter().take(4).cloned().collect::<Vec<_>>().join("\n    ")));
+            problems.push(format!(
+                "{name}: {} intact object(s) differ:\n    {}",
+                bad.len(),
+                bad.iter().take(4).cloned().collect::<Vec<_>>().join("\n    ")
+            ));
         }
     }
     eprintln!("compared {compared} sound images mounted by both the kernel and ext4box");
     assert!(compared > 0, "no corpus image mounted by both");
-    assert!(problems.is_empty(), "{} image(s) where ext4box fails on objects the kernel reads:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} image(s) where ext4box fails on objects the kernel reads:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }

@@ -93,7 +93,12 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
                 if fd < 0 {
                     return Err(errno());
                 }
-                let r = libc::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, *off as i64, *len as i64);
+                let r = libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    *off as i64,
+                    *len as i64,
+                );
                 let e = errno();
                 libc::close(fd);
                 if r < 0 { Err(e) } else { Ok(()) }
@@ -113,7 +118,9 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
             Op::Unlink(f) => ret(libc::unlink(c(&p(f)).as_ptr())),
             Op::Mkdir(d, mode) => ret(libc::mkdir(c(&p(d)).as_ptr(), *mode)),
             Op::Rmdir(d) => ret(libc::rmdir(c(&p(d)).as_ptr())),
-            Op::Symlink(target, l) => ret(libc::symlink(CString::new(target.as_str()).unwrap().as_ptr(), c(&p(l)).as_ptr())),
+            Op::Symlink(target, l) => {
+                ret(libc::symlink(CString::new(target.as_str()).unwrap().as_ptr(), c(&p(l)).as_ptr()))
+            }
             Op::SetXattr(f, name, len, seed) => {
                 let v = pseudo_random(*seed, *len);
                 let n = CString::new(name.as_str()).unwrap();
@@ -206,7 +213,13 @@ impl Gen {
             }
             46..=54 => {
                 let a = if self.rng.chance(25) { self.any_dir() } else { self.any_file() };
-                let b = if self.rng.chance(50) { self.new_path() } else if self.rng.chance(70) { self.any_file() } else { self.any_dir() };
+                let b = if self.rng.chance(50) {
+                    self.new_path()
+                } else if self.rng.chance(70) {
+                    self.any_file()
+                } else {
+                    self.any_dir()
+                };
                 let flags = match self.rng.below(10) {
                     0 => 1, // RENAME_NOREPLACE
                     1 => 2, // RENAME_EXCHANGE
@@ -273,7 +286,11 @@ impl Gen {
                     if let Some(m) = exists(p) {
                         if m.is_dir() {
                             for e in walk(&root.join(p), &WalkOpts::default()).entries {
-                                let rel = if e.path.is_empty() { p.clone() } else { format!("{p}/{}", String::from_utf8_lossy(&e.path)) };
+                                let rel = if e.path.is_empty() {
+                                    p.clone()
+                                } else {
+                                    format!("{p}/{}", String::from_utf8_lossy(&e.path))
+                                };
                                 match e.stat {
                                     Ok(ref s) if s.kind == "dir" => self.dirs.push(rel),
                                     _ => self.files.push(rel),

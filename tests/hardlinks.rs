@@ -53,25 +53,26 @@ fn hard_links_are_one_inode() {
     let names = ["d1/original", "d2/second", "d1/sub/third"];
     let em2 = em.clone();
     let content2 = content.clone();
-    let (stats, wds, other_wd, other_stat) = with_timeout("hard link checks", Duration::from_secs(60), &em, move || {
-        let mut stats = Vec::new();
-        for n in names {
-            let p = em2.join(n);
-            let mut f = File::open(&p).unwrap_or_else(|e| panic!("open {p:?} via ext4box: {e}"));
-            let md = f.metadata().unwrap(); // fstat on the open descriptor
-            let mut got = Vec::new();
-            f.read_to_end(&mut got).unwrap();
-            assert!(got == content2, "{n} via ext4box: content differs ({} bytes read)", got.len());
-            stats.push((md.ino(), md.dev(), md.nlink(), fs::symlink_metadata(&p).unwrap().ino()));
-        }
-        let ifd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
-        assert!(ifd >= 0);
-        let wds: Vec<i32> = names.iter().map(|n| inotify_wd(ifd, &em2.join(n))).collect();
-        let other_wd = inotify_wd(ifd, &em2.join("d2/other"));
-        unsafe { libc::close(ifd) };
-        let other_stat = fs::metadata(em2.join("d2/other")).unwrap();
-        (stats, wds, other_wd, (other_stat.ino(), other_stat.dev()))
-    });
+    let (stats, wds, other_wd, other_stat) =
+        with_timeout("hard link checks", Duration::from_secs(60), &em, move || {
+            let mut stats = Vec::new();
+            for n in names {
+                let p = em2.join(n);
+                let mut f = File::open(&p).unwrap_or_else(|e| panic!("open {p:?} via ext4box: {e}"));
+                let md = f.metadata().unwrap(); // fstat on the open descriptor
+                let mut got = Vec::new();
+                f.read_to_end(&mut got).unwrap();
+                assert!(got == content2, "{n} via ext4box: content differs ({} bytes read)", got.len());
+                stats.push((md.ino(), md.dev(), md.nlink(), fs::symlink_metadata(&p).unwrap().ino()));
+            }
+            let ifd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+            assert!(ifd >= 0);
+            let wds: Vec<i32> = names.iter().map(|n| inotify_wd(ifd, &em2.join(n))).collect();
+            let other_wd = inotify_wd(ifd, &em2.join("d2/other"));
+            unsafe { libc::close(ifd) };
+            let other_stat = fs::metadata(em2.join("d2/other")).unwrap();
+            (stats, wds, other_wd, (other_stat.ino(), other_stat.dev()))
+        });
 
     for (i, n) in names.iter().enumerate() {
         let (ino, dev, nlink, lino) = stats[i];

@@ -74,13 +74,22 @@ fn the_mount_is_read_only() {
         let mut v: Vec<(&str, Option<i32>)> = Vec::new();
         let e = |r: std::io::Result<()>| r.err().map(|e| errno_of(&e));
         v.push(("create", e(fs::write(mnt2.join("new-file"), b"x"))));
-        v.push(("open existing for writing", e(fs::OpenOptions::new().write(true).open(mnt2.join("public")).map(|_| ()))));
-        v.push(("truncate", e(fs::OpenOptions::new().write(true).truncate(true).open(mnt2.join("public")).map(|_| ()))));
+        v.push((
+            "open existing for writing",
+            e(fs::OpenOptions::new().write(true).open(mnt2.join("public")).map(|_| ())),
+        ));
+        v.push((
+            "truncate",
+            e(fs::OpenOptions::new().write(true).truncate(true).open(mnt2.join("public")).map(|_| ())),
+        ));
         v.push(("mkdir", e(fs::create_dir(mnt2.join("new-dir")))));
         v.push(("unlink", e(fs::remove_file(mnt2.join("public")))));
         v.push(("rmdir", e(fs::remove_dir(mnt2.join("dir")))));
         v.push(("rename", e(fs::rename(mnt2.join("public"), mnt2.join("renamed")))));
-        v.push(("chmod", e(fs::set_permissions(mnt2.join("public"), std::os::unix::fs::PermissionsExt::from_mode(0o777)))));
+        v.push((
+            "chmod",
+            e(fs::set_permissions(mnt2.join("public"), std::os::unix::fs::PermissionsExt::from_mode(0o777))),
+        ));
         v.push(("symlink", e(std::os::unix::fs::symlink("x", mnt2.join("new-link")))));
         v.push(("setxattr", e(set_xattr(&mnt2.join("public"), "user.x", b"y"))));
         v
@@ -142,16 +151,9 @@ fn foreground_mode_serves_until_unmounted() {
 
 /// Runs `cat PATH` as the user nobody; Ok(bytes) or Err(stderr).
 fn cat_as_nobody(p: &Path) -> Result<Vec<u8>, String> {
-    let out = run_timeout(
-        Command::new("runuser").args(["-u", "nobody", "--", "cat"]).arg(p),
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    let out = run_timeout(Command::new("runuser").args(["-u", "nobody", "--", "cat"]).arg(p), Duration::from_secs(30))
+        .unwrap();
+    if out.status.success() { Ok(out.stdout) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
 }
 
 #[test]
@@ -175,7 +177,11 @@ fn allow_other_and_default_permissions() {
     m.unmount();
 
     let m = ext4box_mount_ok(&img, &mnt, "ro,allow_other,default_permissions");
-    assert_eq!(cat_as_nobody(&mnt.join("public")).as_deref(), Ok(&b"readable by all\n"[..]), "allow_other: nobody reads a 0644 file");
+    assert_eq!(
+        cat_as_nobody(&mnt.join("public")).as_deref(),
+        Ok(&b"readable by all\n"[..]),
+        "allow_other: nobody reads a 0644 file"
+    );
     let r = cat_as_nobody(&mnt.join("private"));
     assert!(r.is_err(), "default_permissions: nobody read a 0600 root file: {r:?}");
     assert!(r.unwrap_err().contains("Permission denied"), "expected EACCES");
@@ -242,7 +248,10 @@ fn unmount_waits_for_its_server_after_device_number_reuse() {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(mountinfo_entry(&ma).is_none(), "unmount did not detach {ma:?}");
-        assert!(wait_child(&mut ua, Duration::from_millis(300)).is_none(), "ext4box unmount returned while its server was stopped");
+        assert!(
+            wait_child(&mut ua, Duration::from_millis(300)).is_none(),
+            "ext4box unmount returned while its server was stopped"
+        );
         // B mounts, likely on the device number A had.
         let b = ext4box_mount_ok(&img_b, &mb, "ro");
         let reused = dev_of(&mb) == dev_a;
@@ -292,11 +301,7 @@ fn cat_as(uid: u32, gid: u32, p: &Path) -> Result<Vec<u8>, String> {
         Duration::from_secs(30),
     )
     .unwrap();
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+    if out.status.success() { Ok(out.stdout) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
 }
 
 fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
@@ -329,7 +334,14 @@ fn posix_acls_are_enforced_like_the_kernel() {
     set_xattr(
         &f,
         "system.posix_acl_access",
-        &acl_xattr(&[(0x01, 6, u32::MAX), (0x02, 4, 2001), (0x02, 0, 2002), (0x04, 0, u32::MAX), (0x10, 4, u32::MAX), (0x20, 0, u32::MAX)]),
+        &acl_xattr(&[
+            (0x01, 6, u32::MAX),
+            (0x02, 4, 2001),
+            (0x02, 0, 2002),
+            (0x04, 0, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ]),
     )
     .unwrap();
     let d = pm.join("dir");
@@ -340,7 +352,13 @@ fn posix_acls_are_enforced_like_the_kernel() {
     set_xattr(
         &d,
         "system.posix_acl_access",
-        &acl_xattr(&[(0x01, 7, u32::MAX), (0x02, 5, 2001), (0x04, 0, u32::MAX), (0x10, 5, u32::MAX), (0x20, 0, u32::MAX)]),
+        &acl_xattr(&[
+            (0x01, 7, u32::MAX),
+            (0x02, 5, 2001),
+            (0x04, 0, u32::MAX),
+            (0x10, 5, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ]),
     )
     .unwrap();
     kernel_umount(&pm);

@@ -11,7 +11,7 @@ use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, FileExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt, symlink};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -50,13 +50,9 @@ fn chmod(p: &Path, mode: u32) {
 
 /// utimensat without following symlinks; times as (seconds, nanoseconds).
 fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
-    let ts = [
-        libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 },
-        libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 },
-    ];
-    let r = unsafe {
-        libc::utimensat(libc::AT_FDCWD, c(p).as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
-    };
+    let ts =
+        [libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 }, libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 }];
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c(p).as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     assert_eq!(r, 0, "utimensat {p:?}: {}", std::io::Error::last_os_error());
 }
 
@@ -113,9 +109,8 @@ const SINK_1K: Sink = Sink { big_xattr: 500, shared_xattr: 300, max_symlink: 102
 fn populate_kitchen_sink(r: &Path, s: Sink) {
     // Regular files of awkward sizes, distinct content in every block.
     mkdirs(&r.join("data"));
-    for (i, n) in [0usize, 1, 59, 60, 61, 1023, 1024, 1025, 4095, 4096, 4097, 65537, (1 << 20) + 13, 3 << 20]
-        .iter()
-        .enumerate()
+    for (i, n) in
+        [0usize, 1, 59, 60, 61, 1023, 1024, 1025, 4095, 4096, 4097, 65537, (1 << 20) + 13, 3 << 20].iter().enumerate()
     {
         write_file(&r.join(format!("data/size-{n}")), &pseudo_random(100 + i as u64, *n));
     }
@@ -437,8 +432,12 @@ impl Case {
 
         let (kw, ew) = walk_both(&km, &em);
         let t_walked = t0.elapsed();
-        assert_eq!(kw.error_count(), 0, "the kernel's own walk had errors (test setup problem): {:?}",
-            kw.entries.iter().filter(|e| !e.errors().is_empty()).take(5).collect::<Vec<_>>());
+        assert_eq!(
+            kw.error_count(),
+            0,
+            "the kernel's own walk had errors (test setup problem): {:?}",
+            kw.entries.iter().filter(|e| !e.errors().is_empty()).take(5).collect::<Vec<_>>()
+        );
         assert!(
             kw.entries.len() >= self.min_entries,
             "kernel walk saw only {} entries (expected at least {})",
@@ -459,7 +458,11 @@ impl Case {
         }
         assert!(m.alive(), "ext4box server for {em:?} died during the test");
         let rss = m.pids.iter().filter_map(|&p| peak_rss_kib(p)).max().unwrap_or(0);
-        assert!(rss < 1 << 20, "ext4box server peak RSS {rss} KiB (over 1 GiB) for a walk of {} entries", ew.entries.len());
+        assert!(
+            rss < 1 << 20,
+            "ext4box server peak RSS {rss} KiB (over 1 GiB) for a walk of {} entries",
+            ew.entries.len()
+        );
         m.unmount();
         kernel_umount(&km);
         eprintln!(
@@ -539,15 +542,10 @@ fn ext4_upstream_defaults_orphan_file_csum_seed() {
     if !require_root_and_fuse() {
         return;
     }
-    Case::new(
-        "ext4-upstream",
-        256 << 20,
-        &["-b", "4096", "-O", "orphan_file,metadata_csum_seed"],
-        sink(SINK_4K),
-    )
-    .check_image(|img| require_features(img, &["orphan_file", "metadata_csum_seed", "metadata_csum"], &[]))
-    .min_entries(400)
-    .run();
+    Case::new("ext4-upstream", 256 << 20, &["-b", "4096", "-O", "orphan_file,metadata_csum_seed"], sink(SINK_4K))
+        .check_image(|img| require_features(img, &["orphan_file", "metadata_csum_seed", "metadata_csum"], &[]))
+        .min_entries(400)
+        .run();
 }
 
 /// Writes a file whose every 1 KiB block starts with its block number, so a
@@ -675,7 +673,9 @@ fn ext4_inline_data() {
         debugfs_w(img, "symlink /inline/e2fs-dir/short abc");
     })
     .check_image(|img| {
-        for p in ["/inline/file-10", "/inline/file-100", "/inline/dir-small", "/inline/e2fs-link-80", "/inline/e2fs-dir"] {
+        for p in
+            ["/inline/file-10", "/inline/file-100", "/inline/dir-small", "/inline/e2fs-link-80", "/inline/e2fs-dir"]
+        {
             let fl = debugfs_flags_line(img, p);
             assert!(fl.contains(INLINE_FL), "{p} is not inline: {fl}");
         }
@@ -981,7 +981,11 @@ fn image_at_an_offset() {
     assert_walks_equal("kernel", &kw, "ext4box", &ew);
     let (kw2, km2, em2) = (kw.clone(), km.clone(), em.clone());
     let diffs = with_timeout("second pass", WALK_LIMIT, &em, move || compare_again(&kw2, &km2, &em2, 5000));
-    assert!(diffs.is_empty(), "second pass differs:\n{}", diffs.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "second pass differs:\n{}",
+        diffs.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
     m.unmount();
     kernel_umount(&km);
 }

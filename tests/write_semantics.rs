@@ -67,7 +67,14 @@ fn hard_links_share_one_kernel_inode_for_writes_and_mmap() {
         assert_eq!(&buf, b"through a");
         // A shared mapping of one name and a read through the other see the same page.
         unsafe {
-            let p = libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, std::os::fd::AsRawFd::as_raw_fd(&fb), 0);
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&fb),
+                0,
+            );
             assert_ne!(p, libc::MAP_FAILED);
             std::ptr::copy_nonoverlapping(b"mapped via b".as_ptr(), (p as *mut u8).add(4096), 12);
             let mut got = [0u8; 12];
@@ -134,7 +141,8 @@ fn orphan_left_by_a_killed_server_is_cleaned_at_the_next_mount() {
 #[test]
 fn filling_the_filesystem_gives_enospc_and_keeps_everything_else() {
     roundtrip("w-enospc", &["-b", "1024"], 16 << 20, |mnt| {
-        let keep: Vec<(String, Vec<u8>)> = (0..20).map(|i| (format!("keep{i}"), pseudo_random(i, 3000 + i as usize * 100))).collect();
+        let keep: Vec<(String, Vec<u8>)> =
+            (0..20).map(|i| (format!("keep{i}"), pseudo_random(i, 3000 + i as usize * 100))).collect();
         for (n, d) in &keep {
             fs::write(mnt.join(n), d).unwrap();
         }
@@ -190,7 +198,11 @@ fn subdirectory_counts_past_the_link_limit_read_one() {
         for i in 0..65_010 {
             fs::create_dir(d.join(format!("{i}"))).unwrap();
         }
-        assert_eq!(fs::metadata(&d).unwrap().nlink(), 1, "dir_nlink: a directory with more than 65,000 subdirectories counts 1 link");
+        assert_eq!(
+            fs::metadata(&d).unwrap().nlink(),
+            1,
+            "dir_nlink: a directory with more than 65,000 subdirectories counts 1 link"
+        );
         fs::remove_dir(d.join("7")).unwrap();
     });
 }
@@ -226,14 +238,25 @@ fn fragmented_file_builds_a_deep_extent_tree_then_shrinks() {
         .filter_map(|l| l.trim().split('/').nth(1)?.split_whitespace().next()?.parse::<u32>().ok())
         .max()
         .unwrap_or(0);
-    assert!(depth >= 2, "expected an extent tree of depth 2 or more, debugfs shows:\n{}", ex.lines().take(5).collect::<Vec<_>>().join("\n"));
+    assert!(
+        depth >= 2,
+        "expected an extent tree of depth 2 or more, debugfs shows:\n{}",
+        ex.lines().take(5).collect::<Vec<_>>().join("\n")
+    );
     kernel_mount(&img, &mnt, "ro");
     assert_walks_equal("ext4box", &shown, "kernel", &walk(&mnt, &WalkOpts::default()));
     kernel_umount(&mnt);
     // Shrink it again: punching and truncating must take the tree down cleanly.
     roundtrip_existing(&img, &mnt, |mnt| {
         let f = OpenOptions::new().write(true).open(mnt.join("frag")).unwrap();
-        let r = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 1 << 20, 20 << 20) };
+        let r = unsafe {
+            libc::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                1 << 20,
+                20 << 20,
+            )
+        };
         assert_eq!(r, 0);
         f.set_len(5 << 20).unwrap();
     });
@@ -304,7 +327,8 @@ fn immutable_and_append_only_flags_are_honoured() {
     roundtrip("w-flags", &[], 64 << 20, |mnt| {
         let p = mnt.join("f");
         fs::write(&p, b"one\n").unwrap();
-        let chattr = |flag: &str| assert!(Command::new("chattr").arg(flag).arg(&p).status().unwrap().success(), "chattr {flag}");
+        let chattr =
+            |flag: &str| assert!(Command::new("chattr").arg(flag).arg(&p).status().unwrap().success(), "chattr {flag}");
         chattr("+i");
         let lsattr = run_ok(Command::new("lsattr").arg(&p));
         assert!(lsattr.split_whitespace().next().unwrap().contains('i'), "lsattr shows no i: {lsattr}");
@@ -315,7 +339,10 @@ fn immutable_and_append_only_flags_are_honoured() {
         chattr("+a");
         OpenOptions::new().append(true).open(&p).unwrap().write_all(b"two\n").unwrap();
         assert_eq!(OpenOptions::new().write(true).open(&p).unwrap_err().raw_os_error(), Some(libc::EPERM));
-        assert_eq!(OpenOptions::new().write(true).truncate(true).open(&p).unwrap_err().raw_os_error(), Some(libc::EPERM));
+        assert_eq!(
+            OpenOptions::new().write(true).truncate(true).open(&p).unwrap_err().raw_os_error(),
+            Some(libc::EPERM)
+        );
         chattr("-a");
         assert_eq!(fs::read(&p).unwrap(), b"one\ntwo\n");
     });
@@ -326,7 +353,9 @@ fn xattrs_in_every_namespace_and_acls() {
     roundtrip("w-xattr", &["-b", "4096"], 64 << 20, |mnt| {
         let p = mnt.join("f");
         fs::write(&p, b"x").unwrap();
-        for (name, len) in [("user.small", 10), ("user.empty", 0), ("trusted.t", 100), ("security.s", 40), ("user.big", 3000)] {
+        for (name, len) in
+            [("user.small", 10), ("user.empty", 0), ("trusted.t", 100), ("security.s", 40), ("user.big", 3000)]
+        {
             set_xattr(&p, name, &pseudo_random(len as u64, len)).unwrap();
         }
         // Shared with other files? A second file with the same attributes, then a change on one.
@@ -348,7 +377,10 @@ fn xattrs_in_every_namespace_and_acls() {
         let names = list_xattrs(&p).unwrap();
         assert_eq!(names.len(), 5, "{names:?}");
         let e = unsafe {
-            libc::lremovexattr(std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap().as_ptr(), c"user.small".as_ptr())
+            libc::lremovexattr(
+                std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap().as_ptr(),
+                c"user.small".as_ptr(),
+            )
         };
         assert_eq!(e, 0);
         assert_eq!(get_xattr(&p, b"user.small"), Err(libc::ENODATA));

@@ -13,17 +13,12 @@ use super::inode::InodeNo;
 use super::txn::Txn;
 
 fn bit(b: &[u8], i: u64) -> bool {
-    b.get((i / 8) as usize)
-        .is_some_and(|byte| byte & (1 << (i % 8)) != 0)
+    b.get((i / 8) as usize).is_some_and(|byte| byte & (1 << (i % 8)) != 0)
 }
 
 fn set_bit(b: &mut [u8], i: u64, on: bool) {
     if let Some(byte) = b.get_mut((i / 8) as usize) {
-        if on {
-            *byte |= 1 << (i % 8)
-        } else {
-            *byte &= !(1 << (i % 8))
-        }
+        if on { *byte |= 1 << (i % 8) } else { *byte &= !(1 << (i % 8)) }
     }
 }
 
@@ -60,9 +55,7 @@ impl Txn<'_> {
     fn block_bitmap(&mut self, g: u32) -> Result<(u64, Vec<u8>)> {
         let fs = self.fs();
         let sb = &fs.sb;
-        let d = fs
-            .group(g)
-            .ok_or(Error::corrupt(Object::GroupDescriptor(g), "no such group"))?;
+        let d = fs.group(g).ok_or(Error::corrupt(Object::GroupDescriptor(g), "no such group"))?;
         let obj = Object::GroupDescriptor(g);
         fs.check_range(d.block_bitmap, 1, obj)?;
         if d.flags & BG_BLOCK_UNINIT == 0 || !self.uses_group_csums() {
@@ -75,13 +68,9 @@ impl Txn<'_> {
         for i in 0..sb.base_meta_blocks(u64::from(g)) {
             set_bit(&mut b, i, true);
         }
-        let itable_blocks = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size))
-            .div_ceil(u64::from(sb.block_size));
-        let own = [
-            (d.block_bitmap, 1),
-            (d.inode_bitmap, 1),
-            (d.inode_table, itable_blocks),
-        ];
+        let itable_blocks =
+            (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
+        let own = [(d.block_bitmap, 1), (d.inode_bitmap, 1), (d.inode_table, itable_blocks)];
         for (start, len) in own {
             for blk in start..start + len {
                 if sb.group_of_block(blk) == u64::from(g) {
@@ -121,9 +110,7 @@ impl Txn<'_> {
             let end = sb.blocks_in_group(u64::from(g));
             // In the goal's group, search from the goal onwards first, then from the group's start.
             let start = if step == 0 { goal - base } else { 0 };
-            let Some(first) =
-                first_clear(&bm, start, end).or_else(|| first_clear(&bm, 0, start.min(end)))
-            else {
+            let Some(first) = first_clear(&bm, start, end).or_else(|| first_clear(&bm, 0, start.min(end))) else {
                 continue;
             };
             let mut len = 1;
@@ -133,10 +120,7 @@ impl Txn<'_> {
             let blk = base + first;
             self.refuse_metadata(g, blk, len)?;
             if u64::from(d.free_blocks_count) < len {
-                return Err(Error::corrupt(
-                    Object::GroupDescriptor(g),
-                    "free block count below the bitmap's",
-                ));
+                return Err(Error::corrupt(Object::GroupDescriptor(g), "free block count below the bitmap's"));
             }
             for i in first..first + len {
                 set_bit(&mut bm, i, true);
@@ -155,8 +139,8 @@ impl Txn<'_> {
         let Some(d) = self.fs().group(g) else {
             return Ok(());
         };
-        let itable_blocks = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size))
-            .div_ceil(u64::from(sb.block_size));
+        let itable_blocks =
+            (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
         let base = sb.group_first_block(u64::from(g));
         let overlaps = |s: u64, l: u64| blk < s + l && s < blk + len;
         if overlaps(d.block_bitmap, 1)
@@ -164,10 +148,7 @@ impl Txn<'_> {
             || overlaps(d.inode_table, itable_blocks)
             || overlaps(base, sb.base_meta_blocks(u64::from(g)))
         {
-            return Err(Error::corrupt(
-                Object::GroupDescriptor(g),
-                "block bitmap marks metadata as free",
-            ));
+            return Err(Error::corrupt(Object::GroupDescriptor(g), "block bitmap marks metadata as free"));
         }
         Ok(())
     }
@@ -175,8 +156,7 @@ impl Txn<'_> {
     /// Frees `len` blocks from `start` (they may span groups).
     pub fn free_blocks(&mut self, start: u64, len: u64) -> Result<()> {
         let sb = self.fs().sb.clone();
-        self.fs()
-            .check_range(start, len, Object::GroupDescriptor(0))?;
+        self.fs().check_range(start, len, Object::GroupDescriptor(0))?;
         let mut b = start;
         while b < start + len {
             let g = sb.group_of_block(b) as u32;
@@ -185,10 +165,7 @@ impl Txn<'_> {
             let (nr, mut bm) = self.block_bitmap(g)?;
             for i in b - base..b - base + n {
                 if !bit(&bm, i) {
-                    return Err(Error::corrupt(
-                        Object::GroupDescriptor(g),
-                        "freeing a block that is already free",
-                    ));
+                    return Err(Error::corrupt(Object::GroupDescriptor(g), "freeing a block that is already free"));
                 }
                 set_bit(&mut bm, i, false);
             }
@@ -203,9 +180,7 @@ impl Txn<'_> {
     /// Group `g`'s inode bitmap, built when the group has none yet.
     fn inode_bitmap(&mut self, g: u32) -> Result<(u64, Vec<u8>)> {
         let fs = self.fs();
-        let d = fs
-            .group(g)
-            .ok_or(Error::corrupt(Object::GroupDescriptor(g), "no such group"))?;
+        let d = fs.group(g).ok_or(Error::corrupt(Object::GroupDescriptor(g), "no such group"))?;
         let obj = Object::GroupDescriptor(g);
         fs.check_range(d.inode_bitmap, 1, obj)?;
         if d.flags & BG_INODE_UNINIT == 0 || !self.uses_group_csums() {
@@ -229,60 +204,37 @@ impl Txn<'_> {
     fn inode_group(&self, parent_group: u32, is_dir: bool) -> Option<u32> {
         let groups = self.fs().groups.read().unwrap_or_else(|p| p.into_inner());
         let n = groups.len() as u32;
-        let usable = |g: u32| {
-            groups
-                .get(g as usize)
-                .filter(|d| d.free_inodes_count > 0 && d.checksum_ok)
-        };
+        let usable = |g: u32| groups.get(g as usize).filter(|d| d.free_inodes_count > 0 && d.checksum_ok);
         if is_dir && n > 1 {
-            let avg_inodes = groups
-                .iter()
-                .map(|d| u64::from(d.free_inodes_count))
-                .sum::<u64>()
-                / u64::from(n);
-            let avg_blocks = groups
-                .iter()
-                .map(|d| u64::from(d.free_blocks_count))
-                .sum::<u64>()
-                / u64::from(n);
+            let avg_inodes = groups.iter().map(|d| u64::from(d.free_inodes_count)).sum::<u64>() / u64::from(n);
+            let avg_blocks = groups.iter().map(|d| u64::from(d.free_blocks_count)).sum::<u64>() / u64::from(n);
             let best = (0..n)
                 .map(|i| (parent_group + i) % n)
                 .filter_map(|g| usable(g).map(|d| (g, d)))
                 .filter(|(_, d)| {
-                    u64::from(d.free_inodes_count) >= avg_inodes
-                        && u64::from(d.free_blocks_count) >= avg_blocks
+                    u64::from(d.free_inodes_count) >= avg_inodes && u64::from(d.free_blocks_count) >= avg_blocks
                 })
                 .min_by_key(|(_, d)| (d.used_dirs_count, std::cmp::Reverse(d.free_blocks_count)));
             if let Some((g, _)) = best {
                 return Some(g);
             }
         }
-        (0..n)
-            .map(|i| (parent_group + i) % n)
-            .find(|&g| usable(g).is_some())
+        (0..n).map(|i| (parent_group + i) % n).find(|&g| usable(g).is_some())
     }
 
     /// Allocates an inode number for a new file (`is_dir` for directories), near `parent_group`.
     pub fn alloc_inode(&mut self, parent_group: u32, is_dir: bool) -> Result<InodeNo> {
         let sb = self.fs().sb.clone();
         let ipg = u64::from(sb.inodes_per_group);
-        let g = self
-            .inode_group(parent_group, is_dir)
-            .ok_or(Error::NoSpace)?;
+        let g = self.inode_group(parent_group, is_dir).ok_or(Error::NoSpace)?;
         let (nr, mut bm) = self.inode_bitmap(g)?;
         let Some(i) = first_clear(&bm, 0, ipg) else {
             // The descriptor claims free inodes the bitmap lacks: corruption of this group.
-            return Err(Error::corrupt(
-                Object::GroupDescriptor(g),
-                "free inode count above the bitmap's",
-            ));
+            return Err(Error::corrupt(Object::GroupDescriptor(g), "free inode count above the bitmap's"));
         };
         let ino = u64::from(g) * ipg + i + 1;
         if ino < u64::from(sb.first_ino) {
-            return Err(Error::corrupt(
-                Object::GroupDescriptor(g),
-                "inode bitmap marks a reserved inode free",
-            ));
+            return Err(Error::corrupt(Object::GroupDescriptor(g), "inode bitmap marks a reserved inode free"));
         }
         set_bit(&mut bm, i, true);
         self.put_inode_bitmap(g, nr, bm)?;
@@ -309,10 +261,7 @@ impl Txn<'_> {
         let i = index % u64::from(sb.inodes_per_group);
         let (nr, mut bm) = self.inode_bitmap(g)?;
         if !bit(&bm, i) {
-            return Err(Error::corrupt(
-                Object::Inode(ino.0),
-                "freeing an inode that is already free",
-            ));
+            return Err(Error::corrupt(Object::Inode(ino.0), "freeing an inode that is already free"));
         }
         set_bit(&mut bm, i, false);
         self.put_inode_bitmap(g, nr, bm)?;

@@ -2,10 +2,10 @@
 //! blocks of 32-bit block numbers. A zero pointer is a hole.
 
 use super::bytes::le32;
-use super::error::{Object, Result};
-use super::fs::{Filesystem, Mapping};
 use super::bytes_mut::put32;
 use super::error::Error;
+use super::error::{Object, Result};
+use super::fs::{Filesystem, Mapping};
 use super::inode::Inode;
 use super::txn::Txn;
 
@@ -148,10 +148,8 @@ pub fn free_range(tx: &mut Txn<'_>, inode: &mut Inode, from: u64, to: u64) -> Re
     let mut span = per_block;
     for (slot, depth) in [(12usize, 1u32), (13, 2), (14, 3)] {
         let p = inode.i_block_word(slot);
-        if p != 0 && start < to && start + span > from {
-            if free_tree(tx, inode, u64::from(p), depth, start, from, to)? {
-                put32(&mut inode.i_block, slot * 4, 0);
-            }
+        if p != 0 && start < to && start + span > from && free_tree(tx, inode, u64::from(p), depth, start, from, to)? {
+            put32(&mut inode.i_block, slot * 4, 0);
         }
         start += span;
         span = span.saturating_mul(per_block);

@@ -70,9 +70,7 @@ impl<'a> Iterator for DirentIter<'a> {
             }
             return None;
         }
-        let bad = |what| {
-            Some(Err(Error::corrupt(self.obj, what)))
-        };
+        let bad = |what| Some(Err(Error::corrupt(self.obj, what)));
         let inode = le32(buf, off);
         let rec_len = rec_len_from_disk(le16(buf, off + 4), self.block_size);
         let name_len = if self.filetype { usize::from(u8_at(buf, off + 6)) } else { usize::from(le16(buf, off + 6)) };
@@ -107,8 +105,10 @@ pub fn verify_tail(block: &[u8], seed: u32, obj: Object) -> Result<()> {
     let Some(t) = block.len().checked_sub(TAIL_SIZE) else {
         return Ok(());
     };
-    let is_tail =
-        le32(block, t) == 0 && le16(block, t + 4) == 12 && u8_at(block, t + 6) == 0 && u8_at(block, t + 7) == TAIL_FILE_TYPE;
+    let is_tail = le32(block, t) == 0
+        && le16(block, t + 4) == 12
+        && u8_at(block, t + 6) == 0
+        && u8_at(block, t + 7) == TAIL_FILE_TYPE;
     if !is_tail {
         return Ok(());
     }

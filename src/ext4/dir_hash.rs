@@ -76,10 +76,7 @@ impl HashVersion {
 
     /// Whether name bytes are widened as `unsigned char` (true) or `signed char`.
     fn is_unsigned(self) -> bool {
-        matches!(
-            self,
-            HashVersion::LegacyUnsigned | HashVersion::HalfMd4Unsigned | HashVersion::TeaUnsigned
-        )
+        matches!(self, HashVersion::LegacyUnsigned | HashVersion::HalfMd4Unsigned | HashVersion::TeaUnsigned)
     }
 }
 
@@ -97,11 +94,7 @@ const DEFAULT_SEED: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_54
 /// Longer names than 255 bytes are accepted and hashed the way the kernel's
 /// code would treat them, but never occur on disk.
 pub fn dir_hash(name: &[u8], version: HashVersion, seed: &[u32; 4]) -> (u32, u32) {
-    let mut buf = if seed.iter().any(|&w| w != 0) {
-        *seed
-    } else {
-        DEFAULT_SEED
-    };
+    let mut buf = if seed.iter().any(|&w| w != 0) { *seed } else { DEFAULT_SEED };
     let unsigned = version.is_unsigned();
 
     let (hash, minor_hash) = match version {
@@ -138,11 +131,7 @@ pub fn dir_hash(name: &[u8], version: HashVersion, seed: &[u32; 4]) -> (u32, u32
 /// char` (sign-extended) or `unsigned char` (zero-extended), reinterpreted
 /// as `__u32` the way the C arithmetic then uses it.
 fn char_value(byte: u8, unsigned: bool) -> u32 {
-    if unsigned {
-        u32::from(byte)
-    } else {
-        i32::from(byte as i8) as u32
-    }
+    if unsigned { u32::from(byte) } else { i32::from(byte as i8) as u32 }
 }
 
 /// `dx_hack_hash`: the original (pre-2002) htree hash. Seedless, 31 bits of
@@ -152,8 +141,7 @@ fn dx_hack_hash(name: &[u8], unsigned: bool) -> u32 {
     let mut hash1: u32 = 0x37ab_e8f9;
     for &byte in name {
         // C: hash1 + (hash0 ^ ((int) c * 7152373)), all mod 2^32.
-        let mut hash =
-            hash1.wrapping_add(hash0 ^ char_value(byte, unsigned).wrapping_mul(7_152_373));
+        let mut hash = hash1.wrapping_add(hash0 ^ char_value(byte, unsigned).wrapping_mul(7_152_373));
         if hash & 0x8000_0000 != 0 {
             hash = hash.wrapping_sub(0x7fff_ffff);
         }
@@ -211,12 +199,8 @@ fn tea_transform(buf: &mut [u32; 4], input: &[u32; 4]) {
     let mut sum: u32 = 0;
     for _ in 0..16 {
         sum = sum.wrapping_add(DELTA);
-        b0 = b0.wrapping_add(
-            ((b1 << 4).wrapping_add(a)) ^ b1.wrapping_add(sum) ^ ((b1 >> 5).wrapping_add(b)),
-        );
-        b1 = b1.wrapping_add(
-            ((b0 << 4).wrapping_add(c)) ^ b0.wrapping_add(sum) ^ ((b0 >> 5).wrapping_add(d)),
-        );
+        b0 = b0.wrapping_add(((b1 << 4).wrapping_add(a)) ^ b1.wrapping_add(sum) ^ ((b1 >> 5).wrapping_add(b)));
+        b1 = b1.wrapping_add(((b0 << 4).wrapping_add(c)) ^ b0.wrapping_add(sum) ^ ((b0 >> 5).wrapping_add(d)));
     }
     buf[0] = buf[0].wrapping_add(b0);
     buf[1] = buf[1].wrapping_add(b1);
@@ -584,10 +568,7 @@ mod tests {
     fn zero_seed_means_md4_initial_values() {
         for version in ALL {
             for name in NAMES {
-                assert_eq!(
-                    dir_hash(name, version, &[0; 4]),
-                    dir_hash(name, version, &DEFAULT_SEED)
-                );
+                assert_eq!(dir_hash(name, version, &[0; 4]), dir_hash(name, version, &DEFAULT_SEED));
             }
         }
     }
@@ -596,14 +577,8 @@ mod tests {
     fn empty_name_hashes_the_seed_itself() {
         // No chunk is processed, so half_md4 returns seed words 1 and 2 and
         // tea words 0 and 1 (major with bit 0 cleared).
-        assert_eq!(
-            dir_hash(b"", HashVersion::HalfMd4, &SEED),
-            (SEED[1] & !1, SEED[2])
-        );
-        assert_eq!(
-            dir_hash(b"", HashVersion::Tea, &SEED),
-            (SEED[0] & !1, SEED[1])
-        );
+        assert_eq!(dir_hash(b"", HashVersion::HalfMd4, &SEED), (SEED[1] & !1, SEED[2]));
+        assert_eq!(dir_hash(b"", HashVersion::Tea, &SEED), (SEED[0] & !1, SEED[1]));
         // Legacy is seedless: its start state 0x12a3fe2d, shifted left once.
         assert_eq!(dir_hash(b"", HashVersion::Legacy, &SEED), (0x2547_fc5a, 0));
     }
@@ -629,12 +604,7 @@ mod tests {
                 (HashVersion::Tea, HashVersion::TeaUnsigned),
             ] {
                 let same = dir_hash(name, signed, &SEED) == dir_hash(name, unsigned, &SEED);
-                assert_eq!(
-                    same,
-                    !high,
-                    "{signed:?} {:?}",
-                    name.escape_ascii().to_string()
-                );
+                assert_eq!(same, !high, "{signed:?} {:?}", name.escape_ascii().to_string());
             }
         }
     }
@@ -652,26 +622,11 @@ mod tests {
     /// in dx entries written by Linux.
     #[test]
     fn eof_value_is_remapped_unlike_debugfs() {
-        assert_eq!(
-            dir_hash(b"au0yfrd", HashVersion::Legacy, &[0; 4]),
-            (0xffff_fffc, 0)
-        );
-        assert_eq!(
-            dir_hash(b"au0yfdr", HashVersion::LegacyUnsigned, &[0; 4]),
-            (0xffff_fffc, 0)
-        );
-        assert_eq!(
-            dir_hash(b"bcr71dg", HashVersion::HalfMd4, &[0; 4]),
-            (0xffff_fffc, 0xb158_560e)
-        );
-        assert_eq!(
-            dir_hash(b"boifv6h", HashVersion::HalfMd4Unsigned, &[0; 4]),
-            (0xffff_fffc, 0x31eb_b2d1)
-        );
-        assert_eq!(
-            dir_hash(b"am0b2zh", HashVersion::Tea, &[0; 4]),
-            (0xffff_fffc, 0x234e_8486)
-        );
+        assert_eq!(dir_hash(b"au0yfrd", HashVersion::Legacy, &[0; 4]), (0xffff_fffc, 0));
+        assert_eq!(dir_hash(b"au0yfdr", HashVersion::LegacyUnsigned, &[0; 4]), (0xffff_fffc, 0));
+        assert_eq!(dir_hash(b"bcr71dg", HashVersion::HalfMd4, &[0; 4]), (0xffff_fffc, 0xb158_560e));
+        assert_eq!(dir_hash(b"boifv6h", HashVersion::HalfMd4Unsigned, &[0; 4]), (0xffff_fffc, 0x31eb_b2d1));
+        assert_eq!(dir_hash(b"am0b2zh", HashVersion::Tea, &[0; 4]), (0xffff_fffc, 0x234e_8486));
         // Before the remap the legacy result really is the EOF value.
         assert_eq!(dx_hack_hash(b"au0yfrd", false), 0xffff_fffe);
     }
@@ -719,13 +674,9 @@ mod tests {
     fn never_panics_on_odd_lengths() {
         // Longer than any on-disk name, and every length around a chunk or
         // word boundary.
-        let long: Vec<u8> = (0..70_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
+        let long: Vec<u8> = (0..70_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
         for version in ALL {
-            for len in [
-                0, 1, 3, 4, 15, 16, 17, 31, 32, 33, 255, 256, 257, 1000, 70_000,
-            ] {
+            for len in [0, 1, 3, 4, 15, 16, 17, 31, 32, 33, 255, 256, 257, 1000, 70_000] {
                 let _ = dir_hash(&long[..len], version, &SEED);
                 let _ = dir_hash(&long[..len], version, &[u32::MAX; 4]);
             }

@@ -12,8 +12,8 @@ use super::error::{Error, Object, Result};
 use super::features::{COMPAT_DIR_INDEX, INCOMPAT_FILETYPE, INCOMPAT_LARGEDIR};
 use super::file::MapEdit;
 use super::fs::{Filesystem, Mapping};
-use super::inode::{FileKind, Inode, InodeNo, flags};
 use super::inline_data;
+use super::inode::{FileKind, Inode, InodeNo, flags};
 use super::txn::Txn;
 use super::xattr_write;
 
@@ -122,7 +122,15 @@ impl Filesystem {
     }
 
     /// Tries to fit a new entry into `block`; returns the changed block, or `None` when it is full.
-    fn insert_into(&self, dir: &Inode, block: &[u8], lblk: u64, name: &[u8], ino: u32, ftype: u8) -> Result<Option<Vec<u8>>> {
+    fn insert_into(
+        &self,
+        dir: &Inode,
+        block: &[u8],
+        lblk: u64,
+        name: &[u8],
+        ino: u32,
+        ftype: u8,
+    ) -> Result<Option<Vec<u8>>> {
         let need = rec_len_for(name.len());
         let space = self.leaf_space();
         let obj = Object::DirBlock { ino: dir.ino.0, lblk };
@@ -146,7 +154,13 @@ impl Filesystem {
     }
 
     pub(crate) fn dirents_of<'a>(&self, buf: &'a [u8], obj: Object) -> DirentIter<'a> {
-        DirentIter::new(buf, self.sb.has_incompat(INCOMPAT_FILETYPE), self.sb.inodes_count, obj, self.sb.block_size as usize)
+        DirentIter::new(
+            buf,
+            self.sb.has_incompat(INCOMPAT_FILETYPE),
+            self.sb.inodes_count,
+            obj,
+            self.sb.block_size as usize,
+        )
     }
 
     /// Appends a block holding `content` to directory `dir` (size and map updated; the caller writes the
@@ -222,7 +236,14 @@ impl Filesystem {
     }
 
     /// Adds entry `name` -> `ino` to directory `dir` (the caller writes `dir`).
-    pub(crate) fn add_entry(&self, tx: &mut Txn<'_>, dir: &mut Inode, name: &[u8], ino: InodeNo, kind: FileKind) -> Result<()> {
+    pub(crate) fn add_entry(
+        &self,
+        tx: &mut Txn<'_>,
+        dir: &mut Inode,
+        name: &[u8],
+        ino: InodeNo,
+        kind: FileKind,
+    ) -> Result<()> {
         self.unline_dir(tx, dir)?;
         let ftype = file_type_byte(kind);
         if self.is_htree_dir(dir) {
@@ -323,7 +344,14 @@ impl Filesystem {
     }
 
     /// Points existing entry `name` of `dir` at `ino` (rename over an existing name, exchange).
-    pub(crate) fn repoint_entry(&self, tx: &mut Txn<'_>, dir: &mut Inode, name: &[u8], ino: InodeNo, kind: FileKind) -> Result<()> {
+    pub(crate) fn repoint_entry(
+        &self,
+        tx: &mut Txn<'_>,
+        dir: &mut Inode,
+        name: &[u8],
+        ino: InodeNo,
+        kind: FileKind,
+    ) -> Result<()> {
         self.unline_dir(tx, dir)?;
         let (lblk, off, _) = self.locate(dir, name)?;
         let pblk = self.dir_pblk(dir, lblk)?;
@@ -389,7 +417,9 @@ impl Filesystem {
             match d.name {
                 b"." => {}
                 b".." => parent = d.inode,
-                _ if d.inode != 0 => ents.push(Ent { ino: d.inode, ftype: d.file_type, name: d.name.to_vec(), hash: 0 }),
+                _ if d.inode != 0 => {
+                    ents.push(Ent { ino: d.inode, ftype: d.file_type, name: d.name.to_vec(), hash: 0 })
+                }
                 _ => {}
             }
         }

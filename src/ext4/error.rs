@@ -99,20 +99,20 @@ impl Error {
             // A corrupt structure or a failed checksum is corruption of that object (EUCLEAN).
             Error::Corrupt { .. } | Error::Checksum(_) | Error::NotExt(_) => EUCLEAN,
             Error::Unsupported(_) | Error::NotSupported => 95, // EOPNOTSUPP
-            Error::NotFound => 2,                               // ENOENT
-            Error::NotDir => 20,                                // ENOTDIR
-            Error::IsDir => 21,                                 // EISDIR
-            Error::Invalid => 22,                               // EINVAL
-            Error::NameTooLong => 36,                           // ENAMETOOLONG
-            Error::NoAttr => 61,                                // ENODATA
-            Error::ReadOnly => 30,                              // EROFS
-            Error::NoSpace => 28,                               // ENOSPC
-            Error::Exists => 17,                                // EEXIST
-            Error::NotEmpty => 39,                              // ENOTEMPTY
-            Error::TooManyLinks => 31,                          // EMLINK
-            Error::NotPermitted => 1,                           // EPERM
-            Error::TooBig => 27,                                // EFBIG
-            Error::Range => 34,                                 // ERANGE
+            Error::NotFound => 2,                              // ENOENT
+            Error::NotDir => 20,                               // ENOTDIR
+            Error::IsDir => 21,                                // EISDIR
+            Error::Invalid => 22,                              // EINVAL
+            Error::NameTooLong => 36,                          // ENAMETOOLONG
+            Error::NoAttr => 61,                               // ENODATA
+            Error::ReadOnly => 30,                             // EROFS
+            Error::NoSpace => 28,                              // ENOSPC
+            Error::Exists => 17,                               // EEXIST
+            Error::NotEmpty => 39,                             // ENOTEMPTY
+            Error::TooManyLinks => 31,                         // EMLINK
+            Error::NotPermitted => 1,                          // EPERM
+            Error::TooBig => 27,                               // EFBIG
+            Error::Range => 34,                                // ERANGE
         }
     }
 

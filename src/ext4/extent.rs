@@ -112,17 +112,14 @@ pub fn map(fs: &Filesystem, inode: &Inode, lblk: u64) -> Result<Mapping> {
         if u64::from(lblk) < end {
             let len = end - u64::from(lblk);
             let pblk = start + u64::from(lblk - first);
-            fs.check_range(start, u64::from(len), obj)?;
+            fs.check_range(start, len, obj)?;
             return Ok(Mapping::Mapped { pblk, len, unwritten });
         }
     }
     // A hole: it ends where the next extent (or the parent's next subtree) begins.
     let next_index = found.map_or(0, |i| i + 1);
-    let next = if next_index < header.entries {
-        Some(le32(node, HEADER_SIZE + next_index * ENTRY_SIZE))
-    } else {
-        bound
-    };
+    let next =
+        if next_index < header.entries { Some(le32(node, HEADER_SIZE + next_index * ENTRY_SIZE)) } else { bound };
     Ok(Mapping::Hole { len: next.filter(|&n| n > lblk).map(|n| u64::from(n - lblk)) })
 }
 

@@ -44,7 +44,15 @@ impl MapEdit {
     }
 
     /// Maps `len` blocks from `lblk` to `pblk..` (a hole before) and counts them in `i_blocks`.
-    fn insert(&mut self, tx: &mut Txn<'_>, inode: &mut Inode, lblk: u64, pblk: u64, len: u64, unwritten: bool) -> Result<()> {
+    fn insert(
+        &mut self,
+        tx: &mut Txn<'_>,
+        inode: &mut Inode,
+        lblk: u64,
+        pblk: u64,
+        len: u64,
+        unwritten: bool,
+    ) -> Result<()> {
         inode.blocks_512 += len * u64::from(tx.fs().block_size() / 512);
         match self {
             MapEdit::Extents { list, dirty, .. } => {
@@ -62,7 +70,14 @@ impl MapEdit {
         }
     }
 
-    pub(crate) fn insert_pub(&mut self, tx: &mut Txn<'_>, inode: &mut Inode, lblk: u64, pblk: u64, len: u64) -> Result<()> {
+    pub(crate) fn insert_pub(
+        &mut self,
+        tx: &mut Txn<'_>,
+        inode: &mut Inode,
+        lblk: u64,
+        pblk: u64,
+        len: u64,
+    ) -> Result<()> {
         self.insert(tx, inode, lblk, pblk, len, false)
     }
 
@@ -141,7 +156,7 @@ impl Filesystem {
             (offset, data)
         };
         if data.is_empty() {
-            return Ok(self.inode(ino)?);
+            return self.inode(ino);
         }
         unline(&mut tx, &mut inode)?;
         let bs = u64::from(self.sb.block_size);
@@ -159,7 +174,10 @@ impl Filesystem {
                     let n = len.min(span);
                     // Overwrite in place: only the bytes written, no read-modify-write.
                     let (s, e) = ((lblk * bs).max(offset), ((lblk + n) * bs).min(end));
-                    self.dev.write_all_at(&data[(s - offset) as usize..(e - offset) as usize], pblk * bs + (s - lblk * bs))?;
+                    self.dev.write_all_at(
+                        &data[(s - offset) as usize..(e - offset) as usize],
+                        pblk * bs + (s - lblk * bs),
+                    )?;
                     last_goal = pblk + n;
                     lblk += n;
                 }
@@ -293,7 +311,8 @@ impl Filesystem {
         if mode & PUNCH_HOLE == 0 {
             // Preallocate every hole in the range as unwritten extents (ZERO_RANGE: the whole blocks only;
             // its edges are zeroed above and stay mapped).
-            let (from, to) = if mode & ZERO_RANGE != 0 { (full_from, full_to) } else { (offset / bs, end.div_ceil(bs)) };
+            let (from, to) =
+                if mode & ZERO_RANGE != 0 { (full_from, full_to) } else { (offset / bs, end.div_ceil(bs)) };
             let mut lblk = from;
             let mut g = goal(self, &inode, &map, from);
             while lblk < to {

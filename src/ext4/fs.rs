@@ -409,7 +409,11 @@ impl Filesystem {
         }
         if self.is_fast_symlink_inode(inode) {
             let len = inode.size as usize;
-            return inode.i_block.get(..len).map(<[u8]>::to_vec).ok_or_else(|| Error::corrupt(obj, "fast symlink longer than i_block"));
+            return inode
+                .i_block
+                .get(..len)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| Error::corrupt(obj, "fast symlink longer than i_block"));
         }
         let target = self.read(inode, 0, inode.size as usize)?;
         if target.len() as u64 != inode.size {
@@ -421,7 +425,8 @@ impl Filesystem {
     /// The kernel's `ext4_inode_is_fast_symlink`: no data blocks besides an xattr block.
     pub(crate) fn is_fast_symlink_inode(&self, inode: &Inode) -> bool {
         // An xattr block takes a whole cluster (bigalloc).
-        let cluster = u64::from(self.sb.block_size / 512) << self.sb.log_cluster_size.saturating_sub(self.sb.log_block_size);
+        let cluster =
+            u64::from(self.sb.block_size / 512) << self.sb.log_cluster_size.saturating_sub(self.sb.log_block_size);
         let ea_blocks = if inode.file_acl != 0 { cluster } else { 0 };
         inode.blocks_512.saturating_sub(ea_blocks) == 0 && inode.size < 60
     }
@@ -595,7 +600,8 @@ impl Filesystem {
                 if pos < cookie || d.inode == 0 {
                     continue;
                 }
-                let entry = DirEntry { ino: InodeNo(d.inode), kind: self.dirent_kind(d.file_type), name: d.name.to_vec() };
+                let entry =
+                    DirEntry { ino: InodeNo(d.inode), kind: self.dirent_kind(d.file_type), name: d.name.to_vec() };
                 if emit(entry, pos + d.rec_len as u64) {
                     return Ok(());
                 }
@@ -621,7 +627,8 @@ impl Filesystem {
                 if pos < cookie || e.inode == 0 {
                     continue;
                 }
-                let entry = DirEntry { ino: InodeNo(e.inode), kind: self.dirent_kind(e.file_type), name: e.name.to_vec() };
+                let entry =
+                    DirEntry { ino: InodeNo(e.inode), kind: self.dirent_kind(e.file_type), name: e.name.to_vec() };
                 if emit(entry, pos + e.rec_len as u64) {
                     return Ok(());
                 }
@@ -729,7 +736,8 @@ impl Filesystem {
             (st.free_blocks, st.free_inodes)
         };
         // Group descriptors count free clusters; a cluster is several blocks with bigalloc.
-        let free_blocks = (free_blocks << self.sb.log_cluster_size.saturating_sub(self.sb.log_block_size)).min(self.sb.blocks_count);
+        let free_blocks =
+            (free_blocks << self.sb.log_cluster_size.saturating_sub(self.sb.log_block_size)).min(self.sb.blocks_count);
         let resv_pool = if self.sb.has_incompat(INCOMPAT_EXTENTS) { (self.sb.blocks_count / 50).min(4096) } else { 0 };
         StatFs {
             block_size: self.sb.block_size,

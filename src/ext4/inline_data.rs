@@ -55,8 +55,5 @@ pub struct InlineDir {
 pub const REGION_START: [u64; 2] = [4, I_BLOCK_SIZE as u64];
 
 pub fn dir(inode: &Inode) -> Result<InlineDir> {
-    Ok(InlineDir {
-        parent: le32(&inode.i_block, 0),
-        regions: [inode.i_block[4..].to_vec(), system_data(inode)?],
-    })
+    Ok(InlineDir { parent: le32(&inode.i_block, 0), regions: [inode.i_block[4..].to_vec(), system_data(inode)?] })
 }

@@ -216,7 +216,15 @@ impl Inode {
 
     /// A fresh inode record (all fields zero but those given), as the kernel's `__ext4_new_inode` makes
     /// it: extra fields sized to 32 bytes when the record has room, all four timestamps set to `now`.
-    pub fn new(sb: &Superblock, ino: InodeNo, mode: u16, uid: u32, gid: u32, now: Timestamp, generation: u32) -> Result<Inode> {
+    pub fn new(
+        sb: &Superblock,
+        ino: InodeNo,
+        mode: u16,
+        uid: u32,
+        gid: u32,
+        now: Timestamp,
+        generation: u32,
+    ) -> Result<Inode> {
         let inode_size = usize::from(sb.inode_size);
         let extra_isize = if inode_size > GOOD_OLD_INODE_SIZE { 32.min(inode_size - GOOD_OLD_INODE_SIZE) } else { 0 };
         let kind = FileKind::from_mode(mode).ok_or(Error::Invalid)?;

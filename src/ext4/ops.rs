@@ -7,11 +7,11 @@ use super::error::{Error, Result};
 use super::extent;
 use super::features::{INCOMPAT_EXTENTS, RO_COMPAT_DIR_NLINK};
 use super::file::MapEdit;
+use super::fs::Filesystem;
 use super::inode::{FileKind, Inode, InodeNo, Timestamp, flags};
 use super::txn::{Txn, inode_mut};
 use super::xattr_write;
 use super::{acl, xattr};
-use super::fs::Filesystem;
 
 /// The most links an inode may have (`EXT4_LINK_MAX`).
 const LINK_MAX: u16 = 65000;
@@ -375,12 +375,21 @@ impl Filesystem {
                 // A directory moving one way and a file the other shifts one `..` link between the parents.
                 if sd != dd {
                     let (gain, lose) = if sd { (newparent, parent) } else { (parent, newparent) };
-                    self.with_dir(&mut tx, gain, |_, _, d| Ok(inc_dir_links(d)))?;
-                    self.with_dir(&mut tx, lose, |_, _, d| Ok(dec_dir_links(d)))?;
+                    self.with_dir(&mut tx, gain, |_, _, d| {
+                        inc_dir_links(d);
+                        Ok(())
+                    })?;
+                    self.with_dir(&mut tx, lose, |_, _, d| {
+                        dec_dir_links(d);
+                        Ok(())
+                    })?;
                 }
             }
             for ino in [src.ino, dst.ino] {
-                self.with_inode(&mut tx, ino, |fs, _, i| Ok(fs.touch(i, false)))?;
+                self.with_inode(&mut tx, ino, |fs, _, i| {
+                    let _: () = fs.touch(i, false);
+                    Ok(())
+                })?;
             }
             return tx.commit();
         }
@@ -406,7 +415,9 @@ impl Filesystem {
         } else {
             if moved_dir {
                 let d = inode_mut(&tx, newparent)?;
-                if d.links_count >= LINK_MAX && !(d.has_flag(flags::INDEX) && self.sb.has_ro_compat(RO_COMPAT_DIR_NLINK)) {
+                if d.links_count >= LINK_MAX
+                    && !(d.has_flag(flags::INDEX) && self.sb.has_ro_compat(RO_COMPAT_DIR_NLINK))
+                {
                     return Err(Error::TooManyLinks);
                 }
             }
@@ -419,12 +430,21 @@ impl Filesystem {
             if moved_dir {
                 self.with_inode(&mut tx, src.ino, |fs, tx, i| fs.set_dotdot(tx, i, newparent))?;
             }
-            self.with_dir(&mut tx, parent, |_, _, d| Ok(dec_dir_links(d)))?;
+            self.with_dir(&mut tx, parent, |_, _, d| {
+                dec_dir_links(d);
+                Ok(())
+            })?;
             if dst.is_none() {
-                self.with_dir(&mut tx, newparent, |_, _, d| Ok(inc_dir_links(d)))?;
+                self.with_dir(&mut tx, newparent, |_, _, d| {
+                    inc_dir_links(d);
+                    Ok(())
+                })?;
             }
         }
-        self.with_inode(&mut tx, src.ino, |fs, _, i| Ok(fs.touch(i, false)))?;
+        self.with_inode(&mut tx, src.ino, |fs, _, i| {
+            let _: () = fs.touch(i, false);
+            Ok(())
+        })?;
         tx.commit()
     }
 
@@ -541,7 +561,10 @@ impl Filesystem {
         if (inode.flags ^ new) & protected != 0 && !caller_is_root {
             return Err(Error::NotPermitted);
         }
-        if inode.has_flag(flags::IMMUTABLE) && new & flags::IMMUTABLE != 0 && (inode.flags ^ new) & USER_MODIFIABLE & !protected != 0 {
+        if inode.has_flag(flags::IMMUTABLE)
+            && new & flags::IMMUTABLE != 0
+            && (inode.flags ^ new) & USER_MODIFIABLE & !protected != 0
+        {
             return Err(Error::NotPermitted);
         }
         inode.flags = (inode.flags & !USER_MODIFIABLE) | (new & USER_MODIFIABLE);

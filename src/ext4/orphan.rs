@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 
 use super::error::{Error, Object, Result};
+use super::fs::Filesystem;
 use super::inode::{Inode, InodeNo};
 use super::txn::{Txn, inode_mut};
-use super::fs::Filesystem;
 
 impl Txn<'_> {
     /// Puts `inode` at the head of the orphan list (the caller writes the inode).

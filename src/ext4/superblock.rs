@@ -91,7 +91,7 @@ impl Superblock {
             return Err(bad("inode size is not a power of two between 128 and the block size"));
         }
         let desc_size = if is_64bit { le16(b, 0xFE) } else { 32 };
-        if is_64bit && (desc_size < 64 || desc_size > 1024 || !desc_size.is_power_of_two()) {
+        if is_64bit && (!(64..=1024).contains(&desc_size) || !desc_size.is_power_of_two()) {
             return Err(bad("group descriptor size out of range"));
         }
         let sb = Superblock {

@@ -17,7 +17,7 @@ use super::error::{Error, Object, Result};
 use super::features::INCOMPAT_64BIT;
 use super::fs::{Filesystem, SbState};
 use super::inode::{Inode, InodeNo, Timestamp};
-use super::superblock::{SUPERBLOCK_OFFSET, STATE_VALID};
+use super::superblock::{STATE_VALID, SUPERBLOCK_OFFSET};
 
 /// A write operation in progress.
 pub struct Txn<'a> {

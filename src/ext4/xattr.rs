@@ -2,7 +2,7 @@
 //! 4-byte magic) or in one external block (`ext4_xattr_header`, 32 bytes). Values live in the same area,
 //! or, with ea_inode, in an inode of their own.
 
-use super::bytes::{le32, u8_at, slice};
+use super::bytes::{le32, slice, u8_at};
 use super::checksum::crc32c;
 use super::error::{Error, Object, Result};
 

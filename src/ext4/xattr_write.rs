@@ -159,7 +159,14 @@ pub fn remove_system_data(inode: &mut Inode, obj: Object) -> Result<()> {
 
 /// Sets (`Some`) or removes (`None`) attribute `index`/`name` of `inode`, as setxattr(2)/removexattr(2)
 /// with `flags`. The caller writes the inode.
-pub fn set(tx: &mut Txn<'_>, inode: &mut Inode, index: u8, name: &[u8], value: Option<&[u8]>, flags: i32) -> Result<()> {
+pub fn set(
+    tx: &mut Txn<'_>,
+    inode: &mut Inode,
+    index: u8,
+    name: &[u8],
+    value: Option<&[u8]>,
+    flags: i32,
+) -> Result<()> {
     let obj = Object::Xattr(inode.ino.0);
     if name.len() > 255 {
         return Err(Error::Range);
@@ -213,7 +220,9 @@ pub fn set(tx: &mut Txn<'_>, inode: &mut Inode, index: u8, name: &[u8], value: O
     } else {
         // No block yet, or one shared with other inodes: this inode gets a block of its own.
         release_block(tx, inode)?;
-        let goal = inode.file_acl.max(tx.fs().sb.group_first_block(u64::from((inode.ino.0 - 1) / tx.fs().sb.inodes_per_group)));
+        let goal = inode
+            .file_acl
+            .max(tx.fs().sb.group_first_block(u64::from((inode.ino.0 - 1) / tx.fs().sb.inodes_per_group)));
         let (nr, _) = tx.alloc_blocks(goal, 1)?;
         inode.file_acl = nr;
         inode.blocks_512 += u64::from(tx.fs().block_size() / 512);

@@ -113,9 +113,7 @@ fn mount_syscall(source: &str, target: &Path, fuse_fd: i32, opts: &MountOptions)
     let (src, tgt, fstype, data) =
         (c(source.as_bytes())?, c(target.as_os_str().as_bytes())?, c(FSTYPE.as_bytes())?, c(data.as_bytes())?);
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), opts.ms_flags(), data.as_ptr().cast())
-    };
+    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), opts.ms_flags(), data.as_ptr().cast()) };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         return Err(match e.raw_os_error() {

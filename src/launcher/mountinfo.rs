@@ -56,7 +56,7 @@ fn parse_line(line: &str) -> Option<MountEntry> {
 /// The topmost mount at `target` (an absolute path), if any.
 pub fn find(target: &Path) -> Option<MountEntry> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().filter_map(parse_line).filter(|m| m.mount_point == target).last()
+    text.lines().filter_map(parse_line).rfind(|m| m.mount_point == target)
 }
 
 #[cfg(test)]

@@ -43,8 +43,26 @@ impl Default for MountOptions {
 
 /// Options mount(8) and fstab use that mean nothing to a FUSE server, accepted and ignored.
 const IGNORED: &[&str] = &[
-    "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group", "_netdev", "nofail", "sync",
-    "async", "dirsync", "lazytime", "nolazytime", "loud", "silent", "nomand", "iversion", "noiversion",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "owner",
+    "group",
+    "_netdev",
+    "nofail",
+    "sync",
+    "async",
+    "dirsync",
+    "lazytime",
+    "nolazytime",
+    "loud",
+    "silent",
+    "nomand",
+    "iversion",
+    "noiversion",
 ];
 
 impl MountOptions {
@@ -120,7 +138,10 @@ mod tests {
 
     #[test]
     fn parses_known_options() {
-        let o = MountOptions::parse("ro,norecovery,offset=1048576,allow_other,fsname=disk,noexec,defaults,x-systemd.automount").unwrap();
+        let o = MountOptions::parse(
+            "ro,norecovery,offset=1048576,allow_other,fsname=disk,noexec,defaults,x-systemd.automount",
+        )
+        .unwrap();
         assert!(o.read_only && o.norecovery && o.allow_other && o.noexec && o.nosuid && o.nodev);
         assert_eq!(o.offset, 1 << 20);
         assert_eq!(o.fsname.as_deref(), Some("disk"));

@@ -138,15 +138,35 @@ impl fuser::Filesystem for FuseFs {
         self.server.shutdown();
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
         let t = self.server.timeouts();
         match self.server.create(parent, name.as_bytes(), mode, req.uid(), req.gid()) {
-            Ok(((attr, generation), fh)) => reply.created(&t.entry, &attr, Generation(generation), FileHandle(fh), FopenFlags::empty()),
+            Ok(((attr, generation), fh)) => {
+                reply.created(&t.entry, &attr, Generation(generation), FileHandle(fh), FopenFlags::empty())
+            }
             Err(e) => reply.error(err(e)),
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         entry(self, self.server.mknod(parent, name.as_bytes(), mode, rdev, req.uid(), req.gid()), reply);
     }
 
@@ -244,11 +264,29 @@ impl fuser::Filesystem for FuseFs {
         empty(self.server.fsync(), reply);
     }
 
-    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         empty(self.server.fallocate(ino, offset, length, mode), reply);
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         empty(self.server.setxattr(ino, name.as_bytes(), value, flags), reply);
     }
 
@@ -315,10 +353,7 @@ impl fuser::Filesystem for FuseFs {
         let r = self.server.readdirplus(ino, offset, &mut |child, next, name, attr, generation, cacheable| {
             let name = OsStr::from_bytes(name);
             let ttl = if cacheable { t.entry } else { std::time::Duration::ZERO };
-            match attr {
-                Some(a) => reply.add(INodeNo(child), next, name, &ttl, a, Generation(generation)),
-                None => false,
-            }
+            reply.add(INodeNo(child), next, name, &ttl, attr, Generation(generation))
         });
         match r {
             Ok(()) => reply.ok(),
@@ -407,4 +442,3 @@ fn set_time(t: TimeOrNow) -> SetTime {
         TimeOrNow::SpecificTime(t) => SetTime::At(timestamp(t)),
     }
 }
-

@@ -20,6 +20,11 @@ use fuser::{FileAttr, FileType, INodeNo};
 use crate::ext4::ops::{NewInode, SetAttr};
 use crate::ext4::{self, FileKind, Filesystem, Inode, InodeNo, StatFs};
 
+/// Receives one directory entry: (inode number, next offset, type, name); returns true when full.
+pub type DirEmit<'a> = dyn FnMut(u64, u64, FileType, &[u8]) -> bool + 'a;
+/// As [`DirEmit`] with attributes: (inode number, next offset, name, attributes, generation, cacheable).
+pub type DirPlusEmit<'a> = dyn FnMut(u64, u64, &[u8], &FileAttr, u64, bool) -> bool + 'a;
+
 /// An errno for the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Errno(pub i32);
@@ -187,7 +192,10 @@ impl Server {
             // ext4 (writing an immutable file; anything but appending to an append-only one).
             let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
             let appending = flags & libc::O_APPEND != 0 && flags & libc::O_TRUNC == 0;
-            if writing && (inode.has_flag(ext4::inode::flags::IMMUTABLE) || (inode.has_flag(ext4::inode::flags::APPEND) && !appending)) {
+            if writing
+                && (inode.has_flag(ext4::inode::flags::IMMUTABLE)
+                    || (inode.has_flag(ext4::inode::flags::APPEND) && !appending))
+            {
                 return Err(Errno(libc::EPERM));
             }
         }
@@ -226,12 +234,7 @@ impl Server {
     }
 
     /// Lists a directory from `offset`; `emit(ino, next_offset, type, name)` returns `true` when full.
-    pub fn readdir(
-        &self,
-        nodeid: INodeNo,
-        offset: u64,
-        emit: &mut dyn FnMut(u64, u64, FileType, &[u8]) -> bool,
-    ) -> Reply<()> {
+    pub fn readdir(&self, nodeid: INodeNo, offset: u64, emit: &mut DirEmit<'_>) -> Reply<()> {
         let _g = self.fs.shared();
         let dir = self.inode(nodeid)?;
         self.fs.read_dir(&dir, offset, &mut |e, next| {
@@ -247,12 +250,7 @@ impl Server {
 
     /// Lists a directory with each entry's attributes. `emit(ino, next_offset, name, attr, generation,
     /// cacheable)` returns `true` when full; `cacheable` is false for placeholders of unreadable inodes.
-    pub fn readdirplus(
-        &self,
-        nodeid: INodeNo,
-        offset: u64,
-        emit: &mut dyn FnMut(u64, u64, &[u8], Option<&FileAttr>, u64, bool) -> bool,
-    ) -> Reply<()> {
+    pub fn readdirplus(&self, nodeid: INodeNo, offset: u64, emit: &mut DirPlusEmit<'_>) -> Reply<()> {
         let _g = self.fs.shared();
         let dir = self.inode(nodeid)?;
         let bs = self.block_size();
@@ -267,7 +265,7 @@ impl Server {
                 // expire at once, so the next access looks it up again and reports the damage.
                 Err(_) => (attr::placeholder(e.ino, e.kind.unwrap_or(FileKind::Regular), bs), 0, false),
             };
-            let full = emit(u64::from(e.ino.0), next, &e.name, Some(&a.0), a.1, a.2);
+            let full = emit(u64::from(e.ino.0), next, &e.name, &a.0, a.1, a.2);
             // The kernel takes a reference for every entry it links, which excludes . and ..
             if !full && !dot {
                 self.remember(e.ino);
@@ -317,13 +315,25 @@ impl Server {
 
 impl Server {
     pub fn create(&self, parent: INodeNo, name: &[u8], mode: u32, uid: u32, gid: u32) -> Reply<((FileAttr, u64), u64)> {
-        let inode = self.fs.mknod(attr::inode_of(parent), name, NewInode { mode: (mode & 0o7777) | 0o100000, uid, gid, rdev: 0 })?;
+        let inode = self.fs.mknod(
+            attr::inode_of(parent),
+            name,
+            NewInode { mode: (mode & 0o7777) | 0o100000, uid, gid, rdev: 0 },
+        )?;
         let entry = self.entry(&inode);
         let fh = self.open(attr::nodeid_of(inode.ino), libc::O_RDWR)?;
         Ok((entry, fh))
     }
 
-    pub fn mknod(&self, parent: INodeNo, name: &[u8], mode: u32, rdev: u32, uid: u32, gid: u32) -> Reply<(FileAttr, u64)> {
+    pub fn mknod(
+        &self,
+        parent: INodeNo,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Reply<(FileAttr, u64)> {
         let inode = self.fs.mknod(attr::inode_of(parent), name, NewInode { mode, uid, gid, rdev })?;
         Ok(self.entry(&inode))
     }
@@ -334,7 +344,8 @@ impl Server {
     }
 
     pub fn symlink(&self, parent: INodeNo, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Reply<(FileAttr, u64)> {
-        let inode = self.fs.symlink(attr::inode_of(parent), name, target, NewInode { mode: 0o120777, uid, gid, rdev: 0 })?;
+        let inode =
+            self.fs.symlink(attr::inode_of(parent), name, target, NewInode { mode: 0o120777, uid, gid, rdev: 0 })?;
         Ok(self.entry(&inode))
     }
 
@@ -383,7 +394,13 @@ impl Server {
     }
 
     pub fn copy_file_range(&self, src: INodeNo, off_in: u64, dst: INodeNo, off_out: u64, len: u64) -> Reply<u32> {
-        let n = self.fs.copy_range(attr::inode_of(src), off_in, attr::inode_of(dst), off_out, len.min(u64::from(u32::MAX)))?;
+        let n = self.fs.copy_range(
+            attr::inode_of(src),
+            off_in,
+            attr::inode_of(dst),
+            off_out,
+            len.min(u64::from(u32::MAX)),
+        )?;
         u32::try_from(n).map_err(|_| Errno(EINVAL))
     }
 
@@ -419,7 +436,8 @@ impl Server {
                     self.fs.get_flags(ino)?
                 };
                 let mapped: u32 = XFLAG_MAP.iter().map(|&(_, f)| f).fold(0, |a, f| a | f);
-                let new = (current & !mapped) | XFLAG_MAP.iter().filter(|&&(xf, _)| x & xf != 0).fold(0, |a, &(_, f)| a | f);
+                let new =
+                    (current & !mapped) | XFLAG_MAP.iter().filter(|&&(xf, _)| x & xf != 0).fold(0, |a, &(_, f)| a | f);
                 self.fs.set_flags(ino, new, uid == 0)?;
                 Ok(Vec::new())
             }

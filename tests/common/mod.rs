@@ -33,9 +33,7 @@ pub fn require_root_and_fuse() -> bool {
     if root && fuse {
         return true;
     }
-    let why = format!(
-        "needs root and /dev/fuse (euid 0: {root}, /dev/fuse present: {fuse})"
-    );
+    let why = format!("needs root and /dev/fuse (euid 0: {root}, /dev/fuse present: {fuse})");
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("CI=true but this test {why}");
     }
@@ -54,11 +52,7 @@ pub fn is_ci() -> bool {
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 fn unique_suffix() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
 }
 
 /// Runs a command with stdout/stderr sent to files (not pipes: a daemon that
@@ -71,12 +65,8 @@ pub fn run_timeout(cmd: &mut Command, limit: Duration) -> Result<Output, String>
     let out_f = File::create(&out_path).map_err(|e| format!("create {out_path:?}: {e}"))?;
     let err_f = File::create(&err_path).map_err(|e| format!("create {err_path:?}: {e}"))?;
     let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out_f)
-        .stderr(err_f)
-        .spawn()
-        .map_err(|e| format!("spawn {desc}: {e}"))?;
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(out_f).stderr(err_f).spawn().map_err(|e| format!("spawn {desc}: {e}"))?;
     let start = Instant::now();
     let status: Option<ExitStatus> = loop {
         match child.try_wait() {
@@ -96,11 +86,7 @@ pub fn run_timeout(cmd: &mut Command, limit: Duration) -> Result<Output, String>
     let _ = fs::remove_file(&out_path);
     let _ = fs::remove_file(&err_path);
     match status {
-        Some(status) => Ok(Output {
-            status,
-            stdout,
-            stderr,
-        }),
+        Some(status) => Ok(Output { status, stdout, stderr }),
         None => Err(format!(
             "command timed out after {limit:?}: {desc}\nstdout: {}\nstderr: {}",
             String::from_utf8_lossy(&stdout),
@@ -135,10 +121,7 @@ pub fn output_text(out: &Output) -> String {
 
 /// stderr split into lines (a trailing newline does not make an extra line).
 pub fn stderr_lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(|s| s.to_string())
-        .collect()
+    String::from_utf8_lossy(&out.stderr).lines().map(|s| s.to_string()).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -195,26 +178,17 @@ pub fn cleanup_under(dir: &Path) {
         for m in mounts {
             let mp = &m.mount_point;
             if m.fstype.starts_with("fuse") {
-                let _ = run_timeout(
-                    Command::new(BIN).arg("unmount").arg(mp),
-                    Duration::from_secs(20),
-                );
+                let _ = run_timeout(Command::new(BIN).arg("unmount").arg(mp), Duration::from_secs(20));
                 if mountinfo_entry(mp).is_some() {
                     for pid in server_pids(mp) {
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                     }
-                    let _ = run_timeout(
-                        Command::new("umount").arg("-l").arg(mp),
-                        Duration::from_secs(20),
-                    );
+                    let _ = run_timeout(Command::new("umount").arg("-l").arg(mp), Duration::from_secs(20));
                 }
             } else {
                 let _ = run_timeout(Command::new("umount").arg(mp), Duration::from_secs(60));
                 if mountinfo_entry(mp).is_some() {
-                    let _ = run_timeout(
-                        Command::new("umount").arg("-l").arg(mp),
-                        Duration::from_secs(20),
-                    );
+                    let _ = run_timeout(Command::new("umount").arg("-l").arg(mp), Duration::from_secs(20));
                 }
             }
         }
@@ -291,10 +265,7 @@ pub fn mountinfo_entry(mnt: &Path) -> Option<MountInfo> {
 }
 
 pub fn mounts_under(dir: &Path) -> Vec<MountInfo> {
-    mountinfo()
-        .into_iter()
-        .filter(|m| m.mount_point.starts_with(dir))
-        .collect()
+    mountinfo().into_iter().filter(|m| m.mount_point.starts_with(dir)).collect()
 }
 
 fn bin_canonical() -> PathBuf {
@@ -391,10 +362,7 @@ pub fn force_kill_mount(mnt: &Path) {
         let _ = fs::write(&abort, b"1");
         let _ = fs::write(format!("/sys/fs/fuse/connections/{}/abort", m.minor), b"1");
     }
-    let _ = run_timeout(
-        Command::new("umount").arg("-l").arg(mnt),
-        Duration::from_secs(20),
-    );
+    let _ = run_timeout(Command::new("umount").arg("-l").arg(mnt), Duration::from_secs(20));
 }
 
 // ---------------------------------------------------------------------------
@@ -418,11 +386,7 @@ pub fn mkfs(path: &Path, size: u64, args: &[&str]) {
 
 /// `mount -o loop,OPTS IMG MNT` (opts may be empty).
 pub fn kernel_mount(img: &Path, mnt: &Path, opts: &str) {
-    let o = if opts.is_empty() {
-        "loop".to_string()
-    } else {
-        format!("loop,{opts}")
-    };
+    let o = if opts.is_empty() { "loop".to_string() } else { format!("loop,{opts}") };
     run_ok(Command::new("mount").arg("-o").arg(o).arg(img).arg(mnt));
 }
 
@@ -431,8 +395,8 @@ pub fn kernel_mount(img: &Path, mnt: &Path, opts: &str) {
 pub fn kernel_umount(mnt: &Path) {
     let start = Instant::now();
     loop {
-        let out = run_timeout(Command::new("umount").arg(mnt), Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out =
+            run_timeout(Command::new("umount").arg(mnt), Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
         if out.status.success() {
             return;
         }
@@ -445,16 +409,9 @@ pub fn kernel_umount(mnt: &Path) {
 
 /// `e2fsck -fn IMG` must report a clean filesystem.
 pub fn assert_fsck_clean(img: &Path) {
-    let out = run_timeout(
-        Command::new("e2fsck").arg("-fn").arg(img),
-        Duration::from_secs(300),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "e2fsck -fn {img:?} is not clean (test setup problem):\n{}",
-        output_text(&out)
-    );
+    let out = run_timeout(Command::new("e2fsck").arg("-fn").arg(img), Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "e2fsck -fn {img:?} is not clean (test setup problem):\n{}", output_text(&out));
 }
 
 /// Output of `debugfs -R CMD IMG` (stdout).
@@ -470,10 +427,7 @@ pub fn debugfs_w(img: &Path, cmd: &str) -> String {
 /// The inode number of a path inside an image, from `debugfs stat`.
 pub fn debugfs_inode(img: &Path, path: &str) -> u64 {
     let s = debugfs(img, &format!("stat \"{path}\""));
-    let rest = s
-        .split("Inode:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no Inode: in debugfs stat {path}: {s}"));
+    let rest = s.split("Inode:").nth(1).unwrap_or_else(|| panic!("no Inode: in debugfs stat {path}: {s}"));
     rest.split_whitespace().next().unwrap().parse().unwrap()
 }
 
@@ -520,27 +474,13 @@ pub struct Ext4boxMount {
 /// is in mountinfo as fstype fuse.ext4box, and a server process serves it.
 pub fn ext4box_mount_ok(img: &Path, mnt: &Path, opts: &str) -> Ext4boxMount {
     let out = ext4box_mount(img, mnt, opts);
-    assert!(
-        out.status.success(),
-        "ext4box mount {img:?} {mnt:?} -o {opts:?} failed:\n{}",
-        output_text(&out)
-    );
-    let mi = mountinfo_entry(mnt).unwrap_or_else(|| {
-        panic!("ext4box mount returned 0 but {mnt:?} is not in /proc/self/mountinfo")
-    });
-    assert_eq!(
-        mi.fstype, "fuse.ext4box",
-        "fstype of the ext4box mount at {mnt:?} (mountinfo: {mi:?})"
-    );
+    assert!(out.status.success(), "ext4box mount {img:?} {mnt:?} -o {opts:?} failed:\n{}", output_text(&out));
+    let mi = mountinfo_entry(mnt)
+        .unwrap_or_else(|| panic!("ext4box mount returned 0 but {mnt:?} is not in /proc/self/mountinfo"));
+    assert_eq!(mi.fstype, "fuse.ext4box", "fstype of the ext4box mount at {mnt:?} (mountinfo: {mi:?})");
     let pids = server_pids(mnt);
-    assert!(
-        !pids.is_empty(),
-        "no live ext4box server process whose command line names {mnt:?} after mount"
-    );
-    Ext4boxMount {
-        mnt: mnt.to_path_buf(),
-        pids,
-    }
+    assert!(!pids.is_empty(), "no live ext4box server process whose command line names {mnt:?} after mount");
+    Ext4boxMount { mnt: mnt.to_path_buf(), pids }
 }
 
 impl Ext4boxMount {
@@ -553,18 +493,9 @@ impl Ext4boxMount {
     /// has exited by the time the command returns.
     pub fn unmount(self) {
         let out = ext4box_unmount(&self.mnt);
-        assert!(
-            out.status.success(),
-            "ext4box unmount {:?} failed:\n{}",
-            self.mnt,
-            output_text(&out)
-        );
+        assert!(out.status.success(), "ext4box unmount {:?} failed:\n{}", self.mnt, output_text(&out));
         let still: Vec<i32> = self.pids.iter().copied().filter(|&p| pid_alive(p)).collect();
-        assert!(
-            still.is_empty(),
-            "ext4box unmount {:?} returned but server process(es) {still:?} still run",
-            self.mnt
-        );
+        assert!(still.is_empty(), "ext4box unmount {:?} returned but server process(es) {still:?} still run", self.mnt);
         assert!(
             mountinfo_entry(&self.mnt).is_none(),
             "ext4box unmount {:?} returned 0 but the mount is still listed",
@@ -748,9 +679,7 @@ pub fn list_xattrs(p: &Path) -> Result<Vec<Vec<u8>>, i32> {
         }
         // Exactly the size announced: a server that under-reports fails here.
         let mut buf = vec![0u8; n as usize];
-        let m = unsafe {
-            libc::llistxattr(c.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len())
-        };
+        let m = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
         if m < 0 {
             let e = errno();
             if e == libc::ERANGE {
@@ -759,11 +688,7 @@ pub fn list_xattrs(p: &Path) -> Result<Vec<Vec<u8>>, i32> {
             return Err(e);
         }
         buf.truncate(m as usize);
-        return Ok(buf
-            .split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.to_vec())
-            .collect());
+        return Ok(buf.split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| s.to_vec()).collect());
     }
     Err(libc::ERANGE)
 }
@@ -778,14 +703,7 @@ pub fn get_xattr(p: &Path, name: &[u8]) -> Result<Vec<u8>, i32> {
             return Err(errno());
         }
         let mut buf = vec![0u8; sz as usize];
-        let m = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                n.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
-        };
+        let m = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
         if m < 0 {
             let e = errno();
             if e == libc::ERANGE {
@@ -802,15 +720,7 @@ pub fn get_xattr(p: &Path, name: &[u8]) -> Result<Vec<u8>, i32> {
 pub fn set_xattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let c = cpath(p);
     let n = CString::new(name).unwrap();
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr() as *const libc::c_void,
-            value.len(),
-            0,
-        )
-    };
+    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -946,12 +856,7 @@ pub struct WalkOpts {
 
 impl Default for WalkOpts {
     fn default() -> Self {
-        WalkOpts {
-            max_depth: 64,
-            max_entries: 100_000,
-            read_cap: u64::MAX,
-            deadline: None,
-        }
+        WalkOpts { max_depth: 64, max_entries: 100_000, read_cap: u64::MAX, deadline: None }
     }
 }
 
@@ -969,11 +874,7 @@ impl Walk {
 }
 
 fn join_rel(root: &Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(OsStr::from_bytes(rel))
-    }
+    if rel.is_empty() { root.to_path_buf() } else { root.join(OsStr::from_bytes(rel)) }
 }
 
 pub fn read_xattrs(p: &Path) -> Result<Xattrs, i32> {
@@ -995,8 +896,7 @@ pub fn walk(root: &Path, opts: &WalkOpts) -> Walk {
     let mut entries = Vec::new();
     let mut truncated = None;
     // (relative path, depth, d_type, d_ino)
-    let mut stack: Vec<(Vec<u8>, usize, Option<&'static str>, Option<u64>)> =
-        vec![(Vec::new(), 0, None, None)];
+    let mut stack: Vec<(Vec<u8>, usize, Option<&'static str>, Option<u64>)> = vec![(Vec::new(), 0, None, None)];
     while let Some((rel, depth, dtype, dino)) = stack.pop() {
         if let Some(d) = opts.deadline {
             if Instant::now() > d {
@@ -1011,11 +911,8 @@ pub fn walk(root: &Path, opts: &WalkOpts) -> Walk {
         let p = join_rel(root, &rel);
         let stat = lstat(&p);
         let kind = stat.as_ref().map(|s| s.kind).ok().or(dtype);
-        let link = (kind == Some("symlink")).then(|| {
-            fs::read_link(&p)
-                .map(|t| t.into_os_string().into_vec())
-                .map_err(|e| errno_of(&e))
-        });
+        let link = (kind == Some("symlink"))
+            .then(|| fs::read_link(&p).map(|t| t.into_os_string().into_vec()).map_err(|e| errno_of(&e)));
         let xattrs = read_xattrs(&p);
         let content = (kind == Some("file")).then(|| hash_file(&p, opts.read_cap));
         let mut children = None;
@@ -1049,16 +946,7 @@ pub fn walk(root: &Path, opts: &WalkOpts) -> Walk {
             })();
             children = Some(r);
         }
-        entries.push(Entry {
-            path: rel,
-            dtype,
-            dino,
-            stat,
-            link,
-            xattrs,
-            content,
-            children,
-        });
+        entries.push(Entry { path: rel, dtype, dino, stat, link, xattrs, content, children });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Walk { entries, truncated }
@@ -1126,15 +1014,9 @@ pub fn fields(e: &Entry) -> Vec<(String, String)> {
     }
     match &e.xattrs {
         Ok(xs) => {
-            v.push((
-                "xattr names".into(),
-                xs.iter().map(|(n, _)| esc(n)).collect::<Vec<_>>().join(", "),
-            ));
+            v.push(("xattr names".into(), xs.iter().map(|(n, _)| esc(n)).collect::<Vec<_>>().join(", ")));
             for (n, val) in xs {
-                v.push((
-                    format!("xattr {}", esc(n)),
-                    res(val, |b| format!("{} bytes: {:?}", b.len(), esc(b))),
-                ));
+                v.push((format!("xattr {}", esc(n)), res(val, |b| format!("{} bytes: {:?}", b.len(), esc(b)))));
             }
         }
         Err(err) => v.push(("listxattr".into(), format!("ERROR {}", err_name(*err)))),
@@ -1154,16 +1036,8 @@ pub fn fields(e: &Entry) -> Vec<(String, String)> {
 /// Compares two walks entry by entry; on mismatch prints the first
 /// differences (path by path, field by field) and panics.
 pub fn assert_walks_equal(expected_name: &str, expected: &Walk, actual_name: &str, actual: &Walk) {
-    assert!(
-        expected.truncated.is_none(),
-        "{expected_name} walk stopped early: {:?}",
-        expected.truncated
-    );
-    assert!(
-        actual.truncated.is_none(),
-        "{actual_name} walk stopped early: {:?}",
-        actual.truncated
-    );
+    assert!(expected.truncated.is_none(), "{expected_name} walk stopped early: {:?}", expected.truncated);
+    assert!(actual.truncated.is_none(), "{actual_name} walk stopped early: {:?}", actual.truncated);
     let a: BTreeMap<&[u8], &Entry> = expected.entries.iter().map(|e| (e.path.as_slice(), e)).collect();
     let b: BTreeMap<&[u8], &Entry> = actual.entries.iter().map(|e| (e.path.as_slice(), e)).collect();
     let mut paths: Vec<&[u8]> = a.keys().chain(b.keys()).copied().collect();
@@ -1289,7 +1163,17 @@ pub fn compare_again(walked: &Walk, a_root: &Path, b_root: &Path, max_dirs: usiz
                             .iter()
                             .zip(y.iter())
                             .find(|(p, q)| p != q)
-                            .map(|(p, q)| format!("; first difference: ({}, {}, {}) vs ({}, {}, {})", esc(&p.0), p.1, p.2, esc(&q.0), q.1, q.2))
+                            .map(|(p, q)| {
+                                format!(
+                                    "; first difference: ({}, {}, {}) vs ({}, {}, {})",
+                                    esc(&p.0),
+                                    p.1,
+                                    p.2,
+                                    esc(&q.0),
+                                    q.1,
+                                    q.2
+                                )
+                            })
                             .unwrap_or_default(),
                         _ => String::new(),
                     };
