@@ -457,7 +457,7 @@ esac
 {
     bench_header "ext4box write benchmark" \
         "a fresh image and mount per system, phase group and round; caches dropped once after mounting, then the group's phases run back to back (warm)"
-    echo "- image: sparse $IMG_SIZE file, \`mkfs.ext4 -b 4096\` (defaults otherwise), new for every group; e2fsck -fn after every unmount"
+    echo "- image: sparse $IMG_SIZE file, \`mkfs.ext4 -b 4096\` (defaults otherwise), new for every group; after every unmount e2fsck -fn must find no errors and the state must be clean"
     echo "- sync at the end of untar, create, rename, unlink, rm-rf: $sync_text; seqwrite ends with fsync(2) of the file"
     echo "- tarball: $TARBALL ($(tar -tf "$TARBALL" | wc -l) entries, $(du -m "$TARBALL" | cut -f1) MiB), read from the page cache"
     echo

@@ -386,3 +386,28 @@ fn xattrs_in_every_namespace_and_acls() {
         assert_eq!(get_xattr(&p, b"user.small"), Err(libc::ENODATA));
     });
 }
+
+/// A directory's default ACL is inherited by what is created in it, in place of the umask, exactly as
+/// the kernel's ext4 does it (same modes, same access and default ACLs).
+#[test]
+fn default_acls_are_inherited_like_the_kernel() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("w-default-acl");
+    let (kimg, eimg) = (s.path("k.img"), s.path("e.img"));
+    mkfs(&kimg, 32 << 20, &[]);
+    fs::copy(&kimg, &eimg).unwrap();
+    let (kmnt, emnt) = (s.mkdir("k"), s.mkdir("e"));
+    kernel_mount(&kimg, &kmnt, "");
+    let m = ext4box_mount_ok(&eimg, &emnt, "");
+    let script = "set -e; umask 027; mkdir d plain; setfacl -d -m u:1234:rwx,g::r-x,o::- d; \
+                  touch d/f plain/f; mkdir d/sub plain/sub; mknod d/fifo p; \
+                  stat -c '%A %n' d/f d/sub d/fifo plain/f plain/sub; getfacl -p d/f d/sub d/fifo";
+    let run = |root: &Path| run_ok(Command::new("sh").arg("-c").arg(script).current_dir(root));
+    let (k, e) = (run(&kmnt), run(&emnt));
+    assert_eq!(k, e, "kernel (left) and ext4box (right) differ");
+    m.unmount();
+    kernel_umount(&kmnt);
+    assert_fsck_clean(&eimg);
+}

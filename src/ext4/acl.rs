@@ -61,6 +61,64 @@ pub fn xattr_to_disk(x: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// One ACL entry: tag, permission bits, and the uid/gid of named entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AclEntry {
+    pub tag: u16,
+    pub perm: u16,
+    pub id: u32,
+}
+
+/// Parses an on-disk ACL.
+pub fn parse_disk(disk: &[u8], obj: Object) -> Result<Vec<AclEntry>> {
+    let x = disk_to_xattr(disk, obj)?;
+    Ok(x[4..].chunks_exact(8).map(|e| AclEntry { tag: le16(e, 0), perm: le16(e, 2), id: le32(e, 4) }).collect())
+}
+
+/// Encodes entries in the on-disk format.
+pub fn encode_disk(entries: &[AclEntry]) -> Vec<u8> {
+    let mut x = POSIX_ACL_XATTR_VERSION.to_le_bytes().to_vec();
+    for e in entries {
+        x.extend_from_slice(&e.tag.to_le_bytes());
+        x.extend_from_slice(&e.perm.to_le_bytes());
+        x.extend_from_slice(&e.id.to_le_bytes());
+    }
+    // Entries built from a parsed ACL always convert.
+    xattr_to_disk(&x).unwrap_or_default()
+}
+
+/// The kernel's `posix_acl_create_masq`: masks the inherited ACL `acl` with the requested `mode` and
+/// the mode with the ACL. Returns the new mode, and whether the ACL says more than the mode can (then it
+/// is stored as the new file's access ACL).
+pub fn create_masq(acl: &mut [AclEntry], mode: u16) -> Option<(u16, bool)> {
+    let mut m = mode & 0o777;
+    let mut not_equiv = false;
+    let (mut group_obj, mut mask_obj) = (None, None);
+    for (i, e) in acl.iter_mut().enumerate() {
+        match e.tag {
+            ACL_USER_OBJ => {
+                e.perm &= (m >> 6) & 7;
+                m &= (e.perm << 6) | !0o700;
+            }
+            ACL_USER | ACL_GROUP => not_equiv = true,
+            ACL_GROUP_OBJ => group_obj = Some(i),
+            ACL_OTHER => {
+                e.perm &= m & 7;
+                m &= e.perm | !0o007;
+            }
+            ACL_MASK => {
+                mask_obj = Some(i);
+                not_equiv = true;
+            }
+            _ => return None,
+        }
+    }
+    let g = mask_obj.or(group_obj)?;
+    acl[g].perm &= (m >> 3) & 7;
+    m &= (acl[g].perm << 3) | !0o070;
+    Some(((mode & !0o777) | m, not_equiv))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +136,24 @@ mod tests {
         assert_eq!(le32(&x, 16), 1234);
         assert!(disk_to_xattr(&disk[..disk.len() - 2], Object::Inode(12)).is_err());
         assert_eq!(xattr_to_disk(&x).unwrap(), disk);
+    }
+
+    #[test]
+    fn inherited_acl_masks_the_mode() {
+        // default: user::rwx, user:1234:rwx, group::r-x, mask::rwx, other::---; create with 0644.
+        let mut acl = vec![
+            AclEntry { tag: ACL_USER_OBJ, perm: 7, id: u32::MAX },
+            AclEntry { tag: ACL_USER, perm: 7, id: 1234 },
+            AclEntry { tag: ACL_GROUP_OBJ, perm: 5, id: u32::MAX },
+            AclEntry { tag: ACL_MASK, perm: 7, id: u32::MAX },
+            AclEntry { tag: ACL_OTHER, perm: 0, id: u32::MAX },
+        ];
+        let (mode, extended) = create_masq(&mut acl, 0o100644).unwrap();
+        assert_eq!(mode, 0o100640);
+        assert!(extended);
+        assert_eq!(acl[0].perm, 6);
+        assert_eq!(acl[3].perm, 4, "the mask takes the group bits of the mode");
+        let round = parse_disk(&encode_disk(&acl), Object::Inode(1)).unwrap();
+        assert_eq!(round, acl);
     }
 }

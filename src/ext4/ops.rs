@@ -25,6 +25,9 @@ pub struct NewInode {
     pub gid: u32,
     /// Device number (`new_encode_dev` layout) for character and block devices.
     pub rdev: u32,
+    /// The caller's umask, when the kernel left it to the filesystem (FUSE_DONT_MASK): it applies only
+    /// where the parent has no default ACL, as on a local ext4.
+    pub umask: Option<u32>,
 }
 
 /// A time to set: a given one, or now.
@@ -118,9 +121,36 @@ impl Filesystem {
                 mode |= S_ISGID;
             }
         }
+        let inherited = if kind == FileKind::Symlink { None } else { self.default_acl(parent)? };
+        let mut access_acl = None;
+        match &inherited {
+            // As posix_acl_create: the parent's default ACL, masked by the requested mode, replaces the umask.
+            Some(default) => {
+                let mut acl = default.clone();
+                if let Some((m, extended)) = acl::create_masq(&mut acl, mode) {
+                    mode = m;
+                    if extended {
+                        access_acl = Some(acl::encode_disk(&acl));
+                    }
+                }
+            }
+            None => {
+                if let Some(umask) = new.umask {
+                    if kind != FileKind::Symlink {
+                        mode &= !(umask as u16 & 0o777);
+                    }
+                }
+            }
+        }
         let ino = tx.alloc_inode(self.group_of(parent.ino), kind == FileKind::Directory)?;
         let generation = tx.next_generation();
         let mut inode = Inode::new(&self.sb, ino, mode, new.uid, gid, Timestamp::now(), generation)?;
+        if let Some(a) = &access_acl {
+            xattr_write::set(tx, &mut inode, xattr::INDEX_POSIX_ACL_ACCESS, b"", Some(a), 0)?;
+        }
+        if let (Some(default), FileKind::Directory) = (&inherited, kind) {
+            xattr_write::set(tx, &mut inode, xattr::INDEX_POSIX_ACL_DEFAULT, b"", Some(&acl::encode_disk(default)), 0)?;
+        }
         let extents = self.sb.has_incompat(INCOMPAT_EXTENTS);
         match kind {
             FileKind::Regular | FileKind::Directory if extents => {
@@ -138,6 +168,18 @@ impl Filesystem {
             _ => {}
         }
         Ok(inode)
+    }
+
+    /// The default ACL of directory `dir`, if it has one.
+    fn default_acl(&self, dir: &Inode) -> Result<Option<Vec<acl::AclEntry>>> {
+        match self.get_xattr(dir, b"system.posix_acl_default") {
+            Ok(x) => {
+                let disk = acl::xattr_to_disk(&x)?;
+                Ok(Some(acl::parse_disk(&disk, super::error::Object::Xattr(dir.ino.0))?))
+            }
+            Err(Error::NoAttr) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates a regular file, fifo, socket or device node `name` in `parent`.

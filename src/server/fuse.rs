@@ -50,12 +50,17 @@ impl fuser::Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // On a writable mount the kernel also caches writes (writeback cache): small writes coalesce
         // into large ones, and size and mtime are kept by the kernel, which is the only writer.
-        let writeback: &[InitFlags] = if self.server.writable() { &[InitFlags::FUSE_WRITEBACK_CACHE] } else { &[] };
+        // And the umask is left to the engine (FUSE_DONT_MASK), so that a parent's default ACL can take its
+        // place, as on a local ext4.
+        let writeback: &[InitFlags] =
+            if self.server.writable() { &[InitFlags::FUSE_WRITEBACK_CACHE, InitFlags::FUSE_DONT_MASK] } else { &[] };
         for &flag in WANTED.iter().chain(writeback) {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!(?flag, "kernel does not offer this FUSE capability");
             } else if flag == InitFlags::FUSE_WRITEBACK_CACHE {
                 self.server.kernel_keeps_file_times();
+            } else if flag == InitFlags::FUSE_DONT_MASK {
+                self.server.engine_applies_umask();
             }
         }
         Ok(())
@@ -144,12 +149,12 @@ impl fuser::Filesystem for FuseFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
         let t = self.server.timeouts();
-        match self.server.create(parent, name.as_bytes(), mode, req.uid(), req.gid()) {
+        match self.server.create(parent, name.as_bytes(), mode, umask, (req.uid(), req.gid())) {
             Ok(((attr, generation), fh)) => {
                 reply.created(&t.entry, &attr, Generation(generation), FileHandle(fh), FopenFlags::empty())
             }
@@ -157,21 +162,12 @@ impl fuser::Filesystem for FuseFs {
         }
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        entry(self, self.server.mknod(parent, name.as_bytes(), mode, rdev, req.uid(), req.gid()), reply);
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        entry(self, self.server.mknod(parent, name.as_bytes(), mode, umask, rdev, (req.uid(), req.gid())), reply);
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        entry(self, self.server.mkdir(parent, name.as_bytes(), mode, req.uid(), req.gid()), reply);
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        entry(self, self.server.mkdir(parent, name.as_bytes(), mode, umask, req.uid(), req.gid()), reply);
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {

@@ -71,6 +71,8 @@ pub struct Server {
     /// Open files of a writable mount: handle -> inode.
     open: Mutex<HashMap<u64, InodeNo>>,
     next_fh: AtomicU64,
+    /// The kernel leaves the umask to us (FUSE_DONT_MASK granted).
+    fs_masks: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,6 +97,7 @@ impl Server {
             lookups: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            fs_masks: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -314,12 +317,27 @@ impl Server {
 // ---- Write handlers: each is one engine transaction. ----
 
 impl Server {
-    pub fn create(&self, parent: INodeNo, name: &[u8], mode: u32, uid: u32, gid: u32) -> Reply<((FileAttr, u64), u64)> {
-        let inode = self.fs.mknod(
-            attr::inode_of(parent),
-            name,
-            NewInode { mode: (mode & 0o7777) | 0o100000, uid, gid, rdev: 0 },
-        )?;
+    /// The umask to apply in the engine: the caller's when the kernel left masking to us (FUSE_DONT_MASK).
+    fn umask(&self, umask: u32) -> Option<u32> {
+        self.fs_masks.load(Ordering::Relaxed).then_some(umask)
+    }
+
+    /// The kernel granted FUSE_DONT_MASK: the engine applies the umask, or the parent's default ACL.
+    pub fn engine_applies_umask(&self) {
+        self.fs_masks.store(true, Ordering::Relaxed);
+    }
+
+    pub fn create(
+        &self,
+        parent: INodeNo,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        who: (u32, u32),
+    ) -> Reply<((FileAttr, u64), u64)> {
+        let new =
+            NewInode { mode: (mode & 0o7777) | 0o100000, uid: who.0, gid: who.1, rdev: 0, umask: self.umask(umask) };
+        let inode = self.fs.mknod(attr::inode_of(parent), name, new)?;
         let entry = self.entry(&inode);
         let fh = self.open(attr::nodeid_of(inode.ino), libc::O_RDWR)?;
         Ok((entry, fh))
@@ -330,22 +348,35 @@ impl Server {
         parent: INodeNo,
         name: &[u8],
         mode: u32,
+        umask: u32,
         rdev: u32,
-        uid: u32,
-        gid: u32,
+        who: (u32, u32),
     ) -> Reply<(FileAttr, u64)> {
-        let inode = self.fs.mknod(attr::inode_of(parent), name, NewInode { mode, uid, gid, rdev })?;
+        let new = NewInode { mode, uid: who.0, gid: who.1, rdev, umask: self.umask(umask) };
+        let inode = self.fs.mknod(attr::inode_of(parent), name, new)?;
         Ok(self.entry(&inode))
     }
 
-    pub fn mkdir(&self, parent: INodeNo, name: &[u8], mode: u32, uid: u32, gid: u32) -> Reply<(FileAttr, u64)> {
-        let inode = self.fs.mkdir(attr::inode_of(parent), name, NewInode { mode, uid, gid, rdev: 0 })?;
+    pub fn mkdir(
+        &self,
+        parent: INodeNo,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Reply<(FileAttr, u64)> {
+        let inode = self.fs.mkdir(
+            attr::inode_of(parent),
+            name,
+            NewInode { mode, uid, gid, rdev: 0, umask: self.umask(umask) },
+        )?;
         Ok(self.entry(&inode))
     }
 
     pub fn symlink(&self, parent: INodeNo, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Reply<(FileAttr, u64)> {
-        let inode =
-            self.fs.symlink(attr::inode_of(parent), name, target, NewInode { mode: 0o120777, uid, gid, rdev: 0 })?;
+        let new = NewInode { mode: 0o120777, uid, gid, rdev: 0, umask: None };
+        let inode = self.fs.symlink(attr::inode_of(parent), name, target, new)?;
         Ok(self.entry(&inode))
     }
 
