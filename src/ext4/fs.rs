@@ -100,8 +100,12 @@ pub struct Filesystem {
     pub(crate) lock: RwLock<()>,
     /// Why the filesystem is read-only, or `None` when it is writable.
     read_only: Option<String>,
-    /// Open files per inode, so that an unlinked file lives until its last close.
-    pub(crate) open_counts: Mutex<HashMap<u32, u32>>,
+    /// References the caller (the kernel, through FUSE lookups) holds per inode: an unlinked inode lives
+    /// on the orphan list until the last is dropped, and its number is not reused before.
+    pub(crate) refs: Mutex<HashMap<u32, u64>>,
+    /// Inodes put on the orphan list because they were unlinked while referenced: deleted at their last
+    /// unpin (or at unmount).
+    pub(crate) doomed: Mutex<std::collections::HashSet<u32>>,
     /// Source of `i_generation` values.
     pub(crate) generation: AtomicU32,
     /// The caller's kernel keeps regular files' mtime and ctime itself (FUSE writeback cache) and sends
@@ -155,7 +159,8 @@ impl Filesystem {
             pending: Mutex::new(HashMap::new()),
             lock: RwLock::new(()),
             read_only,
-            open_counts: Mutex::new(HashMap::new()),
+            refs: Mutex::new(HashMap::new()),
+            doomed: Mutex::new(std::collections::HashSet::new()),
             generation: AtomicU32::new((seed.nsec ^ (seed.sec as u32).rotate_left(13)) | 1),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
             overhead: 0,

@@ -311,17 +311,18 @@ impl Filesystem {
         self.touch(inode, false);
         if inode.links_count > 0 {
             tx.write_inode(inode)?;
-        } else if self.open_count(inode.ino) > 0 {
+        } else if self.ref_count(inode.ino) > 0 {
             tx.orphan_add(inode);
             tx.write_inode(inode)?;
+            self.doomed.lock().unwrap_or_else(|p| p.into_inner()).insert(inode.ino.0);
         } else {
             self.delete_inode(tx, inode)?;
         }
         Ok(())
     }
 
-    fn open_count(&self, ino: InodeNo) -> u32 {
-        self.open_counts.lock().unwrap_or_else(|p| p.into_inner()).get(&ino.0).copied().unwrap_or(0)
+    fn ref_count(&self, ino: InodeNo) -> u64 {
+        self.refs.lock().unwrap_or_else(|p| p.into_inner()).get(&ino.0).copied().unwrap_or(0)
     }
 
     /// Removes `name` (not a directory) from `parent`.
@@ -615,30 +616,33 @@ impl Filesystem {
         tx.commit()
     }
 
-    /// Counts an open of `ino` (an unlinked file then lives until the matching [`Self::release_file`]).
-    pub fn open_file(&self, ino: InodeNo) {
-        *self.open_counts.lock().unwrap_or_else(|p| p.into_inner()).entry(ino.0).or_insert(0) += 1;
+    /// Counts a reference the caller took to `ino` (a FUSE lookup: the kernel then holds the inode until
+    /// it forgets it, open files and mappings included).
+    pub fn pin(&self, ino: InodeNo) {
+        *self.refs.lock().unwrap_or_else(|p| p.into_inner()).entry(ino.0).or_insert(0) += 1;
     }
 
-    /// Counts a close of `ino`; the last close of an unlinked file deletes it.
-    pub fn release_file(&self, ino: InodeNo) -> Result<()> {
+    /// Drops `n` references to `ino`; when the last goes and the inode has no links left (it was unlinked
+    /// while still in use), it is taken off the orphan list and deleted.
+    pub fn unpin(&self, ino: InodeNo, n: u64) -> Result<()> {
         {
-            let mut counts = self.open_counts.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(n) = counts.get_mut(&ino.0) else { return Ok(()) };
-            *n -= 1;
-            if *n > 0 {
+            let mut refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(c) = refs.get_mut(&ino.0) else { return Ok(()) };
+            *c = c.saturating_sub(n);
+            if *c > 0 {
                 return Ok(());
             }
-            counts.remove(&ino.0);
+            refs.remove(&ino.0);
         }
-        if self.is_read_only() {
+        if !self.doomed.lock().unwrap_or_else(|p| p.into_inner()).contains(&ino.0) {
             return Ok(());
         }
         let mut tx = self.begin()?;
-        let mut inode = match inode_mut(&tx, ino) {
-            Ok(i) => i,
-            Err(_) => return Ok(()),
-        };
+        // Pinned again meanwhile (a lookup raced the forget), or already deleted: leave it.
+        if self.ref_count(ino) > 0 || !self.doomed.lock().unwrap_or_else(|p| p.into_inner()).remove(&ino.0) {
+            return Ok(());
+        }
+        let mut inode = inode_mut(&tx, ino)?;
         if inode.links_count != 0 {
             return Ok(());
         }

@@ -91,6 +91,9 @@ impl Filesystem {
         if self.is_read_only() {
             return Ok(());
         }
+        // Inodes unlinked while the kernel still held them, and not forgotten before the unmount, are
+        // deleted now, as the kernel's final iput would.
+        self.process_orphans()?;
         let _guard = self.lock.write().unwrap_or_else(|p| p.into_inner());
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = super::bytes::le16(&st.raw, 0x3A) | STATE_VALID;

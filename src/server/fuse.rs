@@ -126,19 +126,6 @@ impl fuser::Filesystem for FuseFs {
         reply.error(FuseErrno::ENOSYS);
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        empty(self.server.release(fh.0), reply);
-    }
-
     fn destroy(&mut self) {
         self.server.shutdown();
     }

@@ -10,9 +10,8 @@
 pub mod attr;
 pub mod fuse;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{FileAttr, FileType, INodeNo};
@@ -66,19 +65,10 @@ pub struct ServerOptions {
 pub struct Server {
     fs: Arc<Filesystem>,
     opts: ServerOptions,
-    /// Kernel references per inode: incremented by every entry we reply with, decremented by forget.
-    lookups: Mutex<HashMap<u32, u64>>,
-    /// Open files of a writable mount: handle -> inode.
-    open: Mutex<HashMap<u64, InodeNo>>,
-    next_fh: AtomicU64,
     /// The kernel leaves the umask to us (FUSE_DONT_MASK granted).
     fs_masks: std::sync::atomic::AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The maps stay consistent across a panic in another handler (each update is one call).
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 const SEEK_DATA: i32 = 3;
 const SEEK_HOLE: i32 = 4;
@@ -94,9 +84,6 @@ impl Server {
         Server {
             fs,
             opts,
-            lookups: Mutex::new(HashMap::new()),
-            open: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
             fs_masks: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -115,13 +102,9 @@ impl Server {
 
     /// Counts one more kernel reference to `ino`.
     fn remember(&self, ino: InodeNo) {
-        *lock(&self.lookups).entry(ino.0).or_insert(0) += 1;
+        self.fs.pin(ino);
     }
 
-    /// Number of inodes the kernel currently holds references to (for tests and statistics).
-    pub fn referenced_inodes(&self) -> usize {
-        lock(&self.lookups).len()
-    }
 
     /// The kernel granted the writeback cache: it now keeps regular files' mtime and ctime itself.
     pub fn kernel_keeps_file_times(&self) {
@@ -155,13 +138,8 @@ impl Server {
     }
 
     pub fn forget(&self, nodeid: INodeNo, nlookup: u64) {
-        let ino = attr::inode_of(nodeid).0;
-        let mut lookups = lock(&self.lookups);
-        if let Some(n) = lookups.get_mut(&ino) {
-            *n = n.saturating_sub(nlookup);
-            if *n == 0 {
-                lookups.remove(&ino);
-            }
+        if let Err(e) = self.fs.unpin(attr::inode_of(nodeid), nlookup) {
+            tracing::warn!(error = %e, "could not delete an unlinked inode after its last reference");
         }
     }
 
@@ -182,7 +160,8 @@ impl Server {
         Err(Errno(ENOSYS))
     }
 
-    /// open: on a writable mount, counted so that an unlinked file lives until its last release.
+    /// open: on a writable mount, refuses what ext4 would refuse for the inode's flags (the kernel cannot
+    /// see them). The kernel's lookup reference, not the open, keeps an unlinked file alive.
     pub fn open(&self, nodeid: INodeNo, flags: i32) -> Reply<u64> {
         if !self.writable() {
             return Err(Errno(ENOSYS));
@@ -202,18 +181,7 @@ impl Server {
                 return Err(Errno(libc::EPERM));
             }
         }
-        self.fs.open_file(ino);
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.open).insert(fh, ino);
-        Ok(fh)
-    }
-
-    pub fn release(&self, fh: u64) -> Reply<()> {
-        let ino = lock(&self.open).remove(&fh);
-        if let Some(ino) = ino {
-            self.fs.release_file(ino)?;
-        }
-        Ok(())
+        Ok(0)
     }
 
     pub fn read(&self, nodeid: INodeNo, offset: u64, size: u32) -> Reply<Vec<u8>> {
