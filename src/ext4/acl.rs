@@ -119,6 +119,16 @@ pub fn create_masq(acl: &mut [AclEntry], mode: u16) -> Option<(u16, bool)> {
     Some(((mode & !0o777) | m, not_equiv))
 }
 
+/// The kernel's `posix_acl_equiv_mode` and `posix_acl_update_mode`: the permission bits an access ACL
+/// implies (owner, mask or group, other), and whether the ACL says nothing more than those bits (then it
+/// is not stored at all).
+pub fn mode_of(acl: &[AclEntry]) -> (u16, bool) {
+    let perm = |tag| acl.iter().find(|e| e.tag == tag).map_or(0, |e| e.perm & 7);
+    let group = if acl.iter().any(|e| e.tag == ACL_MASK) { perm(ACL_MASK) } else { perm(ACL_GROUP_OBJ) };
+    let equiv = acl.iter().all(|e| matches!(e.tag, ACL_USER_OBJ | ACL_GROUP_OBJ | ACL_OTHER));
+    ((perm(ACL_USER_OBJ) << 6) | (group << 3) | perm(ACL_OTHER), equiv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

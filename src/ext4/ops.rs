@@ -585,7 +585,22 @@ impl Filesystem {
         if index == xattr::INDEX_POSIX_ACL_DEFAULT && inode.kind != FileKind::Directory {
             return Err(if value.is_some() { Error::Invalid } else { Error::NoAttr });
         }
-        xattr_write::set(&mut tx, &mut inode, index, suffix, value, xflags)?;
+        let mut value = value;
+        if let (xattr::INDEX_POSIX_ACL_ACCESS, Some(v)) = (index, value) {
+            // The filesystem keeps the mode in step with an access ACL (FUSE leaves it to us): the ACL's
+            // owner, mask (or group) and other bits become the mode's, and an ACL that says no more than
+            // the mode is not stored.
+            let (perm, equiv) = acl::mode_of(&acl::parse_disk(v, super::error::Object::Xattr(ino.0))?);
+            inode.mode = (inode.mode & !0o777) | perm;
+            if equiv {
+                value = None;
+            }
+        }
+        match xattr_write::set(&mut tx, &mut inode, index, suffix, value, xflags) {
+            // Storing an ACL equivalent to the mode removes any earlier one; there may be none.
+            Err(Error::NoAttr) if index == xattr::INDEX_POSIX_ACL_ACCESS => {}
+            r => r?,
+        }
         self.touch(&mut inode, false);
         tx.write_inode(&inode)?;
         tx.commit()

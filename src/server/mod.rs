@@ -190,7 +190,13 @@ impl Server {
         Ok(self.fs.read(&inode, offset, size as usize)?)
     }
 
+    /// SEEK_DATA / SEEK_HOLE from the extent map. On a writable mount the kernel may hold written data
+    /// the map does not show yet (writeback cache), so there ENOSYS lets the kernel answer itself, treating
+    /// the whole file as data, which is always correct if less precise.
     pub fn lseek(&self, nodeid: INodeNo, offset: i64, whence: i32) -> Reply<i64> {
+        if self.writable() {
+            return Err(Errno(ENOSYS));
+        }
         let _g = self.fs.shared();
         let inode = self.inode(nodeid)?;
         let offset = u64::try_from(offset).map_err(|_| Errno(EINVAL))?;
