@@ -24,6 +24,12 @@ if [[ ! -e /dev/fuse ]]; then
 fi
 [[ -e /dev/fuse ]] || { echo "setup: /dev/fuse is missing and the fuse module could not be loaded" >&2; exit 1; }
 
+# POSIX conformance tests: the Rust pjdfstest (from crates.io).
+if ! command -v pjdfstest >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/pjdfstest" ]; then
+    echo "setup: installing pjdfstest with cargo"
+    cargo install pjdfstest --version 0.2.2 --locked --quiet
+fi
+
 # fuser 0.18 needs Rust 1.85 or later; Debian bookworm's own cargo is older.
 ver=$(cargo --version | awk '{print $2}')
 if [[ "$(printf '%s\n' 1.85.0 "$ver" | sort -V | head -1)" != 1.85.0 ]]; then

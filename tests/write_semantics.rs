@@ -444,3 +444,21 @@ fn shared_xattr_blocks_are_copied_on_write() {
     assert_eq!(acl_block("b"), shared, "b kept the shared block");
     assert_ne!(acl_block("a"), shared, "a got a block of its own");
 }
+
+/// A file takes at most 65,000 links (EXT4_LINK_MAX): the next link() is EMLINK, as on the kernel.
+#[test]
+fn link_count_stops_at_65000() {
+    roundtrip("w-linkmax", &["-b", "4096", "-N", "1024"], 256 << 20, |mnt| {
+        fs::write(mnt.join("f"), b"linked").unwrap();
+        fs::create_dir(mnt.join("links")).unwrap();
+        for i in 1..65_000 {
+            fs::hard_link(mnt.join("f"), mnt.join(format!("links/{i}"))).unwrap();
+        }
+        assert_eq!(fs::metadata(mnt.join("f")).unwrap().nlink(), 65_000);
+        let e = fs::hard_link(mnt.join("f"), mnt.join("links/one-too-many")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EMLINK));
+        for i in (1..65_000).step_by(2) {
+            fs::remove_file(mnt.join(format!("links/{i}"))).unwrap();
+        }
+    });
+}
