@@ -109,7 +109,11 @@ fn pjdfstest_passes_wherever_it_passes_on_kernel_ext4() {
         .map(|(name, _)| format!("{name}: {}", ours.get(name).map_or("missing", String::as_str)))
         .collect();
     let passed = ours.values().filter(|r| r.as_str() == "ok").count();
-    eprintln!("pjdfstest: kernel ext4 {} ok; ext4box {passed} ok of {}", kernel.values().filter(|r| *r == "ok").count(), ours.len());
+    eprintln!(
+        "pjdfstest: kernel ext4 {} ok; ext4box {passed} ok of {}",
+        kernel.values().filter(|r| *r == "ok").count(),
+        ours.len()
+    );
     assert!(
         regressions.is_empty(),
         "tests that pass on kernel ext4 but not on ext4box:\n{}\n--- ext4box output (tail) ---\n{}",

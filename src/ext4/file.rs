@@ -116,7 +116,9 @@ impl MapEdit {
 /// The largest number of blocks a file may hold: 2^32 - 1 with extents (the kernel's `EXT_MAX_BLOCKS`,
 /// so the largest size is that many blocks), the reach of the indirect map otherwise.
 fn max_blocks(fs: &Filesystem, inode: &Inode) -> u64 {
-    if inode.has_flag(flags::EXTENTS) || (inode.has_flag(flags::INLINE_DATA) && fs.sb.has_incompat(super::features::INCOMPAT_EXTENTS)) {
+    if inode.has_flag(flags::EXTENTS)
+        || (inode.has_flag(flags::INLINE_DATA) && fs.sb.has_incompat(super::features::INCOMPAT_EXTENTS))
+    {
         (1 << 32) - 1
     } else {
         let p = u64::from(fs.block_size() / 4);

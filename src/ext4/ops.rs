@@ -16,6 +16,8 @@ use super::{acl, xattr};
 /// The most links an inode may have (`EXT4_LINK_MAX`).
 const LINK_MAX: u16 = 65000;
 const S_ISGID: u16 = 0o2000;
+/// `EXT4_NOATIME_FL`: chattr +A.
+const NOATIME_FL: u32 = 0x80;
 
 /// Who creates a new inode, and with what mode (file type bits included).
 #[derive(Debug, Clone, Copy)]
@@ -602,6 +604,18 @@ impl Filesystem {
             r => r?,
         }
         self.touch(&mut inode, false);
+        tx.write_inode(&inode)?;
+        tx.commit()
+    }
+
+    /// Sets the access time of `ino` to now (a read under relatime or strictatime).
+    pub fn touch_atime(&self, ino: InodeNo) -> Result<()> {
+        let mut tx = self.begin()?;
+        let mut inode = inode_mut(&tx, ino)?;
+        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(NOATIME_FL) {
+            return Ok(());
+        }
+        inode.atime = Timestamp::now();
         tx.write_inode(&inode)?;
         tx.commit()
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::ext4::{self, FileDevice, Filesystem};
 use crate::server::fuse::FuseFs;
-use crate::server::{Server, ServerOptions};
+use crate::server::{AtimePolicy, Server, ServerOptions};
 pub use options::MountOptions;
 
 /// The filesystem type the mount shows in /proc/mounts: `fuse.ext4box`.
@@ -158,8 +158,15 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
     mount_syscall(&source, &target, fuse.as_raw_fd(), &options)?;
     tracing::info!(image = %req.image.display(), mountpoint = %target.display(), "mounted");
 
+    let atime = if options.noatime {
+        AtimePolicy::Never
+    } else if options.strictatime {
+        AtimePolicy::Always
+    } else {
+        AtimePolicy::Relative
+    };
     if req.foreground {
-        return serve(fs, fuse, &target, file, None);
+        return serve(fs, fuse, &target, file, None, atime);
     }
     let (ready_r, ready_w) = pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
     // SAFETY: the process has a single thread here (no server thread has started), so fork is safe.
@@ -171,7 +178,7 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         0 => {
             drop(ready_r);
             daemonize();
-            let code = match serve(fs, fuse, &target, file, Some(ready_w)) {
+            let code = match serve(fs, fuse, &target, file, Some(ready_w), atime) {
                 Ok(()) => 0,
                 Err(_) => 1,
             };
@@ -231,8 +238,15 @@ fn daemonize() {
 
 /// Runs the FUSE session on `fuse` until the filesystem is unmounted. `image` is kept open (and so
 /// locked) for the whole time.
-fn serve(fs: Filesystem, fuse: File, target: &Path, image: File, ready: Option<File>) -> Result<(), String> {
-    let server = Arc::new(Server::new(Arc::new(fs), ServerOptions::default()));
+fn serve(
+    fs: Filesystem,
+    fuse: File,
+    target: &Path,
+    image: File,
+    ready: Option<File>,
+    atime: AtimePolicy,
+) -> Result<(), String> {
+    let server = Arc::new(Server::new(Arc::new(fs), ServerOptions { atime, ..Default::default() }));
     let mut config = fuser::Config::default();
     config.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8));
     // The kernel enforces who may use the mount (user_id, allow_other); fuser must not filter again.
@@ -243,7 +257,8 @@ fn serve(fs: Filesystem, fuse: File, target: &Path, image: File, ready: Option<F
             let _ = r.write_all(msg);
         }
     };
-    let session = match fuser::Session::from_fd(FuseFs::new(server), fd, fuser::SessionACL::All, config) {
+    let adapter = FuseFs::new(server.clone());
+    let session = match fuser::Session::from_fd(adapter, fd, fuser::SessionACL::All, config) {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("E FUSE handshake failed: {e}");
@@ -252,6 +267,8 @@ fn serve(fs: Filesystem, fuse: File, target: &Path, image: File, ready: Option<F
             return Err(msg);
         }
     };
+    // Only now is there a session to send notifications on.
+    server.set_invalidator(crate::server::fuse::invalidator(session.notifier()));
     let dev = mountinfo::find(target).map(|m| m.dev);
     if let Some(dev) = &dev {
         if let Err(e) = registry::record(dev, std::process::id()) {

@@ -42,6 +42,14 @@ impl FuseFs {
     }
 }
 
+/// How the server tells the kernel about attributes it changed on its own (access times): an inode
+/// invalidation with a negative offset, which drops the cached attributes and keeps the cached pages.
+pub fn invalidator(notifier: fuser::Notifier) -> Box<dyn Fn(crate::ext4::InodeNo) + Send + Sync> {
+    Box::new(move |ino| {
+        let _ = notifier.inval_inode(super::attr::nodeid_of(ino), -1, 0);
+    })
+}
+
 fn err(e: Errno) -> FuseErrno {
     FuseErrno::from_i32(e.0)
 }

@@ -10,8 +10,8 @@
 pub mod attr;
 pub mod fuse;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fuser::{FileAttr, FileType, INodeNo};
@@ -59,6 +59,21 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
     pub timeouts: Timeouts,
+    /// When reads update the access time (the kernel leaves it to a FUSE server).
+    pub atime: AtimePolicy,
+}
+
+/// The access-time rule of the mount options, as the kernel applies them to a local filesystem.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AtimePolicy {
+    /// `noatime`: never.
+    Never,
+    /// `relatime` (the default): when the access time is not after the modification or change time, or is
+    /// more than a day old.
+    #[default]
+    Relative,
+    /// `strictatime`: on every read.
+    Always,
 }
 
 /// A FUSE server over one opened filesystem.
@@ -67,8 +82,9 @@ pub struct Server {
     opts: ServerOptions,
     /// The kernel leaves the umask to us (FUSE_DONT_MASK granted).
     fs_masks: std::sync::atomic::AtomicBool,
+    /// Tells the kernel an inode's cached attributes are stale (set by the transport adapter).
+    invalidate: std::sync::OnceLock<Box<dyn Fn(InodeNo) + Send + Sync>>,
 }
-
 
 const SEEK_DATA: i32 = 3;
 const SEEK_HOLE: i32 = 4;
@@ -81,11 +97,7 @@ const ERANGE: i32 = 34;
 
 impl Server {
     pub fn new(fs: Arc<Filesystem>, opts: ServerOptions) -> Server {
-        Server {
-            fs,
-            opts,
-            fs_masks: std::sync::atomic::AtomicBool::new(false),
-        }
+        Server { fs, opts, fs_masks: std::sync::atomic::AtomicBool::new(false), invalidate: std::sync::OnceLock::new() }
     }
 
     pub fn timeouts(&self) -> Timeouts {
@@ -104,7 +116,6 @@ impl Server {
     fn remember(&self, ino: InodeNo) {
         self.fs.pin(ino);
     }
-
 
     /// The kernel granted the writeback cache: it now keeps regular files' mtime and ctime itself.
     pub fn kernel_keeps_file_times(&self) {
@@ -167,7 +178,7 @@ impl Server {
             return Err(Errno(ENOSYS));
         }
         let ino = attr::inode_of(nodeid);
-        {
+        let reading_stale = {
             let _g = self.fs.shared();
             let inode = self.fs.user_inode(ino)?;
             // The kernel does not know the inode flags of a FUSE file: refuse here what it would refuse for
@@ -180,14 +191,59 @@ impl Server {
             {
                 return Err(Errno(libc::EPERM));
             }
+            flags & libc::O_ACCMODE != libc::O_WRONLY && self.atime_due(&inode)
+        };
+        if reading_stale {
+            self.update_atime(ino);
         }
         Ok(0)
     }
 
+    /// Registers how to tell the kernel that an inode's cached attributes are stale.
+    pub fn set_invalidator(&self, f: Box<dyn Fn(InodeNo) + Send + Sync>) {
+        let _ = self.invalidate.set(f);
+    }
+
     pub fn read(&self, nodeid: INodeNo, offset: u64, size: u32) -> Reply<Vec<u8>> {
-        let _g = self.fs.shared();
-        let inode = self.inode(nodeid)?;
-        Ok(self.fs.read(&inode, offset, size as usize)?)
+        let (data, stale_atime) = {
+            let _g = self.fs.shared();
+            let inode = self.inode(nodeid)?;
+            (self.fs.read(&inode, offset, size as usize)?, self.atime_due(&inode))
+        };
+        if stale_atime {
+            self.update_atime(attr::inode_of(nodeid));
+        }
+        Ok(data)
+    }
+
+    /// The kernel keeps no access times for FUSE files and answers cached reads itself, so the server
+    /// sets them when it sees an access (a read from the image, or an open for reading) and tells the
+    /// kernel to fetch the attributes again.
+    fn update_atime(&self, ino: InodeNo) {
+        match self.fs.touch_atime(ino) {
+            Ok(()) => {
+                if let Some(f) = self.invalidate.get() {
+                    f(ino);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "access time not updated"),
+        }
+    }
+
+    /// Whether a read of `inode` should update its access time under the mount's rule.
+    fn atime_due(&self, inode: &Inode) -> bool {
+        if !self.writable() || inode.kind != FileKind::Regular {
+            return false;
+        }
+        match self.opts.atime {
+            AtimePolicy::Never => false,
+            AtimePolicy::Always => true,
+            AtimePolicy::Relative => {
+                let (a, m, c) = (inode.atime, inode.mtime, inode.ctime);
+                let older = |x: ext4::Timestamp, y: ext4::Timestamp| (x.sec, x.nsec) <= (y.sec, y.nsec);
+                older(a, m) || older(a, c) || ext4::Timestamp::now().sec - a.sec >= 24 * 3600
+            }
+        }
     }
 
     /// SEEK_DATA / SEEK_HOLE from the extent map. On a writable mount the kernel may hold written data
