@@ -5,7 +5,9 @@ use std::process::Command;
 
 use clap::{Parser, Subcommand};
 
-use crate::launcher::{self, MountOptions, MountRequest};
+use crate::launcher::{self, MountOptions, MountRequest, worker};
+use crate::sandbox;
+use crate::server::AtimePolicy;
 
 #[derive(Parser)]
 #[command(name = "ext4box", version, about = "Mount ext2/ext3/ext4 images through FUSE, parsed by a safe-Rust engine")]
@@ -30,6 +32,8 @@ enum Cmd {
         /// Serve in this process until unmounted, logging to stderr.
         #[arg(short, long)]
         foreground: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Unmount MOUNTPOINT and wait until its server has exited (so the image is final).
     #[command(alias = "umount")]
@@ -37,20 +41,123 @@ enum Cmd {
     /// Build a small sample image with mkfs.ext4 from files shipped with ext4box, mount it, list it,
     /// and unmount it.
     Demo,
+    /// Seccomp policies: `ext4box policy check [FILE]` validates one (default: the built-in policy) and
+    /// prints what it allows.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyCmd,
+    },
+    /// The confined worker the launcher starts (internal).
+    #[command(hide = true)]
+    Worker {
+        /// The mount point served (for `ps` and the log).
+        #[arg(long)]
+        mountpoint: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long)]
+        read_only: bool,
+        #[arg(long)]
+        norecovery: bool,
+        #[arg(long, default_value = "relative")]
+        atime: String,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Confines itself as the worker does, then tries one thing a compromised worker would (internal,
+    /// for tests): open, socket, execve, ptrace, mount, or write (allowed: writes to stdout).
+    #[command(hide = true)]
+    SandboxProbe {
+        attempt: String,
+        /// The file to open, or the directory to mount a tmpfs on.
+        #[arg(default_value = "/etc/hostname")]
+        path: PathBuf,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
 }
 
-fn init_logging(verbose: bool) {
-    let level = if verbose { tracing::Level::DEBUG } else { tracing::Level::WARN };
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).without_time().try_init();
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate a policy file (default: the built-in one) and print what it allows.
+    Check { file: Option<PathBuf> },
+}
+
+/// How the worker is confined.
+#[derive(clap::Args, Clone)]
+struct SandboxArgs {
+    /// Run the worker without the sandbox. For debugging only: the image is then parsed with full
+    /// privileges.
+    #[arg(long)]
+    no_sandbox: bool,
+    /// The user the worker runs as, UID or UID:GID (default 65534:65534, nobody:nogroup).
+    #[arg(long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// A seccomp policy file to use instead of the built-in one (see policy/).
+    #[arg(long, value_name = "FILE")]
+    seccomp_policy: Option<PathBuf>,
+}
+
+impl SandboxArgs {
+    fn resolve(&self) -> Result<Option<(sandbox::Identity, Option<PathBuf>)>, String> {
+        if self.no_sandbox {
+            return Ok(None);
+        }
+        let id = match &self.user {
+            None => sandbox::DEFAULT_IDENTITY,
+            Some(u) => {
+                let (uid, gid) = u.split_once(':').unwrap_or((u, u));
+                let num = |v: &str| v.parse::<u32>().map_err(|_| format!("--user {u}: expected UID or UID:GID"));
+                sandbox::Identity { uid: num(uid)?, gid: num(gid)? }
+            }
+        };
+        Ok(Some((id, self.seccomp_policy.clone())))
+    }
+}
+
+/// Logs go to stderr (without colours: the worker's stderr is a pipe, and probing the terminal would be a
+/// system call its sandbox refuses), and to the systemd journal when one runs.
+fn init_logging(verbose: bool, default: tracing::Level) {
+    use tracing_subscriber::prelude::*;
+    let level = if verbose { tracing::Level::DEBUG } else { default };
+    let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).without_time();
+    let journal = if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        tracing_journald::layer().ok()
+    } else {
+        None
+    };
+    let _ = tracing_subscriber::registry().with(filter).with(stderr).with(journal).try_init();
 }
 
 /// Runs the command line; returns the process exit code. Errors are one line on stderr.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The worker reports what it does at info level: its log goes to the launcher, which files it.
+    let is_worker = matches!(cli.command, Cmd::Worker { .. });
+    init_logging(cli.verbose, if is_worker { tracing::Level::INFO } else { tracing::Level::WARN });
     let result = match cli.command {
-        Cmd::Mount { image, mountpoint, options, foreground } => MountOptions::parse(&options.join(","))
-            .and_then(|options| launcher::mount(&MountRequest { image, mountpoint, options, foreground })),
+        Cmd::Mount { image, mountpoint, options, foreground, sandbox } => MountOptions::parse(&options.join(","))
+            .and_then(|options| {
+                let sandbox = sandbox.resolve()?;
+                launcher::mount(&MountRequest { image, mountpoint, options, foreground, sandbox })
+            }),
+        Cmd::Worker { mountpoint: _, offset, read_only, norecovery, atime, sandbox } => {
+            let atime = match atime.as_str() {
+                "never" => AtimePolicy::Never,
+                "always" => AtimePolicy::Always,
+                _ => AtimePolicy::Relative,
+            };
+            return match sandbox.resolve() {
+                Ok(sandbox) => worker::run(worker::WorkerArgs { offset, read_only, norecovery, atime, sandbox }),
+                Err(e) => {
+                    eprintln!("ext4box worker: {e}");
+                    2
+                }
+            };
+        }
+        Cmd::Policy { action: PolicyCmd::Check { file } } => policy_check(file.as_deref()),
+        Cmd::SandboxProbe { attempt, path, sandbox } => return sandbox_probe(&attempt, &path, &sandbox),
         Cmd::Unmount { mountpoint } => launcher::unmount(&mountpoint),
         Cmd::Demo => demo(),
     };
@@ -99,7 +206,14 @@ fn run_demo(work: &Path) -> Result<(), String> {
     }
     println!("built {} with mkfs.ext4 -d; mounting it read-only on {}", image.display(), mnt.display());
     let options = MountOptions::parse("ro")?;
-    launcher::mount(&MountRequest { image: image.clone(), mountpoint: mnt.clone(), options, foreground: false })?;
+    let sandbox = Some((sandbox::DEFAULT_IDENTITY, None));
+    launcher::mount(&MountRequest {
+        image: image.clone(),
+        mountpoint: mnt.clone(),
+        options,
+        foreground: false,
+        sandbox,
+    })?;
     let listed = list(&mnt, &mnt).and_then(|()| {
         let text = std::fs::read_to_string(mnt.join("hello.txt")).map_err(io)?;
         println!("\n--- hello.txt ---\n{text}");
@@ -125,4 +239,61 @@ fn list(root: &Path, dir: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn policy_check(file: Option<&Path>) -> Result<(), String> {
+    let text = sandbox::policy_text(file)?;
+    let policy = sandbox::Policy::compile(&text)?;
+    println!("{}: valid", file.map_or_else(|| "built-in policy".to_string(), |f| f.display().to_string()));
+    for line in policy.describe() {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Confines this process exactly as the worker confines itself, then makes one attempt; the exit status
+/// says what happened (0: the attempt succeeded; 13: it failed with EACCES; 1: another error; death by
+/// SIGSYS: seccomp killed it).
+fn sandbox_probe(attempt: &str, path: &Path, args: &SandboxArgs) -> i32 {
+    let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return 2 };
+    let sandbox = match args.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    if let Some((id, file)) = sandbox {
+        let confined = sandbox::policy_text(file.as_deref())
+            .and_then(|t| sandbox::Policy::compile(&t))
+            .and_then(|p| sandbox::confine(&p, id, 16));
+        if let Err(e) = confined {
+            eprintln!("{e}");
+            return 2;
+        }
+    }
+    // SAFETY: each attempt is a plain syscall with valid arguments.
+    let rc = unsafe {
+        match attempt {
+            "open" => libc::open(cpath.as_ptr(), libc::O_RDONLY),
+            "socket" => libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0),
+            "execve" => {
+                let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+                libc::execve(c"/bin/true".as_ptr(), argv.as_ptr(), std::ptr::null())
+            }
+            "ptrace" => libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) as i32,
+            "mount" => libc::mount(c"none".as_ptr(), cpath.as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()),
+            "write" => libc::write(1, b"ok\n".as_ptr().cast(), 3) as i32,
+            _ => {
+                eprintln!("unknown attempt {attempt}");
+                return 2;
+            }
+        }
+    };
+    if rc >= 0 {
+        return 0;
+    }
+    let e = std::io::Error::last_os_error();
+    eprintln!("{attempt}: {e}");
+    if e.raw_os_error() == Some(libc::EACCES) { 13 } else { 1 }
 }

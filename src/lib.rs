@@ -7,4 +7,5 @@
 pub mod cli;
 pub mod ext4;
 pub mod launcher;
+pub mod sandbox;
 pub mod server;

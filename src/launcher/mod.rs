@@ -5,20 +5,18 @@
 pub mod mountinfo;
 pub mod options;
 pub mod registry;
+pub mod supervisor;
+pub mod worker;
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::ext4::{self, FileDevice, Filesystem};
-use crate::server::fuse::FuseFs;
-use crate::server::{AtimePolicy, Server, ServerOptions};
+use crate::server::AtimePolicy;
 pub use options::MountOptions;
 
 /// The filesystem type the mount shows in /proc/mounts: `fuse.ext4box`.
@@ -31,9 +29,12 @@ pub struct MountRequest {
     pub mountpoint: PathBuf,
     pub options: MountOptions,
     pub foreground: bool,
+    /// The worker's identity and seccomp policy file (built-in when `None`); `None` altogether disables
+    /// the sandbox (`--no-sandbox`).
+    pub sandbox: Option<(crate::sandbox::Identity, Option<PathBuf>)>,
 }
 
-fn errno_text(e: &std::io::Error) -> String {
+pub(crate) fn errno_text(e: &std::io::Error) -> String {
     // std adds " (os error N)"; the message alone reads better in a one-line error.
     let s = e.to_string();
     match s.find(" (os error") {
@@ -86,20 +87,7 @@ fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
     std::fs::canonicalize(path).map_err(|e| format!("mount point {shown}: {}", errno_text(&e)))
 }
 
-/// Opens the filesystem on `file`, turning engine errors into one line that names the image.
-fn open_filesystem(file: &File, req: &MountRequest) -> Result<Filesystem, String> {
-    let shown = req.image.display();
-    let clone = file.try_clone().map_err(|e| format!("{shown}: {}", errno_text(&e)))?;
-    let dev = FileDevice::new(clone, req.options.offset).map_err(|e| format!("{shown}: {}", errno_text(&e)))?;
-    let opts = ext4::MountOptions {
-        norecovery: req.options.norecovery,
-        read_only: req.options.read_only,
-        ..Default::default()
-    };
-    Filesystem::open(Box::new(dev), &opts).map_err(|e| format!("{shown}: {e}"))
-}
-
-fn mount_syscall(source: &str, target: &Path, fuse_fd: i32, opts: &MountOptions) -> Result<(), String> {
+pub(crate) fn mount_syscall(source: &str, target: &Path, fuse_fd: i32, opts: &MountOptions) -> Result<(), String> {
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let mut data = format!("fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}");
@@ -124,26 +112,24 @@ fn mount_syscall(source: &str, target: &Path, fuse_fd: i32, opts: &MountOptions)
     Ok(())
 }
 
-fn detach(target: &Path) {
+pub(crate) fn detach(target: &Path) {
     if let Ok(t) = CString::new(target.as_os_str().as_bytes()) {
         // SAFETY: valid NUL-terminated path.
         unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
-/// Mounts `req.image` on `req.mountpoint` and serves it. Returns once the mount is live (background), or
-/// when it is unmounted (`foreground`).
+/// Mounts `req.image` on `req.mountpoint` and serves it from a confined worker. Returns once the mount is
+/// live (background), or when it is unmounted (`foreground`). The launcher itself never reads the image:
+/// the worker parses it, after confining itself, and reports back.
 pub fn mount(req: &MountRequest) -> Result<(), String> {
-    let file = open_image(&req.image, !req.options.read_only)?;
+    let image = open_image(&req.image, !req.options.read_only)?;
     let target = check_mountpoint(&req.mountpoint)?;
-    let fs = open_filesystem(&file, req)?;
-    let mut options = req.options.clone();
-    if !options.read_only {
-        if let Some(why) = fs.read_only_reason() {
-            // Not an error: the image is still useful read-only, and the user is told why.
-            eprintln!("ext4box: {}: mounting read-only: {why}", req.image.display());
-            options.read_only = true;
-        }
+    // A policy that does not parse stops the mount here, before anything is mounted.
+    if let Some((_, file)) = &req.sandbox {
+        crate::sandbox::Policy::compile(&crate::sandbox::policy_text(file.as_deref())?)?;
+    } else {
+        eprintln!("ext4box: WARNING: --no-sandbox: the image will be parsed by a process with full privileges");
     }
     let fuse = OpenOptions::new()
         .read(true)
@@ -155,60 +141,67 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         Some(n) => n.clone(),
         None => std::fs::canonicalize(&req.image).unwrap_or(req.image.clone()).to_string_lossy().into_owned(),
     };
-    mount_syscall(&source, &target, fuse.as_raw_fd(), &options)?;
-    tracing::info!(image = %req.image.display(), mountpoint = %target.display(), "mounted");
-
-    let atime = if options.noatime {
+    let o = &req.options;
+    let atime = if o.noatime {
         AtimePolicy::Never
-    } else if options.strictatime {
+    } else if o.strictatime {
         AtimePolicy::Always
     } else {
         AtimePolicy::Relative
     };
+    let prepared = supervisor::Prepared {
+        image,
+        fuse,
+        target: target.clone(),
+        source,
+        options: o.clone(),
+        worker: worker::WorkerArgs {
+            offset: o.offset,
+            read_only: o.read_only,
+            norecovery: o.norecovery,
+            atime,
+            sandbox: req.sandbox.clone(),
+        },
+        image_shown: req.image.display().to_string(),
+    };
     if req.foreground {
-        return serve(fs, fuse, &target, file, None, atime);
+        return supervisor::supervise(prepared, None);
     }
     let (ready_r, ready_w) = pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
-    // SAFETY: the process has a single thread here (no server thread has started), so fork is safe.
+    // SAFETY: the process has a single thread here, so fork is safe.
     match unsafe { libc::fork() } {
-        -1 => {
-            detach(&target);
-            Err(format!("fork: {}", errno_text(&std::io::Error::last_os_error())))
-        }
+        -1 => Err(format!("fork: {}", errno_text(&std::io::Error::last_os_error()))),
         0 => {
             drop(ready_r);
             daemonize();
-            let code = match serve(fs, fuse, &target, file, Some(ready_w), atime) {
-                Ok(()) => 0,
-                Err(_) => 1,
-            };
+            let code = i32::from(supervisor::supervise(prepared, Some(ready_w)).is_err());
             std::process::exit(code)
         }
-        child => {
+        _child => {
             drop(ready_w);
-            drop(fuse);
-            wait_ready(ready_r, child, &target)
+            wait_ready(ready_r)
         }
     }
 }
 
-/// The parent's side of the start-up handshake: `R` means the server answered FUSE_INIT; anything else
-/// is the child's error message.
-fn wait_ready(mut ready: File, child: libc::pid_t, target: &Path) -> Result<(), String> {
-    let mut msg = Vec::new();
-    let _ = ready.read_to_end(&mut msg);
-    if msg.first() == Some(&b'R') {
-        return Ok(());
+/// The caller's side of the start-up: warnings are printed as they come, `R` means the mount is live,
+/// `E` is the error that stopped it.
+fn wait_ready(ready: File) -> Result<(), String> {
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(ready).lines().map_while(Result::ok) {
+        if line == "R" {
+            return Ok(());
+        }
+        if let Some(w) = line.strip_prefix("W ") {
+            eprintln!("ext4box: {w}");
+        } else if let Some(e) = line.strip_prefix("E ") {
+            return Err(e.to_string());
+        }
     }
-    detach(target);
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(child, &mut status, 0) };
-    let text = String::from_utf8_lossy(msg.get(1..).unwrap_or_default()).trim().to_string();
-    Err(if text.is_empty() { "the server exited before the mount was ready".into() } else { text })
+    Err("the server exited before the mount was ready".into())
 }
 
-fn pipe() -> std::io::Result<(File, File)> {
+pub(crate) fn pipe() -> std::io::Result<(File, File)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -234,55 +227,6 @@ fn daemonize() {
             }
         }
     }
-}
-
-/// Runs the FUSE session on `fuse` until the filesystem is unmounted. `image` is kept open (and so
-/// locked) for the whole time.
-fn serve(
-    fs: Filesystem,
-    fuse: File,
-    target: &Path,
-    image: File,
-    ready: Option<File>,
-    atime: AtimePolicy,
-) -> Result<(), String> {
-    let server = Arc::new(Server::new(Arc::new(fs), ServerOptions { atime, ..Default::default() }));
-    let mut config = fuser::Config::default();
-    config.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8));
-    // The kernel enforces who may use the mount (user_id, allow_other); fuser must not filter again.
-    config.acl = fuser::SessionACL::All;
-    let fd: OwnedFd = fuse.into();
-    let report = |ready: Option<File>, msg: &[u8]| {
-        if let Some(mut r) = ready {
-            let _ = r.write_all(msg);
-        }
-    };
-    let adapter = FuseFs::new(server.clone());
-    let session = match fuser::Session::from_fd(adapter, fd, fuser::SessionACL::All, config) {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("E FUSE handshake failed: {e}");
-            report(ready, msg.as_bytes());
-            detach(target);
-            return Err(msg);
-        }
-    };
-    // Only now is there a session to send notifications on.
-    server.set_invalidator(crate::server::fuse::invalidator(session.notifier()));
-    let dev = mountinfo::find(target).map(|m| m.dev);
-    if let Some(dev) = &dev {
-        if let Err(e) = registry::record(dev, std::process::id()) {
-            tracing::warn!(error = %e, "cannot record the server's pid; unmount will not wait for it");
-        }
-    }
-    report(ready, b"R");
-    let result = session.run().map_err(|e| format!("FUSE session ended with an error: {e}"));
-    if let Some(dev) = &dev {
-        registry::remove(dev, std::process::id());
-    }
-    drop(image);
-    tracing::info!(mountpoint = %target.display(), "unmounted; server exits");
-    result
 }
 
 /// The absolute form of `p` with its parent resolved (the last component is not touched, since it may

@@ -1,0 +1,256 @@
+//! The launcher's privileged side after the checks: mount, start the worker with only its descriptors,
+//! relay its log, and watch it. When the worker dies of anything but a clean unmount (a crash, a seccomp
+//! kill, the OOM killer), the mount is detached so that no dead mount point is left, and the cause is
+//! reported.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::worker::{FUSE_FD, IMAGE_FD, STATUS_FD, WorkerArgs};
+use super::{MountOptions, detach, errno_text, mountinfo, registry};
+use crate::server::AtimePolicy;
+
+/// Everything the supervisor needs, opened and checked by the launcher.
+pub struct Prepared {
+    pub image: File,
+    pub fuse: File,
+    pub target: std::path::PathBuf,
+    pub source: String,
+    pub options: MountOptions,
+    pub worker: WorkerArgs,
+    pub image_shown: String,
+}
+
+/// Reports to whoever waits for the mount (the launcher's foreground process): status lines as the
+/// worker's, plus `E` for the launcher's own errors.
+pub type Reporter = Option<File>;
+
+fn report(r: &mut Reporter, line: &str) {
+    match r {
+        Some(f) => {
+            let _ = f.write_all(format!("{line}\n").as_bytes());
+        }
+        None => {
+            // Foreground: the supervisor is the process the user runs.
+            if let Some(w) = line.strip_prefix("W ") {
+                eprintln!("ext4box: {w}");
+            }
+        }
+    }
+}
+
+/// Mounts, runs the worker, and waits for it. Returns when the worker has exited.
+pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
+    super::mount_syscall(&p.source, &p.target, p.fuse.as_raw_fd(), &p.options)?;
+    let (status_r, status_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
+    let (log_r, log_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
+    let pid = match spawn_worker(&p, &status_w, &log_w) {
+        Ok(pid) => pid,
+        Err(e) => {
+            detach(&p.target);
+            return Err(e);
+        }
+    };
+    // The supervisor keeps no copy of /dev/fuse or the image: the worker holds them (and the image lock).
+    drop(p.fuse);
+    drop(p.image);
+    drop(status_w);
+    drop(log_w);
+    let fields = (p.image_shown.clone(), p.target.display().to_string());
+    std::thread::spawn(move || relay_log(log_r, fields));
+
+    let mut ready = false;
+    let mut failure = None;
+    for line in BufReader::new(status_r).lines().map_while(Result::ok) {
+        if let Some(why) = line.strip_prefix("W ro ") {
+            remount_read_only(&p.target);
+            report(&mut reporter, &format!("W {}: mounting read-only: {why}", p.image_shown));
+        } else if line.starts_with("W ") {
+            report(&mut reporter, &line);
+        } else if line == "R" {
+            ready = true;
+            if let Some(m) = mountinfo::find(&p.target) {
+                if let Err(e) = registry::record(&m.dev, std::process::id()) {
+                    tracing::warn!(error = %e, "cannot record the mount; unmount will not wait for it");
+                }
+            }
+            report(&mut reporter, "R");
+            break;
+        } else if let Some(msg) = line.strip_prefix("E ") {
+            failure = Some(format!("{}: {msg}", p.image_shown));
+            break;
+        }
+    }
+    if !ready {
+        detach(&p.target);
+        let cause = wait_worker(pid);
+        let msg = failure.unwrap_or_else(|| format!("the worker exited before the mount was ready ({})", cause.1));
+        report(&mut reporter, &format!("E {msg}"));
+        return Err(msg);
+    }
+    let dev = mountinfo::find(&p.target).map(|m| m.dev);
+    let (clean, cause) = wait_worker(pid);
+    if let Some(dev) = &dev {
+        registry::remove(dev, std::process::id());
+    }
+    if clean {
+        return Ok(());
+    }
+    // The worker died: take the mount away rather than leave programs hanging on a dead connection.
+    detach(&p.target);
+    let msg = format!("the worker serving {} died ({cause}); the mount was detached", p.target.display());
+    tracing::error!("{msg}");
+    Err(msg)
+}
+
+/// Forks and execs `ext4box worker` with descriptors 3, 4, 5 (fuse, image, status) and stderr on the log
+/// pipe; nothing else is inherited (every other descriptor is close-on-exec).
+fn spawn_worker(p: &Prepared, status_w: &File, log_w: &File) -> Result<libc::pid_t, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the ext4box binary: {e}"))?;
+    let mut argv: Vec<String> = vec![
+        exe.display().to_string(),
+        "worker".into(),
+        // Names the mount in `ps` and in the worker's log; the worker does nothing else with it.
+        "--mountpoint".into(),
+        p.target.display().to_string(),
+        "--offset".into(),
+        p.worker.offset.to_string(),
+        "--atime".into(),
+        match p.worker.atime {
+            AtimePolicy::Never => "never",
+            AtimePolicy::Relative => "relative",
+            AtimePolicy::Always => "always",
+        }
+        .into(),
+    ];
+    if p.worker.read_only {
+        argv.push("--read-only".into());
+    }
+    if p.worker.norecovery {
+        argv.push("--norecovery".into());
+    }
+    match &p.worker.sandbox {
+        Some((id, policy)) => {
+            argv.extend(["--user".into(), format!("{}:{}", id.uid, id.gid)]);
+            if let Some(file) = policy {
+                argv.extend(["--seccomp-policy".into(), file.display().to_string()]);
+            }
+        }
+        None => argv.push("--no-sandbox".into()),
+    }
+    let cargs: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "argument contains NUL")?;
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let exe_c = CString::new(exe.as_os_str().as_bytes()).map_err(|_| "path contains NUL")?;
+    let env_c = [c"PATH=/usr/sbin:/usr/bin:/sbin:/bin".as_ptr(), std::ptr::null()];
+    let fds = [p.fuse.as_raw_fd(), p.image.as_raw_fd(), status_w.as_raw_fd(), log_w.as_raw_fd()];
+    // SAFETY: between fork and exec the child calls only async-signal-safe functions (dup, dup2, fcntl,
+    // open, execve, _exit) on values prepared before the fork.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", errno_text(&std::io::Error::last_os_error()))),
+        0 => unsafe {
+            // Move the four descriptors out of the way first (they may already sit on 3..5), then into place.
+            let tmp: Vec<i32> = fds.iter().map(|&fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10)).collect();
+            if tmp.iter().any(|&t| t < 0) {
+                libc::_exit(127);
+            }
+            for (fd, target) in [(tmp[0], FUSE_FD), (tmp[1], IMAGE_FD), (tmp[2], STATUS_FD), (tmp[3], 2)] {
+                // dup2 clears close-on-exec on the new descriptor.
+                if libc::dup2(fd, target) < 0 {
+                    libc::_exit(127);
+                }
+            }
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::dup2(null, 1);
+            }
+            // Nothing else crosses over, whatever the caller left open without close-on-exec.
+            libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, 0u32);
+            libc::execve(exe_c.as_ptr(), ptrs.as_ptr(), env_c.as_ptr());
+            libc::_exit(127)
+        },
+        pid => Ok(pid),
+    }
+}
+
+/// Waits for the worker; returns whether it exited cleanly, and how it ended.
+fn wait_worker(pid: libc::pid_t) -> (bool, String) {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if rc < 0 {
+        return (false, format!("waitpid: {}", std::io::Error::last_os_error()));
+    }
+    if libc::WIFEXITED(status) {
+        let code = libc::WEXITSTATUS(status);
+        return (code == 0, format!("exit status {code}"));
+    }
+    let sig = libc::WTERMSIG(status);
+    let mut cause = format!("killed by signal {sig} ({})", signal_name(sig));
+    if sig == libc::SIGSYS {
+        match seccomp_victim_syscall(pid) {
+            Some(nr) => cause.push_str(&format!(": the seccomp policy does not allow syscall {nr}")),
+            None => cause.push_str(": a system call outside the seccomp policy"),
+        }
+    }
+    (false, cause)
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+/// The syscall number of a seccomp kill, from the kernel's audit record (`type=1326 ... pid=P ...
+/// syscall=N`) in the kernel log, when the kernel logs it.
+fn seccomp_victim_syscall(pid: libc::pid_t) -> Option<u64> {
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg").ok()?;
+    let mut found = None;
+    let needle = format!("pid={pid} ");
+    let mut reader = BufReader::new(f);
+    let mut line = String::new();
+    // /dev/kmsg returns one record per read and EAGAIN at the end.
+    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+        if line.contains("type=1326") && line.contains(&needle) {
+            found = line.split_whitespace().find_map(|w| w.strip_prefix("syscall=")?.parse().ok());
+        }
+        line.clear();
+    }
+    found
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Makes the mount read-only (per mount point: the worker found a feature it cannot write).
+fn remount_read_only(target: &Path) {
+    if let Ok(t) = CString::new(target.as_os_str().as_bytes()) {
+        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+        // SAFETY: valid NUL-terminated path; null source, fstype and data are allowed for a remount.
+        unsafe { libc::mount(std::ptr::null(), t.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
+    }
+}
+
+/// Forwards the worker's log lines as events of the supervisor, which go to the systemd journal when one
+/// runs (with the image and mount point as fields) and to stderr in the foreground. The worker itself,
+/// confined, can only write to its pipe.
+fn relay_log(log: File, (image, mountpoint): (String, String)) {
+    for line in BufReader::new(log).lines().map_while(Result::ok) {
+        tracing::info!(target: "ext4box::worker", image = %image, mountpoint = %mountpoint, "{line}");
+    }
+}

@@ -1,0 +1,85 @@
+//! The worker: the unprivileged process that parses the image and serves FUSE. It inherits three
+//! descriptors from the launcher (the mounted `/dev/fuse`, the image, and a status pipe), confines itself
+//! (see `crate::sandbox`) before it reads a byte of the image or starts a thread, then serves until the
+//! filesystem is unmounted.
+//!
+//! Status lines to the launcher: `W <text>` (a warning, e.g. `W ro <why>` when the image can only be
+//! mounted read-only), then `R` when serving, or `E <text>` when it cannot serve.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::ext4::{self, FileDevice, Filesystem};
+use crate::sandbox::{self, Identity, Policy};
+use crate::server::fuse::FuseFs;
+use crate::server::{AtimePolicy, Server, ServerOptions};
+
+/// The descriptor numbers the launcher hands over.
+pub const FUSE_FD: i32 = 3;
+pub const IMAGE_FD: i32 = 4;
+pub const STATUS_FD: i32 = 5;
+
+/// What the worker is asked to do (from its command line).
+#[derive(Debug, Clone)]
+pub struct WorkerArgs {
+    pub offset: u64,
+    pub read_only: bool,
+    pub norecovery: bool,
+    pub atime: AtimePolicy,
+    /// Who to become and which seccomp policy file (the built-in one when `None`); `None` altogether: run
+    /// without the sandbox (`--no-sandbox`, debugging only).
+    pub sandbox: Option<(Identity, Option<std::path::PathBuf>)>,
+}
+
+fn send(status: &mut File, line: &str) {
+    let _ = status.write_all(format!("{line}\n").as_bytes());
+}
+
+/// The worker's main: returns the process exit code.
+pub fn run(args: WorkerArgs) -> i32 {
+    // SAFETY: the launcher put these descriptors in place for us and nothing else owns them.
+    let (fuse, image, mut status) =
+        unsafe { (OwnedFd::from_raw_fd(FUSE_FD), File::from_raw_fd(IMAGE_FD), File::from_raw_fd(STATUS_FD)) };
+    match serve(args, fuse, image, &mut status) {
+        Ok(()) => 0,
+        Err(msg) => {
+            send(&mut status, &format!("E {msg}"));
+            tracing::error!("{msg}");
+            1
+        }
+    }
+}
+
+fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Result<(), String> {
+    match &args.sandbox {
+        Some((id, policy_file)) => {
+            let policy = Policy::compile(&sandbox::policy_text(policy_file.as_deref())?)?;
+            // Descriptors 0-5 are in use; the worker opens none after this.
+            for step in sandbox::confine(&policy, *id, 16)? {
+                tracing::info!("sandbox: {step}");
+            }
+        }
+        None => tracing::warn!("running WITHOUT the sandbox (--no-sandbox): the image is parsed with full privileges"),
+    }
+    let dev = FileDevice::new(image, args.offset).map_err(|e| format!("{e}"))?;
+    let opts = ext4::MountOptions { norecovery: args.norecovery, read_only: args.read_only, ..Default::default() };
+    let fs = Filesystem::open(Box::new(dev), &opts).map_err(|e| e.to_string())?;
+    if !args.read_only {
+        if let Some(why) = fs.read_only_reason() {
+            send(status, &format!("W ro {why}"));
+        }
+    }
+    let server = Arc::new(Server::new(Arc::new(fs), ServerOptions { atime: args.atime, ..Default::default() }));
+    let mut config = fuser::Config::default();
+    config.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8));
+    // The kernel enforces who may use the mount (user_id, allow_other); fuser must not filter again, and
+    // the worker's uid is not the users'.
+    config.acl = fuser::SessionACL::All;
+    let session = fuser::Session::from_fd(FuseFs::new(server.clone()), fuse, fuser::SessionACL::All, config)
+        .map_err(|e| format!("FUSE handshake failed: {e}"))?;
+    server.set_invalidator(crate::server::fuse::invalidator(session.notifier()));
+    send(status, "R");
+    session.run().map_err(|e| format!("FUSE session ended with an error: {e}"))
+}
