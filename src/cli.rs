@@ -117,7 +117,7 @@ impl SandboxArgs {
 
 /// Logs go to stderr (without colours: the worker's stderr is a pipe, and probing the terminal would be a
 /// system call its sandbox refuses), and to the systemd journal when one runs.
-fn init_logging(verbose: bool, default: tracing::Level) {
+pub fn init_logging(verbose: bool, default: tracing::Level) {
     use tracing_subscriber::prelude::*;
     let level = if verbose { tracing::Level::DEBUG } else { default };
     let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
