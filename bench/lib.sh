@@ -12,10 +12,14 @@
 #   mounts ............. fs_mount SYSTEM IMG MNT MODE, fs_unmount MNT, unmount_all
 #                        (unmount_all is installed as an EXIT trap by bench_init)
 #   caches/timing ...... drop_caches, time_cmd
+#   systems ............ has_system, uses_ext4box_binary, selected_systems
 #   results ............ record, median, median_of, ratio, cmp_ge, fmt_cell,
-#                        render_table, bench_header
+#                        sandbox_cost, render_table, sandbox_report, bench_header
 #
-# Systems: "kernel" (loop mount), "fuse2fs" (e2fsprogs' FUSE driver), "ext4box".
+# Systems: "kernel" (loop mount), "fuse2fs" (e2fsprogs' FUSE driver), "ext4box"
+# (sandboxed worker, the default), "nosandbox" (the same ext4box binary with
+# --no-sandbox: the worker runs unconfined; comparing it with "ext4box" gives
+# the cost of the sandbox).
 
 # Decimal point in $EPOCHREALTIME and printf must be '.', sorting must be bytewise.
 export LC_ALL=C
@@ -27,7 +31,8 @@ EXT4BOX=${EXT4BOX:-/work/main/target/release/ext4box}
 ROUNDS=${ROUNDS:-5}
 UNMOUNT_TIMEOUT=${UNMOUNT_TIMEOUT:-600}   # seconds `ext4box unmount` may take
 SYSTEMS=${SYSTEMS:-kernel fuse2fs ext4box}
-ALL_SYSTEMS=(kernel fuse2fs ext4box)
+ALL_SYSTEMS=(kernel fuse2fs ext4box nosandbox)   # also the order of the table's columns
+SANDBOX_TARGET_PCT=3     # the sandbox should cost less than this (ext4box vs nosandbox)
 
 # ---------------------------------------------------------------- logging
 
@@ -49,12 +54,13 @@ bench_check_env() {
             kernel)  ;;
             fuse2fs) command -v fuse2fs >/dev/null ||
                          die "fuse2fs not installed (apt-get install -y fuse2fs)" ;;
-            ext4box) [[ -x $EXT4BOX ]] ||
-                         die "ext4box binary not found at $EXT4BOX (build it, or set EXT4BOX, or drop it from SYSTEMS)" ;;
+            ext4box|nosandbox)
+                     [[ -x $EXT4BOX ]] ||
+                         die "ext4box binary not found at $EXT4BOX (build it, or set EXT4BOX, or drop $s from SYSTEMS)" ;;
             *) die "unknown system '$s' in SYSTEMS (known: ${ALL_SYSTEMS[*]})" ;;
         esac
     done
-    [[ $SYSTEMS =~ fuse2fs|ext4box ]] && { [[ -c /dev/fuse ]] || die "/dev/fuse missing"; }
+    [[ $SYSTEMS =~ fuse2fs|ext4box|nosandbox ]] && { [[ -c /dev/fuse ]] || die "/dev/fuse missing"; }
     command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 missing (apt-get install -y e2fsprogs)"
     return 0
 }
@@ -66,12 +72,30 @@ bench_init() {
     mkdir -p "$BENCH_DIR"
     : >"$BENCH_DIR/fuse2fs.log"     # server logs, one run's worth
     : >"$BENCH_DIR/ext4box.log"
+    : >"$BENCH_DIR/nosandbox.log"   # (its WARNING about running unconfined is expected)
+    LOAD_AT_START=$(cut -d' ' -f1 /proc/loadavg)
     clear_stale_mounts
     trap unmount_all EXIT
     trap 'exit 129' HUP
     trap 'exit 130' INT
     trap 'exit 141' PIPE
     trap 'exit 143' TERM
+}
+
+# ---------------------------------------------------------------- systems
+
+# has_system NAME: true if NAME is one of the words in SYSTEMS.
+has_system() { [[ " $SYSTEMS " == *" $1 "* ]]; }
+
+# uses_ext4box_binary: true if a selected system runs $EXT4BOX (ext4box or nosandbox).
+uses_ext4box_binary() { has_system ext4box || has_system nosandbox; }
+
+# selected_systems: the selected systems in table order (ALL_SYSTEMS order), one per line.
+selected_systems() {
+    local s
+    for s in "${ALL_SYSTEMS[@]}"; do
+        ! has_system "$s" || echo "$s"
+    done
 }
 
 # ---------------------------------------------------------------- caches and clock
@@ -182,11 +206,13 @@ fs_mount() {
             }
             MOUNT_PID[$mnt]=$pid
             ;;
-        ext4box)
+        ext4box|nosandbox)
             # The CLI returns once the mount is live; the server daemonizes.
-            "$EXT4BOX" mount "$img" "$mnt" -o "$mode" >>"$BENCH_DIR/ext4box.log" 2>&1 ||
-                die "ext4box mount failed (see $BENCH_DIR/ext4box.log)"
-            mountpoint -q "$mnt" || die "ext4box mount returned but $mnt is not mounted"
+            # nosandbox: the same worker without confinement (prints a WARNING, expected).
+            local extra=(); [[ $sys == nosandbox ]] && extra=(--no-sandbox)
+            "$EXT4BOX" mount "$img" "$mnt" -o "$mode" "${extra[@]}" >>"$BENCH_DIR/$sys.log" 2>&1 ||
+                die "$sys mount failed (see $BENCH_DIR/$sys.log)"
+            mountpoint -q "$mnt" || die "$sys mount returned but $mnt is not mounted"
             ;;
         *) die "fs_mount: unknown system '$sys'" ;;
     esac
@@ -217,10 +243,10 @@ fs_unmount() {
             fi
             unset 'MOUNT_PID[$mnt]'
             ;;
-        ext4box)
+        ext4box|nosandbox)
             # (bounded: an unmount that never returns is a bug to report, not a reason to hang)
-            if ! timeout "$UNMOUNT_TIMEOUT" "$EXT4BOX" unmount "$mnt" >>"$BENCH_DIR/ext4box.log" 2>&1; then
-                UNMOUNT_PROBLEM="'ext4box unmount $mnt' failed or took more than ${UNMOUNT_TIMEOUT}s (see $BENCH_DIR/ext4box.log)"
+            if ! timeout "$UNMOUNT_TIMEOUT" "$EXT4BOX" unmount "$mnt" >>"$BENCH_DIR/$sys.log" 2>&1; then
+                UNMOUNT_PROBLEM="'ext4box unmount $mnt' ($sys) failed or took more than ${UNMOUNT_TIMEOUT}s (see $BENCH_DIR/$sys.log)"
                 log "warning: $UNMOUNT_PROBLEM; lazy-unmounting"
                 ! mountpoint -q "$mnt" || umount -l "$mnt"
             fi

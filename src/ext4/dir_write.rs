@@ -458,8 +458,9 @@ impl Filesystem {
         loop {
             let node = self.dir_block(dir, lblk)?.ok_or(Error::corrupt(obj, "htree points at a hole"))?;
             let count = usize::from(le16(&node, co + 2));
-            if count == 0 || count > self.dx_limit(co) {
-                return Err(Error::corrupt(obj, "htree node count out of range"));
+            // Every later index edit trusts count and limit: check both against the node's real size.
+            if usize::from(le16(&node, co)) != self.dx_limit(co) || count == 0 || count > self.dx_limit(co) {
+                return Err(Error::corrupt(obj, "htree node count or limit out of range"));
             }
             let mut at = 0;
             for i in 1..count {
@@ -537,6 +538,9 @@ impl Filesystem {
         let mut node = tx.block(pblk, Object::Htree(dir.ino.0))?;
         let count = usize::from(le16(&node, co + 2));
         let limit = usize::from(le16(&node, co));
+        if limit != self.dx_limit(co) || count == 0 || count > limit || at >= count {
+            return Err(Error::corrupt(Object::Htree(dir.ino.0), "htree node count or limit out of range"));
+        }
         if count < limit {
             let pos = co + (at + 1) * 8;
             node.copy_within(pos..co + count * 8, pos + 8);
