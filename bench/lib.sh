@@ -340,26 +340,88 @@ fmt_cell() {
     fi
 }
 
+# sandbox_cost SANDBOXED UNCONFINED: SANDBOXED/UNCONFINED - 1 as a signed
+# percentage to 1 decimal ("+2.5%"), "–" if either is missing or zero.
+sandbox_cost() {
+    [[ -n $1 && -n $2 ]] || { echo "–"; return; }
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "–"; else printf "%+.1f%%\n", 100 * (a / b - 1) }'
+}
+
 # render_table PHASE[:BYTES]...
-# Markdown table of medians over all rounds, one row per phase. A ":BYTES"
-# suffix on a phase adds throughput (MB = 10^6 bytes) to its cells.
+# Markdown table of medians over all rounds, one row per phase, one column
+# per selected system (in ALL_SYSTEMS order). A ":BYTES" suffix on a phase
+# adds throughput (MB = 10^6 bytes) to its cells. Ratio columns appear when
+# both of their systems were run:
 #   fuse2fs/ext4box > 1 means ext4box is faster than fuse2fs;
-#   ext4box/kernel  > 1 means ext4box is slower than the kernel.
+#   ext4box/kernel  > 1 means ext4box is slower than the kernel;
+#   sandbox cost = ext4box/nosandbox - 1 (positive: the sandbox makes it slower).
 render_table() {
-    local spec phase bytes k f e
-    echo "| phase | kernel (s) | fuse2fs (s) | ext4box (s) | fuse2fs/ext4box | ext4box/kernel |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    local spec phase bytes s row sep
+    local -a systems
+    mapfile -t systems < <(selected_systems)
+    row="| phase |"; sep="|---|"
+    for s in "${systems[@]}"; do row+=" $s (s) |"; sep+="---:|"; done
+    if has_system fuse2fs && has_system ext4box; then row+=" fuse2fs/ext4box |"; sep+="---:|"; fi
+    if has_system kernel && has_system ext4box; then row+=" ext4box/kernel |"; sep+="---:|"; fi
+    if has_system ext4box && has_system nosandbox; then row+=" sandbox cost |"; sep+="---:|"; fi
+    echo "$row"
+    echo "$sep"
     for spec in "$@"; do
         phase=${spec%%:*}
         bytes=; [[ $spec == *:* ]] && bytes=${spec#*:}
+        local k f e n
         k=$(median_of kernel "$phase")
         f=$(median_of fuse2fs "$phase")
         e=$(median_of ext4box "$phase")
-        printf '| %s | %s | %s | %s | %s | %s |\n' "$phase" \
-            "$(fmt_cell kernel "$phase" "$bytes")" \
-            "$(fmt_cell fuse2fs "$phase" "$bytes")" \
-            "$(fmt_cell ext4box "$phase" "$bytes")" \
-            "$(ratio "$f" "$e")" "$(ratio "$e" "$k")"
+        n=$(median_of nosandbox "$phase")
+        row="| $phase |"
+        for s in "${systems[@]}"; do row+=" $(fmt_cell "$s" "$phase" "$bytes") |"; done
+        if has_system fuse2fs && has_system ext4box; then row+=" $(ratio "$f" "$e") |"; fi
+        if has_system kernel && has_system ext4box; then row+=" $(ratio "$e" "$k") |"; fi
+        if has_system ext4box && has_system nosandbox; then row+=" $(sandbox_cost "$e" "$n") |"; fi
+        echo "$row"
+    done
+}
+
+# table_legend: one line explaining the ratio columns render_table shows.
+table_legend() {
+    local parts=()
+    if has_system fuse2fs && has_system ext4box; then parts+=("fuse2fs/ext4box > 1: ext4box faster than fuse2fs"); fi
+    if has_system kernel && has_system ext4box; then parts+=("ext4box/kernel > 1: ext4box slower than kernel"); fi
+    if has_system ext4box && has_system nosandbox; then parts+=("sandbox cost = ext4box/nosandbox - 1, from the medians (positive: the sandbox is slower)"); fi
+    local p line=
+    for p in "${parts[@]}"; do line+="${line:+; }$p"; done
+    echo "${line:+$line. }MB = 10^6 bytes."
+}
+
+# sandbox_report PHASE[:BYTES]...: the sandbox's cost per phase against the
+# target (< SANDBOX_TARGET_PCT %), from the medians, and the spread of the
+# per-round costs (ext4box and nosandbox run back to back within a round, so
+# the per-round pairs show how much of the difference is noise).
+sandbox_report() {
+    has_system ext4box && has_system nosandbox || return 0
+    local spec phase e n v spread
+    echo
+    echo "Sandbox cost (ext4box vs nosandbox; target < ${SANDBOX_TARGET_PCT}% per phase):"
+    echo
+    for spec in "$@"; do
+        phase=${spec%%:*}
+        e=$(median_of ext4box "$phase"); n=$(median_of nosandbox "$phase")
+        if [[ -z $e || -z $n ]]; then echo "- $phase: – (a run failed)"; continue; fi
+        awk -v a="$e" -v b="$n" -v t="$SANDBOX_TARGET_PCT" 'BEGIN { exit !(b > 0 && 100 * (a / b - 1) < t) }' &&
+            v=PASS || v=FAIL
+        spread=$(awk -v es="${RESULTS[ext4box/$phase]}" -v ns="${RESULTS[nosandbox/$phase]}" 'BEGIN {
+            ne = split(es, E, " "); nn = split(ns, N, " ")
+            if (ne != nn || ne < 2) exit
+            for (i = 1; i <= ne; i++) {
+                c = (N[i] > 0) ? 100 * (E[i] / N[i] - 1) : 0
+                if (i == 1 || c < lo) lo = c
+                if (i == 1 || c > hi) hi = c
+                s = s sprintf("%s%+.1f%%", (i > 1 ? ", " : ""), c)
+            }
+            printf "; per round: %s (range %+.1f%% .. %+.1f%%)", s, lo, hi
+        }')
+        echo "- $phase: $(sandbox_cost "$e" "$n"): $v$spread"
     done
 }
 
@@ -373,14 +435,16 @@ bench_header() {
     echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "- host: $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
     echo "- systems: $SYSTEMS; rounds: $ROUNDS (medians shown); $method"
-    if [[ $SYSTEMS == *fuse2fs* ]]; then
+    echo "- 1-minute load average at the start: ${LOAD_AT_START:-?} ($(nproc) CPUs)"
+    if has_system fuse2fs; then
         echo "- fuse2fs: $(dpkg-query -W -f '${Version}' fuse2fs 2>/dev/null || echo '?')"
     fi
-    if [[ $SYSTEMS == *ext4box* ]]; then
+    if uses_ext4box_binary; then
         local src=${EXT4BOX_SRC:-$EXT4BOX} rev dirty=
         rev=$(git -C "$(dirname "$src")" rev-parse --short HEAD 2>/dev/null || echo '?')
         [[ -z $(git -C "$(dirname "$src")" status --porcelain -uno 2>/dev/null) ]] ||
             dirty=", uncommitted changes in the work tree"
         echo "- ext4box: $src (git $rev$dirty; binary built $(date -u -r "$EXT4BOX" '+%Y-%m-%d %H:%M:%S UTC'), sha256 $(sha256sum "$EXT4BOX" | cut -c1-12))"
+        ! has_system nosandbox || echo "- nosandbox: the same binary, mounted with --no-sandbox (worker not confined)"
     fi
 }

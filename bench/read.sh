@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/read.sh — read-only benchmark: kernel ext4 vs fuse2fs vs ext4box.
+# bench/read.sh — read-only benchmark: kernel ext4 vs fuse2fs vs ext4box (vs nosandbox).
 #
 # Builds (once) an ext4 image holding a copy of /usr/include and a 1 GiB file
 # of random data, then for ROUNDS rounds, for each system in SYSTEMS
@@ -12,9 +12,11 @@
 #              (default /var/tmp/ext4box-bench)
 #   EXT4BOX    ext4box binary (default /work/main/target/release/ext4box)
 #   ROUNDS     rounds (default 5)
-#   SYSTEMS    subset of "kernel fuse2fs ext4box" (default: all three)
+#   SYSTEMS    subset of "kernel fuse2fs ext4box nosandbox" (default: the first three;
+#              nosandbox = ext4box mounted with --no-sandbox, to measure the sandbox's cost)
 #
 # Usage (as root):  ROUNDS=3 SYSTEMS="kernel fuse2fs" bench/read.sh
+#                   SYSTEMS="ext4box nosandbox" bench/read.sh   # cost of the sandbox
 set -euo pipefail
 
 # shellcheck source=./lib.sh
@@ -89,7 +91,7 @@ run_phase() {
 
 # targets_report: check ext4box against the project's targets (see README).
 targets_report() {
-    [[ $SYSTEMS == *ext4box* ]] || return 0
+    has_system ext4box && { has_system kernel || has_system fuse2fs; } || return 0
     local phase k f e v
     echo
     echo "Targets (ext4box):"
@@ -151,9 +153,10 @@ done
     echo
     render_table find ls-lR stat read-all "seqread:$BIG_BYTES"
     echo
-    echo "fuse2fs/ext4box > 1: ext4box faster than fuse2fs; ext4box/kernel > 1: ext4box slower than kernel. MB = 10^6 bytes."
+    table_legend
     consistency_report
     targets_report
+    sandbox_report "${PHASES[@]}"
     echo
     echo "Raw samples: $RAW_FILE"
 } | tee "$RESULTS_MD"

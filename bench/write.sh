@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/write.sh — write benchmark: kernel ext4 vs fuse2fs vs ext4box.
+# bench/write.sh — write benchmark: kernel ext4 vs fuse2fs vs ext4box (vs nosandbox).
 #
 # For ROUNDS rounds, for each phase group, for each system in SYSTEMS (interleaved: round 1 =
 # tree on kernel, fuse2fs, ext4box, then files on kernel, fuse2fs, ext4box, ...), makes a FRESH
@@ -19,12 +19,14 @@
 #   EXT4BOX        ext4box binary (default /work/main/target/release/ext4box); copied at start,
 #                  so a rebuild during the run does not mix two versions
 #   ROUNDS         rounds (default 3)
-#   SYSTEMS        subset of "kernel fuse2fs ext4box" (default: all three)
+#   SYSTEMS        subset of "kernel fuse2fs ext4box nosandbox" (default: the first three;
+#                  nosandbox = ext4box mounted with --no-sandbox, to measure the sandbox's cost)
 #   SYNC           what a phase's closing "sync" is: syncfs (default: syncfs(2) on the mount, as
 #                  `sync -f MNT`) or full (syncfs, then fsync(2) of the image file)
 #   PHASE_TIMEOUT  seconds before a phase counts as hung (default 600)
 #
 # Usage (as root):  ROUNDS=1 SYSTEMS="kernel ext4box" bench/write.sh
+#                   SYSTEMS="ext4box nosandbox" bench/write.sh   # cost of the sandbox
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -59,7 +61,7 @@ declare -A MOUNT_DEV=()   # mountpoint -> "major:minor" (names the FUSE connecti
 
 # ensure_fusectl: the FUSE control filesystem, through which a hung connection can be aborted.
 ensure_fusectl() {
-    [[ $SYSTEMS =~ fuse2fs|ext4box ]] || return 0
+    [[ $SYSTEMS =~ fuse2fs|ext4box|nosandbox ]] || return 0
     mountpoint -q /sys/fs/fuse/connections && return 0
     mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null ||
         log "warning: cannot mount fusectl on /sys/fs/fuse/connections; a hung FUSE phase may not be recoverable"
@@ -75,7 +77,7 @@ check_write_env() {
 
 # wait_for_ext4box: a rebuild may remove the binary for a while; wait up to 10 minutes.
 wait_for_ext4box() {
-    [[ $SYSTEMS == *ext4box* ]] || return 0
+    uses_ext4box_binary || return 0
     local i=0
     while [[ ! -x $EXT4BOX ]] && ((i++ < 120)); do
         ((i % 12 != 1)) || log "waiting for $EXT4BOX (being rebuilt?)"
@@ -83,9 +85,10 @@ wait_for_ext4box() {
     done
 }
 
-# snapshot_ext4box: copy the binary under test, so that every round runs the same build.
+# snapshot_ext4box: copy the binary under test, so that every round runs the same build
+# (ext4box and nosandbox both run this one copy).
 snapshot_ext4box() {
-    [[ $SYSTEMS == *ext4box* ]] || return 0
+    uses_ext4box_binary || return 0
     EXT4BOX_SRC=$EXT4BOX
     cp -p "$EXT4BOX" "$BENCH_DIR/ext4box-under-test.tmp"
     mv "$BENCH_DIR/ext4box-under-test.tmp" "$BENCH_DIR/ext4box-under-test"
@@ -114,7 +117,7 @@ mount_field() {
 server_pid() {
     case $1 in
         fuse2fs) echo "${MOUNT_PID[$2]:-}" ;;
-        ext4box) cat "/run/ext4box/${MOUNT_DEV[$2]:-none}" 2>/dev/null || true ;;
+        ext4box|nosandbox) cat "/run/ext4box/${MOUNT_DEV[$2]:-none}" 2>/dev/null || true ;;
     esac
 }
 
@@ -168,6 +171,7 @@ repro() {
         kernel)  mount="mount -o loop /tmp/x.img /tmp/m"; unmount="umount /tmp/m" ;;
         fuse2fs) mount="(fuse2fs /tmp/x.img /tmp/m -f -o rw &) && sleep 1"; unmount="umount /tmp/m" ;;
         ext4box) mount="${EXT4BOX_SRC:-$EXT4BOX} mount /tmp/x.img /tmp/m"; unmount="${EXT4BOX_SRC:-$EXT4BOX} unmount /tmp/m" ;;
+        nosandbox) mount="${EXT4BOX_SRC:-$EXT4BOX} mount /tmp/x.img /tmp/m --no-sandbox"; unmount="${EXT4BOX_SRC:-$EXT4BOX} unmount /tmp/m" ;;
     esac
     cmds="truncate -s $IMG_SIZE /tmp/x.img && mkfs.ext4 -q -F -b 4096 /tmp/x.img && mkdir -p /tmp/m && $mount"
     for p in ${GROUP_PHASES[$group]}; do
@@ -374,7 +378,7 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", 100 * a / b }'; }
 
 # targets_report: check ext4box against the write targets (see README).
 targets_report() {
-    [[ $SYSTEMS == *ext4box* ]] || return 0
+    has_system ext4box && { has_system kernel || has_system fuse2fs; } || return 0
     local phase k f e v
     echo
     echo "Targets (ext4box):"
@@ -463,7 +467,7 @@ esac
     echo
     render_table "${PHASES[@]/%seqwrite/seqwrite:$SEQ_BYTES}"
     echo
-    echo "fuse2fs/ext4box > 1: ext4box faster than fuse2fs; ext4box/kernel > 1: ext4box slower than kernel. MB = 10^6 bytes."
+    table_legend
     echo "FAIL: the phase failed, hung, or was skipped after an earlier failure in its group, or e2fsck found the image unclean afterwards."
     echo
     echo "Machine load: 1-minute load average at the start of each group: $(printf '%s\n' "${LOADS[@]}" | sort -g | awk '{ v[NR] = $1 } END { printf "min %s, median %s, max %s", v[1], v[int((NR + 1) / 2)], v[NR] }') ($(nproc) CPUs)."
@@ -472,6 +476,7 @@ esac
     fi
     problems_report
     targets_report
+    sandbox_report "${PHASES[@]}"
     echo
     echo "Raw samples: $RAW_FILE"
 } | tee "$RESULTS_MD"

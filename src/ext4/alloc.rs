@@ -170,7 +170,7 @@ impl Txn<'_> {
                 set_bit(&mut bm, i, false);
             }
             self.put_block_bitmap(g, nr, bm)?;
-            self.update_group(g, |d| d.free_blocks_count += n as u32)?;
+            self.update_group(g, |d| d.free_blocks_count = d.free_blocks_count.saturating_add(n as u32))?;
             self.update_state(false, |s| s.free_blocks += n);
             b += n;
         }
@@ -266,7 +266,7 @@ impl Txn<'_> {
         set_bit(&mut bm, i, false);
         self.put_inode_bitmap(g, nr, bm)?;
         self.update_group(g, |d| {
-            d.free_inodes_count += 1;
+            d.free_inodes_count = d.free_inodes_count.saturating_add(1);
             if is_dir {
                 d.used_dirs_count = d.used_dirs_count.saturating_sub(1);
             }
