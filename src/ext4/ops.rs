@@ -529,6 +529,10 @@ impl Filesystem {
         let times_set = matches!(a.atime, Some(SetTime::At(_))) || matches!(a.mtime, Some(SetTime::At(_)));
         let other = a.mode.is_some() || a.uid.is_some() || a.gid.is_some() || a.size.is_some();
         let kernel_time_flush = a.via_open_file && !other;
+        if inode.links_count == 0 && !other {
+            // The kernel writes back the times of a file it just unlinked: nothing left to keep them for.
+            return Ok(self.inode(ino)?);
+        }
         if inode.has_flag(flags::IMMUTABLE) && !kernel_time_flush {
             return Err(Error::NotPermitted);
         }
