@@ -32,6 +32,10 @@ enum Cmd {
         /// Serve in this process until unmounted, logging to stderr.
         #[arg(short, long)]
         foreground: bool,
+        /// Hand the mounted /dev/fuse and the image to a worker listening on this socket
+        /// (`ext4box worker --fd-socket PATH`, e.g. in an unprivileged container) instead of starting one.
+        #[arg(long, value_name = "PATH")]
+        fd_socket: Option<PathBuf>,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -53,6 +57,9 @@ enum Cmd {
         /// The mount point served (for `ps` and the log).
         #[arg(long)]
         mountpoint: Option<PathBuf>,
+        /// Receive the descriptors over this socket (listen, accept one handoff) instead of inheriting them.
+        #[arg(long, value_name = "PATH")]
+        fd_socket: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
         offset: u64,
         #[arg(long)]
@@ -137,12 +144,22 @@ pub fn main() -> i32 {
     let is_worker = matches!(cli.command, Cmd::Worker { .. });
     init_logging(cli.verbose, if is_worker { tracing::Level::INFO } else { tracing::Level::WARN });
     let result = match cli.command {
-        Cmd::Mount { image, mountpoint, options, foreground, sandbox } => MountOptions::parse(&options.join(","))
-            .and_then(|options| {
+        Cmd::Mount { image, mountpoint, options, foreground, fd_socket, sandbox } => {
+            MountOptions::parse(&options.join(",")).and_then(|options| {
                 let sandbox = sandbox.resolve()?;
-                launcher::mount(&MountRequest { image, mountpoint, options, foreground, sandbox })
-            }),
-        Cmd::Worker { mountpoint: _, offset, read_only, norecovery, atime, sandbox } => {
+                launcher::mount(&MountRequest { image, mountpoint, options, foreground, sandbox, fd_socket })
+            })
+        }
+        Cmd::Worker { fd_socket: Some(path), sandbox, .. } => {
+            return match sandbox.resolve() {
+                Ok(sandbox) => worker::run_from_socket(&path, sandbox),
+                Err(e) => {
+                    eprintln!("ext4box worker: {e}");
+                    2
+                }
+            };
+        }
+        Cmd::Worker { mountpoint: _, fd_socket: None, offset, read_only, norecovery, atime, sandbox } => {
             let atime = match atime.as_str() {
                 "never" => AtimePolicy::Never,
                 "always" => AtimePolicy::Always,
@@ -213,6 +230,7 @@ fn run_demo(work: &Path) -> Result<(), String> {
         options,
         foreground: false,
         sandbox,
+        fd_socket: None,
     })?;
     let listed = list(&mnt, &mnt).and_then(|()| {
         let text = std::fs::read_to_string(mnt.join("hello.txt")).map_err(io)?;

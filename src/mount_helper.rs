@@ -87,6 +87,7 @@ fn mount(args: &[String]) -> Result<(), (i32, String)> {
         options,
         foreground: false,
         sandbox: Some((sandbox::DEFAULT_IDENTITY, None)),
+        fd_socket: None,
     };
     launcher::mount(&req).map_err(|e| (32, e))
 }

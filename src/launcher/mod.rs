@@ -2,6 +2,7 @@
 //! the server on the FUSE descriptor, in the background (returning once the mount is live) or in the
 //! foreground. `unmount` detaches a mount and waits until its server has exited.
 
+pub mod fd_socket;
 pub mod mountinfo;
 pub mod options;
 pub mod registry;
@@ -32,6 +33,9 @@ pub struct MountRequest {
     /// The worker's identity and seccomp policy file (built-in when `None`); `None` altogether disables
     /// the sandbox (`--no-sandbox`).
     pub sandbox: Option<(crate::sandbox::Identity, Option<PathBuf>)>,
+    /// Hand the mounted descriptors to a worker listening on this socket (`ext4box worker --fd-socket`)
+    /// instead of starting one.
+    pub fd_socket: Option<PathBuf>,
 }
 
 pub(crate) fn errno_text(e: &std::io::Error) -> String {
@@ -125,8 +129,10 @@ pub(crate) fn detach(target: &Path) {
 pub fn mount(req: &MountRequest) -> Result<(), String> {
     let image = open_image(&req.image, !req.options.read_only)?;
     let target = check_mountpoint(&req.mountpoint)?;
-    // A policy that does not parse stops the mount here, before anything is mounted.
-    if let Some((_, file)) = &req.sandbox {
+    // A policy that does not parse stops the mount here, before anything is mounted. (A worker behind
+    // --fd-socket confines itself with its own.)
+    if req.fd_socket.is_some() {
+    } else if let Some((_, file)) = &req.sandbox {
         crate::sandbox::Policy::compile(&crate::sandbox::policy_text(file.as_deref())?)?;
     } else {
         eprintln!("ext4box: WARNING: --no-sandbox: the image will be parsed by a process with full privileges");
@@ -163,6 +169,7 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
             sandbox: req.sandbox.clone(),
         },
         image_shown: req.image.display().to_string(),
+        fd_socket: req.fd_socket.clone(),
     };
     if req.foreground {
         return supervisor::supervise(prepared, None);

@@ -23,6 +23,33 @@ pub struct Prepared {
     pub options: MountOptions,
     pub worker: WorkerArgs,
     pub image_shown: String,
+    /// Hand the descriptors to a worker listening on this socket instead of starting one.
+    pub fd_socket: Option<std::path::PathBuf>,
+}
+
+/// The worker being supervised: a child process, or a peer on the other end of a handoff socket.
+enum Worker {
+    Local(libc::pid_t),
+    Remote,
+}
+
+impl Worker {
+    /// Waits until the worker is gone; returns whether it ended cleanly (the filesystem was unmounted),
+    /// and how it ended.
+    fn wait(self, rest: &mut std::io::Lines<BufReader<File>>, target: &Path) -> (bool, String) {
+        match self {
+            Worker::Local(pid) => wait_worker(pid),
+            Worker::Remote => {
+                // The remote worker closes the connection when it exits.
+                for _ in rest.by_ref() {}
+                if mountinfo::find(target).is_some() {
+                    (false, "the remote worker closed its connection while still mounted".into())
+                } else {
+                    (true, "unmounted".into())
+                }
+            }
+        }
+    }
 }
 
 /// Reports to whoever waits for the mount (the launcher's foreground process): status lines as the
@@ -46,26 +73,37 @@ fn report(r: &mut Reporter, line: &str) {
 /// Mounts, runs the worker, and waits for it. Returns when the worker has exited.
 pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
     super::mount_syscall(&p.source, &p.target, p.fuse.as_raw_fd(), &p.options)?;
-    let (status_r, status_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
-    let (log_r, log_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
-    let pid = match spawn_worker(&p, &status_w, &log_w) {
-        Ok(pid) => pid,
-        Err(e) => {
-            detach(&p.target);
-            return Err(e);
+    let (status_r, worker) = match &p.fd_socket {
+        None => {
+            let (status_r, status_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
+            let (log_r, log_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
+            let pid = match spawn_worker(&p, &status_w, &log_w) {
+                Ok(pid) => pid,
+                Err(e) => {
+                    detach(&p.target);
+                    return Err(e);
+                }
+            };
+            let fields = (p.image_shown.clone(), p.target.display().to_string());
+            std::thread::spawn(move || relay_log(log_r, fields));
+            (status_r, Worker::Local(pid))
         }
+        Some(path) => match hand_off(&p, path) {
+            Ok(conn) => (conn, Worker::Remote),
+            Err(e) => {
+                detach(&p.target);
+                return Err(e);
+            }
+        },
     };
     // The supervisor keeps no copy of /dev/fuse or the image: the worker holds them (and the image lock).
     drop(p.fuse);
     drop(p.image);
-    drop(status_w);
-    drop(log_w);
-    let fields = (p.image_shown.clone(), p.target.display().to_string());
-    std::thread::spawn(move || relay_log(log_r, fields));
 
     let mut ready = false;
     let mut failure = None;
-    for line in BufReader::new(status_r).lines().map_while(Result::ok) {
+    let mut lines = BufReader::new(status_r).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
         if let Some(why) = line.strip_prefix("W ro ") {
             remount_read_only(&p.target);
             report(&mut reporter, &format!("W {}: mounting read-only: {why}", p.image_shown));
@@ -87,13 +125,13 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
     }
     if !ready {
         detach(&p.target);
-        let cause = wait_worker(pid);
+        let cause = worker.wait(&mut lines, &p.target);
         let msg = failure.unwrap_or_else(|| format!("the worker exited before the mount was ready ({})", cause.1));
         report(&mut reporter, &format!("E {msg}"));
         return Err(msg);
     }
     let dev = mountinfo::find(&p.target).map(|m| m.dev);
-    let (clean, cause) = wait_worker(pid);
+    let (clean, cause) = worker.wait(&mut lines, &p.target);
     if let Some(dev) = &dev {
         registry::remove(dev, std::process::id());
     }
@@ -105,6 +143,21 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
     let msg = format!("the worker serving {} died ({cause}); the mount was detached", p.target.display());
     tracing::error!("{msg}");
     Err(msg)
+}
+
+/// Connects to a worker listening on `path` and hands it the descriptors; returns the connection, on
+/// which the worker answers with status lines.
+fn hand_off(p: &Prepared, path: &Path) -> Result<File, String> {
+    use super::fd_socket;
+    let conn = fd_socket::connect(path)?;
+    let h = fd_socket::Handoff {
+        read_only: p.worker.read_only,
+        norecovery: p.worker.norecovery,
+        offset: p.worker.offset,
+        atime: p.worker.atime,
+    };
+    fd_socket::send(&conn, &h.encode(), &[p.fuse.as_raw_fd(), p.image.as_raw_fd()])?;
+    Ok(File::from(conn))
 }
 
 /// Forks and execs `ext4box worker` with descriptors 3, 4, 5 (fuse, image, status) and stderr on the log

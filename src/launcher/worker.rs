@@ -52,6 +52,49 @@ pub fn run(args: WorkerArgs) -> i32 {
     }
 }
 
+/// The worker's main when its descriptors come over a socket (`--fd-socket PATH`): accept one handoff,
+/// then serve as a started worker does, answering on the connection.
+pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option<std::path::PathBuf>)>) -> i32 {
+    use super::fd_socket;
+    let conn = match fd_socket::accept_one(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
+    let mut status = File::from(conn.try_clone().unwrap_or(conn));
+    let received = std::os::fd::AsFd::as_fd(&status)
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())
+        .and_then(|c| fd_socket::receive(&c, 2))
+        .and_then(|(header, mut fds)| {
+            let h = fd_socket::Handoff::decode(&header)?;
+            let image = fds.pop().ok_or("no image descriptor")?;
+            let fuse = fds.pop().ok_or("no FUSE descriptor")?;
+            fd_socket::check_kinds(&fuse, &image)?;
+            Ok((h, fuse, image))
+        });
+    let (h, fuse, image) = match received {
+        Ok(r) => r,
+        Err(e) => {
+            send(&mut status, &format!("E handoff refused: {e}"));
+            tracing::error!("handoff refused: {e}");
+            return 1;
+        }
+    };
+    let args =
+        WorkerArgs { offset: h.offset, read_only: h.read_only, norecovery: h.norecovery, atime: h.atime, sandbox };
+    match serve(args, fuse, File::from(image), &mut status) {
+        Ok(()) => 0,
+        Err(msg) => {
+            send(&mut status, &format!("E {msg}"));
+            tracing::error!("{msg}");
+            1
+        }
+    }
+}
+
 fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Result<(), String> {
     match &args.sandbox {
         Some((id, policy_file)) => {

@@ -39,7 +39,13 @@ pub fn drop_all(id: Identity) -> Result<Vec<String>, String> {
     for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
         caps::clear(None, set).map_err(|e| format!("clearing capabilities ({set:?}): {e}"))?;
     }
-    report.push("capabilities: all sets empty (effective, permitted, inheritable, ambient, bounding)".into());
+    report.push(if euid == 0 {
+        "capabilities: all sets empty (effective, permitted, inheritable, ambient, bounding)".into()
+    } else {
+        "capabilities: effective, permitted, inheritable and ambient empty; the bounding set stays (emptying it \
+         needs CAP_SETPCAP), and no_new_privs keeps anything in it out of reach"
+            .into()
+    });
     check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "no_new_privs")?;
     check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }, "non-dumpable")?;
     report.push("no_new_privs set, not dumpable".into());
