@@ -418,3 +418,41 @@ fn unmount_after_the_server_died() {
     assert_eq!(fs::read(mnt.join("public")).unwrap(), b"readable by all\n");
     again.unmount();
 }
+
+/// A block device is mounted as `fuseblk.ext4box` (the kernel holds the device exclusively for the
+/// mount's life), written through, and a second mount of it is refused with one line.
+#[test]
+fn block_device_mounts_as_fuseblk() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("opt-blockdev");
+    let img = s.path("disk.img");
+    mkfs(&img, 32 << 20, &[]);
+    let dev = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&img)).trim().to_string();
+    struct Loop(String);
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+        }
+    }
+    let _loop = Loop(dev.clone());
+    let (mnt, mnt2) = (s.mkdir("mnt"), s.mkdir("mnt2"));
+    let m = ext4box_mount_ok_fstype(Path::new(&dev), &mnt, "fuseblk.ext4box");
+    fs::write(mnt.join("on-a-block-device"), b"yes").unwrap();
+    let out = ext4box_mount(Path::new(&dev), &mnt2, "");
+    assert!(!out.status.success(), "a second mount of a mounted block device must fail");
+    assert_eq!(stderr_lines(&out).len(), 1, "{}", output_text(&out));
+    assert!(stderr_lines(&out)[0].contains("busy"), "{}", output_text(&out));
+    m.unmount();
+    assert_fsck_clean(Path::new(&dev));
+}
+
+/// As `ext4box_mount_ok`, for a mount whose fstype is `fstype`.
+fn ext4box_mount_ok_fstype(img: &Path, mnt: &Path, fstype: &str) -> Ext4boxMount {
+    let out = ext4box_mount(img, mnt, "");
+    assert!(out.status.success(), "mount failed:\n{}", output_text(&out));
+    let mi = mountinfo_entry(mnt).expect("mounted");
+    assert_eq!(mi.fstype, fstype);
+    Ext4boxMount { mnt: mnt.to_path_buf(), pids: server_pids(mnt) }
+}

@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use crate::server::AtimePolicy;
 pub use options::MountOptions;
 
-/// The filesystem type the mount shows in /proc/mounts: `fuse.ext4box`.
+/// The filesystem type the mount shows in /proc/mounts: `fuse.ext4box`, or `fuseblk.ext4box` for a block
+/// device (the kernel then holds the device itself, exclusively, and waits for the server at unmount).
 pub const FSTYPE: &str = "fuse.ext4box";
+pub const FSTYPE_BLOCK: &str = "fuseblk.ext4box";
 
 /// What `ext4box mount` was asked to do.
 #[derive(Debug, Clone)]
@@ -55,8 +57,14 @@ fn open_image(path: &Path, write: bool) -> Result<File, String> {
     let mut oo = OpenOptions::new();
     oo.read(true).write(write).custom_flags(libc::O_CLOEXEC);
     if ft.is_block_device() {
-        // O_EXCL on a block device claims it: fails if the kernel (or anyone) has it mounted.
-        oo.custom_flags(libc::O_CLOEXEC | libc::O_EXCL);
+        // An exclusive open fails if the kernel (or anyone) has the device mounted or claimed: a clear
+        // error now. It is let go at once: the fuseblk mount claims the device itself, for its lifetime.
+        OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC | libc::O_EXCL).open(path).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::EBUSY) => format!("{shown} is busy: it is mounted or in use"),
+                _ => format!("cannot open image {shown}: {}", errno_text(&e)),
+            }
+        })?;
     } else if !ft.is_file() {
         return Err(format!("image {shown} is not a regular file or block device"));
     }
@@ -91,7 +99,13 @@ fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
     std::fs::canonicalize(path).map_err(|e| format!("mount point {shown}: {}", errno_text(&e)))
 }
 
-pub(crate) fn mount_syscall(source: &str, target: &Path, fuse_fd: i32, opts: &MountOptions) -> Result<(), String> {
+pub(crate) fn mount_syscall(
+    source: &str,
+    target: &Path,
+    fuse_fd: i32,
+    opts: &MountOptions,
+    block_device: bool,
+) -> Result<(), String> {
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let mut data = format!("fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}");
@@ -102,14 +116,16 @@ pub(crate) fn mount_syscall(source: &str, target: &Path, fuse_fd: i32, opts: &Mo
         data.push_str(",default_permissions");
     }
     let c = |s: &[u8]| CString::new(s).map_err(|_| "path contains a NUL byte".to_string());
+    let fstype = if block_device { FSTYPE_BLOCK } else { FSTYPE };
     let (src, tgt, fstype, data) =
-        (c(source.as_bytes())?, c(target.as_os_str().as_bytes())?, c(FSTYPE.as_bytes())?, c(data.as_bytes())?);
+        (c(source.as_bytes())?, c(target.as_os_str().as_bytes())?, c(fstype.as_bytes())?, c(data.as_bytes())?);
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
     let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), opts.ms_flags(), data.as_ptr().cast()) };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         return Err(match e.raw_os_error() {
             Some(libc::EPERM) => "mounting needs root (or CAP_SYS_ADMIN)".to_string(),
+            Some(libc::EBUSY) if block_device => format!("{source} is busy: it is mounted or in use"),
             _ => format!("mount of {} failed: {}", target.display(), errno_text(&e)),
         });
     }
@@ -143,9 +159,12 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/fuse")
         .map_err(|e| format!("cannot open /dev/fuse: {}", errno_text(&e)))?;
+    let block_device = std::fs::metadata(&req.image).is_ok_and(|m| m.file_type().is_block_device());
+    let canonical = std::fs::canonicalize(&req.image).unwrap_or(req.image.clone()).to_string_lossy().into_owned();
+    // A fuseblk mount's source must be the device (the kernel opens it); fsname= names file images only.
     let source = match &req.options.fsname {
-        Some(n) => n.clone(),
-        None => std::fs::canonicalize(&req.image).unwrap_or(req.image.clone()).to_string_lossy().into_owned(),
+        Some(n) if !block_device => n.clone(),
+        _ => canonical,
     };
     let o = &req.options;
     let atime = if o.noatime {
@@ -170,6 +189,7 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         },
         image_shown: req.image.display().to_string(),
         fd_socket: req.fd_socket.clone(),
+        block_device,
     };
     if req.foreground {
         return supervisor::supervise(prepared, None);

@@ -25,6 +25,8 @@ pub struct Prepared {
     pub image_shown: String,
     /// Hand the descriptors to a worker listening on this socket instead of starting one.
     pub fd_socket: Option<std::path::PathBuf>,
+    /// The source is a block device: mounted as fuseblk.
+    pub block_device: bool,
 }
 
 /// The worker being supervised: a child process, or a peer on the other end of a handoff socket.
@@ -72,7 +74,7 @@ fn report(r: &mut Reporter, line: &str) {
 
 /// Mounts, runs the worker, and waits for it. Returns when the worker has exited.
 pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
-    super::mount_syscall(&p.source, &p.target, p.fuse.as_raw_fd(), &p.options)?;
+    super::mount_syscall(&p.source, &p.target, p.fuse.as_raw_fd(), &p.options, p.block_device)?;
     let (status_r, worker) = match &p.fd_socket {
         None => {
             let (status_r, status_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
