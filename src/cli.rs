@@ -68,6 +68,10 @@ enum Cmd {
         norecovery: bool,
         #[arg(long, default_value = "relative")]
         atime: String,
+        #[arg(long)]
+        present_uid: Option<u32>,
+        #[arg(long)]
+        present_gid: Option<u32>,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -159,14 +163,26 @@ pub fn main() -> i32 {
                 }
             };
         }
-        Cmd::Worker { mountpoint: _, fd_socket: None, offset, read_only, norecovery, atime, sandbox } => {
+        Cmd::Worker {
+            mountpoint: _,
+            fd_socket: None,
+            offset,
+            read_only,
+            norecovery,
+            atime,
+            present_uid: uid,
+            present_gid: gid,
+            sandbox,
+        } => {
             let atime = match atime.as_str() {
                 "never" => AtimePolicy::Never,
                 "always" => AtimePolicy::Always,
                 _ => AtimePolicy::Relative,
             };
             return match sandbox.resolve() {
-                Ok(sandbox) => worker::run(worker::WorkerArgs { offset, read_only, norecovery, atime, sandbox }),
+                Ok(sandbox) => {
+                    worker::run(worker::WorkerArgs { offset, read_only, norecovery, atime, uid, gid, sandbox })
+                }
                 Err(e) => {
                     eprintln!("ext4box worker: {e}");
                     2

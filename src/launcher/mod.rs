@@ -185,6 +185,8 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
             read_only: o.read_only,
             norecovery: o.norecovery,
             atime,
+            uid: o.uid,
+            gid: o.gid,
             sandbox: req.sandbox.clone(),
         },
         image_shown: req.image.display().to_string(),

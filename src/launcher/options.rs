@@ -10,6 +10,9 @@ pub struct MountOptions {
     pub allow_other: bool,
     pub default_permissions: bool,
     pub fsname: Option<String>,
+    /// Present every file as owned by this uid / gid (the image keeps its own owners).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
     /// mount(2) flags: MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_NOATIME, ...
     pub nosuid: bool,
     pub nodev: bool,
@@ -29,6 +32,8 @@ impl Default for MountOptions {
             allow_other: false,
             default_permissions: true,
             fsname: None,
+            uid: None,
+            gid: None,
             // Files on an untrusted image must not grant privileges or reach devices unless asked.
             nosuid: true,
             nodev: true,
@@ -90,6 +95,12 @@ impl MountOptions {
                 "allow_other" => flag(value).map(|_| o.allow_other = true)?,
                 "default_permissions" => flag(value).map(|_| o.default_permissions = true)?,
                 "fsname" => o.fsname = Some(need()?.to_string()),
+                "uid" => {
+                    o.uid = Some(need()?.parse().map_err(|_| format!("uid={}: not a number", value.unwrap_or("")))?)
+                }
+                "gid" => {
+                    o.gid = Some(need()?.parse().map_err(|_| format!("gid={}: not a number", value.unwrap_or("")))?)
+                }
                 "suid" => flag(value).map(|_| o.nosuid = false)?,
                 "nosuid" => flag(value).map(|_| o.nosuid = true)?,
                 "dev" => flag(value).map(|_| o.nodev = false)?,

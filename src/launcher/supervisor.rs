@@ -188,6 +188,12 @@ fn spawn_worker(p: &Prepared, status_w: &File, log_w: &File) -> Result<libc::pid
     if p.worker.norecovery {
         argv.push("--norecovery".into());
     }
+    if let Some(u) = p.worker.uid {
+        argv.extend(["--present-uid".into(), u.to_string()]);
+    }
+    if let Some(g) = p.worker.gid {
+        argv.extend(["--present-gid".into(), g.to_string()]);
+    }
     match &p.worker.sandbox {
         Some((id, policy)) => {
             argv.extend(["--user".into(), format!("{}:{}", id.uid, id.gid)]);

@@ -28,6 +28,9 @@ pub struct WorkerArgs {
     pub read_only: bool,
     pub norecovery: bool,
     pub atime: AtimePolicy,
+    /// Owners to present every file with (`-o uid=`, `-o gid=`).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
     /// Who to become and which seccomp policy file (the built-in one when `None`); `None` altogether: run
     /// without the sandbox (`--no-sandbox`, debugging only).
     pub sandbox: Option<(Identity, Option<std::path::PathBuf>)>,
@@ -83,8 +86,15 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
             return 1;
         }
     };
-    let args =
-        WorkerArgs { offset: h.offset, read_only: h.read_only, norecovery: h.norecovery, atime: h.atime, sandbox };
+    let args = WorkerArgs {
+        offset: h.offset,
+        read_only: h.read_only,
+        norecovery: h.norecovery,
+        atime: h.atime,
+        uid: None,
+        gid: None,
+        sandbox,
+    };
     match serve(args, fuse, File::from(image), &mut status) {
         Ok(()) => 0,
         Err(msg) => {
@@ -114,7 +124,10 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Res
             send(status, &format!("W ro {why}"));
         }
     }
-    let server = Arc::new(Server::new(Arc::new(fs), ServerOptions { atime: args.atime, ..Default::default() }));
+    let server = Arc::new(Server::new(
+        Arc::new(fs),
+        ServerOptions { atime: args.atime, uid: args.uid, gid: args.gid, ..Default::default() },
+    ));
     let mut config = fuser::Config::default();
     config.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8));
     // The kernel enforces who may use the mount (user_id, allow_other); fuser must not filter again, and

@@ -61,6 +61,10 @@ pub struct ServerOptions {
     pub timeouts: Timeouts,
     /// When reads update the access time (the kernel leaves it to a FUSE server).
     pub atime: AtimePolicy,
+    /// Present every file as owned by this uid (`-o uid=`), and this gid (`-o gid=`); the image keeps
+    /// its own owners.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// The access-time rule of the mount options, as the kernel applies them to a local filesystem.
@@ -133,10 +137,21 @@ impl Server {
         }
     }
 
+    /// Attributes as the mount presents them (`-o uid=`/`gid=` replace the owners).
+    fn present(&self, mut a: FileAttr) -> FileAttr {
+        if let Some(u) = self.opts.uid {
+            a.uid = u;
+        }
+        if let Some(g) = self.opts.gid {
+            a.gid = g;
+        }
+        a
+    }
+
     /// An entry reply for `inode`, counting the kernel's new reference.
     fn entry(&self, inode: &Inode) -> (FileAttr, u64) {
         self.remember(inode.ino);
-        (attr::entry_attr(inode, self.block_size()), u64::from(inode.generation))
+        (self.present(attr::entry_attr(inode, self.block_size())), u64::from(inode.generation))
     }
 
     pub fn lookup(&self, parent: INodeNo, name: &[u8]) -> Reply<(FileAttr, u64)> {
@@ -145,7 +160,7 @@ impl Server {
         let ino = self.fs.lookup(&dir, name)?;
         let inode = self.fs.user_inode(ino)?;
         self.remember(ino);
-        Ok((attr::entry_attr(&inode, self.block_size()), u64::from(inode.generation)))
+        Ok((self.present(attr::entry_attr(&inode, self.block_size())), u64::from(inode.generation)))
     }
 
     pub fn forget(&self, nodeid: INodeNo, nlookup: u64) {
@@ -156,7 +171,7 @@ impl Server {
 
     pub fn getattr(&self, nodeid: INodeNo) -> Reply<FileAttr> {
         let _g = self.fs.shared();
-        Ok(attr::attr(&*self.inode(nodeid)?, self.block_size()))
+        Ok(self.present(attr::attr(&*self.inode(nodeid)?, self.block_size())))
     }
 
     pub fn readlink(&self, nodeid: INodeNo) -> Reply<Vec<u8>> {
@@ -292,8 +307,8 @@ impl Server {
             // fuser takes the entry's inode number from the attributes: `.` and `..` (which the kernel does
             // not link) carry the inode's own number, so the root's shows as 2 as on ext4, not node id 1.
             let a = match self.fs.user_inode(e.ino) {
-                Ok(i) if dot => (attr::attr(&i, bs), u64::from(i.generation), true),
-                Ok(i) => (attr::entry_attr(&i, bs), u64::from(i.generation), true),
+                Ok(i) if dot => (self.present(attr::attr(&i, bs)), u64::from(i.generation), true),
+                Ok(i) => (self.present(attr::entry_attr(&i, bs)), u64::from(i.generation), true),
                 // An inode that cannot be read still lists by name (as on ext4): placeholder attributes that
                 // expire at once, so the next access looks it up again and reports the damage.
                 Err(_) => (attr::placeholder(e.ino, e.kind.unwrap_or(FileKind::Regular), bs), 0, false),
@@ -428,7 +443,7 @@ impl Server {
 
     pub fn setattr(&self, nodeid: INodeNo, changes: SetAttr) -> Reply<FileAttr> {
         let inode = self.fs.setattr(attr::inode_of(nodeid), changes)?;
-        Ok(attr::attr(&inode, self.block_size()))
+        Ok(self.present(attr::attr(&inode, self.block_size())))
     }
 
     pub fn write(&self, nodeid: INodeNo, offset: u64, data: &[u8]) -> Reply<u32> {
