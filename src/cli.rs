@@ -45,6 +45,12 @@ enum Cmd {
     /// Build a small sample image with mkfs.ext4 from files shipped with ext4box, mount it, list it,
     /// and unmount it.
     Demo,
+    /// The mount service for users without privileges: listens for mount and unmount requests on a
+    /// socket from systemd (ext4box.socket) or on `--listen PATH`.
+    Serve {
+        #[arg(long, value_name = "PATH")]
+        listen: Option<PathBuf>,
+    },
     /// Seccomp policies: `ext4box policy check [FILE]` validates one (default: the built-in policy) and
     /// prints what it allows.
     Policy {
@@ -149,11 +155,18 @@ pub fn main() -> i32 {
     init_logging(cli.verbose, if is_worker { tracing::Level::INFO } else { tracing::Level::WARN });
     let result = match cli.command {
         Cmd::Mount { image, mountpoint, options, foreground, fd_socket, sandbox } => {
-            MountOptions::parse(&options.join(",")).and_then(|options| {
+            MountOptions::parse(&options.join(",")).and_then(|parsed| {
+                if unprivileged() && launcher::service::socket_path().exists() {
+                    // No privilege to mount: the mount service does it, with what this user can open.
+                    let (img, mp) = launcher::service::open_for_request(&image, &mountpoint, parsed.read_only)?;
+                    let req = launcher::service::Request::Mount { options: options.join(",") };
+                    return launcher::service::request(&req, &[&img, &mp]);
+                }
                 let sandbox = sandbox.resolve()?;
-                launcher::mount(&MountRequest { image, mountpoint, options, foreground, sandbox, fd_socket })
+                launcher::mount(&MountRequest { image, mountpoint, options: parsed, foreground, sandbox, fd_socket })
             })
         }
+        Cmd::Serve { listen } => launcher::service::serve(listen.as_deref()),
         Cmd::Worker { fd_socket: Some(path), sandbox, .. } => {
             return match sandbox.resolve() {
                 Ok(sandbox) => worker::run_from_socket(&path, sandbox),
@@ -191,7 +204,14 @@ pub fn main() -> i32 {
         }
         Cmd::Policy { action: PolicyCmd::Check { file } } => policy_check(file.as_deref()),
         Cmd::SandboxProbe { attempt, path, sandbox } => return sandbox_probe(&attempt, &path, &sandbox),
-        Cmd::Unmount { mountpoint } => launcher::unmount(&mountpoint),
+        Cmd::Unmount { mountpoint } => {
+            if unprivileged() && launcher::service::socket_path().exists() {
+                let path = std::path::absolute(&mountpoint).map_err(|e| e.to_string());
+                path.and_then(|path| launcher::service::request(&launcher::service::Request::Unmount { path }, &[]))
+            } else {
+                launcher::unmount(&mountpoint)
+            }
+        }
         Cmd::Demo => demo(),
     };
     match result {
@@ -273,6 +293,12 @@ fn list(root: &Path, dir: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Without root, mounting goes through the mount service.
+fn unprivileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() != 0 }
 }
 
 fn policy_check(file: Option<&Path>) -> Result<(), String> {

@@ -135,8 +135,8 @@ fn seqpacket() -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The worker's side: binds `path`, accepts one connection, and returns it.
-pub fn accept_one(path: &Path) -> Result<OwnedFd, String> {
+/// A SOCK_SEQPACKET socket listening on `path` (replacing a stale socket file).
+pub fn listen_on(path: &Path) -> Result<OwnedFd, String> {
     let listener = seqpacket()?;
     let (addr, len) = sockaddr(path)?;
     let _ = std::fs::remove_file(path);
@@ -145,9 +145,15 @@ pub fn accept_one(path: &Path) -> Result<OwnedFd, String> {
         return Err(last_error(&format!("bind {}", path.display())));
     }
     // SAFETY: valid socket.
-    if unsafe { libc::listen(listener.as_raw_fd(), 1) } != 0 {
+    if unsafe { libc::listen(listener.as_raw_fd(), 16) } != 0 {
         return Err(last_error("listen"));
     }
+    Ok(listener)
+}
+
+/// The worker's side: binds `path`, accepts one connection, and returns it.
+pub fn accept_one(path: &Path) -> Result<OwnedFd, String> {
+    let listener = listen_on(path)?;
     // SAFETY: valid listening socket; the peer address is not needed.
     let conn =
         unsafe { libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
@@ -197,9 +203,19 @@ pub fn send(sock: &OwnedFd, header: &[u8], fds: &[RawFd]) -> Result<(), String> 
     Ok(())
 }
 
+/// Receives one packet and up to `max` descriptors (more is an error).
+pub fn receive_upto(sock: &OwnedFd, max: usize) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+    receive_inner(sock, max, None)
+}
+
+/// Receives one packet: its bytes (at most `MAX_HEADER`) and exactly `want` descriptors.
+pub fn receive(sock: &OwnedFd, want: usize) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+    receive_inner(sock, want, Some(want))
+}
+
 /// Receives one packet: its bytes (at most `MAX_HEADER`) and exactly `want` descriptors. A longer packet,
 /// cut control data, or another number of descriptors is an error (descriptors received are closed).
-pub fn receive(sock: &OwnedFd, want: usize) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+fn receive_inner(sock: &OwnedFd, want: usize, exact: Option<usize>) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
     let mut buf = vec![0u8; MAX_HEADER + 1];
     // Room for more descriptors than wanted, so that too many is detected rather than cut silently.
     let room = want + 4;
@@ -240,8 +256,8 @@ pub fn receive(sock: &OwnedFd, want: usize) -> Result<(Vec<u8>, Vec<OwnedFd>), S
     if n == 0 {
         return Err("the peer closed the connection without a handoff".into());
     }
-    if fds.len() != want {
-        return Err(format!("expected {want} descriptors with the handoff, got {}", fds.len()));
+    if exact.is_some_and(|w| fds.len() != w) || fds.len() > want {
+        return Err(format!("expected {want} descriptors with the message, got {}", fds.len()));
     }
     buf.truncate(n as usize);
     Ok((buf, fds))

@@ -6,6 +6,7 @@ pub mod fd_socket;
 pub mod mountinfo;
 pub mod options;
 pub mod registry;
+pub mod service;
 pub mod supervisor;
 pub mod worker;
 
@@ -105,9 +106,8 @@ pub(crate) fn mount_syscall(
     fuse_fd: i32,
     opts: &MountOptions,
     block_device: bool,
+    (uid, gid): (u32, u32),
 ) -> Result<(), String> {
-    // SAFETY: getuid/getgid have no preconditions.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let mut data = format!("fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}");
     if opts.allow_other {
         data.push_str(",allow_other");
@@ -192,6 +192,9 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         image_shown: req.image.display().to_string(),
         fd_socket: req.fd_socket.clone(),
         block_device,
+        // SAFETY: getuid/getgid have no preconditions.
+        owner: unsafe { (libc::getuid(), libc::getgid()) },
+        mount_at: None,
     };
     if req.foreground {
         return supervisor::supervise(prepared, None);

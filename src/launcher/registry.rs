@@ -21,16 +21,38 @@ fn path(dev: &str) -> PathBuf {
     dir().join(dev.replace('/', "_"))
 }
 
-/// Records `pid` as the server of the mount with device number `dev`.
-pub fn record(dev: &str, pid: u32) -> std::io::Result<()> {
+/// Records `pid` as the server of the mount with device number `dev`, mounted for user `owner`.
+pub fn record(dev: &str, pid: u32, owner: u32) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir())?;
-    std::fs::write(path(dev), format!("{pid}\n"))
+    std::fs::write(path(dev), format!("{pid}\n{owner}\n"))
+}
+
+fn fields(dev: &str) -> Option<Vec<u32>> {
+    let text = std::fs::read_to_string(path(dev)).ok()?;
+    Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
 /// The pid recorded for `dev`, if any.
 pub fn lookup(dev: &str) -> Option<u32> {
-    std::fs::read_to_string(path(dev)).ok()?.trim().parse().ok()
+    fields(dev)?.first().copied()
+}
+
+/// The user the mount of `dev` was made for.
+pub fn owner(dev: &str) -> Option<u32> {
+    fields(dev)?.get(1).copied()
+}
+
+/// How many live mounts were made for `uid`.
+pub fn count_for(uid: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir()) else { return 0 };
+    entries
+        .flatten()
+        .filter_map(|e| fields(&e.file_name().to_string_lossy()))
+        .filter(|f| {
+            f.get(1) == Some(&uid) && f.first().is_some_and(|&p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        })
+        .count()
 }
 
 /// Removes the record of `dev` if it still names `pid`: device numbers are reused as soon as a mount

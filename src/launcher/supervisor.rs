@@ -27,6 +27,11 @@ pub struct Prepared {
     pub fd_socket: Option<std::path::PathBuf>,
     /// The source is a block device: mounted as fuseblk.
     pub block_device: bool,
+    /// The user the mount is for (the kernel lets only them in, without allow_other), and their group.
+    pub owner: (u32, u32),
+    /// Where to mount when it differs from `target` (the mount service mounts on `/proc/self/fd/N`, the
+    /// very directory it checked, rather than on a path the caller could swap).
+    pub mount_at: Option<std::path::PathBuf>,
 }
 
 /// The worker being supervised: a child process, or a peer on the other end of a handoff socket.
@@ -74,7 +79,8 @@ fn report(r: &mut Reporter, line: &str) {
 
 /// Mounts, runs the worker, and waits for it. Returns when the worker has exited.
 pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
-    super::mount_syscall(&p.source, &p.target, p.fuse.as_raw_fd(), &p.options, p.block_device)?;
+    let at = p.mount_at.as_deref().unwrap_or(&p.target);
+    super::mount_syscall(&p.source, at, p.fuse.as_raw_fd(), &p.options, p.block_device, p.owner)?;
     let (status_r, worker) = match &p.fd_socket {
         None => {
             let (status_r, status_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
@@ -114,7 +120,7 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
         } else if line == "R" {
             ready = true;
             if let Some(m) = mountinfo::find(&p.target) {
-                if let Err(e) = registry::record(&m.dev, std::process::id()) {
+                if let Err(e) = registry::record(&m.dev, std::process::id(), p.owner.0) {
                     tracing::warn!(error = %e, "cannot record the mount; unmount will not wait for it");
                 }
             }

@@ -1,0 +1,377 @@
+//! The mount service (`ext4box serve`): lets a user without privileges mount an image they can read (and
+//! write, for `rw`) on a directory they own, without sudo. It listens on a SOCK_SEQPACKET socket, from
+//! systemd (`LISTEN_FDS`, see `packaging/systemd/`) or `--listen PATH`.
+//!
+//! Protocol, version 1: one request packet per connection, one reply packet.
+//! ```text
+//! ext4box-request 1
+//! op=mount            (descriptors: the image, opened by the caller; an O_PATH descriptor of the mount point)
+//! options=ro,noatime  (mount options, optional)
+//! ```
+//! or `op=unmount` with `path=` the mount point (no descriptor: one open on the mount would keep it busy). The reply is `R` (done) or
+//! `E <reason>`. The caller is identified by SO_PEERCRED: the mount point must be a directory the caller
+//! owns and may write, the image descriptor must be open for writing for a read-write mount (proving the
+//! caller may write it), a user has at most [`PER_USER_LIMIT`] mounts, the mount is always
+//! `nosuid,nodev`, and the files are presented as the caller's. Only the user a mount was made for (or
+//! root) may unmount it. Malformed, oversized or truncated requests, wrong descriptor kinds, and callers
+//! that vanish or stall (5 s timeouts) get an error reply or are dropped; the service serves one
+//! connection at a time and goes on with the next.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::fd_socket;
+use super::supervisor::{self, Prepared};
+use super::worker::WorkerArgs;
+use super::{MountOptions, mountinfo, registry};
+use crate::sandbox;
+use crate::server::AtimePolicy;
+
+/// Where clients look for the service (override with EXT4BOX_SERVICE_SOCKET).
+pub const DEFAULT_SOCKET: &str = "/run/ext4box.sock";
+/// Mounts one user may hold through the service.
+pub const PER_USER_LIMIT: usize = 16;
+const MAGIC: &str = "ext4box-request 1";
+
+pub fn socket_path() -> PathBuf {
+    std::env::var_os("EXT4BOX_SERVICE_SOCKET").map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from)
+}
+
+/// A parsed request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    Mount { options: String },
+    Unmount { path: PathBuf },
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Mount { options } => format!("{MAGIC}\nop=mount\noptions={options}\n").into_bytes(),
+            Request::Unmount { path } => format!("{MAGIC}\nop=unmount\npath={}\n", path.display()).into_bytes(),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Request, String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "request is not UTF-8".to_string())?;
+        let mut lines = text.lines();
+        if lines.next() != Some(MAGIC) {
+            return Err(format!("not an ext4box request of version 1 (expected \"{MAGIC}\")"));
+        }
+        let (mut op, mut options, mut path) = (None, None, None);
+        for line in lines {
+            match line.split_once('=') {
+                Some(("op", v)) if op.is_none() => op = Some(v.to_string()),
+                Some(("options", v)) if options.is_none() => options = Some(v.to_string()),
+                Some(("path", v)) if path.is_none() && v.starts_with('/') => path = Some(PathBuf::from(v)),
+                _ => return Err(format!("bad request line {line:?}")),
+            }
+        }
+        match (op.as_deref(), path) {
+            (Some("mount"), None) => Ok(Request::Mount { options: options.unwrap_or_default() }),
+            (Some("unmount"), Some(path)) if options.is_none() => Ok(Request::Unmount { path }),
+            _ => Err("request needs op=mount, or op=unmount with an absolute path=".into()),
+        }
+    }
+}
+
+fn last_error(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// The listening socket: systemd's (LISTEN_FDS for this process: descriptor 3), or one bound on `path`.
+fn listener(listen: Option<&Path>) -> Result<OwnedFd, String> {
+    if let Some(path) = listen {
+        let sock = fd_socket::listen_on(path)?;
+        // Every user may connect: the service decides per request.
+        let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        return Ok(sock);
+    }
+    let ours = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+    if !ours || count != 1 {
+        return Err("no socket: run from ext4box.socket (systemd) or give --listen PATH".into());
+    }
+    // SAFETY: systemd passes the listening socket as descriptor 3 and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(3) })
+}
+
+/// Serves requests until killed.
+pub fn serve(listen: Option<&Path>) -> Result<(), String> {
+    let listener = listener(listen)?;
+    // Supervisors of finished mounts are not waited for: let the kernel reap them.
+    // SAFETY: setting a signal disposition.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    tracing::info!("mount service listening");
+    loop {
+        // SAFETY: accept on our listening socket.
+        let fd = unsafe {
+            libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+        };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let conn = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_timeouts(&conn, 5);
+        let reply = match handle(&conn, &listener) {
+            Ok(()) => "R".to_string(),
+            Err(e) => {
+                tracing::info!("request refused: {e}");
+                format!("E {e}")
+            }
+        };
+        let mut f = File::from(conn);
+        let _ = f.write_all(reply.as_bytes());
+    }
+}
+
+fn set_timeouts(sock: &OwnedFd, secs: i64) {
+    let tv = libc::timeval { tv_sec: secs, tv_usec: 0 };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: setsockopt with a valid timeval.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+    }
+}
+
+/// The caller's uid and gid.
+fn peer(sock: &OwnedFd) -> Result<(u32, u32), String> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt into a ucred of the right size.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(last_error("SO_PEERCRED"));
+    }
+    Ok((cred.uid, cred.gid))
+}
+
+fn fstat(fd: &OwnedFd) -> Result<libc::stat, String> {
+    // SAFETY: fstat into a zeroed struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(last_error("fstat"));
+    }
+    Ok(st)
+}
+
+/// The path a descriptor names (for the mount table and messages).
+fn fd_path(fd: &OwnedFd) -> Result<PathBuf, String> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| format!("mount point: {e}"))
+}
+
+fn handle(conn: &OwnedFd, listener: &OwnedFd) -> Result<(), String> {
+    let (uid, gid) = peer(conn)?;
+    let (bytes, fds) = fd_socket::receive_upto(conn, 2)?;
+    match Request::decode(&bytes)? {
+        Request::Mount { options } => {
+            let [image, mountpoint]: [OwnedFd; 2] =
+                fds.try_into().map_err(|_| "a mount request carries two descriptors".to_string())?;
+            mount(uid, gid, &options, image, mountpoint, conn, listener)
+        }
+        Request::Unmount { path } => {
+            if !fds.is_empty() {
+                return Err("an unmount request carries no descriptor".into());
+            }
+            let entry = mountinfo::find(&path).ok_or_else(|| format!("{} is not mounted", path.display()))?;
+            if !entry.fstype.starts_with("fuse") || !entry.fstype.ends_with("ext4box") {
+                return Err(format!("{} is not an ext4box mount", path.display()));
+            }
+            if uid != 0 && registry::owner(&entry.dev) != Some(uid) {
+                return Err(format!("{} was not mounted by you", path.display()));
+            }
+            super::unmount(&path)
+        }
+    }
+}
+
+fn mount(
+    uid: u32,
+    gid: u32,
+    options: &str,
+    image: OwnedFd,
+    mountpoint: OwnedFd,
+    conn: &OwnedFd,
+    listener: &OwnedFd,
+) -> Result<(), String> {
+    let mut o = MountOptions::parse(options)?;
+    let img = fstat(&image)?;
+    let kind = img.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFREG && kind != libc::S_IFBLK {
+        return Err("the image descriptor is not a regular file or block device".into());
+    }
+    // The caller proved access by opening the image: a read-write mount needs it open for writing.
+    // SAFETY: F_GETFL on a descriptor we own.
+    let mode = unsafe { libc::fcntl(image.as_raw_fd(), libc::F_GETFL) } & libc::O_ACCMODE;
+    if !o.read_only && mode != libc::O_RDWR {
+        return Err("a read-write mount needs the image opened for reading and writing (or mount with -o ro)".into());
+    }
+    let mp = fstat(&mountpoint)?;
+    if mp.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err("the mount point is not a directory".into());
+    }
+    if uid != 0 && (mp.st_uid != uid || mp.st_mode & 0o200 == 0) {
+        return Err("the mount point must be a directory you own and may write".into());
+    }
+    if uid != 0 {
+        if !o.nosuid || !o.nodev || o.allow_other {
+            return Err("suid, dev and allow_other need root".into());
+        }
+        if registry::count_for(uid) >= PER_USER_LIMIT {
+            return Err(format!("you have {PER_USER_LIMIT} mounts already"));
+        }
+        o.uid.get_or_insert(uid);
+        o.gid.get_or_insert(gid);
+    }
+    let target = fd_path(&mountpoint)?;
+    let fuse = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+        .map_err(|e| format!("cannot open /dev/fuse: {e}"))?;
+    let atime = if o.noatime {
+        AtimePolicy::Never
+    } else if o.strictatime {
+        AtimePolicy::Always
+    } else {
+        AtimePolicy::Relative
+    };
+    let image_shown = std::fs::read_link(format!("/proc/self/fd/{}", image.as_raw_fd()))
+        .map_or_else(|_| "image".into(), |p| p.display().to_string());
+    let prepared = Prepared {
+        image: File::from(image),
+        fuse,
+        target,
+        source: image_shown.clone(),
+        options: o.clone(),
+        worker: WorkerArgs {
+            offset: o.offset,
+            read_only: o.read_only,
+            norecovery: o.norecovery,
+            atime,
+            uid: o.uid,
+            gid: o.gid,
+            sandbox: Some((sandbox::DEFAULT_IDENTITY, None)),
+        },
+        image_shown,
+        fd_socket: None,
+        block_device: kind == libc::S_IFBLK,
+        owner: (uid, gid),
+        mount_at: Some(PathBuf::from(format!("/proc/self/fd/{}", mountpoint.as_raw_fd()))),
+    };
+    let (ready_r, ready_w) = super::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the service is single-threaded, so the child may run ordinary code after fork.
+    match unsafe { libc::fork() } {
+        -1 => Err(last_error("fork")),
+        0 => {
+            drop(ready_r);
+            // SAFETY: plain syscalls on our own process.
+            unsafe {
+                libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+                libc::setsid();
+                libc::close(conn.as_raw_fd());
+                libc::close(listener.as_raw_fd());
+            }
+            let code = i32::from(supervisor::supervise(prepared, Some(ready_w)).is_err());
+            std::process::exit(code)
+        }
+        _ => {
+            drop(ready_w);
+            drop(prepared);
+            drop(mountpoint);
+            for line in BufReader::new(ready_r).lines().map_while(Result::ok) {
+                if line == "R" {
+                    return Ok(());
+                }
+                if let Some(e) = line.strip_prefix("E ") {
+                    return Err(e.to_string());
+                }
+            }
+            Err("the mount did not come up".into())
+        }
+    }
+}
+
+/// The client side (`ext4box mount` and `ext4box unmount` run by a user without privileges): sends the
+/// request with the descriptors the caller opened, and returns the service's answer.
+pub fn request(req: &Request, fds: &[&OwnedFd]) -> Result<(), String> {
+    let path = socket_path();
+    let conn = fd_socket::connect(&path)
+        .map_err(|_| format!("the ext4box mount service is not running ({})", path.display()))?;
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    fd_socket::send(&conn, &req.encode(), &raw)?;
+    let mut buf = [0u8; 4096];
+    // SAFETY: read into our buffer.
+    let n = unsafe { libc::read(conn.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    let reply = String::from_utf8_lossy(&buf[..n.max(0) as usize]).trim().to_string();
+    match reply.strip_prefix("E ") {
+        None if reply == "R" => Ok(()),
+        Some(e) => Err(e.to_string()),
+        None => Err("the mount service gave no answer".into()),
+    }
+}
+
+/// Opens what a client sends: the image (read-write unless `ro`) and the mount point (O_PATH).
+pub fn open_for_request(image: &Path, mountpoint: &Path, read_only: bool) -> Result<(OwnedFd, OwnedFd), String> {
+    let img = OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(image)
+        .map_err(|e| format!("cannot open image {}: {}", image.display(), super::errno_text(&e)))?;
+    let mp = open_path(mountpoint)?;
+    Ok((img.into(), mp))
+}
+
+pub fn open_path(p: &Path) -> Result<OwnedFd, String> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(p)
+        .map_err(|e| format!("mount point {}: {}", p.display(), super::errno_text(&e)))?;
+    Ok(f.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_are_strict() {
+        for r in [Request::Mount { options: "ro,noatime".into() }, Request::Unmount { path: "/home/u/mnt".into() }] {
+            assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        }
+        for bad in [
+            &b"ext4box-request 2\nop=mount\n"[..],
+            b"ext4box-request 1\nop=format\n",
+            b"ext4box-request 1\nop=mount\nop=mount\n",
+            b"ext4box-request 1\nop=unmount\npath=/m\noptions=ro\n",
+            b"ext4box-request 1\nop=unmount\npath=relative\n",
+            b"ext4box-request 1\nop=unmount\n",
+            b"ext4box-request 1\n",
+            b"\xff",
+        ] {
+            assert!(Request::decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}
