@@ -232,7 +232,11 @@ fn receive_inner(sock: &OwnedFd, want: usize, exact: Option<usize>) -> Result<(V
     // SAFETY: valid socket and message buffers.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
-        return Err(last_error("recvmsg"));
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EAGAIN) => "timed out waiting for the message".into(),
+            _ => format!("recvmsg: {e}"),
+        });
     }
     let mut fds = Vec::new();
     // SAFETY: walking the control messages the kernel wrote into `cbuf`.
