@@ -185,3 +185,45 @@ fn bad_requests_get_a_reason_and_the_service_goes_on() {
     assert_fsck_clean(&img);
     let _ = Path::new("");
 }
+
+/// Socket activation as systemd does it: the listening socket arrives as descriptor 3 with LISTEN_FDS=1
+/// and LISTEN_PID naming the service process.
+#[test]
+fn socket_activation_from_listen_fds() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let s = Scratch::new("svc-activation");
+    let sock = s.path("activated.sock");
+    let listener = fd_socket::listen_on(&sock).unwrap();
+    fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let raw = listener.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    // LISTEN_PID must be the service's own pid: the shell sets it, then becomes the service.
+    cmd.args(["-c", &format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {BIN} serve")]).stderr(Stdio::null());
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw != 3 && libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 onto itself keeps close-on-exec: clear it either way.
+            if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(listener);
+    let svc = Service { child, sock };
+    let (img, mnt) = user_files(&s, 65534, "nobody");
+    let out = as_user(
+        65534,
+        &svc,
+        &[OsStr::new("mount"), img.as_os_str(), mnt.as_os_str(), OsStr::new("-o"), OsStr::new("ro")],
+    );
+    assert!(out.status.success(), "mount through the socket-activated service:\n{}", output_text(&out));
+    let out = as_user(65534, &svc, &[OsStr::new("unmount"), mnt.as_os_str()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+}
