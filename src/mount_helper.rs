@@ -74,7 +74,7 @@ fn mount(args: &[String]) -> Result<(), (i32, String)> {
     let joined: Vec<String> = options
         .join(",")
         .split(',')
-        .filter(|o| !o.is_empty() && !(sloppy && MountOptions::parse(o).is_err()))
+        .filter(|o| !(o.is_empty() || sloppy && MountOptions::parse(o).is_err()))
         .map(str::to_string)
         .collect();
     let options = MountOptions::parse(&joined.join(",")).map_err(|e| (1, e))?;

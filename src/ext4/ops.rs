@@ -531,7 +531,7 @@ impl Filesystem {
         let kernel_time_flush = a.via_open_file && !other;
         if inode.links_count == 0 && !other {
             // The kernel writes back the times of a file it just unlinked: nothing left to keep them for.
-            return Ok(self.inode(ino)?);
+            return self.inode(ino);
         }
         if inode.has_flag(flags::IMMUTABLE) && !kernel_time_flush {
             return Err(Error::NotPermitted);
