@@ -7,12 +7,12 @@
 #
 # It provides:
 #   logging ............ log, die
-#   settings ........... BENCH_DIR, EXT4BOX, ROUNDS, SYSTEMS, UNMOUNT_TIMEOUT (+ bench_check_env)
+#   settings ........... BENCH_DIR, EXT4BOX, ROUNDS, SYSTEMS, ORDER, UNMOUNT_TIMEOUT (+ bench_check_env)
 #   images ............. make_ext4_image IMG SIZE POPULATE_FN
 #   mounts ............. fs_mount SYSTEM IMG MNT MODE, fs_unmount MNT, unmount_all
 #                        (unmount_all is installed as an EXIT trap by bench_init)
 #   caches/timing ...... drop_caches, time_cmd
-#   systems ............ has_system, uses_ext4box_binary, selected_systems
+#   systems ............ has_system, uses_ext4box_binary, selected_systems, round_systems
 #   results ............ record, median, median_of, ratio, cmp_ge, fmt_cell,
 #                        sandbox_cost, render_table, sandbox_report, bench_header
 #
@@ -31,6 +31,7 @@ EXT4BOX=${EXT4BOX:-/work/main/target/release/ext4box}
 ROUNDS=${ROUNDS:-5}
 UNMOUNT_TIMEOUT=${UNMOUNT_TIMEOUT:-600}   # seconds `ext4box unmount` may take
 SYSTEMS=${SYSTEMS:-kernel fuse2fs ext4box}
+ORDER=${ORDER:-fixed}     # fixed: SYSTEMS order every round; rotate: round r starts with the r-th system
 ALL_SYSTEMS=(kernel fuse2fs ext4box nosandbox)   # also the order of the table's columns
 SANDBOX_TARGET_PCT=3     # the sandbox should cost less than this (ext4box vs nosandbox)
 
@@ -48,6 +49,7 @@ die() { log "error: $*"; exit 1; }
 bench_check_env() {
     [[ $EUID -eq 0 ]] || die "must run as root (loop mounts, drop_caches)"
     [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
+    [[ $ORDER == fixed || $ORDER == rotate ]] || die "ORDER must be fixed or rotate (got '$ORDER')"
     local s
     for s in $SYSTEMS; do
         case $s in
@@ -96,6 +98,19 @@ selected_systems() {
     for s in "${ALL_SYSTEMS[@]}"; do
         ! has_system "$s" || echo "$s"
     done
+}
+
+# round_systems ROUND: the systems in the order they run in round ROUND (1-based).
+# ORDER=fixed: as in SYSTEMS. ORDER=rotate: SYSTEMS rotated left by ROUND-1,
+# so that over the rounds every system runs in every position; this cancels
+# position effects (e.g. the host's cache warmed by the system that ran just
+# before), which matter when the difference looked for is a few percent.
+round_systems() {
+    local -a s
+    read -ra s <<<"$SYSTEMS"
+    local n=${#s[@]} i off=0
+    [[ $ORDER != rotate ]] || off=$((($1 - 1) % n))
+    for ((i = 0; i < n; i++)); do echo "${s[(i + off) % n]}"; done
 }
 
 # ---------------------------------------------------------------- caches and clock
@@ -435,6 +450,7 @@ bench_header() {
     echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "- host: $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
     echo "- systems: $SYSTEMS; rounds: $ROUNDS (medians shown); $method"
+    [[ $ORDER != rotate ]] || echo "- order: rotated (round r starts with the r-th system of SYSTEMS)"
     echo "- 1-minute load average at the start: ${LOAD_AT_START:-?} ($(nproc) CPUs)"
     if has_system fuse2fs; then
         echo "- fuse2fs: $(dpkg-query -W -f '${Version}' fuse2fs 2>/dev/null || echo '?')"

@@ -12,6 +12,8 @@
 #              (default /var/tmp/ext4box-bench)
 #   EXT4BOX    ext4box binary (default /work/main/target/release/ext4box)
 #   ROUNDS     rounds (default 5)
+#   ORDER      fixed (default: SYSTEMS order in every round) or rotate (round r starts with
+#              the r-th system, to cancel position effects)
 #   SYSTEMS    subset of "kernel fuse2fs ext4box nosandbox" (default: the first three;
 #              nosandbox = ext4box mounted with --no-sandbox, to measure the sandbox's cost)
 #
@@ -140,7 +142,7 @@ make_ext4_image "$IMG" "$IMG_SIZE" populate_read_image
 
 printf 'round\tsystem\tphase\tseconds\n' >"$RAW_FILE"
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-    for sys in $SYSTEMS; do
+    for sys in $(round_systems "$ROUND"); do
         for phase in "${PHASES[@]}"; do
             run_phase "$sys" "$phase"
         done

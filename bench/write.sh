@@ -19,6 +19,8 @@
 #   EXT4BOX        ext4box binary (default /work/main/target/release/ext4box); copied at start,
 #                  so a rebuild during the run does not mix two versions
 #   ROUNDS         rounds (default 3)
+#   ORDER          fixed (default: SYSTEMS order in every round) or rotate (round r starts with
+#                  the r-th system, to cancel position effects)
 #   SYSTEMS        subset of "kernel fuse2fs ext4box nosandbox" (default: the first three;
 #                  nosandbox = ext4box mounted with --no-sandbox, to measure the sandbox's cost)
 #   SYNC           what a phase's closing "sync" is: syncfs (default: syncfs(2) on the mount, as
@@ -448,7 +450,7 @@ export LC_ALL
 printf 'round\tsystem\tphase\tseconds\n' >"$RAW_FILE"
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     for group in "${GROUPS_ORDER[@]}"; do
-        for sys in $SYSTEMS; do
+        for sys in $(round_systems "$ROUND"); do
             run_group "$sys" "$group"
         done
     done

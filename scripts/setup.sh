@@ -9,6 +9,9 @@ have mkfs.ext4 && have e2fsck && have debugfs || need+=(e2fsprogs)
 have setfacl || need+=(acl)
 have setfattr || need+=(attr)
 have python3 || need+=(python3)
+have podman || need+=(podman)      # the Containerfile test
+have runc || need+=(runc)
+have debootstrap || need+=(debootstrap)
 have gcc || need+=(gcc)            # the linker for cargo
 have cargo || need+=(cargo)        # only if no rustup toolchain is installed
 if ((${#need[@]})); then
