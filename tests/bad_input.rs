@@ -215,24 +215,17 @@ fn image_needing_recovery(s: &Scratch) -> std::path::PathBuf {
 }
 
 #[test]
-fn journal_needing_recovery() {
+fn journal_needing_recovery_but_damaged() {
     if !require_root_and_fuse() {
         return;
     }
     let s = Scratch::new("bad-recovery");
     let img = image_needing_recovery(&s);
-    let before = hash_path(&img);
     let mnt = s.mkdir("mnt");
-    let out = ext4box_mount(&img, &mnt, "");
-    assert_one_line_error("journal needing recovery (no options)", &out, &["recovery", "journal"]);
-    assert_nothing_mounted(&mnt);
-    let out = ext4box_mount(&img, &mnt, "ro");
-    assert_one_line_error("journal needing recovery (-o ro)", &out, &["recovery", "journal"]);
-    assert_nothing_mounted(&mnt);
-    assert_eq!(hash_path(&img), before, "a refused mount changed the image");
 
     // With norecovery it mounts, and shows what the kernel shows without
     // replaying the journal.
+    let before = hash_path(&img);
     let m = ext4box_mount_ok(&img, &mnt, "ro,norecovery");
     let km = s.mkdir("kernel");
     kernel_mount(&img, &km, "ro,norecovery");
@@ -244,6 +237,31 @@ fn journal_needing_recovery() {
     m.unmount();
     kernel_umount(&km);
     assert_eq!(hash_path(&img), before, "a read-only norecovery mount changed the image");
+
+    // Damage the journal superblock (its magic): replay is refused, ro or rw, with one line.
+    let bmap = debugfs(&img, "bmap <8> 0");
+    let jsb: u64 = bmap.trim().parse().unwrap_or_else(|_| panic!("debugfs bmap <8> 0: {bmap:?}"));
+    let stats = debugfs(&img, "stats");
+    let block_size: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no block size in debugfs stats:\n{stats}"));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(b"\0\0\0\0", jsb * block_size).unwrap();
+    }
+    let before = hash_path(&img);
+    let out = ext4box_mount(&img, &mnt, "");
+    assert_one_line_error("damaged journal needing recovery (no options)", &out, &["recovery", "journal"]);
+    assert_nothing_mounted(&mnt);
+    let out = ext4box_mount(&img, &mnt, "ro");
+    assert_one_line_error("damaged journal needing recovery (-o ro)", &out, &["recovery", "journal"]);
+    assert_nothing_mounted(&mnt);
+    assert_eq!(hash_path(&img), before, "a refused mount changed the image");
+    let m = ext4box_mount_ok(&img, &mnt, "ro,norecovery");
+    m.unmount();
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub enum Object {
     Symlink(u32),
     InlineData(u32),
     FileData(u32),
+    Journal,
 }
 
 impl fmt::Display for Object {
@@ -34,6 +35,7 @@ impl fmt::Display for Object {
             Object::Symlink(i) => write!(f, "symlink inode {i}"),
             Object::InlineData(i) => write!(f, "inline data of inode {i}"),
             Object::FileData(i) => write!(f, "data of inode {i}"),
+            Object::Journal => write!(f, "journal"),
         }
     }
 }

@@ -16,6 +16,7 @@ use super::error::{Error, Object, Result};
 use super::features::{self, *};
 use super::inline_data;
 use super::inode::{FileKind as Kind, Inode, InodeNo, Timestamp, flags};
+use super::journal::{Journal, OverlayDevice};
 use super::superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use super::{acl, block_map, dir_htree, extent, xattr};
 
@@ -118,7 +119,72 @@ pub struct Filesystem {
 
 impl Filesystem {
     /// Reads and validates the superblock and group descriptors of the filesystem on `dev`.
+    ///
+    /// A journal that needs recovery is replayed first (unless `opts.norecovery`): onto the image when
+    /// the mount will write it, into memory otherwise, so a read-only mount never writes the image.
     pub fn open(dev: Box<dyn BlockDevice>, opts: &MountOptions) -> Result<Filesystem> {
+        let sb = read_superblock(&*dev)?;
+        if !sb.needs_recovery() || opts.norecovery {
+            return Filesystem::open_as_is(dev, opts);
+        }
+        check_features(&sb)?;
+        let as_is = MountOptions { norecovery: true, read_only: true, ..opts.clone() };
+        let probe = Filesystem::open_as_is(dev, &as_is)?;
+        let (replay, jsb, raw_jsb, jsb_block) = {
+            let journal = Journal::open(&probe).map_err(journal_error)?;
+            let replay = journal.recover().map_err(journal_error)?;
+            (replay, journal.sb.clone(), journal.raw_sb.clone(), journal.sb_block)
+        };
+        let block_size = probe.block_size();
+        let dev = probe.into_device();
+        if opts.read_only || feature_write_refusal(&sb).is_some() {
+            let mut blocks = replay.blocks;
+            // The replayed image as the kernel leaves it after recovery: needs_recovery cleared.
+            let (sb_block, sb_offset) = superblock_block(block_size);
+            let mut home = match blocks.get(&sb_block) {
+                Some(b) => b.clone(),
+                None => {
+                    let mut b = vec![0u8; block_size as usize];
+                    dev.read_exact_at(&mut b, sb_block * u64::from(block_size))?;
+                    b
+                }
+            };
+            clear_needs_recovery(&mut home[sb_offset..sb_offset + SUPERBLOCK_SIZE]);
+            blocks.insert(sb_block, home);
+            let overlay = OverlayDevice::new(dev, block_size, blocks);
+            return Filesystem::open_as_is(
+                Box::new(overlay),
+                &MountOptions { norecovery: true, read_only: true, ..opts.clone() },
+            );
+        }
+        // Read-write: write the replayed blocks home, empty the journal, then clear needs_recovery,
+        // flushing between the steps so a crash in the middle leaves a journal that replays again.
+        for (nr, data) in &replay.blocks {
+            dev.write_all_at(data, nr * u64::from(block_size))?;
+        }
+        dev.flush()?;
+        dev.write_all_at(&jsb.emptied(&raw_jsb, replay.next_sequence), jsb_block * u64::from(block_size))?;
+        dev.flush()?;
+        let mut raw = vec![0u8; SUPERBLOCK_SIZE];
+        dev.read_exact_at(&mut raw, SUPERBLOCK_OFFSET)?;
+        clear_needs_recovery(&mut raw);
+        dev.write_all_at(&raw, SUPERBLOCK_OFFSET)?;
+        dev.flush()?;
+        Filesystem::open_as_is(dev, opts)
+    }
+
+    /// Gives back the device (the probe mount used to read the journal).
+    fn into_device(self) -> Box<dyn BlockDevice> {
+        self.dev
+    }
+
+    /// The device under the filesystem, for reading blocks that bypass the metadata cache.
+    pub(crate) fn device(&self) -> &dyn BlockDevice {
+        &*self.dev
+    }
+
+    /// Opens the filesystem as the device holds it, without looking at the journal.
+    fn open_as_is(dev: Box<dyn BlockDevice>, opts: &MountOptions) -> Result<Filesystem> {
         let mut raw = vec![0u8; SUPERBLOCK_SIZE];
         dev.read_exact_at(&mut raw, SUPERBLOCK_OFFSET).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -130,12 +196,7 @@ impl Filesystem {
         let sb = Superblock::parse(&raw)?;
         check_features(&sb)?;
         if sb.needs_recovery() && !opts.norecovery {
-            return Err(Error::Unsupported(
-                "the journal needs recovery (the filesystem was not cleanly unmounted); replay is not \
-                 implemented yet: mount with -o norecovery to read the image as it is, without the \
-                 journal's last changes"
-                    .into(),
-            ));
+            return Err(Error::Unsupported("the journal still needs recovery after replay".into()));
         }
         let bytes = sb.blocks_count.checked_mul(u64::from(sb.block_size));
         if bytes.is_none_or(|b| b > dev.size()) {
@@ -796,11 +857,56 @@ fn check_features(sb: &Superblock) -> Result<()> {
     Ok(())
 }
 
+/// Reads and parses the superblock at byte 1024 of `dev`.
+fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock> {
+    let mut raw = vec![0u8; SUPERBLOCK_SIZE];
+    dev.read_exact_at(&mut raw, SUPERBLOCK_OFFSET).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::NotExt("image too small to hold a superblock")
+        } else {
+            Error::Io(e)
+        }
+    })?;
+    Superblock::parse(&raw)
+}
+
+/// The block holding the superblock, and the superblock's offset inside it.
+fn superblock_block(block_size: u32) -> (u64, usize) {
+    let bs = u64::from(block_size);
+    (SUPERBLOCK_OFFSET / bs, (SUPERBLOCK_OFFSET % bs) as usize)
+}
+
+/// Clears needs_recovery in raw superblock bytes and reseals their checksum.
+fn clear_needs_recovery(raw: &mut [u8]) {
+    let incompat = super::bytes::le32(raw, 0x60) & !INCOMPAT_RECOVER;
+    raw[0x60..0x64].copy_from_slice(&incompat.to_le_bytes());
+    if super::bytes::le32(raw, 0x64) & super::features::RO_COMPAT_METADATA_CSUM != 0 {
+        let c = super::checksum::crc32c(!0, &raw[..0x3FC]);
+        raw[0x3FC..0x400].copy_from_slice(&c.to_le_bytes());
+    }
+}
+
+/// A journal that cannot be replayed refuses the mount, with the way out.
+fn journal_error(e: Error) -> Error {
+    match e {
+        Error::Unsupported(m) => Error::Unsupported(m),
+        other => Error::Unsupported(format!(
+            "the journal needs recovery but cannot be replayed ({other}); run e2fsck, or mount with \
+             -o ro,norecovery to read the image without the journal's last changes"
+        )),
+    }
+}
+
 /// Why an image with these features cannot be written by this engine (`None`: it can).
 fn write_refusal(sb: &Superblock) -> Option<String> {
     if sb.needs_recovery() {
-        return Some("the journal needs recovery, which is not implemented yet".into());
+        return Some("the journal needs recovery and -o norecovery was given".into());
     }
+    feature_write_refusal(sb)
+}
+
+/// Why the engine cannot write an image with these features (`None`: it can).
+fn feature_write_refusal(sb: &Superblock) -> Option<String> {
     const INCOMPAT_WRITE: u32 = INCOMPAT_FILETYPE
         | INCOMPAT_META_BG
         | INCOMPAT_EXTENTS
@@ -818,7 +924,8 @@ fn write_refusal(sb: &Superblock) -> Option<String> {
         | RO_COMPAT_EXTRA_ISIZE
         | RO_COMPAT_METADATA_CSUM
         | RO_COMPAT_PROJECT;
-    let incompat = sb.feature_incompat & !INCOMPAT_WRITE;
+    // needs_recovery is the journal's state, not a feature of the format: `write_refusal` handles it.
+    let incompat = sb.feature_incompat & !INCOMPAT_WRITE & !INCOMPAT_RECOVER;
     let ro_compat = sb.feature_ro_compat & !RO_COMPAT_WRITE;
     let mut names = features::names(features::Kind::Incompat, incompat);
     names.extend(features::names(features::Kind::RoCompat, ro_compat));

@@ -26,6 +26,7 @@ pub mod file;
 pub mod fs;
 pub mod inline_data;
 pub mod inode;
+pub mod journal;
 pub mod ops;
 pub mod orphan;
 pub mod superblock;

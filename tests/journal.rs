@@ -1,0 +1,187 @@
+//! Journal replay: images whose journal needs recovery, made dirty by the kernel itself
+//! (EXT4_IOC_SHUTDOWN with the log flushed, then umount), and the `j_*` images of the e2fsprogs corpus.
+//!
+//! - `ro` replays into memory: the tree equals the kernel's view of a copy e2fsck replayed, and the image
+//!   file is byte-for-byte unchanged.
+//! - `rw` replays onto the image: afterwards `e2fsck -fn` is clean, needs_recovery is gone, and the kernel
+//!   reads the same tree as from e2fsck's replay.
+//! - A journal that cannot be replayed refuses the mount with one line; `ro,norecovery` still mounts.
+//!
+//! Needs root (loop mounts, the shutdown ioctl) and /dev/fuse.
+
+mod common;
+
+use common::*;
+use std::fs::{self, File};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+
+/// `EXT4_IOC_SHUTDOWN`, and its flag that flushes the log but not the filesystem.
+const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
+const EXT4_GOING_FLAGS_LOGFLUSH: u32 = 1;
+
+fn sha(path: &Path) -> u64 {
+    hash_path(path)
+}
+
+fn e2fsck_replay(img: &Path) {
+    let out = Command::new("e2fsck").arg("-fy").arg(img).output().unwrap();
+    // 0: clean, 1: errors corrected (recovery itself counts as a correction).
+    assert!(matches!(out.status.code(), Some(0 | 1)), "e2fsck -fy {img:?}:\n{}", output_text(&out));
+}
+
+/// Writes a workload on a kernel mount of `img`, shuts the filesystem down with the log flushed, and
+/// keeps the image as it was at that moment: its journal holds committed transactions never checkpointed.
+fn make_dirty(img: &Path, mnt: &Path) {
+    kernel_mount(img, mnt, "");
+    let d = mnt.join("dir");
+    fs::create_dir(&d).unwrap();
+    for i in 0..300 {
+        fs::write(d.join(format!("f{i}")), format!("file {i}\n").repeat(i % 7 + 1)).unwrap();
+    }
+    fs::write(mnt.join("big"), pseudo_random(7, 3 << 20)).unwrap();
+    run_ok(&mut Command::new("sync"));
+    // Changes after the sync live only in the journal.
+    for i in (0..300).step_by(3) {
+        fs::remove_file(d.join(format!("f{i}"))).unwrap();
+    }
+    fs::create_dir(mnt.join("later")).unwrap();
+    fs::hard_link(mnt.join("big"), mnt.join("later/big2")).unwrap();
+    fs::write(mnt.join("later/small"), b"after the sync\n").unwrap();
+    set_xattr(&mnt.join("later/small"), "user.note", b"journaled").unwrap();
+    fs::rename(d.join("f1"), mnt.join("later/renamed")).unwrap();
+    // fsync commits the running transaction to the journal; the flusher writes blocks home only after
+    // ~30 s, so until then these changes exist only in the log.
+    File::open(mnt.join("later/small")).unwrap().sync_all().unwrap();
+    let f = File::open(mnt).unwrap();
+    let flag = EXT4_GOING_FLAGS_LOGFLUSH;
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flag) };
+    assert_eq!(rc, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
+    drop(f);
+    // The image as a crash leaves it: the committed blocks are in the log, and (until the flusher or the
+    // umount writes them) not yet home. Umounting would write them home, so copy the image first.
+    let crashed = img.with_extension("crashed");
+    fs::copy(img, &crashed).unwrap();
+    kernel_umount(mnt);
+    fs::rename(&crashed, img).unwrap();
+    assert!(fs_features(img).iter().any(|f| f == "needs_recovery"), "the shutdown left no journal to recover");
+}
+
+fn walk_of(mnt: &Path) -> Walk {
+    walk(mnt, &WalkOpts::default())
+}
+
+/// The kernel's view of `img` after e2fsck replayed its journal.
+fn reference_walk(img: &Path, mnt: &Path) -> Walk {
+    e2fsck_replay(img);
+    kernel_mount(img, mnt, "ro");
+    let w = walk_of(mnt);
+    kernel_umount(mnt);
+    w
+}
+
+/// The checks every dirty image gets: `ro` in memory, `rw` onto the image.
+fn check_replay(dirty: &Path, scratch: &Scratch, name: &str) {
+    let kmnt = scratch.mkdir(&format!("{name}-k"));
+    let emnt = scratch.mkdir(&format!("{name}-e"));
+    let reference = scratch.path(&format!("{name}-ref.img"));
+    fs::copy(dirty, &reference).unwrap();
+    let expected = reference_walk(&reference, &kmnt);
+
+    let ro = scratch.path(&format!("{name}-ro.img"));
+    fs::copy(dirty, &ro).unwrap();
+    let before = sha(&ro);
+    let m = ext4box_mount_ok(&ro, &emnt, "ro");
+    let seen = walk_of(&emnt);
+    m.unmount();
+    assert_walks_equal(&format!("{name}: e2fsck's replay"), &expected, &format!("{name}: ext4box ro"), &seen);
+    assert_eq!(before, sha(&ro), "{name}: a read-only mount changed the image file");
+
+    let rw = scratch.path(&format!("{name}-rw.img"));
+    fs::copy(dirty, &rw).unwrap();
+    let m = ext4box_mount_ok(&rw, &emnt, "rw");
+    m.unmount();
+    assert_fsck_clean(&rw);
+    assert!(!fs_features(&rw).iter().any(|f| f == "needs_recovery"), "{name}: needs_recovery left set");
+    kernel_mount(&rw, &kmnt, "ro");
+    let after = walk_of(&kmnt);
+    kernel_umount(&kmnt);
+    assert_walks_equal(&format!("{name}: e2fsck's replay"), &expected, &format!("{name}: after ext4box rw"), &after);
+}
+
+#[test]
+fn kernel_made_dirty_journals_replay_as_e2fsck_does() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new("journal-kernel");
+    let kmnt = scratch.mkdir("make");
+    let shapes: [(&str, &[&str]); 4] = [
+        ("4k-csum", &["-b", "4096"]),
+        ("1k-csum", &["-b", "1024"]),
+        ("4k-nocsum", &["-b", "4096", "-O", "^metadata_csum"]),
+        ("1k-ext3", &["-t", "ext3", "-b", "1024"]),
+    ];
+    for (name, args) in shapes {
+        let img = scratch.path(&format!("{name}.img"));
+        mkfs(&img, 96 << 20, args);
+        make_dirty(&img, &kmnt);
+        check_replay(&img, &scratch, name);
+        // The journal mattered: without replay the image lacks the last changes.
+        let emnt = scratch.mkdir(&format!("{name}-norecovery"));
+        let m = ext4box_mount_ok(&img, &emnt, "ro,norecovery");
+        let unreplayed = fs::read(emnt.join("later/small"));
+        m.unmount();
+        assert!(unreplayed.is_err(), "{name}: later/small is on the image without replay: the test replays nothing");
+    }
+}
+
+fn corpus_image(name: &str, scratch: &Scratch) -> Option<std::path::PathBuf> {
+    let gz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/e2fsprogs").join(format!("{name}.img.gz"));
+    if !gz.exists() {
+        assert!(!is_ci(), "CI=true but {gz:?} is missing");
+        eprintln!("skipping {name}: {gz:?} is absent");
+        return None;
+    }
+    let img = scratch.path(&format!("{name}.img"));
+    let out = Command::new("sh").arg("-c").arg(format!("zcat '{}' > '{}'", gz.display(), img.display())).output();
+    assert!(out.is_ok_and(|o| o.status.success()), "zcat {gz:?}");
+    Some(img)
+}
+
+#[test]
+fn corpus_journals_replay_as_e2fsck_does() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new("journal-corpus");
+    // Checksum errors in a commit, descriptor, revoke or logged block: the replay stops where e2fsck stops.
+    for name in ["j_corrupt_commit_csum", "j_corrupt_descr_csum", "j_corrupt_journal_block", "j_corrupt_revoke_csum"] {
+        let Some(img) = corpus_image(name, &scratch) else { continue };
+        check_replay(&img, &scratch, name);
+    }
+}
+
+#[test]
+fn a_damaged_journal_refuses_replay_but_not_norecovery() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new("journal-damaged");
+    let Some(img) = corpus_image("j_corrupt_sb_csum", &scratch) else { return };
+    let mnt = scratch.mkdir("m");
+    let before = sha(&img);
+    for opts in ["ro", "rw"] {
+        let out = ext4box_mount(&img, &mnt, opts);
+        assert!(!out.status.success(), "-o {opts}: a journal with a bad superblock checksum was replayed");
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "-o {opts}: want one error line, got {lines:?}");
+        assert!(lines[0].contains("journal") && lines[0].contains("norecovery"), "-o {opts}: {lines:?}");
+        assert!(mountinfo_entry(&mnt).is_none());
+    }
+    let m = ext4box_mount_ok(&img, &mnt, "ro,norecovery");
+    assert!(fs::read_dir(&mnt).unwrap().count() > 0);
+    m.unmount();
+    assert_eq!(before, sha(&img), "a refused or norecovery mount changed the image");
+}
