@@ -33,7 +33,7 @@ fn e2fsck_replay(img: &Path) {
 
 /// Writes a workload on a kernel mount of `img`, shuts the filesystem down with the log flushed, and
 /// keeps the image as it was at that moment: its journal holds committed transactions never checkpointed.
-fn make_dirty(img: &Path, mnt: &Path) {
+fn make_dirty(img: &Path, mnt: &Path, wrap: bool) {
     kernel_mount(img, mnt, "");
     let d = mnt.join("dir");
     fs::create_dir(&d).unwrap();
@@ -43,6 +43,21 @@ fn make_dirty(img: &Path, mnt: &Path) {
     fs::write(mnt.join("big"), pseudo_random(7, 3 << 20)).unwrap();
     run_ok(&mut Command::new("sync"));
     // Changes after the sync live only in the journal.
+    if wrap {
+        // Transactions committed one by one (each fsync commits one) until the live part of the log
+        // runs past the journal's end and on from its start.
+        let mut r = 0;
+        while !log_wraps(img) {
+            assert!(r < 400, "the log never wrapped");
+            let dir = mnt.join(format!("round{r}"));
+            fs::create_dir(&dir).unwrap();
+            for i in 0..100 {
+                fs::write(dir.join(format!("f{i}")), format!("{r}/{i}\n")).unwrap();
+            }
+            File::open(dir.join("f0")).unwrap().sync_all().unwrap();
+            r += 1;
+        }
+    }
     for i in (0..300).step_by(3) {
         fs::remove_file(d.join(format!("f{i}"))).unwrap();
     }
@@ -66,6 +81,17 @@ fn make_dirty(img: &Path, mnt: &Path) {
     kernel_umount(mnt);
     fs::rename(&crashed, img).unwrap();
     assert!(fs_features(img).iter().any(|f| f == "needs_recovery"), "the shutdown left no journal to recover");
+}
+
+/// Whether the live part of the log runs past the journal's end and on from its start, per debugfs.
+fn log_wraps(img: &Path) -> bool {
+    let out = run_ok(Command::new("debugfs").arg("-c").arg("-R").arg("logdump").arg(img));
+    let blocks: Vec<u64> = out
+        .lines()
+        .filter(|l| l.starts_with("Found expected sequence"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    blocks.windows(2).any(|w| w[1] < w[0])
 }
 
 fn walk_of(mnt: &Path) -> Walk {
@@ -117,16 +143,23 @@ fn kernel_made_dirty_journals_replay_as_e2fsck_does() {
     }
     let scratch = Scratch::new("journal-kernel");
     let kmnt = scratch.mkdir("make");
-    let shapes: [(&str, &[&str]); 4] = [
-        ("4k-csum", &["-b", "4096"]),
-        ("1k-csum", &["-b", "1024"]),
-        ("4k-nocsum", &["-b", "4096", "-O", "^metadata_csum"]),
-        ("1k-ext3", &["-t", "ext3", "-b", "1024"]),
+    // (name, mkfs arguments, whether the log must wrap)
+    let shapes: [(&str, &[&str], bool); 5] = [
+        ("4k-csum", &["-b", "4096"], false),
+        ("1k-csum", &["-b", "1024"], false),
+        ("4k-nocsum", &["-b", "4096", "-O", "^metadata_csum"], false),
+        // ext3: no 64bit, so 32-bit block tags and no checksums.
+        ("1k-ext3", &["-t", "ext3", "-b", "1024"], false),
+        // The smallest journal (1024 blocks), committed to until its live part wraps past the end.
+        ("1k-wrapped", &["-b", "1024", "-J", "size=1"], true),
     ];
-    for (name, args) in shapes {
+    for (name, args, wrap) in shapes {
         let img = scratch.path(&format!("{name}.img"));
         mkfs(&img, 96 << 20, args);
-        make_dirty(&img, &kmnt);
+        make_dirty(&img, &kmnt, wrap);
+        if wrap {
+            assert!(log_wraps(&img), "{name}: the crashed image's log does not wrap");
+        }
         check_replay(&img, &scratch, name);
         // The journal mattered: without replay the image lacks the last changes.
         let emnt = scratch.mkdir(&format!("{name}-norecovery"));
