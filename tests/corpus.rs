@@ -65,15 +65,17 @@ struct Outcome {
     note: String,
 }
 
-/// Mounts one image with ro,norecovery and walks it. Problems that are
-/// ext4box failures are returned as Err.
-fn check_image(s: &Scratch, gz: &Path) -> Result<Outcome, String> {
+/// Mounts one image with `opts` (ro,norecovery: the image as it is; ro: its
+/// journal replayed into memory) and walks it. Problems that are ext4box
+/// failures are returned as Err.
+fn check_image(s: &Scratch, gz: &Path, opts: &str) -> Result<Outcome, String> {
     let t0 = Instant::now();
-    let name = short_name(gz);
-    let img = s.path(&format!("{name}.img"));
+    let replay = opts == "ro";
+    let name = if replay { format!("{} (replayed)", short_name(gz)) } else { short_name(gz) };
+    let img = s.path(&format!("{}.img", short_name(gz)));
     gunzip(gz, &img);
-    let mnt = s.mkdir(&format!("mnt-{name}"));
-    let out = ext4box_mount(&img, &mnt, "ro,norecovery");
+    let mnt = s.mkdir(&format!("mnt-{}-{}", short_name(gz), opts.replace(',', "-")));
+    let out = ext4box_mount(&img, &mnt, opts);
     let mut o = Outcome {
         image: name.clone(),
         result: String::new(),
@@ -200,6 +202,16 @@ fn check_image(s: &Scratch, gz: &Path) -> Result<Outcome, String> {
     Ok(o)
 }
 
+/// Whether dumpe2fs lists needs_recovery (dumpe2fs may fail on a damaged image: then no).
+fn needs_recovery(img: &Path) -> bool {
+    Command::new("dumpe2fs").arg("-h").arg(img).stderr(Stdio::null()).output().is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("Filesystem features:"))
+            .any(|f| f.split_whitespace().any(|x| x == "needs_recovery"))
+    })
+}
+
 fn errno_name(e: i32) -> String {
     match e {
         libc::EIO => "EIO".into(),
@@ -252,10 +264,18 @@ fn every_corpus_image_is_refused_or_survives_a_full_walk() {
                 loop {
                     let Some(gz) = queue.lock().unwrap().pop() else { break };
                     let s = Scratch::new(&format!("corpus-{}", short_name(&gz)));
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_image(&s, &gz)))
-                        .unwrap_or_else(|p| Err(format!("{}: {}", short_name(&gz), panic_text(&p))));
+                    // Every image as it is; those whose journal needs recovery also replayed (the
+                    // journal parser on hostile input).
+                    for opts in ["ro,norecovery", "ro"] {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_image(&s, &gz, opts)))
+                            .unwrap_or_else(|p| Err(format!("{}: {}", short_name(&gz), panic_text(&p))));
+                        results.lock().unwrap().push(r);
+                        let img = s.path(&format!("{}.img", short_name(&gz)));
+                        if !needs_recovery(&img) {
+                            break;
+                        }
+                    }
                     drop(s);
-                    results.lock().unwrap().push(r);
                 }
             })
         })
@@ -268,7 +288,7 @@ fn every_corpus_image_is_refused_or_survives_a_full_walk() {
         Ok(o) => o.image.clone(),
         Err(e) => e.clone(),
     });
-    assert_eq!(results.len(), total);
+    assert!(results.len() >= total, "{} results for {total} images", results.len());
 
     let mut table = String::new();
     table.push_str(&format!(
@@ -310,45 +330,6 @@ fn every_corpus_image_is_refused_or_survives_a_full_walk() {
     );
     assert!(failures.is_empty(), "{} corpus image(s) failed:\n{}", failures.len(), failures.join("\n"));
     assert!(mounted > 0, "no corpus image mounted at all");
-}
-
-/// Images whose superblock says the journal needs recovery are refused
-/// without -o norecovery, with one line that says so.
-#[test]
-fn corpus_journal_needing_recovery_is_refused() {
-    if !require_root_and_fuse() {
-        return;
-    }
-    let Some(dir) = corpus_dir() else { return };
-    let s = Scratch::new("corpus-recovery");
-    let mut checked = 0;
-    for gz in corpus_images(&dir).iter().filter(|p| short_name(p).starts_with("j_")) {
-        let name = short_name(gz);
-        let img = s.path(&format!("{name}.img"));
-        gunzip(gz, &img);
-        let needs = run_timeout(Command::new("dumpe2fs").arg("-h").arg(&img), Duration::from_secs(60))
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("needs_recovery"))
-            .unwrap_or(false);
-        if !needs {
-            continue;
-        }
-        let mnt = s.mkdir(&format!("mnt-{name}"));
-        let before = hash_path(&img);
-        let out = ext4box_mount(&img, &mnt, "ro");
-        let lines = stderr_lines(&out);
-        assert!(!out.status.success(), "{name} (needs recovery) mounted without norecovery");
-        assert_eq!(lines.len(), 1, "{name}: stderr should be one line: {lines:?}");
-        let l = lines[0].to_lowercase();
-        assert!(
-            l.contains("recovery") || l.contains("journal"),
-            "{name}: the refusal does not mention recovery or the journal: {:?}",
-            lines[0]
-        );
-        assert!(mountinfo_entry(&mnt).is_none(), "{name}: refused but mounted");
-        assert_eq!(hash_path(&img), before, "{name}: the refused mount changed the image");
-        checked += 1;
-    }
-    assert!(checked > 0, "no j_* image in the corpus needs recovery");
 }
 
 /// True when `e2fsck -fn` finds nothing wrong with inodes, blocks, the
