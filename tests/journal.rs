@@ -190,7 +190,14 @@ fn corpus_journals_replay_as_e2fsck_does() {
     }
     let scratch = Scratch::new("journal-corpus");
     // Checksum errors in a commit, descriptor, revoke or logged block: the replay stops where e2fsck stops.
-    for name in ["j_corrupt_commit_csum", "j_corrupt_descr_csum", "j_corrupt_journal_block", "j_corrupt_revoke_csum"] {
+    // f_jnl_64bit: a 64-bit journal holding a whole tree of 1,300 entries.
+    for name in [
+        "j_corrupt_commit_csum",
+        "j_corrupt_descr_csum",
+        "j_corrupt_journal_block",
+        "j_corrupt_revoke_csum",
+        "f_jnl_64bit",
+    ] {
         let Some(img) = corpus_image(name, &scratch) else { continue };
         check_replay(&img, &scratch, name);
     }
