@@ -123,7 +123,7 @@ impl Filesystem {
     /// A journal that needs recovery is replayed first (unless `opts.norecovery`): onto the image when
     /// the mount will write it, into memory otherwise, so a read-only mount never writes the image.
     pub fn open(dev: Box<dyn BlockDevice>, opts: &MountOptions) -> Result<Filesystem> {
-        let sb = read_superblock(&*dev)?;
+        let (_, sb) = read_superblock(&*dev)?;
         if !sb.needs_recovery() || opts.norecovery {
             return Filesystem::open_as_is(dev, opts);
         }
@@ -165,8 +165,7 @@ impl Filesystem {
         dev.flush()?;
         dev.write_all_at(&jsb.emptied(&raw_jsb, replay.next_sequence), jsb_block * u64::from(block_size))?;
         dev.flush()?;
-        let mut raw = vec![0u8; SUPERBLOCK_SIZE];
-        dev.read_exact_at(&mut raw, SUPERBLOCK_OFFSET)?;
+        let (mut raw, _) = read_superblock(&*dev)?; // as replayed, validated again
         clear_needs_recovery(&mut raw);
         dev.write_all_at(&raw, SUPERBLOCK_OFFSET)?;
         dev.flush()?;
@@ -185,15 +184,7 @@ impl Filesystem {
 
     /// Opens the filesystem as the device holds it, without looking at the journal.
     fn open_as_is(dev: Box<dyn BlockDevice>, opts: &MountOptions) -> Result<Filesystem> {
-        let mut raw = vec![0u8; SUPERBLOCK_SIZE];
-        dev.read_exact_at(&mut raw, SUPERBLOCK_OFFSET).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::NotExt("image too small to hold a superblock")
-            } else {
-                Error::Io(e)
-            }
-        })?;
-        let sb = Superblock::parse(&raw)?;
+        let (raw, sb) = read_superblock(&*dev)?;
         check_features(&sb)?;
         if sb.needs_recovery() && !opts.norecovery {
             return Err(Error::Unsupported("the journal still needs recovery after replay".into()));
@@ -857,8 +848,8 @@ fn check_features(sb: &Superblock) -> Result<()> {
     Ok(())
 }
 
-/// Reads and parses the superblock at byte 1024 of `dev`.
-fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock> {
+/// Reads and parses the superblock at byte 1024 of `dev`: its raw bytes and their meaning.
+fn read_superblock(dev: &dyn BlockDevice) -> Result<(Vec<u8>, Superblock)> {
     let mut raw = vec![0u8; SUPERBLOCK_SIZE];
     dev.read_exact_at(&mut raw, SUPERBLOCK_OFFSET).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -867,7 +858,8 @@ fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock> {
             Error::Io(e)
         }
     })?;
-    Superblock::parse(&raw)
+    let sb = Superblock::parse(&raw)?;
+    Ok((raw, sb))
 }
 
 /// The block holding the superblock, and the superblock's offset inside it.
