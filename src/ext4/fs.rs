@@ -16,7 +16,7 @@ use super::error::{Error, Object, Result};
 use super::features::{self, *};
 use super::inline_data;
 use super::inode::{FileKind as Kind, Inode, InodeNo, Timestamp, flags};
-use super::journal::{Journal, OverlayDevice};
+use super::journal::{BlockSource, Journal, OverlayDevice};
 use super::superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use super::{acl, block_map, dir_htree, extent, xattr};
 
@@ -142,7 +142,7 @@ impl Filesystem {
             // The replayed image as the kernel leaves it after recovery: needs_recovery cleared.
             let (sb_block, sb_offset) = superblock_block(block_size);
             let mut home = match blocks.get(&sb_block) {
-                Some(b) => b.clone(),
+                Some(source) => source.read(&*dev, block_size)?,
                 None => {
                     let mut b = vec![0u8; block_size as usize];
                     dev.read_exact_at(&mut b, sb_block * u64::from(block_size))?;
@@ -150,7 +150,7 @@ impl Filesystem {
                 }
             };
             clear_needs_recovery(&mut home[sb_offset..sb_offset + SUPERBLOCK_SIZE]);
-            blocks.insert(sb_block, home);
+            blocks.insert(sb_block, BlockSource::Data(home));
             let overlay = OverlayDevice::new(dev, block_size, blocks);
             return Filesystem::open_as_is(
                 Box::new(overlay),
@@ -159,8 +159,9 @@ impl Filesystem {
         }
         // Read-write: write the replayed blocks home, empty the journal, then clear needs_recovery,
         // flushing between the steps so a crash in the middle leaves a journal that replays again.
-        for (nr, data) in &replay.blocks {
-            dev.write_all_at(data, nr * u64::from(block_size))?;
+        for (nr, source) in &replay.blocks {
+            let data = source.read(&*dev, block_size)?;
+            dev.write_all_at(&data, nr * u64::from(block_size))?;
         }
         dev.flush()?;
         dev.write_all_at(&jsb.emptied(&raw_jsb, replay.next_sequence), jsb_block * u64::from(block_size))?;

@@ -7,9 +7,10 @@
 //! `s_start` while blocks carry the expected sequence and checksums hold, gather revokes, then copy every
 //! logged block of a complete transaction to its home unless a revoke at least as new cancels it.
 //!
-//! Scanning produces a [`Replay`]: the blocks to write home. The caller decides where they go: onto the
-//! image for a read-write mount, or into an in-memory overlay ([`OverlayDevice`]) for a read-only one, so
-//! an untrusted image is never written.
+//! Scanning produces a [`Replay`]: for each home block, where its newest logged copy sits. The caller
+//! decides where the copies go: onto the image for a read-write mount, or under an overlay
+//! ([`OverlayDevice`]) for a read-only one, so an untrusted image is never written. The replay holds
+//! block numbers, not contents, so its memory is a few dozen bytes per logged block whatever the block size.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,6 +48,9 @@ const TAG_LAST: u32 = 0x8;
 
 /// `s_checksum_type` for crc32c, the only type v2/v3 checksums use.
 const CHECKSUM_CRC32C: u8 = 4;
+/// The largest journal mke2fs makes (its documented limit), in blocks: bounds the work and memory of a
+/// scan whatever the image claims.
+const MAX_JOURNAL_BLOCKS: u32 = 10_240_000;
 /// Size of the journal superblock the checksum covers (`sizeof(journal_superblock_t)`).
 const JSB_SIZE: usize = 1024;
 
@@ -114,6 +118,9 @@ impl JournalSuperblock {
         };
         if jsb.block_size != fs_block_size {
             return Err(corrupt("journal block size differs from the filesystem's"));
+        }
+        if jsb.maxlen > MAX_JOURNAL_BLOCKS {
+            return Err(corrupt("journal is larger than any mke2fs makes"));
         }
         if jsb.first == 0 || jsb.first >= jsb.maxlen {
             return Err(corrupt("journal's first log block lies outside the journal"));
@@ -204,11 +211,40 @@ impl JournalSuperblock {
     }
 }
 
-/// What recovery found: the blocks to write home, newest contents only.
+/// Where the contents a replay puts in a home block come from.
+#[derive(Debug, Clone)]
+pub enum BlockSource {
+    /// The logged copy at device block `pblk`; `escaped` when its first four bytes held the journal's
+    /// magic number and were zeroed in the log.
+    Log { pblk: u64, escaped: bool },
+    /// Contents held in memory (the superblock, patched after replay).
+    Data(Vec<u8>),
+}
+
+impl BlockSource {
+    /// The block's contents, `block_size` bytes, read from `dev` for a logged copy.
+    pub fn read(&self, dev: &dyn BlockDevice, block_size: u32) -> std::io::Result<Vec<u8>> {
+        match self {
+            BlockSource::Data(d) => Ok(d.clone()),
+            BlockSource::Log { pblk, escaped } => {
+                let bs = u64::from(block_size);
+                let offset = pblk.checked_mul(bs).ok_or(std::io::ErrorKind::InvalidInput)?;
+                let mut buf = vec![0u8; block_size as usize];
+                dev.read_exact_at(&mut buf, offset)?;
+                if *escaped {
+                    put_be32(&mut buf, 0, JBD2_MAGIC);
+                }
+                Ok(buf)
+            }
+        }
+    }
+}
+
+/// What recovery found: the blocks to write home, newest copies only.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Home block number → contents.
-    pub blocks: BTreeMap<u64, Vec<u8>>,
+    /// Home block number → where its replayed contents are.
+    pub blocks: BTreeMap<u64, BlockSource>,
     /// Complete transactions found.
     pub transactions: u32,
     /// Sequence number for the next transaction (the journal superblock's after recovery).
@@ -435,32 +471,30 @@ impl<'a> Journal<'a> {
                 if l.home >= blocks_count {
                     return Err(corrupt("journal logs a block past the end of the filesystem"));
                 }
-                let mut data = self.read_log(l.log_block)?;
-                if !self.data_ok(*seq, &data, l.checksum) {
+                let pblk = self.physical(l.log_block)?;
+                self.fs.check_range(pblk, 1, Object::Journal)?;
+                if self.sb.has_csum() && !self.data_ok(*seq, &self.read_physical(pblk)?, l.checksum) {
                     replay.bad_blocks += 1;
                     continue;
                 }
-                if l.escaped {
-                    put_be32(&mut data, 0, JBD2_MAGIC);
-                }
-                replay.blocks.insert(l.home, data);
+                replay.blocks.insert(l.home, BlockSource::Log { pblk, escaped: l.escaped });
             }
         }
         Ok(replay)
     }
 }
 
-/// A device seen through replayed blocks held in memory: what a read-only mount of an image whose
-/// journal needs recovery reads, so the image itself is never written.
+/// A device seen through a replay: what a read-only mount of an image whose journal needs recovery
+/// reads, so the image itself is never written. Replayed blocks are read from their logged copies.
 pub struct OverlayDevice {
     inner: Box<dyn BlockDevice>,
-    block_size: u64,
-    blocks: BTreeMap<u64, Vec<u8>>,
+    block_size: u32,
+    blocks: BTreeMap<u64, BlockSource>,
 }
 
 impl OverlayDevice {
-    pub fn new(inner: Box<dyn BlockDevice>, block_size: u32, blocks: BTreeMap<u64, Vec<u8>>) -> OverlayDevice {
-        OverlayDevice { inner, block_size: u64::from(block_size), blocks }
+    pub fn new(inner: Box<dyn BlockDevice>, block_size: u32, blocks: BTreeMap<u64, BlockSource>) -> OverlayDevice {
+        OverlayDevice { inner, block_size, blocks }
     }
 }
 
@@ -469,14 +503,16 @@ impl BlockDevice for OverlayDevice {
         self.inner.read_exact_at(buf, offset)?;
         let len = buf.len() as u64;
         let Some(end) = offset.checked_add(len) else { return Ok(()) };
-        let first = offset / self.block_size;
-        let last = end.div_ceil(self.block_size);
-        for (&nr, data) in self.blocks.range(first..last) {
-            let start = nr * self.block_size;
+        let bs = u64::from(self.block_size);
+        let first = offset / bs;
+        let last = end.div_ceil(bs);
+        for (&nr, source) in self.blocks.range(first..last) {
+            let start = nr * bs;
             // The overlap of [start, start + block) with [offset, end).
             let lo = start.max(offset);
-            let hi = (start + self.block_size).min(end);
+            let hi = (start + bs).min(end);
             if lo < hi {
+                let data = source.read(&*self.inner, self.block_size)?;
                 let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
                 dst.copy_from_slice(&data[(lo - start) as usize..(hi - start) as usize]);
             }
@@ -506,12 +542,14 @@ mod tests {
     fn overlay_reads_replayed_blocks_over_the_device_at_any_alignment() {
         let inner: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
         let mut blocks = BTreeMap::new();
-        blocks.insert(1, vec![0xAA; 1024]);
-        blocks.insert(3, vec![0xBB; 1024]);
+        blocks.insert(1, BlockSource::Data(vec![0xAA; 1024]));
+        // Block 3 replayed from a logged copy in block 2, whose magic number was escaped.
+        blocks.insert(3, BlockSource::Log { pblk: 2, escaped: true });
         let dev = OverlayDevice::new(Box::new(MemDevice::new(inner.clone())), 1024, blocks);
-        let mut expected = inner;
+        let mut expected = inner.clone();
         expected[1024..2048].fill(0xAA);
-        expected[3072..4096].fill(0xBB);
+        expected[3072..4096].copy_from_slice(&inner[2048..3072]);
+        expected[3072..3076].copy_from_slice(&JBD2_MAGIC.to_be_bytes());
         for (offset, len) in [(0usize, 4096usize), (1000, 100), (1024, 1024), (2040, 1040), (3071, 2), (0, 0)] {
             let mut buf = vec![0u8; len];
             dev.read_exact_at(&mut buf, offset as u64).unwrap();
