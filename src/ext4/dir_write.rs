@@ -6,7 +6,7 @@
 use super::bytes::{le16, le32, u8_at};
 use super::bytes_mut::{put16, put32};
 use super::checksum::crc32c;
-use super::dir_block::{self, DirentIter, rec_len_for, rec_len_from_disk};
+use super::dir_block::{self, rec_len_for, rec_len_from_disk};
 use super::dir_hash::{HashVersion, dir_hash};
 use super::error::{Error, Object, Result};
 use super::features::{COMPAT_DIR_INDEX, INCOMPAT_FILETYPE, INCOMPAT_LARGEDIR};
@@ -135,7 +135,7 @@ impl Filesystem {
         let space = self.leaf_space();
         let obj = Object::DirBlock { ino: dir.ino.0, lblk };
         let mut slot = None;
-        for d in self.dirents_of(&block[..space], obj) {
+        for d in self.dirents(&block[..space], obj) {
             let d = d?;
             let used = if d.inode == 0 { 0 } else { rec_len_for(d.name.len()) };
             if d.rec_len - used >= need {
@@ -151,16 +151,6 @@ impl Filesystem {
         self.put_dirent(&mut b, off + used, ino, rec_len - used, name, ftype);
         self.seal_leaf(dir, &mut b);
         Ok(Some(b))
-    }
-
-    pub(crate) fn dirents_of<'a>(&self, buf: &'a [u8], obj: Object) -> DirentIter<'a> {
-        DirentIter::new(
-            buf,
-            self.sb.has_incompat(INCOMPAT_FILETYPE),
-            self.sb.inodes_count,
-            obj,
-            self.sb.block_size as usize,
-        )
     }
 
     /// Appends a block holding `content` to directory `dir` (size and map updated; the caller writes the
@@ -206,7 +196,7 @@ impl Filesystem {
         let d = inline_data::dir(dir)?;
         let mut ents = Vec::new();
         for region in &d.regions {
-            for e in self.dirents_of(region, Object::InlineData(dir.ino.0)) {
+            for e in self.dirents(region, Object::InlineData(dir.ino.0)) {
                 let e = e?;
                 if e.inode != 0 {
                     ents.push(Ent { ino: e.inode, ftype: e.file_type, name: e.name.to_vec(), hash: 0 });
@@ -292,7 +282,7 @@ impl Filesystem {
             let Some(block) = self.leaf_for_write(dir, lblk)? else { return Ok(None) };
             let obj = Object::DirBlock { ino: dir.ino.0, lblk };
             let mut prev = None;
-            for d in self.dirents_of(&block[..self.leaf_space()], obj) {
+            for d in self.dirents(&block[..self.leaf_space()], obj) {
                 let d = d?;
                 if d.inode != 0 && d.name == name {
                     return Ok(Some((lblk, d.offset, prev)));
@@ -412,7 +402,7 @@ impl Filesystem {
         let block0 = self.leaf_for_write(dir, 0)?.ok_or(Error::NotFound)?;
         let mut parent = dir.ino.0;
         let mut ents = Vec::new();
-        for d in self.dirents_of(&block0[..self.leaf_space()], Object::DirBlock { ino: dir.ino.0, lblk: 0 }) {
+        for d in self.dirents(&block0[..self.leaf_space()], Object::DirBlock { ino: dir.ino.0, lblk: 0 }) {
             let d = d?;
             match d.name {
                 b"." => {}
@@ -489,7 +479,7 @@ impl Filesystem {
         }
         // Split the leaf: entries sorted by hash, the upper half by size moves to a new block.
         let mut ents = Vec::new();
-        for d in self.dirents_of(&leaf[..self.leaf_space()], Object::DirBlock { ino: dir.ino.0, lblk: leaf_lblk }) {
+        for d in self.dirents(&leaf[..self.leaf_space()], Object::DirBlock { ino: dir.ino.0, lblk: leaf_lblk }) {
             let d = d?;
             if d.inode != 0 {
                 let h = self.name_hash(version, d.name)?;

@@ -503,7 +503,8 @@ impl Filesystem {
         self.sb.has_compat(COMPAT_DIR_INDEX) && dir.has_flag(flags::INDEX)
     }
 
-    fn dirents<'a>(&self, buf: &'a [u8], obj: Object) -> DirentIter<'a> {
+    /// The entries of a linear directory block (or the tail of an htree node).
+    pub(crate) fn dirents<'a>(&self, buf: &'a [u8], obj: Object) -> DirentIter<'a> {
         DirentIter::new(
             buf,
             self.sb.has_incompat(INCOMPAT_FILETYPE),
