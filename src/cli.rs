@@ -25,8 +25,8 @@ enum Cmd {
     Mount {
         image: PathBuf,
         mountpoint: PathBuf,
-        /// Mount options, comma-separated: ro, norecovery, offset=BYTES, allow_other, default_permissions,
-        /// fsname=NAME, and the generic ones mount(8) passes (nosuid, nodev, noexec, noatime, ...).
+        /// Mount options, comma-separated: ro, norecovery, offset=BYTES, commit=SECONDS, allow_other,
+        /// default_permissions, fsname=NAME, and the generic ones mount(8) passes (nosuid, nodev, noexec, noatime, ...).
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
         /// Serve in this process until unmounted, logging to stderr.
@@ -74,6 +74,9 @@ enum Cmd {
         norecovery: bool,
         #[arg(long, default_value = "relative")]
         atime: String,
+        /// Journal commit interval, seconds.
+        #[arg(long, default_value_t = 5)]
+        commit: u32,
         #[arg(long)]
         present_uid: Option<u32>,
         #[arg(long)]
@@ -183,6 +186,7 @@ pub fn main() -> i32 {
             read_only,
             norecovery,
             atime,
+            commit,
             present_uid: uid,
             present_gid: gid,
             sandbox,
@@ -194,7 +198,7 @@ pub fn main() -> i32 {
             };
             return match sandbox.resolve() {
                 Ok(sandbox) => {
-                    worker::run(worker::WorkerArgs { offset, read_only, norecovery, atime, uid, gid, sandbox })
+                    worker::run(worker::WorkerArgs { offset, read_only, norecovery, atime, commit, uid, gid, sandbox })
                 }
                 Err(e) => {
                     eprintln!("ext4box worker: {e}");

@@ -108,13 +108,15 @@ impl Txn<'_> {
             let (nr, mut bm) = self.block_bitmap(g)?;
             let base = sb.group_first_block(u64::from(g));
             let end = sb.blocks_in_group(u64::from(g));
+            let search = self.without_busy(&bm, base, end);
             // In the goal's group, search from the goal onwards first, then from the group's start.
             let start = if step == 0 { goal - base } else { 0 };
-            let Some(first) = first_clear(&bm, start, end).or_else(|| first_clear(&bm, 0, start.min(end))) else {
+            let Some(first) = first_clear(&search, start, end).or_else(|| first_clear(&search, 0, start.min(end)))
+            else {
                 continue;
             };
             let mut len = 1;
-            while len < want && first + len < end && !bit(&bm, first + len) {
+            while len < want && first + len < end && !bit(&search, first + len) {
                 len += 1;
             }
             let blk = base + first;
@@ -130,7 +132,37 @@ impl Txn<'_> {
             self.update_state(false, |s| s.free_blocks = s.free_blocks.saturating_sub(len));
             return Ok((blk, len));
         }
+        // Blocks freed by operations not yet committed to the journal become free for good at the commit.
+        if self.fs().log.as_ref().is_some_and(|log| log.has_busy()) {
+            self.fs().commit_journal()?;
+            return self.alloc_blocks(goal, want);
+        }
         Err(Error::NoSpace)
+    }
+
+    /// The block bitmap of the group starting at `base` (`len` blocks) with the blocks freed since the
+    /// last journal commit marked in use: they are not handed out before that commit (a crash before it
+    /// would leave their old owner pointing at the new owner's contents).
+    fn without_busy<'b>(&self, bm: &'b [u8], base: u64, len: u64) -> std::borrow::Cow<'b, [u8]> {
+        let Some(log) = &self.fs().log else {
+            return std::borrow::Cow::Borrowed(bm);
+        };
+        let end = base + len;
+        let mut ranges = log.busy_in(base, end);
+        ranges.extend(self.freed.iter().filter_map(|&(s, l)| {
+            let (s, e) = (s.max(base), s.saturating_add(l).min(end));
+            (s < e).then_some((s, e))
+        }));
+        if ranges.is_empty() {
+            return std::borrow::Cow::Borrowed(bm);
+        }
+        let mut masked = bm.to_vec();
+        for (s, e) in ranges {
+            for b in s..e {
+                set_bit(&mut masked, b - base, true);
+            }
+        }
+        std::borrow::Cow::Owned(masked)
     }
 
     /// A damaged bitmap must not hand out the group's own metadata: stop before the damage spreads.
@@ -170,6 +202,7 @@ impl Txn<'_> {
                 set_bit(&mut bm, i, false);
             }
             self.put_block_bitmap(g, nr, bm)?;
+            self.freed.push((b, n));
             self.update_group(g, |d| d.free_blocks_count = d.free_blocks_count.saturating_add(n as u32))?;
             self.update_state(false, |s| s.free_blocks += n);
             b += n;

@@ -115,6 +115,8 @@ pub struct Filesystem {
     pub(crate) kernel_file_times: std::sync::atomic::AtomicBool,
     /// Metadata blocks, left out of statfs's size (computed once: the layout does not change).
     overhead: u64,
+    /// The journal writes go through (read-write mounts of images with an internal journal).
+    pub(crate) log: Option<super::journal_write::Log>,
 }
 
 impl Filesystem {
@@ -217,6 +219,7 @@ impl Filesystem {
             generation: AtomicU32::new((seed.nsec ^ (seed.sec as u32).rotate_left(13)) | 1),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
             overhead: 0,
+            log: None,
             sb,
         };
         let groups = fs.read_group_descriptors()?;
@@ -234,6 +237,12 @@ impl Filesystem {
         }
         *fs.groups.get_mut().unwrap_or_else(|p| p.into_inner()) = groups;
         fs.overhead = fs.overhead_blocks();
+        if fs.read_only.is_none() && fs.sb.has_compat(COMPAT_HAS_JOURNAL) {
+            match super::journal_write::Log::open(&fs) {
+                Ok(log) => fs.log = Some(log),
+                Err(why) => fs.read_only = Some(why),
+            }
+        }
         if fs.read_only.is_none() {
             fs.mount_rw()?;
         }
@@ -344,6 +353,9 @@ impl Filesystem {
     pub fn meta_block(&self, nr: u64, obj: Object) -> Result<Arc<Vec<u8>>> {
         if let Some(b) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(&nr) {
             return Ok(b.clone());
+        }
+        if let Some(b) = self.log.as_ref().and_then(|log| log.get(nr)) {
+            return Ok(b);
         }
         if let Some(b) = self.blocks.get(&nr) {
             return Ok(b);

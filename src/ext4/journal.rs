@@ -20,15 +20,15 @@ use super::error::{Error, Object, Result};
 use super::fs::{Filesystem, Mapping};
 use super::inode::Inode;
 
-const JBD2_MAGIC: u32 = 0xC03B_3998;
-const BLOCKTYPE_DESCRIPTOR: u32 = 1;
-const BLOCKTYPE_COMMIT: u32 = 2;
+pub(super) const JBD2_MAGIC: u32 = 0xC03B_3998;
+pub(super) const BLOCKTYPE_DESCRIPTOR: u32 = 1;
+pub(super) const BLOCKTYPE_COMMIT: u32 = 2;
 const BLOCKTYPE_SUPERBLOCK_V1: u32 = 3;
 const BLOCKTYPE_SUPERBLOCK_V2: u32 = 4;
-const BLOCKTYPE_REVOKE: u32 = 5;
+pub(super) const BLOCKTYPE_REVOKE: u32 = 5;
 
 // Feature flags of the journal superblock.
-const INCOMPAT_REVOKE: u32 = 0x1;
+pub(super) const INCOMPAT_REVOKE: u32 = 0x1;
 const INCOMPAT_64BIT: u32 = 0x2;
 const INCOMPAT_ASYNC_COMMIT: u32 = 0x4;
 const INCOMPAT_CSUM_V2: u32 = 0x8;
@@ -41,10 +41,13 @@ const INCOMPAT_KNOWN: u32 = INCOMPAT_REVOKE
     | INCOMPAT_CSUM_V3
     | INCOMPAT_FAST_COMMIT;
 
+/// `COMPAT_CHECKSUM`: v1 commit-block checksums.
+const COMPAT_CHECKSUM: u32 = 0x1;
+
 // Block tag flags.
-const TAG_ESCAPE: u32 = 0x1;
-const TAG_SAME_UUID: u32 = 0x2;
-const TAG_LAST: u32 = 0x8;
+pub(super) const TAG_ESCAPE: u32 = 0x1;
+pub(super) const TAG_SAME_UUID: u32 = 0x2;
+pub(super) const TAG_LAST: u32 = 0x8;
 
 /// `s_checksum_type` for crc32c, the only type v2/v3 checksums use.
 const CHECKSUM_CRC32C: u8 = 4;
@@ -62,7 +65,7 @@ fn be16(b: &[u8], off: usize) -> u16 {
     b.get(off..off + 2).map_or(0, |s| u16::from_be_bytes([s[0], s[1]]))
 }
 
-fn put_be32(b: &mut [u8], off: usize, v: u32) {
+pub(super) fn put_be32(b: &mut [u8], off: usize, v: u32) {
     if let Some(s) = b.get_mut(off..off + 4) {
         s.copy_from_slice(&v.to_be_bytes());
     }
@@ -167,16 +170,16 @@ impl JournalSuperblock {
         self.incompat & (INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3) != 0
     }
 
-    fn csum_v3(&self) -> bool {
+    pub(super) fn csum_v3(&self) -> bool {
         self.incompat & INCOMPAT_CSUM_V3 != 0
     }
 
-    fn is_64bit(&self) -> bool {
+    pub(super) fn is_64bit(&self) -> bool {
         self.incompat & INCOMPAT_64BIT != 0
     }
 
     /// Bytes per block tag in a descriptor block (`journal_tag_bytes`).
-    fn tag_bytes(&self) -> usize {
+    pub(super) fn tag_bytes(&self) -> usize {
         if self.csum_v3() {
             return 16;
         }
@@ -188,7 +191,7 @@ impl JournalSuperblock {
     }
 
     /// The last log block + 1: the fast-commit area, when there is one, follows the log.
-    fn log_end(&self) -> u32 {
+    pub(super) fn log_end(&self) -> u32 {
         if self.incompat & INCOMPAT_FAST_COMMIT == 0 {
             return self.maxlen;
         }
@@ -199,15 +202,54 @@ impl JournalSuperblock {
     /// The superblock bytes `raw` rewritten as an empty journal whose next transaction is `sequence`:
     /// what the kernel writes after recovery and at a clean unmount.
     pub fn emptied(&self, raw: &[u8], sequence: u32) -> Vec<u8> {
+        self.positioned(raw, sequence, 0, 0)
+    }
+
+    /// The superblock bytes `raw` rewritten so that recovery starts at log block `start` (0: nowhere)
+    /// with transaction `sequence`, with `incompat` features added, and resealed.
+    pub fn positioned(&self, raw: &[u8], sequence: u32, start: u32, incompat: u32) -> Vec<u8> {
         let mut b = raw.to_vec();
         put_be32(&mut b, 0x18, sequence);
-        put_be32(&mut b, 0x1C, 0);
+        put_be32(&mut b, 0x1C, start);
+        if incompat != 0 && self.version == 2 {
+            let features = be32(&b, 0x28) | incompat;
+            put_be32(&mut b, 0x28, features);
+        }
         if self.has_csum() && b.len() >= JSB_SIZE {
             put_be32(&mut b, 0xFC, 0);
             let c = crc32c(!0, &b[..JSB_SIZE]);
             put_be32(&mut b, 0xFC, c);
         }
         b
+    }
+
+    /// The superblock bytes `raw` with v3 checksums turned on (crc32c), resealed.
+    pub(super) fn with_csum_v3(&self, raw: &[u8]) -> Vec<u8> {
+        let mut b = raw.to_vec();
+        let features = (be32(&b, 0x28) | INCOMPAT_CSUM_V3) & !INCOMPAT_CSUM_V2;
+        put_be32(&mut b, 0x28, features);
+        let compat = be32(&b, 0x24) & !COMPAT_CHECKSUM;
+        put_be32(&mut b, 0x24, compat);
+        if let Some(t) = b.get_mut(0x50) {
+            *t = CHECKSUM_CRC32C;
+        }
+        let sealed = JournalSuperblock { incompat: INCOMPAT_CSUM_V3, ..self.clone() };
+        sealed.positioned(&b, self.sequence, self.start, 0)
+    }
+
+    /// Whether the journal uses v1 (`COMPAT_CHECKSUM`) commit checksums, which the log writer does not
+    /// produce.
+    pub(super) fn has_v1_checksums(&self) -> bool {
+        self.compat & COMPAT_CHECKSUM != 0
+    }
+
+    /// The journal's UUID, which the first tag of each descriptor block repeats.
+    pub(super) fn uuid(raw: &[u8]) -> [u8; 16] {
+        let mut u = [0u8; 16];
+        if let Some(s) = raw.get(0x30..0x40) {
+            u.copy_from_slice(s);
+        }
+        u
     }
 }
 
@@ -301,6 +343,37 @@ impl<'a> Journal<'a> {
             Mapping::Mapped { pblk, .. } => Ok(pblk),
             Mapping::Hole { .. } => Err(corrupt("journal inode has a hole")),
         }
+    }
+
+    /// Where the log lives on the device: runs of (first log block, first device block, length) covering
+    /// log blocks `0..maxlen`, or an error past `max_runs` pieces (a journal that fragmented is refused
+    /// rather than held in memory).
+    pub(super) fn runs(&self, max_runs: usize) -> Result<Vec<(u32, u64, u32)>> {
+        let mut runs: Vec<(u32, u64, u32)> = Vec::new();
+        let mut n = 0u32;
+        while n < self.sb.maxlen {
+            let (pblk, len) = match self.fs.map(&self.inode, u64::from(n))? {
+                Mapping::Mapped { pblk, len, .. } => (pblk, len),
+                Mapping::Hole { .. } => return Err(corrupt("journal inode has a hole")),
+            };
+            let len = u32::try_from(len).unwrap_or(u32::MAX).clamp(1, self.sb.maxlen - n);
+            self.fs.check_range(pblk, u64::from(len), Object::Journal)?;
+            match runs.last_mut() {
+                Some(last) if u64::from(last.0 + last.2) == u64::from(n) && last.1 + u64::from(last.2) == pblk => {
+                    last.2 += len
+                }
+                _ => {
+                    if runs.len() == max_runs {
+                        return Err(Error::Unsupported(format!(
+                            "the journal is fragmented into more than {max_runs} pieces"
+                        )));
+                    }
+                    runs.push((n, pblk, len));
+                }
+            }
+            n += len;
+        }
+        Ok(runs)
     }
 
     fn read_physical(&self, pblk: u64) -> Result<Vec<u8>> {

@@ -27,6 +27,7 @@ pub mod fs;
 pub mod inline_data;
 pub mod inode;
 pub mod journal;
+pub mod journal_write;
 pub mod ops;
 pub mod orphan;
 pub mod superblock;

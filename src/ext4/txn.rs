@@ -14,7 +14,7 @@ use super::block_group::{self, GroupDesc};
 use super::bytes_mut::{put16, put32};
 use super::checksum::crc32c;
 use super::error::{Error, Object, Result};
-use super::features::INCOMPAT_64BIT;
+use super::features::{INCOMPAT_64BIT, INCOMPAT_RECOVER};
 use super::fs::{Filesystem, SbState};
 use super::inode::{Inode, InodeNo, Timestamp};
 use super::superblock::{STATE_VALID, SUPERBLOCK_OFFSET};
@@ -28,6 +28,8 @@ pub struct Txn<'a> {
     state_before: Option<SbState>,
     sb_dirty: bool,
     committed: bool,
+    /// Block ranges this operation freed (kept from reuse until the journal commits them).
+    pub(crate) freed: Vec<(u64, u64)>,
 }
 
 impl Filesystem {
@@ -45,6 +47,7 @@ impl Filesystem {
             state_before: None,
             sb_dirty: false,
             committed: false,
+            freed: Vec::new(),
         })
     }
 
@@ -68,16 +71,22 @@ impl Filesystem {
         b
     }
 
-    /// Marks the filesystem in use (not cleanly unmounted) and counts the mount, as the kernel does on a
-    /// read-write mount, then cleans up orphans a crash left behind.
+    /// Marks the filesystem in use, as the kernel does on a read-write mount, then cleans up orphans a
+    /// crash left behind. With a journal the superblock says needs_recovery while mounted (a crash is
+    /// then replayed); without one it says not clean (e2fsck must check it).
     pub(crate) fn mount_rw(&self) -> Result<()> {
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let mnt_count = super::bytes::le16(&st.raw, 0x34).wrapping_add(1);
             put16(&mut st.raw, 0x34, mnt_count);
             put32(&mut st.raw, 0x2C, Timestamp::now().sec as u32); // s_mtime
-            let state = super::bytes::le16(&st.raw, 0x3A) & !STATE_VALID;
-            put16(&mut st.raw, 0x3A, state);
+            if self.log.is_some() {
+                let incompat = super::bytes::le32(&st.raw, 0x60) | INCOMPAT_RECOVER;
+                put32(&mut st.raw, 0x60, incompat);
+            } else {
+                let state = super::bytes::le16(&st.raw, 0x3A) & !STATE_VALID;
+                put16(&mut st.raw, 0x3A, state);
+            }
             let bytes = self.superblock_bytes(&st, None);
             st.raw = bytes.clone();
             self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
@@ -86,7 +95,8 @@ impl Filesystem {
         self.process_orphans()
     }
 
-    /// Writes the final superblock (exact free counts, clean state) and flushes: a clean unmount.
+    /// Commits the journal and writes the final superblock (exact free counts, clean state, no
+    /// recovery needed), flushing: a clean unmount.
     pub fn close(&self) -> Result<()> {
         if self.is_read_only() {
             return Ok(());
@@ -95,8 +105,13 @@ impl Filesystem {
         // deleted now, as the kernel's final iput would.
         self.process_orphans()?;
         let _guard = self.lock.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(log) = &self.log {
+            log.close(self)?;
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = super::bytes::le16(&st.raw, 0x3A) | STATE_VALID;
+        let incompat = super::bytes::le32(&st.raw, 0x60) & !INCOMPAT_RECOVER;
+        put32(&mut st.raw, 0x60, incompat);
         let bytes = self.superblock_bytes(&st, Some(state));
         st.raw = bytes.clone();
         self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
@@ -104,11 +119,46 @@ impl Filesystem {
         Ok(())
     }
 
-    /// Makes everything written so far durable (fsync, fsyncdir, syncfs).
+    /// Makes everything written so far durable (fsync, fsyncdir, syncfs): with a journal, commits it.
     pub fn sync(&self) -> Result<()> {
+        if self.log.is_some() {
+            let _guard = self.lock.write().unwrap_or_else(|p| p.into_inner());
+            return self.commit_journal();
+        }
         let _guard = self.shared();
         self.dev.flush()?;
         Ok(())
+    }
+
+    /// Commits the running journal transaction; the caller holds the write lock (a [`Txn`] or `sync`).
+    pub(crate) fn commit_journal(&self) -> Result<()> {
+        match &self.log {
+            Some(log) => log.commit(self),
+            None => Ok(self.dev.flush()?),
+        }
+    }
+
+    /// Commits the journal when the commit interval has passed (called periodically by the server);
+    /// returns whether it committed.
+    pub fn commit_if_due(&self) -> Result<bool> {
+        let Some(log) = &self.log else { return Ok(false) };
+        if self.is_read_only() {
+            return Ok(false);
+        }
+        let _guard = self.lock.write().unwrap_or_else(|p| p.into_inner());
+        log.commit_if_due(self)
+    }
+
+    /// Sets how long finished operations may wait in memory before the journal commits them (`commit=`).
+    pub fn set_commit_interval(&self, interval: std::time::Duration) {
+        if let Some(log) = &self.log {
+            log.set_interval(interval);
+        }
+    }
+
+    /// Whether writes go through the journal.
+    pub fn is_journaled(&self) -> bool {
+        self.log.is_some()
     }
 }
 
@@ -186,7 +236,8 @@ impl<'a> Txn<'a> {
         x
     }
 
-    /// Writes the pending blocks home, in block order, and makes them the cached versions.
+    /// Ends the operation: hands the pending blocks to the journal's running transaction, or without a
+    /// journal writes them home in block order; they become the cached versions.
     pub fn commit(mut self) -> Result<()> {
         let pending: Vec<(u64, Arc<Vec<u8>>)> = {
             let mut p = self.fs.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -194,6 +245,19 @@ impl<'a> Txn<'a> {
             v.sort_unstable_by_key(|(nr, _)| *nr);
             v
         };
+        if let Some(log) = &self.fs.log {
+            for (nr, data) in &pending {
+                self.fs.blocks.insert(*nr, data.clone());
+            }
+            let sb = {
+                let st = self.fs.state.lock().unwrap_or_else(|p| p.into_inner());
+                self.fs.superblock_bytes(&st, None)
+            };
+            // The operation is part of the running transaction from here on, whatever the commit below
+            // (when the transaction is full) returns: its changes are not rolled back.
+            self.committed = true;
+            return log.add(self.fs, pending, sb, &self.freed);
+        }
         let bs = u64::from(self.fs.sb.block_size);
         let mut result = Ok(());
         for (nr, data) in &pending {

@@ -15,6 +15,7 @@
 //! norecovery=0|1
 //! offset=BYTES
 //! atime=never|relative|always
+//! commit=SECONDS            (optional; the journal commit interval, 5 when absent)
 //! ```
 //! Anything else (another version, an unknown or repeated key, a bad value, a truncated message, another
 //! number of descriptors, descriptors of the wrong kind) is refused with an `E` line.
@@ -36,6 +37,8 @@ pub struct Handoff {
     pub norecovery: bool,
     pub offset: u64,
     pub atime: AtimePolicy,
+    /// Journal commit interval in seconds.
+    pub commit: u32,
 }
 
 impl Handoff {
@@ -46,10 +49,11 @@ impl Handoff {
             AtimePolicy::Always => "always",
         };
         format!(
-            "{MAGIC}\nread_only={}\nnorecovery={}\noffset={}\natime={atime}\n",
+            "{MAGIC}\nread_only={}\nnorecovery={}\noffset={}\natime={atime}\ncommit={}\n",
             u8::from(self.read_only),
             u8::from(self.norecovery),
-            self.offset
+            self.offset,
+            self.commit
         )
         .into_bytes()
     }
@@ -65,6 +69,7 @@ impl Handoff {
             return Err(format!("not an ext4box handoff of version 1 (expected \"{MAGIC}\")"));
         }
         let (mut read_only, mut norecovery, mut offset, mut atime) = (None, None, None, None);
+        let mut commit = None;
         for line in lines {
             let (k, v) = line.split_once('=').ok_or_else(|| format!("bad handoff line {line:?}"))?;
             let bit = |v: &str| match v {
@@ -95,12 +100,17 @@ impl Handoff {
                         _ => return Err(format!("bad atime {v:?}")),
                     });
                 }
+                "commit" => {
+                    slot_taken(commit.is_some())?;
+                    commit = Some(super::options::commit_seconds(v)?);
+                }
                 _ => return Err(format!("unknown handoff key {k:?}")),
             }
         }
         match (read_only, norecovery, offset, atime) {
             (Some(read_only), Some(norecovery), Some(offset), Some(atime)) => {
-                Ok(Handoff { read_only, norecovery, offset, atime })
+                let commit = commit.unwrap_or(super::options::DEFAULT_COMMIT_SECONDS);
+                Ok(Handoff { read_only, norecovery, offset, atime, commit })
             }
             _ => Err("handoff header is missing a key".into()),
         }
@@ -294,7 +304,7 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_strictness() {
-        let h = Handoff { read_only: true, norecovery: false, offset: 1 << 20, atime: AtimePolicy::Never };
+        let h = Handoff { read_only: true, norecovery: false, offset: 1 << 20, atime: AtimePolicy::Never, commit: 5 };
         assert_eq!(Handoff::decode(&h.encode()).unwrap(), h);
         let bad = [
             &b"ext4box-handoff 2\nread_only=1\nnorecovery=0\noffset=0\natime=never\n"[..],

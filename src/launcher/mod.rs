@@ -185,6 +185,7 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
             read_only: o.read_only,
             norecovery: o.norecovery,
             atime,
+            commit: o.commit,
             uid: o.uid,
             gid: o.gid,
             sandbox: req.sandbox.clone(),

@@ -21,6 +21,20 @@ pub struct MountOptions {
     pub nodiratime: bool,
     pub relatime: bool,
     pub strictatime: bool,
+    /// Journal commit interval, seconds (`commit=`).
+    pub commit: u32,
+}
+
+/// The journal commit interval when none is given, as the kernel's.
+pub const DEFAULT_COMMIT_SECONDS: u32 = 5;
+
+/// Parses a `commit=` value: seconds, 0 meaning the default (as the kernel reads it), at most a day.
+pub fn commit_seconds(v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(0) => Ok(DEFAULT_COMMIT_SECONDS),
+        Ok(n) if n <= 86_400 => Ok(n),
+        _ => Err(format!("commit={v}: not a number of seconds between 0 and 86400")),
+    }
 }
 
 impl Default for MountOptions {
@@ -42,6 +56,7 @@ impl Default for MountOptions {
             nodiratime: false,
             relatime: false,
             strictatime: false,
+            commit: DEFAULT_COMMIT_SECONDS,
         }
     }
 }
@@ -88,6 +103,7 @@ impl MountOptions {
                 "ro" => flag(value).map(|_| o.read_only = true)?,
                 "rw" => flag(value).map(|_| o.read_only = false)?,
                 "norecovery" | "noload" => flag(value).map(|_| o.norecovery = true)?,
+                "commit" => o.commit = commit_seconds(need()?)?,
                 "offset" => {
                     let v = need()?;
                     o.offset = v.parse().map_err(|_| format!("offset={v}: not a byte count"))?;

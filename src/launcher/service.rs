@@ -269,6 +269,7 @@ fn mount(
             read_only: o.read_only,
             norecovery: o.norecovery,
             atime,
+            commit: o.commit,
             uid: o.uid,
             gid: o.gid,
             sandbox: Some((sandbox::DEFAULT_IDENTITY, None)),

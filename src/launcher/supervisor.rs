@@ -163,6 +163,7 @@ fn hand_off(p: &Prepared, path: &Path) -> Result<File, String> {
         norecovery: p.worker.norecovery,
         offset: p.worker.offset,
         atime: p.worker.atime,
+        commit: p.worker.commit,
     };
     fd_socket::send(&conn, &h.encode(), &[p.fuse.as_raw_fd(), p.image.as_raw_fd()])?;
     Ok(File::from(conn))
@@ -188,6 +189,7 @@ fn spawn_worker(p: &Prepared, status_w: &File, log_w: &File) -> Result<libc::pid
         }
         .into(),
     ];
+    argv.extend(["--commit".into(), p.worker.commit.to_string()]);
     if p.worker.read_only {
         argv.push("--read-only".into());
     }

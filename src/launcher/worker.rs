@@ -28,6 +28,8 @@ pub struct WorkerArgs {
     pub read_only: bool,
     pub norecovery: bool,
     pub atime: AtimePolicy,
+    /// Journal commit interval, seconds.
+    pub commit: u32,
     /// Owners to present every file with (`-o uid=`, `-o gid=`).
     pub uid: Option<u32>,
     pub gid: Option<u32>,
@@ -91,6 +93,7 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
         read_only: h.read_only,
         norecovery: h.norecovery,
         atime: h.atime,
+        commit: h.commit,
         uid: None,
         gid: None,
         sandbox,
@@ -118,14 +121,16 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Res
     }
     let dev = FileDevice::new(image, args.offset).map_err(|e| format!("{e}"))?;
     let opts = ext4::MountOptions { norecovery: args.norecovery, read_only: args.read_only, ..Default::default() };
-    let fs = Filesystem::open(Box::new(dev), &opts).map_err(|e| e.to_string())?;
+    let fs = Arc::new(Filesystem::open(Box::new(dev), &opts).map_err(|e| e.to_string())?);
+    fs.set_commit_interval(std::time::Duration::from_secs(u64::from(args.commit)));
+    crate::server::spawn_committer(&fs);
     if !args.read_only {
         if let Some(why) = fs.read_only_reason() {
             send(status, &format!("W ro {why}"));
         }
     }
     let server = Arc::new(Server::new(
-        Arc::new(fs),
+        fs,
         ServerOptions { atime: args.atime, uid: args.uid, gid: args.gid, ..Default::default() },
     ));
     let mut config = fuser::Config::default();

@@ -99,6 +99,32 @@ const ENXIO: i32 = 6;
 const EACCES: i32 = 13;
 const ERANGE: i32 = 34;
 
+/// Starts the thread that commits the journal once its commit interval has passed (`commit=`), as the
+/// kernel's jbd2 thread does. It holds only a weak reference and ends when the filesystem is gone.
+pub fn spawn_committer(fs: &Arc<Filesystem>) {
+    if !fs.is_journaled() || fs.is_read_only() {
+        return;
+    }
+    let weak = Arc::downgrade(fs);
+    // A condition variable nobody signals is a sleep built on futex, which the seccomp policy allows.
+    let tick = std::sync::Arc::new((std::sync::Mutex::new(()), std::sync::Condvar::new()));
+    let spawned = std::thread::Builder::new().name("journal-commit".into()).spawn(move || {
+        loop {
+            {
+                let guard = tick.0.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = tick.1.wait_timeout(guard, Duration::from_secs(1));
+            }
+            let Some(fs) = weak.upgrade() else { return };
+            if let Err(e) = fs.commit_if_due() {
+                tracing::error!(error = %e, "journal commit failed");
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the journal commit thread: commits happen on fsync and unmount only");
+    }
+}
+
 impl Server {
     pub fn new(fs: Arc<Filesystem>, opts: ServerOptions) -> Server {
         Server { fs, opts, fs_masks: std::sync::atomic::AtomicBool::new(false), invalidate: std::sync::OnceLock::new() }
