@@ -19,7 +19,9 @@
 # Systems: "kernel" (loop mount), "fuse2fs" (e2fsprogs' FUSE driver), "ext4box"
 # (sandboxed worker, the default), "nosandbox" (the same ext4box binary with
 # --no-sandbox: the worker runs unconfined; comparing it with "ext4box" gives
-# the cost of the sandbox).
+# the cost of the sandbox), "nojournal" (ext4box on an image made without a
+# journal, -O ^has_journal: comparing it with "ext4box" gives the cost of
+# journaling; write.sh only).
 
 # Decimal point in $EPOCHREALTIME and printf must be '.', sorting must be bytewise.
 export LC_ALL=C
@@ -32,8 +34,9 @@ ROUNDS=${ROUNDS:-5}
 UNMOUNT_TIMEOUT=${UNMOUNT_TIMEOUT:-600}   # seconds `ext4box unmount` may take
 SYSTEMS=${SYSTEMS:-kernel fuse2fs ext4box}
 ORDER=${ORDER:-fixed}     # fixed: SYSTEMS order every round; rotate: round r starts with the r-th system
-ALL_SYSTEMS=(kernel fuse2fs ext4box nosandbox)   # also the order of the table's columns
+ALL_SYSTEMS=(kernel fuse2fs ext4box nosandbox nojournal)   # also the order of the table's columns
 SANDBOX_TARGET_PCT=3     # the sandbox should cost less than this (ext4box vs nosandbox)
+JOURNAL_TARGET_PCT=20    # journaling should cost at most this (ext4box vs nojournal)
 
 # ---------------------------------------------------------------- logging
 
@@ -56,13 +59,13 @@ bench_check_env() {
             kernel)  ;;
             fuse2fs) command -v fuse2fs >/dev/null ||
                          die "fuse2fs not installed (apt-get install -y fuse2fs)" ;;
-            ext4box|nosandbox)
+            ext4box|nosandbox|nojournal)
                      [[ -x $EXT4BOX ]] ||
                          die "ext4box binary not found at $EXT4BOX (build it, or set EXT4BOX, or drop $s from SYSTEMS)" ;;
             *) die "unknown system '$s' in SYSTEMS (known: ${ALL_SYSTEMS[*]})" ;;
         esac
     done
-    [[ $SYSTEMS =~ fuse2fs|ext4box|nosandbox ]] && { [[ -c /dev/fuse ]] || die "/dev/fuse missing"; }
+    [[ $SYSTEMS =~ fuse2fs|ext4box|nosandbox|nojournal ]] && { [[ -c /dev/fuse ]] || die "/dev/fuse missing"; }
     command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 missing (apt-get install -y e2fsprogs)"
     return 0
 }
@@ -75,6 +78,7 @@ bench_init() {
     : >"$BENCH_DIR/fuse2fs.log"     # server logs, one run's worth
     : >"$BENCH_DIR/ext4box.log"
     : >"$BENCH_DIR/nosandbox.log"   # (its WARNING about running unconfined is expected)
+    : >"$BENCH_DIR/nojournal.log"
     LOAD_AT_START=$(cut -d' ' -f1 /proc/loadavg)
     clear_stale_mounts
     trap unmount_all EXIT
@@ -90,7 +94,7 @@ bench_init() {
 has_system() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 
 # uses_ext4box_binary: true if a selected system runs $EXT4BOX (ext4box or nosandbox).
-uses_ext4box_binary() { has_system ext4box || has_system nosandbox; }
+uses_ext4box_binary() { has_system ext4box || has_system nosandbox || has_system nojournal; }
 
 # selected_systems: the selected systems in table order (ALL_SYSTEMS order), one per line.
 selected_systems() {
@@ -221,7 +225,7 @@ fs_mount() {
             }
             MOUNT_PID[$mnt]=$pid
             ;;
-        ext4box|nosandbox)
+        ext4box|nosandbox|nojournal)
             # The CLI returns once the mount is live; the server daemonizes.
             # nosandbox: the same worker without confinement (prints a WARNING, expected).
             local extra=(); [[ $sys == nosandbox ]] && extra=(--no-sandbox)
@@ -258,7 +262,7 @@ fs_unmount() {
             fi
             unset 'MOUNT_PID[$mnt]'
             ;;
-        ext4box|nosandbox)
+        ext4box|nosandbox|nojournal)
             # (bounded: an unmount that never returns is a bug to report, not a reason to hang)
             if ! timeout "$UNMOUNT_TIMEOUT" "$EXT4BOX" unmount "$mnt" >>"$BENCH_DIR/$sys.log" 2>&1; then
                 UNMOUNT_PROBLEM="'ext4box unmount $mnt' ($sys) failed or took more than ${UNMOUNT_TIMEOUT}s (see $BENCH_DIR/$sys.log)"
@@ -379,6 +383,7 @@ render_table() {
     if has_system fuse2fs && has_system ext4box; then row+=" fuse2fs/ext4box |"; sep+="---:|"; fi
     if has_system kernel && has_system ext4box; then row+=" ext4box/kernel |"; sep+="---:|"; fi
     if has_system ext4box && has_system nosandbox; then row+=" sandbox cost |"; sep+="---:|"; fi
+    if has_system ext4box && has_system nojournal; then row+=" journal cost |"; sep+="---:|"; fi
     echo "$row"
     echo "$sep"
     for spec in "$@"; do
@@ -389,11 +394,13 @@ render_table() {
         f=$(median_of fuse2fs "$phase")
         e=$(median_of ext4box "$phase")
         n=$(median_of nosandbox "$phase")
+        local j; j=$(median_of nojournal "$phase")
         row="| $phase |"
         for s in "${systems[@]}"; do row+=" $(fmt_cell "$s" "$phase" "$bytes") |"; done
         if has_system fuse2fs && has_system ext4box; then row+=" $(ratio "$f" "$e") |"; fi
         if has_system kernel && has_system ext4box; then row+=" $(ratio "$e" "$k") |"; fi
         if has_system ext4box && has_system nosandbox; then row+=" $(sandbox_cost "$e" "$n") |"; fi
+        if has_system ext4box && has_system nojournal; then row+=" $(sandbox_cost "$e" "$j") |"; fi
         echo "$row"
     done
 }
@@ -404,6 +411,7 @@ table_legend() {
     if has_system fuse2fs && has_system ext4box; then parts+=("fuse2fs/ext4box > 1: ext4box faster than fuse2fs"); fi
     if has_system kernel && has_system ext4box; then parts+=("ext4box/kernel > 1: ext4box slower than kernel"); fi
     if has_system ext4box && has_system nosandbox; then parts+=("sandbox cost = ext4box/nosandbox - 1, from the medians (positive: the sandbox is slower)"); fi
+    if has_system ext4box && has_system nojournal; then parts+=("journal cost = ext4box/nojournal - 1 (ext4box on an image without a journal), from the medians"); fi
     local p line=
     for p in "${parts[@]}"; do line+="${line:+; }$p"; done
     echo "${line:+$line. }MB = 10^6 bytes."
@@ -462,5 +470,6 @@ bench_header() {
             dirty=", uncommitted changes in the work tree"
         echo "- ext4box: $src (git $rev$dirty; binary built $(date -u -r "$EXT4BOX" '+%Y-%m-%d %H:%M:%S UTC'), sha256 $(sha256sum "$EXT4BOX" | cut -c1-12))"
         ! has_system nosandbox || echo "- nosandbox: the same binary, mounted with --no-sandbox (worker not confined)"
+        ! has_system nojournal || echo "- nojournal: the same binary on an image made with -O ^has_journal (no journal: writes go home directly)"
     fi
 }

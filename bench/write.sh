@@ -21,8 +21,9 @@
 #   ROUNDS         rounds (default 3)
 #   ORDER          fixed (default: SYSTEMS order in every round) or rotate (round r starts with
 #                  the r-th system, to cancel position effects)
-#   SYSTEMS        subset of "kernel fuse2fs ext4box nosandbox" (default: the first three;
-#                  nosandbox = ext4box mounted with --no-sandbox, to measure the sandbox's cost)
+#   SYSTEMS        subset of "kernel fuse2fs ext4box nosandbox nojournal" (default: the first three;
+#                  nosandbox = ext4box mounted with --no-sandbox, to measure the sandbox's cost;
+#                  nojournal = ext4box on an image made with -O ^has_journal, the cost of journaling)
 #   SYNC           what a phase's closing "sync" is: syncfs (default: syncfs(2) on the mount, as
 #                  `sync -f MNT`) or full (syncfs, then fsync(2) of the image file)
 #   PHASE_TIMEOUT  seconds before a phase counts as hung (default 600)
@@ -63,7 +64,7 @@ declare -A MOUNT_DEV=()   # mountpoint -> "major:minor" (names the FUSE connecti
 
 # ensure_fusectl: the FUSE control filesystem, through which a hung connection can be aborted.
 ensure_fusectl() {
-    [[ $SYSTEMS =~ fuse2fs|ext4box|nosandbox ]] || return 0
+    [[ $SYSTEMS =~ fuse2fs|ext4box|nosandbox|nojournal ]] || return 0
     mountpoint -q /sys/fs/fuse/connections && return 0
     mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null ||
         log "warning: cannot mount fusectl on /sys/fs/fuse/connections; a hung FUSE phase may not be recoverable"
@@ -119,7 +120,7 @@ mount_field() {
 server_pid() {
     case $1 in
         fuse2fs) echo "${MOUNT_PID[$2]:-}" ;;
-        ext4box|nosandbox) cat "/run/ext4box/${MOUNT_DEV[$2]:-none}" 2>/dev/null || true ;;
+        ext4box|nosandbox|nojournal) cat "/run/ext4box/${MOUNT_DEV[$2]:-none}" 2>/dev/null || true ;;
     esac
 }
 
@@ -174,8 +175,10 @@ repro() {
         fuse2fs) mount="(fuse2fs /tmp/x.img /tmp/m -f -o rw &) && sleep 1"; unmount="umount /tmp/m" ;;
         ext4box) mount="${EXT4BOX_SRC:-$EXT4BOX} mount /tmp/x.img /tmp/m"; unmount="${EXT4BOX_SRC:-$EXT4BOX} unmount /tmp/m" ;;
         nosandbox) mount="${EXT4BOX_SRC:-$EXT4BOX} mount /tmp/x.img /tmp/m --no-sandbox"; unmount="${EXT4BOX_SRC:-$EXT4BOX} unmount /tmp/m" ;;
+        nojournal) mount="${EXT4BOX_SRC:-$EXT4BOX} mount /tmp/x.img /tmp/m"; unmount="${EXT4BOX_SRC:-$EXT4BOX} unmount /tmp/m" ;;
     esac
-    cmds="truncate -s $IMG_SIZE /tmp/x.img && mkfs.ext4 -q -F -b 4096 /tmp/x.img && mkdir -p /tmp/m && $mount"
+    local mkfs_extra=; [[ $sys != nojournal ]] || mkfs_extra=" -O ^has_journal"
+    cmds="truncate -s $IMG_SIZE /tmp/x.img && mkfs.ext4 -q -F -b 4096$mkfs_extra /tmp/x.img && mkdir -p /tmp/m && $mount"
     for p in ${GROUP_PHASES[$group]}; do
         arg=$(phase_arg "$p")
         cmds+=" && ${SYNC_ENV:+SYNC_IMAGE=/tmp/x.img }python3 $OPS $p /tmp/m${arg:+ $arg}"
@@ -311,7 +314,8 @@ run_group() {
     LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
     rm -f "$img"
     truncate -s "$IMG_SIZE" "$img"
-    mkfs.ext4 -q -F -b 4096 "$img"
+    local mkfs_extra=(); [[ $sys != nojournal ]] || mkfs_extra=(-O ^has_journal)
+    mkfs.ext4 -q -F -b 4096 "${mkfs_extra[@]}" "$img"
     fs_mount "$sys" "$img" "$mnt" rw
     MOUNT_DEV[$mnt]=$(mount_field "$mnt" 3)
     if [[ $(mount_field "$mnt" 6) != rw* ]]; then

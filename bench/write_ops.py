@@ -20,9 +20,10 @@ The timed part of each operation is measured here with a monotonic clock, so Pyt
 (tens of ms) is not counted. On success the elapsed seconds are printed on stdout; checks that run
 after the timed part (directory listings, file sizes) make the call fail if the result is wrong.
 
-"sync" is syncfs(2) on MNT, as `sync -f MNT` does. If $SYNC_IMAGE names a file (the image behind
-MNT), it is also fsync(2)ed after the syncfs, so that what a FUSE server has written to the image
-(syncfs on a FUSE mount does not reach the server) is on disk too.
+"sync" is syncfs(2) on MNT, as `sync -f MNT` does, then fsync(2) of MNT itself: syncfs on a FUSE
+mount does not reach the server, the directory's fsync does (ext4box commits its journal then, as
+the kernel's syncfs commits its own). If $SYNC_IMAGE names a file (the image behind MNT), it is also
+fsync(2)ed afterwards, so that what a FUSE server has written to the image is on disk too.
 
 Sizes come from the environment so write.sh can shrink them for a smoke test:
 N_DIRS (20), FILES_PER_DIR (500), DEEP_LEVELS (20), DEEP_STATS (20000).
@@ -55,6 +56,7 @@ def sync(mnt):
         if libc.syncfs(fd) != 0:
             e = ctypes.get_errno()
             raise OSError(e, f"syncfs({mnt}): {os.strerror(e)}")
+        os.fsync(fd)
     finally:
         os.close(fd)
     image = os.environ.get("SYNC_IMAGE")

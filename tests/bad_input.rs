@@ -154,6 +154,11 @@ fn unknown_option() {
     let out = ext4box_mount(&img, &mnt, "offset=notanumber");
     assert_one_line_error("bad offset value", &out, &["offset", "notanumber"]);
     assert_nothing_mounted(&mnt);
+    for bad in ["commit=-1", "commit=soon", "commit=86401", "commit"] {
+        let out = ext4box_mount(&img, &mnt, bad);
+        assert_one_line_error("bad commit interval", &out, &["commit"]);
+        assert_nothing_mounted(&mnt);
+    }
 }
 
 /// A read-write mount of an image with a feature the engine cannot write (here: quota, whose files it

@@ -225,3 +225,49 @@ fn a_damaged_journal_refuses_replay_but_not_norecovery() {
     m.unmount();
     assert_eq!(before, sha(&img), "a refused or norecovery mount changed the image");
 }
+
+/// `commit=` is honoured: a directory made on a `commit=1` mount is in the log (a copy of the image taken
+/// while still mounted replays to it) after a few seconds without any fsync, and on a `commit=60` mount
+/// it is not yet. The kernel replays ext4box's log of that copy to the same tree as e2fsck does.
+#[test]
+fn commit_interval_commits_without_fsync_and_the_kernel_replays_the_log() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new("journal-commit");
+    let mnt = scratch.mkdir("mnt");
+    let kmnt = scratch.mkdir("kernel");
+    for (interval, expect_committed) in [(1, true), (60, false)] {
+        let img = scratch.path(&format!("commit{interval}.img"));
+        mkfs(&img, 64 << 20, &[]);
+        let m = ext4box_mount_ok(&img, &mnt, &format!("commit={interval}"));
+        // An fsync first, so the copy below has a journal to replay whatever the interval.
+        fs::write(mnt.join("first"), b"first").unwrap();
+        File::open(mnt.join("first")).unwrap().sync_all().unwrap();
+        fs::create_dir(mnt.join("made-later")).unwrap();
+        fs::create_dir(mnt.join("made-later/inner")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(3000));
+        let copy = scratch.path(&format!("commit{interval}-crash.img"));
+        fs::copy(&img, &copy).unwrap();
+        m.unmount();
+        assert_fsck_clean(&img);
+        assert!(fs_features(&copy).iter().any(|f| f == "needs_recovery"), "a mounted image must need recovery");
+        // The kernel replays the log ext4box wrote.
+        let kcopy = scratch.path(&format!("commit{interval}-kernel.img"));
+        fs::copy(&copy, &kcopy).unwrap();
+        kernel_mount(&kcopy, &kmnt, "noatime"); // (read-write: a read-only loop device cannot be replayed)
+        let by_kernel = walk(&kmnt, &WalkOpts::default());
+        let present = kmnt.join("made-later/inner").is_dir();
+        assert_eq!(fs::read(kmnt.join("first")).unwrap(), b"first", "commit={interval}: the fsynced file");
+        kernel_umount(&kmnt);
+        assert_fsck_clean(&kcopy);
+        assert_eq!(present, expect_committed, "commit={interval}: made-later/inner after 3 s without fsync");
+        // e2fsck's replay of the same copy gives the same tree.
+        e2fsck_replay(&copy);
+        assert_fsck_clean(&copy);
+        kernel_mount(&copy, &kmnt, "ro");
+        let by_e2fsck = walk(&kmnt, &WalkOpts::default());
+        kernel_umount(&kmnt);
+        assert_walks_equal("e2fsck's replay", &by_e2fsck, "the kernel's replay", &by_kernel);
+    }
+}
