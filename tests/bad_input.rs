@@ -161,32 +161,43 @@ fn unknown_option() {
     }
 }
 
-/// A read-write mount of an image with a feature the engine cannot write (here: quota, whose files it
-/// would have to keep up to date) goes ahead read-only, with one line naming the feature.
+/// A read-write mount of an image with a feature the engine cannot write (quota, whose files it would
+/// have to keep up to date; a journal on an external device, which it cannot open) goes ahead read-only,
+/// with one line naming the reason.
 #[test]
 fn unwritable_feature_mounts_read_only_with_a_message() {
     if !require_root_and_fuse() {
         return;
     }
     let s = Scratch::new("bad-rw-feature");
-    let img = s.path("quota.img");
-    mkfs(&img, 32 << 20, &["-O", "quota"]);
+    let quota = s.path("quota.img");
+    mkfs(&quota, 32 << 20, &["-O", "quota"]);
+    let external = s.path("external-journal.img");
+    mkfs(&external, 32 << 20, &[]);
+    debugfs_w(&external, "ssv journal_dev 0x801");
+    debugfs_w(&external, "ssv journal_inum 0");
+    for (img, word) in [(&quota, "quota"), (&external, "external device")] {
+        unwritable_mounts_read_only(&s, img, word);
+    }
+}
+
+fn unwritable_mounts_read_only(s: &Scratch, img: &Path, word: &str) {
     let mnt = s.mkdir("mnt");
-    let before = hash_path(&img);
-    let out = ext4box_mount(&img, &mnt, "rw");
-    assert!(out.status.success(), "rw mount of a quota image should fall back to read-only:\n{}", output_text(&out));
+    let before = hash_path(img);
+    let out = ext4box_mount(img, &mnt, "rw");
+    assert!(out.status.success(), "rw mount of {img:?} should fall back to read-only:\n{}", output_text(&out));
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "expected one line on stderr: {lines:?}");
     assert!(
-        lines[0].contains("read-only") && lines[0].contains("quota"),
-        "message should say read-only and name quota: {lines:?}"
+        lines[0].contains("read-only") && lines[0].contains(word),
+        "message should say read-only and name {word}: {lines:?}"
     );
     let mi = mountinfo_entry(&mnt).expect("mounted");
     assert!(mi.mount_opts.split(',').any(|o| o == "ro"), "mount is not read-only: {mi:?}");
     let e = fs::write(mnt.join("new"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
     assert!(ext4box_unmount(&mnt).status.success());
-    assert_eq!(hash_path(&img), before, "a read-only mount changed the image");
+    assert_eq!(hash_path(img), before, "a read-only mount changed the image");
 }
 
 const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D; // _IOR('X', 125, __u32)

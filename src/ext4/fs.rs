@@ -895,7 +895,10 @@ fn clear_needs_recovery(raw: &mut [u8]) {
 /// A journal that cannot be replayed refuses the mount, with the way out.
 fn journal_error(e: Error) -> Error {
     match e {
-        Error::Unsupported(m) => Error::Unsupported(m),
+        Error::Unsupported(m) if m.contains("norecovery") => Error::Unsupported(m),
+        Error::Unsupported(m) => Error::Unsupported(format!(
+            "{m}; mount with -o ro,norecovery to read the image without the journal's last changes"
+        )),
         other => Error::Unsupported(format!(
             "the journal needs recovery but cannot be replayed ({other}); run e2fsck, or mount with \
              -o ro,norecovery to read the image without the journal's last changes"

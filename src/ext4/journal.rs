@@ -320,9 +320,7 @@ impl<'a> Journal<'a> {
         let sb = fs.superblock();
         if sb.journal_dev != 0 || sb.journal_inum == 0 {
             return Err(Error::Unsupported(
-                "the journal lives on an external device, which ext4box cannot open; mount with -o norecovery \
-                 to read the image without the journal's last changes"
-                    .into(),
+                "the journal lives on an external device, which ext4box cannot open".into(),
             ));
         }
         let inode = fs.inode(super::inode::InodeNo(sb.journal_inum))?;

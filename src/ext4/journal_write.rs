@@ -91,7 +91,10 @@ impl Log {
     /// then read-only): an external journal, a damaged or fragmented one, or a format the writer does
     /// not produce.
     pub(crate) fn open(fs: &Filesystem) -> std::result::Result<Log, String> {
-        let journal = Journal::open(fs).map_err(|e| format!("the journal cannot be opened ({e}); run e2fsck"))?;
+        let journal = Journal::open(fs).map_err(|e| match e {
+            Error::Unsupported(why) => why,
+            e => format!("the journal cannot be opened ({e}); run e2fsck"),
+        })?;
         let mut raw_jsb = journal.raw_sb.clone();
         let mut jsb = journal.sb.clone();
         if fs.sb.has_metadata_csum() && !jsb.has_csum() && jsb.version == 2 {
