@@ -14,6 +14,8 @@ have runc || need+=(runc)
 have debootstrap || need+=(debootstrap)
 have gcc || need+=(gcc)            # the linker for cargo
 have cargo || need+=(cargo)        # only if no rustup toolchain is installed
+have fusermount3 || need+=(fuse3)  # mounting without root
+have sfdisk || need+=(fdisk)       # partitioned disk images in the tests
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -26,6 +28,11 @@ if [[ ! -e /dev/fuse ]]; then
     modprobe fuse 2>/dev/null || true
 fi
 [[ -e /dev/fuse ]] || { echo "setup: /dev/fuse is missing and the fuse module could not be loaded" >&2; exit 1; }
+
+# An ordinary user for the tests of mounting without root.
+if ! id ext4box-test >/dev/null 2>&1; then
+    useradd --system --no-create-home --shell /usr/sbin/nologin ext4box-test
+fi
 
 # POSIX conformance tests: the Rust pjdfstest (from crates.io).
 if ! command -v pjdfstest >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/pjdfstest" ]; then

@@ -36,6 +36,10 @@ enum Cmd {
         /// (`ext4box worker --fd-socket PATH`, e.g. in an unprivileged container) instead of starting one.
         #[arg(long, value_name = "PATH")]
         fd_socket: Option<PathBuf>,
+        /// Print how the mount is made (as root, in a user namespace, through fusermount3) and every
+        /// confinement step in force in the worker.
+        #[arg(long)]
+        explain: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -157,7 +161,7 @@ pub fn main() -> i32 {
     let is_worker = matches!(cli.command, Cmd::Worker { .. });
     init_logging(cli.verbose, if is_worker { tracing::Level::INFO } else { tracing::Level::WARN });
     let result = match cli.command {
-        Cmd::Mount { image, mountpoint, options, foreground, fd_socket, sandbox } => {
+        Cmd::Mount { image, mountpoint, options, foreground, fd_socket, explain, sandbox } => {
             MountOptions::parse(&options.join(",")).and_then(|parsed| {
                 if unprivileged() && launcher::service::socket_path().exists() {
                     // No privilege to mount: the mount service does it, with what this user can open.
@@ -166,7 +170,15 @@ pub fn main() -> i32 {
                     return launcher::service::request(&req, &[&img, &mp]);
                 }
                 let sandbox = sandbox.resolve()?;
-                launcher::mount(&MountRequest { image, mountpoint, options: parsed, foreground, sandbox, fd_socket })
+                launcher::mount(&MountRequest {
+                    image,
+                    mountpoint,
+                    options: parsed,
+                    foreground,
+                    sandbox,
+                    fd_socket,
+                    explain,
+                })
             })
         }
         Cmd::Serve { listen } => launcher::service::serve(listen.as_deref()),
@@ -271,6 +283,7 @@ fn run_demo(work: &Path) -> Result<(), String> {
         foreground: false,
         sandbox,
         fd_socket: None,
+        explain: false,
     })?;
     let listed = list(&mnt, &mnt).and_then(|()| {
         let text = std::fs::read_to_string(mnt.join("hello.txt")).map_err(io)?;

@@ -88,6 +88,7 @@ fn mount(args: &[String]) -> Result<(), (i32, String)> {
         foreground: false,
         sandbox: Some((sandbox::DEFAULT_IDENTITY, None)),
         fd_socket: None,
+        explain: false,
     };
     launcher::mount(&req).map_err(|e| (32, e))
 }

@@ -3,6 +3,7 @@
 //! foreground. `unmount` detaches a mount and waits until its server has exited.
 
 pub mod fd_socket;
+pub mod fusermount;
 pub mod mountinfo;
 pub mod options;
 pub mod registry;
@@ -39,6 +40,50 @@ pub struct MountRequest {
     /// Hand the mounted descriptors to a worker listening on this socket (`ext4box worker --fd-socket`)
     /// instead of starting one.
     pub fd_socket: Option<PathBuf>,
+    /// Print the way of mounting and every confinement step in force (`--explain`).
+    pub explain: bool,
+}
+
+/// How the mount itself is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountMode {
+    /// mount(2) with CAP_SYS_ADMIN (root).
+    Root,
+    /// mount(2) as root of a user namespace that owns its mount namespace (`unshare -Urm`, rootless
+    /// Podman): FUSE mounts are allowed there.
+    UserNamespace,
+    /// libfuse's setuid helper mounts and hands back the descriptor; it also unmounts.
+    Fusermount(PathBuf),
+}
+
+impl MountMode {
+    /// The first way that works for this process, or why none does and what to install or configure.
+    /// (The mount service, the first choice without root, is tried by the CLI before this.)
+    pub fn choose() -> Result<MountMode, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return Ok(if crate::sandbox::privileges::in_user_namespace() {
+                MountMode::UserNamespace
+            } else {
+                MountMode::Root
+            });
+        }
+        match fusermount::find() {
+            Some(helper) => Ok(MountMode::Fusermount(helper)),
+            None => Err("mounting without root needs the ext4box mount service (sudo systemctl enable --now \
+                         ext4box.socket), fusermount3 installed setuid root (Debian/Ubuntu: apt install fuse3), \
+                         or a user namespace that owns its mount namespace (unshare -Urm)"
+                .into()),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            MountMode::Root => "mount(2) as root".into(),
+            MountMode::UserNamespace => "mount(2) inside a user namespace that owns its mount namespace".into(),
+            MountMode::Fusermount(h) => format!("{} (setuid helper) mounts and unmounts", h.display()),
+        }
+    }
 }
 
 pub(crate) fn errno_text(e: &std::io::Error) -> String {
@@ -143,6 +188,7 @@ pub(crate) fn detach(target: &Path) {
 /// live (background), or when it is unmounted (`foreground`). The launcher itself never reads the image:
 /// the worker parses it, after confining itself, and reports back.
 pub fn mount(req: &MountRequest) -> Result<(), String> {
+    let mode = MountMode::choose()?;
     let image = open_image(&req.image, !req.options.read_only)?;
     let target = check_mountpoint(&req.mountpoint)?;
     // A policy that does not parse stops the mount here, before anything is mounted. (A worker behind
@@ -153,18 +199,27 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
     } else {
         eprintln!("ext4box: WARNING: --no-sandbox: the image will be parsed by a process with full privileges");
     }
-    let fuse = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/fuse")
-        .map_err(|e| format!("cannot open /dev/fuse: {}", errno_text(&e)))?;
-    let block_device = std::fs::metadata(&req.image).is_ok_and(|m| m.file_type().is_block_device());
+    // Only root can have the kernel claim a block device (fuseblk); otherwise it is served as a plain
+    // FUSE mount.
+    let block_device =
+        matches!(mode, MountMode::Root) && std::fs::metadata(&req.image).is_ok_and(|m| m.file_type().is_block_device());
     let canonical = std::fs::canonicalize(&req.image).unwrap_or(req.image.clone()).to_string_lossy().into_owned();
     // A fuseblk mount's source must be the device (the kernel opens it); fsname= names file images only.
     let source = match &req.options.fsname {
         Some(n) if !block_device => n.clone(),
         _ => canonical,
+    };
+    if req.explain {
+        println!("mount: {}", mode.describe());
+    }
+    let fuse = match &mode {
+        MountMode::Fusermount(helper) => fusermount::mount(helper, &target, &req.options.fusermount_options(&source))?,
+        _ => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/fuse")
+            .map_err(|e| format!("cannot open /dev/fuse: {}", errno_text(&e)))?,
     };
     let o = &req.options;
     let atime = if o.noatime {
@@ -196,6 +251,8 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         // SAFETY: getuid/getgid have no preconditions.
         owner: unsafe { (libc::getuid(), libc::getgid()) },
         mount_at: None,
+        mode,
+        explain: req.explain,
     };
     if req.foreground {
         return supervisor::supervise(prepared, None);
@@ -212,20 +269,24 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         }
         _child => {
             drop(ready_w);
-            wait_ready(ready_r)
+            wait_ready(ready_r, req.explain)
         }
     }
 }
 
 /// The caller's side of the start-up: warnings are printed as they come, `R` means the mount is live,
 /// `E` is the error that stopped it.
-fn wait_ready(ready: File) -> Result<(), String> {
+fn wait_ready(ready: File, explain: bool) -> Result<(), String> {
     use std::io::BufRead;
     for line in std::io::BufReader::new(ready).lines().map_while(Result::ok) {
         if line == "R" {
             return Ok(());
         }
-        if let Some(w) = line.strip_prefix("W ") {
+        if let Some(step) = line.strip_prefix("S ") {
+            if explain {
+                println!("sandbox: {step}");
+            }
+        } else if let Some(w) = line.strip_prefix("W ") {
             eprintln!("ext4box: {w}");
         } else if let Some(e) = line.strip_prefix("E ") {
             return Err(e.to_string());
@@ -285,6 +346,14 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
     if !entry.read_only() {
         sync_mount(&target, Duration::from_secs(10));
     }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let helper = fusermount::find().ok_or_else(|| {
+            format!("unmounting {shown} without root needs fusermount3 (Debian/Ubuntu: apt install fuse3)")
+        })?;
+        fusermount::unmount(&helper, &target, false)?;
+        return wait_for_server(&entry.dev, pid, pidfd, &shown.to_string());
+    }
     let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| "path contains a NUL byte".to_string())?;
     // A mount can be busy for a moment after its last user is done (a forked child that has not yet run
     // exec still holds copies of its parent's descriptors): retry briefly before calling it busy.
@@ -305,13 +374,18 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
             _ => format!("unmount of {shown} failed: {}", errno_text(&e)),
         });
     }
+    wait_for_server(&entry.dev, pid, pidfd, &shown.to_string())
+}
+
+/// Waits (bounded) for the server of an unmounted filesystem to exit, then forgets its record.
+fn wait_for_server(dev: &str, pid: Option<u32>, pidfd: Option<OwnedFd>, shown: &str) -> Result<(), String> {
     if let Some(fd) = pidfd {
         if !wait_exit(&fd, Duration::from_secs(120)) {
             return Err(format!("{shown} is unmounted, but its server (pid {}) has not exited", pid.unwrap_or(0)));
         }
     }
     if let Some(pid) = pid {
-        registry::remove(&entry.dev, pid);
+        registry::remove(dev, pid);
     }
     Ok(())
 }

@@ -86,6 +86,30 @@ const IGNORED: &[&str] = &[
 ];
 
 impl MountOptions {
+    /// The options fusermount3 mounts with: what it lets an ordinary user ask for (it adds nosuid and
+    /// nodev itself), the source and the `fuse.ext4box` type.
+    pub fn fusermount_options(&self, source: &str) -> String {
+        let mut o = vec![if self.read_only { "ro" } else { "rw" }.to_string(), "nosuid".into(), "nodev".into()];
+        for (on, name) in [
+            (self.noexec, "noexec"),
+            (self.noatime, "noatime"),
+            (self.nodiratime, "nodiratime"),
+            (self.relatime, "relatime"),
+            (self.strictatime, "strictatime"),
+            (self.allow_other, "allow_other"),
+            (self.default_permissions, "default_permissions"),
+        ] {
+            if on {
+                o.push(name.into());
+            }
+        }
+        // fusermount3 splits at commas and takes a backslash as an escape, as libfuse writes them.
+        let escaped = source.replace('\\', "\\\\").replace(',', "\\,");
+        o.push(format!("fsname={escaped}"));
+        o.push("subtype=ext4box".into());
+        o.join(",")
+    }
+
     /// Parses a comma-separated option string (several `-o` are joined with commas first).
     pub fn parse(s: &str) -> Result<MountOptions, String> {
         let mut o = MountOptions::default();

@@ -8,12 +8,16 @@ use std::path::PathBuf;
 fn dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
+    if euid == 0 && !crate::sandbox::privileges::in_user_namespace() {
         PathBuf::from("/run/ext4box")
     } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
         PathBuf::from(d).join("ext4box")
     } else {
-        std::env::temp_dir().join(format!("ext4box-{euid}"))
+        // Root of a user namespace is some user outside it: the namespace names the directory.
+        let ns = std::fs::read_link("/proc/self/ns/user")
+            .map(|l| l.to_string_lossy().chars().filter(char::is_ascii_digit).collect::<String>())
+            .unwrap_or_default();
+        std::env::temp_dir().join(format!("ext4box-{euid}-{ns}"))
     }
 }
 

@@ -279,6 +279,8 @@ fn mount(
         block_device: kind == libc::S_IFBLK,
         owner: (uid, gid),
         mount_at: Some(PathBuf::from(format!("/proc/self/fd/{}", mountpoint.as_raw_fd()))),
+        mode: super::MountMode::Root,
+        explain: false,
     };
     let (ready_r, ready_w) = super::pipe().map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the service is single-threaded, so the child may run ordinary code after fork.

@@ -32,6 +32,22 @@ pub struct Prepared {
     /// Where to mount when it differs from `target` (the mount service mounts on `/proc/self/fd/N`, the
     /// very directory it checked, rather than on a path the caller could swap).
     pub mount_at: Option<std::path::PathBuf>,
+    /// How the mount is made (with fusermount3 it is already made, and the helper also unmounts).
+    pub mode: super::MountMode,
+    /// Forward the worker's confinement steps to the caller (`--explain`).
+    pub explain: bool,
+}
+
+/// Takes the mount at `target` away (the worker failed or died), the way it was made.
+fn take_away(mode: &super::MountMode, target: &Path) {
+    match mode {
+        super::MountMode::Fusermount(helper) => {
+            if let Err(e) = super::fusermount::unmount(helper, target, true) {
+                tracing::error!("{e}");
+            }
+        }
+        _ => detach(target),
+    }
 }
 
 /// The worker being supervised: a child process, or a peer on the other end of a handoff socket.
@@ -72,6 +88,8 @@ fn report(r: &mut Reporter, line: &str) {
             // Foreground: the supervisor is the process the user runs.
             if let Some(w) = line.strip_prefix("W ") {
                 eprintln!("ext4box: {w}");
+            } else if let Some(step) = line.strip_prefix("S ") {
+                println!("sandbox: {step}");
             }
         }
     }
@@ -80,7 +98,10 @@ fn report(r: &mut Reporter, line: &str) {
 /// Mounts, runs the worker, and waits for it. Returns when the worker has exited.
 pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
     let at = p.mount_at.as_deref().unwrap_or(&p.target);
-    super::mount_syscall(&p.source, at, p.fuse.as_raw_fd(), &p.options, p.block_device, p.owner)?;
+    tracing::info!(mountpoint = %p.target.display(), "mounting: {}", p.mode.describe());
+    if !matches!(p.mode, super::MountMode::Fusermount(_)) {
+        super::mount_syscall(&p.source, at, p.fuse.as_raw_fd(), &p.options, p.block_device, p.owner)?;
+    }
     let (status_r, worker) = match &p.fd_socket {
         None => {
             let (status_r, status_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
@@ -88,7 +109,7 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
             let pid = match spawn_worker(&p, &status_w, &log_w) {
                 Ok(pid) => pid,
                 Err(e) => {
-                    detach(&p.target);
+                    take_away(&p.mode, &p.target);
                     return Err(e);
                 }
             };
@@ -99,7 +120,7 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
         Some(path) => match hand_off(&p, path) {
             Ok(conn) => (conn, Worker::Remote),
             Err(e) => {
-                detach(&p.target);
+                take_away(&p.mode, &p.target);
                 return Err(e);
             }
         },
@@ -112,8 +133,15 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
     let mut failure = None;
     let mut lines = BufReader::new(status_r).lines();
     for line in lines.by_ref().map_while(Result::ok) {
-        if let Some(why) = line.strip_prefix("W ro ") {
-            remount_read_only(&p.target);
+        if line.starts_with("S ") {
+            if p.explain {
+                report(&mut reporter, &line);
+            }
+        } else if let Some(why) = line.strip_prefix("W ro ") {
+            // (fusermount3 cannot remount: the server answers EROFS all the same.)
+            if !matches!(p.mode, super::MountMode::Fusermount(_)) {
+                remount_read_only(&p.target);
+            }
             report(&mut reporter, &format!("W {}: mounting read-only: {why}", p.image_shown));
         } else if line.starts_with("W ") {
             report(&mut reporter, &line);
@@ -132,7 +160,7 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
         }
     }
     if !ready {
-        detach(&p.target);
+        take_away(&p.mode, &p.target);
         let cause = worker.wait(&mut lines, &p.target);
         let msg = failure.unwrap_or_else(|| format!("the worker exited before the mount was ready ({})", cause.1));
         report(&mut reporter, &format!("E {msg}"));
@@ -147,7 +175,7 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
         return Ok(());
     }
     // The worker died: take the mount away rather than leave programs hanging on a dead connection.
-    detach(&p.target);
+    take_away(&p.mode, &p.target);
     let msg = format!("the worker serving {} died ({cause}); the mount was detached", p.target.display());
     tracing::error!("{msg}");
     Err(msg)

@@ -115,9 +115,13 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Res
             // Descriptors 0-5 are in use; the worker opens none after this.
             for step in sandbox::confine(&policy, *id, 16)? {
                 tracing::info!("sandbox: {step}");
+                send(status, &format!("S {step}"));
             }
         }
-        None => tracing::warn!("running WITHOUT the sandbox (--no-sandbox): the image is parsed with full privileges"),
+        None => {
+            tracing::warn!("running WITHOUT the sandbox (--no-sandbox): the image is parsed with full privileges");
+            send(status, "S none: --no-sandbox, the image is parsed with full privileges");
+        }
     }
     let dev = FileDevice::new(image, args.offset).map_err(|e| format!("{e}"))?;
     let opts = ext4::MountOptions { norecovery: args.norecovery, read_only: args.read_only, ..Default::default() };

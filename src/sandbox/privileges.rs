@@ -17,14 +17,49 @@ fn check(rc: libc::c_int, what: &str) -> Result<(), String> {
     if rc == 0 { Ok(()) } else { Err(format!("{what}: {}", std::io::Error::last_os_error())) }
 }
 
-/// Drops to `id` (when running as root; otherwise the identity stays, which the report says), clears
-/// every capability set including the bounding and ambient sets, and sets no_new_privs and non-dumpable.
+/// Whether this process runs in a user namespace other than the initial one (its uid map is not the
+/// identity over every uid).
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
+}
+
+/// Whether `id` (inside this user namespace) maps to some uid outside it, in the map at `map`.
+fn mapped(map: &str, id: u32) -> bool {
+    std::fs::read_to_string(map).is_ok_and(|m| {
+        m.lines().any(|l| {
+            let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            f.len() == 3 && u64::from(id) >= f[0] && u64::from(id) < f[0] + f[2]
+        })
+    })
+}
+
+/// Drops to `id` (when running as root, and `id` exists in this user namespace; otherwise the identity
+/// stays, which the report says), clears every capability set including the bounding and ambient sets,
+/// and sets no_new_privs and non-dumpable.
 pub fn drop_all(id: Identity) -> Result<Vec<String>, String> {
     let mut report = Vec::new();
     // SAFETY: plain syscalls on our own process.
     let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
-        check(unsafe { libc::setgroups(0, std::ptr::null()) }, "setgroups")?;
+    let switchable = mapped("/proc/self/uid_map", id.uid) && mapped("/proc/self/gid_map", id.gid);
+    if euid == 0 && !switchable {
+        // Root of a user namespace that maps only the user who made it (unshare -Urm, rootless Podman):
+        // there is no other uid to become. The bounding set is ours to empty.
+        for cap in caps::all() {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+        }
+        report.push(format!(
+            "identity: kept (uid 0 of a user namespace, which maps no uid {}; switching users needs one)",
+            id.uid
+        ));
+    } else if euid == 0 {
+        // In a user namespace whose setgroups is denied, the groups are already fixed.
+        let setgroups_denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+        if !setgroups_denied {
+            check(unsafe { libc::setgroups(0, std::ptr::null()) }, "setgroups")?;
+        }
         // The bounding set can only shrink while CAP_SETPCAP is still held, so before the uid changes.
         for cap in caps::all() {
             caps::drop(None, CapSet::Bounding, cap)
@@ -32,7 +67,11 @@ pub fn drop_all(id: Identity) -> Result<Vec<String>, String> {
         }
         check(unsafe { libc::setresgid(id.gid, id.gid, id.gid) }, "setresgid")?;
         check(unsafe { libc::setresuid(id.uid, id.uid, id.uid) }, "setresuid")?;
-        report.push(format!("identity: uid {} gid {}, no supplementary groups", id.uid, id.gid));
+        report.push(if setgroups_denied {
+            format!("identity: uid {} gid {}, supplementary groups as the user namespace fixed them", id.uid, id.gid)
+        } else {
+            format!("identity: uid {} gid {}, no supplementary groups", id.uid, id.gid)
+        });
     } else {
         report.push(format!("identity: kept (uid {euid}; switching users needs root)"));
     }
