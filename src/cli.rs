@@ -40,6 +40,12 @@ enum Cmd {
         /// confinement step in force in the worker.
         #[arg(long)]
         explain: bool,
+        /// Serve requests on a single thread (as fuse2fs -s).
+        #[arg(short = 's')]
+        single_thread: bool,
+        /// Debug: stay in the foreground and log debug detail (as fuse2fs -d).
+        #[arg(short = 'd')]
+        debug: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -81,6 +87,9 @@ enum Cmd {
         /// Journal commit interval, seconds.
         #[arg(long, default_value_t = 5)]
         commit: u32,
+        /// umask, fakeroot, allow_root, errors, cache_size, minixdf, single_thread (see the options).
+        #[arg(long, default_value = "")]
+        tuning: String,
         #[arg(long)]
         present_uid: Option<u32>,
         #[arg(long)]
@@ -155,13 +164,35 @@ pub fn init_logging(verbose: bool, default: tracing::Level) {
 }
 
 /// Runs the command line; returns the process exit code. Errors are one line on stderr.
+/// The command line, with fuse2fs's call shape (`ext4box IMAGE MOUNTPOINT [-o OPTS] [-f] [-d] [-s]`)
+/// read as `ext4box mount ...`, so that a script switches by changing the program name.
+fn arguments() -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
+        let cmd = Cli::command();
+        let known = cmd
+            .get_subcommands()
+            .any(|s| s.get_name() == first || s.get_all_aliases().any(|a| a == first))
+            || first == "help";
+        if !known && !first.starts_with('-') && args.len() >= 3 {
+            args.insert(1, "mount".into());
+        }
+    }
+    args
+}
+
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse_from(arguments());
+    if let Cmd::Mount { debug: true, .. } = &cli.command {
+        cli.verbose = true;
+    }
     // The worker reports what it does at info level: its log goes to the launcher, which files it.
     let is_worker = matches!(cli.command, Cmd::Worker { .. });
     init_logging(cli.verbose, if is_worker { tracing::Level::INFO } else { tracing::Level::WARN });
     let result = match cli.command {
-        Cmd::Mount { image, mountpoint, options, foreground, fd_socket, explain, sandbox } => {
+        Cmd::Mount { image, mountpoint, options, foreground, fd_socket, explain, single_thread, debug, sandbox } => {
+            let foreground = foreground || debug;
             MountOptions::parse(&options.join(",")).and_then(|parsed| {
                 if unprivileged() && launcher::service::socket_path().exists() {
                     // No privilege to mount: the mount service does it, with what this user can open.
@@ -178,6 +209,7 @@ pub fn main() -> i32 {
                     sandbox,
                     fd_socket,
                     explain,
+                    single_thread,
                 })
             })
         }
@@ -199,6 +231,7 @@ pub fn main() -> i32 {
             norecovery,
             atime,
             commit,
+            tuning,
             present_uid: uid,
             present_gid: gid,
             sandbox,
@@ -210,7 +243,23 @@ pub fn main() -> i32 {
             };
             return match sandbox.resolve() {
                 Ok(sandbox) => {
-                    worker::run(worker::WorkerArgs { offset, read_only, norecovery, atime, commit, uid, gid, sandbox })
+                    match launcher::options::WorkerTuning::decode(&tuning) {
+                    Ok(tuning) => worker::run(worker::WorkerArgs {
+                        offset,
+                        read_only,
+                        norecovery,
+                        atime,
+                        commit,
+                        tuning,
+                        uid,
+                        gid,
+                        sandbox,
+                    }),
+                    Err(e) => {
+                        eprintln!("ext4box worker: {e}");
+                        2
+                    }
+                }
                 }
                 Err(e) => {
                     eprintln!("ext4box worker: {e}");
@@ -284,6 +333,7 @@ fn run_demo(work: &Path) -> Result<(), String> {
         sandbox,
         fd_socket: None,
         explain: false,
+        single_thread: false,
     })?;
     let listed = list(&mnt, &mnt).and_then(|()| {
         let text = std::fs::read_to_string(mnt.join("hello.txt")).map_err(io)?;

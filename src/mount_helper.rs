@@ -89,6 +89,7 @@ fn mount(args: &[String]) -> Result<(), (i32, String)> {
         sandbox: Some((sandbox::DEFAULT_IDENTITY, None)),
         fd_socket: None,
         explain: false,
+        single_thread: false,
     };
     launcher::mount(&req).map_err(|e| (32, e))
 }

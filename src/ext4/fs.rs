@@ -47,6 +47,17 @@ impl Default for MountOptions {
     }
 }
 
+/// What a corruption found while writing does (`errors=`; the superblock's `s_errors` by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorBehavior {
+    /// The operation fails; the filesystem stays writable.
+    Continue,
+    /// The operation fails and the filesystem turns read-only.
+    RemountRo,
+    /// The caller should stop serving (the kernel would panic).
+    Panic,
+}
+
 /// Where a logical block of a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mapping {
@@ -117,6 +128,10 @@ pub struct Filesystem {
     overhead: u64,
     /// The journal writes go through (read-write mounts of images with an internal journal).
     pub(crate) log: Option<super::journal_write::Log>,
+    /// `errors=`.
+    errors: Mutex<ErrorBehavior>,
+    /// Set when a corruption found while writing turned the filesystem read-only: why.
+    errored: Mutex<Option<String>>,
 }
 
 impl Filesystem {
@@ -198,6 +213,7 @@ impl Filesystem {
         }
         let block_bytes = usize::try_from(sb.block_size).unwrap_or(4096);
         let read_only = if opts.read_only { Some("mounted read-only".to_string()) } else { write_refusal(&sb) };
+        let raw_for_errors = raw.clone();
         let state = SbState {
             free_blocks: sb.free_blocks_count,
             free_inodes: u64::from(sb.free_inodes_count),
@@ -220,6 +236,12 @@ impl Filesystem {
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
             overhead: 0,
             log: None,
+            errors: Mutex::new(match super::bytes::le16(&raw_for_errors, 0x3C) {
+                1 => ErrorBehavior::Continue,
+                3 => ErrorBehavior::Panic,
+                _ => ErrorBehavior::RemountRo,
+            }),
+            errored: Mutex::new(None),
             sb,
         };
         let groups = fs.read_group_descriptors()?;
@@ -266,13 +288,40 @@ impl Filesystem {
         }
     }
 
-    /// `None` when writable; otherwise why not (a feature the engine cannot write, or a read-only mount).
-    pub fn read_only_reason(&self) -> Option<&str> {
-        self.read_only.as_deref()
+    /// `None` when writable; otherwise why not (a feature the engine cannot write, a read-only mount, or
+    /// a corruption found while writing under `errors=remount-ro`).
+    pub fn read_only_reason(&self) -> Option<String> {
+        self.read_only.clone().or_else(|| self.errored.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     pub fn is_read_only(&self) -> bool {
-        self.read_only.is_some()
+        self.read_only.is_some() || self.errored.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Sets what a corruption found while writing does (`errors=`).
+    pub fn set_error_behavior(&self, b: ErrorBehavior) {
+        *self.errors.lock().unwrap_or_else(|p| p.into_inner()) = b;
+    }
+
+    /// Applies `errors=` to the error a write operation failed with, and returns what the caller must do
+    /// (only `Panic` asks anything of it). Errors other than corruption change nothing.
+    pub fn write_failed(&self, e: &Error) -> Option<ErrorBehavior> {
+        if !e.is_corruption() {
+            return None;
+        }
+        let b = *self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        match b {
+            ErrorBehavior::Continue => tracing::error!(error = %e, "corruption found while writing (errors=continue)"),
+            ErrorBehavior::RemountRo => {
+                let mut errored = self.errored.lock().unwrap_or_else(|p| p.into_inner());
+                if errored.is_none() {
+                    tracing::error!(error = %e, "corruption found while writing: the filesystem is read-only now (errors=remount-ro); run e2fsck");
+                    *errored = Some(format!("{e} (errors=remount-ro)"));
+                }
+            }
+            ErrorBehavior::Panic => tracing::error!(error = %e, "corruption found while writing (errors=panic): stopping"),
+        }
+        Some(b)
     }
 
     /// Holds off write operations while the caller reads: every read-side method must be called with

@@ -37,7 +37,7 @@ pub mod xattr_write;
 
 pub use device::{BlockDevice, FileDevice};
 pub use error::{Error, Object, Result};
-pub use fs::{DirEntry, FileKind, Filesystem, MountOptions, StatFs};
+pub use fs::{DirEntry, ErrorBehavior, FileKind, Filesystem, MountOptions, StatFs};
 pub use inode::{Inode, InodeNo, Timestamp};
 
 /// The root directory's inode number (`EXT4_ROOT_INO`).

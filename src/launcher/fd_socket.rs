@@ -16,6 +16,7 @@
 //! offset=BYTES
 //! atime=never|relative|always
 //! commit=SECONDS            (optional; the journal commit interval, 5 when absent)
+//! tuning=K[=V],...          (optional; umask, fakeroot, allow_root, errors, cache_size, minixdf)
 //! ```
 //! Anything else (another version, an unknown or repeated key, a bad value, a truncated message, another
 //! number of descriptors, descriptors of the wrong kind) is refused with an `E` line.
@@ -39,6 +40,7 @@ pub struct Handoff {
     pub atime: AtimePolicy,
     /// Journal commit interval in seconds.
     pub commit: u32,
+    pub tuning: super::options::WorkerTuning,
 }
 
 impl Handoff {
@@ -49,11 +51,12 @@ impl Handoff {
             AtimePolicy::Always => "always",
         };
         format!(
-            "{MAGIC}\nread_only={}\nnorecovery={}\noffset={}\natime={atime}\ncommit={}\n",
+            "{MAGIC}\nread_only={}\nnorecovery={}\noffset={}\natime={atime}\ncommit={}\ntuning={}\n",
             u8::from(self.read_only),
             u8::from(self.norecovery),
             self.offset,
-            self.commit
+            self.commit,
+            self.tuning.encode()
         )
         .into_bytes()
     }
@@ -70,6 +73,7 @@ impl Handoff {
         }
         let (mut read_only, mut norecovery, mut offset, mut atime) = (None, None, None, None);
         let mut commit = None;
+        let mut tuning = None;
         for line in lines {
             let (k, v) = line.split_once('=').ok_or_else(|| format!("bad handoff line {line:?}"))?;
             let bit = |v: &str| match v {
@@ -104,13 +108,17 @@ impl Handoff {
                     slot_taken(commit.is_some())?;
                     commit = Some(super::options::commit_seconds(v)?);
                 }
+                "tuning" => {
+                    slot_taken(tuning.is_some())?;
+                    tuning = Some(super::options::WorkerTuning::decode(v)?);
+                }
                 _ => return Err(format!("unknown handoff key {k:?}")),
             }
         }
         match (read_only, norecovery, offset, atime) {
             (Some(read_only), Some(norecovery), Some(offset), Some(atime)) => {
                 let commit = commit.unwrap_or(super::options::DEFAULT_COMMIT_SECONDS);
-                Ok(Handoff { read_only, norecovery, offset, atime, commit })
+                Ok(Handoff { read_only, norecovery, offset, atime, commit, tuning: tuning.unwrap_or_default() })
             }
             _ => Err("handoff header is missing a key".into()),
         }
@@ -304,7 +312,7 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_strictness() {
-        let h = Handoff { read_only: true, norecovery: false, offset: 1 << 20, atime: AtimePolicy::Never, commit: 5 };
+        let h = Handoff { read_only: true, norecovery: false, offset: 1 << 20, atime: AtimePolicy::Never, commit: 5, tuning: Default::default() };
         assert_eq!(Handoff::decode(&h.encode()).unwrap(), h);
         let bad = [
             &b"ext4box-handoff 2\nread_only=1\nnorecovery=0\noffset=0\natime=never\n"[..],

@@ -22,10 +22,6 @@ use std::time::{Duration, Instant};
 use crate::server::AtimePolicy;
 pub use options::MountOptions;
 
-/// The filesystem type the mount shows in /proc/mounts: `fuse.ext4box`, or `fuseblk.ext4box` for a block
-/// device (the kernel then holds the device itself, exclusively, and waits for the server at unmount).
-pub const FSTYPE: &str = "fuse.ext4box";
-pub const FSTYPE_BLOCK: &str = "fuseblk.ext4box";
 
 /// What `ext4box mount` was asked to do.
 #[derive(Debug, Clone)]
@@ -42,6 +38,38 @@ pub struct MountRequest {
     pub fd_socket: Option<PathBuf>,
     /// Print the way of mounting and every confinement step in force (`--explain`).
     pub explain: bool,
+    /// Serve requests on one thread (fuse2fs's `-s`).
+    pub single_thread: bool,
+}
+
+/// `lockfile=PATH`: a file that exists exactly while the mount does; created exclusively, so a second
+/// mount with the same lock file is refused, and removed when the server has exited.
+#[derive(Debug)]
+pub struct Lockfile(PathBuf);
+
+impl Lockfile {
+    fn create(path: &Path) -> Result<Lockfile, String> {
+        let abs = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) };
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&abs)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{}\n", std::process::id()).as_bytes()))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    format!("lock file {} exists: the image is in use (or a crash left it behind)", abs.display())
+                }
+                _ => format!("cannot create lock file {}: {}", abs.display(), errno_text(&e)),
+            })?;
+        Ok(Lockfile(abs))
+    }
+}
+
+impl Drop for Lockfile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// How the mount itself is made.
@@ -154,14 +182,17 @@ pub(crate) fn mount_syscall(
     (uid, gid): (u32, u32),
 ) -> Result<(), String> {
     let mut data = format!("fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}");
-    if opts.allow_other {
+    // allow_root: the kernel lets everyone in and the server turns away all but root and the owner.
+    if opts.allow_other || opts.allow_root {
         data.push_str(",allow_other");
     }
     if opts.default_permissions {
         data.push_str(",default_permissions");
     }
     let c = |s: &[u8]| CString::new(s).map_err(|_| "path contains a NUL byte".to_string());
-    let fstype = if block_device { FSTYPE_BLOCK } else { FSTYPE };
+    // `fuse.ext4box`, or `fuseblk.ext4box` for a block device (the kernel then holds the device itself,
+    // exclusively, and waits for the server at unmount); `subtype=` replaces the `ext4box`.
+    let fstype = opts.fstype(block_device);
     let (src, tgt, fstype, data) =
         (c(source.as_bytes())?, c(target.as_os_str().as_bytes())?, c(fstype.as_bytes())?, c(data.as_bytes())?);
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
@@ -190,6 +221,11 @@ pub(crate) fn detach(target: &Path) {
 pub fn mount(req: &MountRequest) -> Result<(), String> {
     let mode = MountMode::choose()?;
     let image = open_image(&req.image, !req.options.read_only)?;
+    // Held from here to the server's exit: the supervisor removes it then (or on any failure before).
+    let lockfile = match &req.options.lockfile {
+        Some(path) => Some(Lockfile::create(path)?),
+        None => None,
+    };
     let target = check_mountpoint(&req.mountpoint)?;
     // A policy that does not parse stops the mount here, before anything is mounted. (A worker behind
     // --fd-socket confines itself with its own.)
@@ -243,6 +279,8 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
             commit: o.commit,
             uid: o.uid,
             gid: o.gid,
+            // SAFETY: getuid has no preconditions.
+            tuning: o.tuning(unsafe { libc::getuid() }, req.single_thread),
             sandbox: req.sandbox.clone(),
         },
         image_shown: req.image.display().to_string(),
@@ -253,6 +291,7 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         mount_at: None,
         mode,
         explain: req.explain,
+        lockfile,
     };
     if req.foreground {
         return supervisor::supervise(prepared, None);
@@ -269,6 +308,10 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         }
         _child => {
             drop(ready_w);
+            // The lock file is the background supervisor's to remove, when its worker has exited.
+            if let Some(lock) = prepared.lockfile {
+                std::mem::forget(lock);
+            }
             wait_ready(ready_r, req.explain)
         }
     }

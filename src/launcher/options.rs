@@ -23,6 +23,65 @@ pub struct MountOptions {
     pub strictatime: bool,
     /// Journal commit interval, seconds (`commit=`).
     pub commit: u32,
+    /// Present every file's mode with these permission bits cleared (`umask=`).
+    pub umask: Option<u32>,
+    /// Permission checks as if every caller were root (`fakeroot`): no kernel checks, the server grants.
+    pub fakeroot: bool,
+    /// Only the mounting user and root may use the mount (`allow_root`).
+    pub allow_root: bool,
+    /// What a corruption found while writing does (`errors=`); the superblock's choice when `None`.
+    pub errors: Option<ErrorsPolicy>,
+    /// Metadata block cache bound in bytes (`cache_size=`).
+    pub cache_size: Option<u64>,
+    /// A file created (exclusively) for the mount's lifetime (`lockfile=`).
+    pub lockfile: Option<std::path::PathBuf>,
+    /// statfs counts the metadata overhead in the size (`minixdf`) instead of leaving it out (`bsddf`).
+    pub minixdf: bool,
+    /// The filesystem type is `fuse.SUBTYPE` (`subtype=`; `ext4box` by default).
+    pub subtype: Option<String>,
+}
+
+/// `errors=`: what a corruption found while writing does, as the kernel's ext4 option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorsPolicy {
+    /// Fail the operation, keep the mount writable.
+    Continue,
+    /// Fail the operation and turn the filesystem read-only.
+    RemountRo,
+    /// Stop the server (the mount is taken away).
+    Panic,
+}
+
+impl ErrorsPolicy {
+    pub fn parse(v: &str) -> Result<ErrorsPolicy, String> {
+        match v {
+            "continue" => Ok(ErrorsPolicy::Continue),
+            "remount-ro" => Ok(ErrorsPolicy::RemountRo),
+            "panic" => Ok(ErrorsPolicy::Panic),
+            _ => Err(format!("errors={v}: not continue, remount-ro or panic")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorsPolicy::Continue => "continue",
+            ErrorsPolicy::RemountRo => "remount-ro",
+            ErrorsPolicy::Panic => "panic",
+        }
+    }
+}
+
+/// Parses a size with an optional K, M or G suffix (powers of 1024), as fuse2fs's `cache_size=`.
+pub fn parse_size(v: &str) -> Result<u64, String> {
+    let bad = || format!("{v}: not a size (a number of bytes, optionally with K, M or G)");
+    let (digits, shift) = match v.chars().last() {
+        Some('k' | 'K') => (&v[..v.len() - 1], 10),
+        Some('m' | 'M') => (&v[..v.len() - 1], 20),
+        Some('g' | 'G') => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
 /// The journal commit interval when none is given, as the kernel's.
@@ -57,6 +116,14 @@ impl Default for MountOptions {
             relatime: false,
             strictatime: false,
             commit: DEFAULT_COMMIT_SECONDS,
+            umask: None,
+            fakeroot: false,
+            allow_root: false,
+            errors: None,
+            cache_size: None,
+            lockfile: None,
+            minixdf: false,
+            subtype: None,
         }
     }
 }
@@ -96,7 +163,7 @@ impl MountOptions {
             (self.nodiratime, "nodiratime"),
             (self.relatime, "relatime"),
             (self.strictatime, "strictatime"),
-            (self.allow_other, "allow_other"),
+            (self.allow_other || self.allow_root, "allow_other"),
             (self.default_permissions, "default_permissions"),
         ] {
             if on {
@@ -106,7 +173,7 @@ impl MountOptions {
         // fusermount3 splits at commas and takes a backslash as an escape, as libfuse writes them.
         let escaped = source.replace('\\', "\\\\").replace(',', "\\,");
         o.push(format!("fsname={escaped}"));
-        o.push("subtype=ext4box".into());
+        o.push(format!("subtype={}", self.subtype.as_deref().unwrap_or("ext4box")));
         o.join(",")
     }
 
@@ -154,13 +221,77 @@ impl MountOptions {
                 "relatime" => flag(value).map(|_| o.relatime = true)?,
                 "norelatime" => flag(value).map(|_| o.relatime = false)?,
                 "strictatime" => flag(value).map(|_| o.strictatime = true)?,
+                "umask" => {
+                    let v = need()?;
+                    let m = u32::from_str_radix(v, 8).map_err(|_| format!("umask={v}: not an octal mode"))?;
+                    if m > 0o7777 {
+                        return Err(format!("umask={v}: not a mode (at most 7777)"));
+                    }
+                    o.umask = Some(m);
+                }
+                "fakeroot" => flag(value).map(|_| o.fakeroot = true)?,
+                "allow_root" => flag(value).map(|_| o.allow_root = true)?,
+                // fuse2fs's: allow_other, kernel permission checks, suid and device files.
+                "kernel" => flag(value).map(|_| {
+                    o.allow_other = true;
+                    o.default_permissions = true;
+                    o.nosuid = false;
+                    o.nodev = false;
+                })?,
+                "errors" => o.errors = Some(ErrorsPolicy::parse(need()?)?),
+                "cache_size" => {
+                    let v = need()?;
+                    let n = parse_size(v).map_err(|e| format!("cache_size={e}"))?;
+                    if !(64 << 10..=1 << 40).contains(&n) {
+                        return Err(format!("cache_size={v}: between 64K and 1024G"));
+                    }
+                    o.cache_size = Some(n);
+                }
+                "lockfile" => o.lockfile = Some(std::path::PathBuf::from(need()?)),
+                // POSIX ACLs are always enforced (the kernel checks them); the option is accepted.
+                "acl" => flag(value)?,
+                "bsddf" => flag(value).map(|_| o.minixdf = false)?,
+                "minixdf" => flag(value).map(|_| o.minixdf = true)?,
+                "subtype" => {
+                    let v = need()?;
+                    if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+                        return Err(format!("subtype={v}: letters, digits, '_', '-' and '.' only"));
+                    }
+                    o.subtype = Some(v.to_string());
+                }
                 k if IGNORED.contains(&k) => {}
                 // mount(8) passes x-* (systemd and friends) and comment= through to helpers.
                 k if k.starts_with("x-") || k == "comment" => {}
                 _ => return Err(format!("unknown mount option '{opt}'")),
             }
         }
+        if o.allow_root && o.allow_other {
+            return Err("allow_other and allow_root exclude each other".into());
+        }
+        if o.fakeroot {
+            // The server grants every request as root would: the kernel must not check first.
+            o.default_permissions = false;
+        }
         Ok(o)
+    }
+
+    /// The filesystem type mount(2) and /proc/mounts show.
+    pub fn fstype(&self, block_device: bool) -> String {
+        let sub = self.subtype.as_deref().unwrap_or("ext4box");
+        if block_device { format!("fuseblk.{sub}") } else { format!("fuse.{sub}") }
+    }
+
+    /// What the worker needs of these options beyond its command line's fixed arguments.
+    pub fn tuning(&self, owner: u32, single_thread: bool) -> WorkerTuning {
+        WorkerTuning {
+            umask: self.umask,
+            fakeroot: self.fakeroot,
+            allow_root_owner: self.allow_root.then_some(owner),
+            errors: self.errors,
+            cache_size: self.cache_size,
+            minixdf: self.minixdf,
+            single_thread,
+        }
     }
 
     /// The mount(2) flags these options ask for.
@@ -183,6 +314,75 @@ impl MountOptions {
     }
 }
 
+/// The options the worker applies, carried on its command line (`--tuning`) and in the fd-socket handoff
+/// (`tuning=`) as `key[=value]` pairs joined by commas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerTuning {
+    pub umask: Option<u32>,
+    pub fakeroot: bool,
+    /// `allow_root`: the mounting user's uid (root is always let in).
+    pub allow_root_owner: Option<u32>,
+    pub errors: Option<ErrorsPolicy>,
+    pub cache_size: Option<u64>,
+    pub minixdf: bool,
+    /// Serve requests on one thread (`-s`).
+    pub single_thread: bool,
+}
+
+impl WorkerTuning {
+    pub fn encode(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(m) = self.umask {
+            v.push(format!("umask={m:o}"));
+        }
+        if self.fakeroot {
+            v.push("fakeroot".into());
+        }
+        if let Some(u) = self.allow_root_owner {
+            v.push(format!("allow_root={u}"));
+        }
+        if let Some(e) = self.errors {
+            v.push(format!("errors={}", e.name()));
+        }
+        if let Some(c) = self.cache_size {
+            v.push(format!("cache_size={c}"));
+        }
+        if self.minixdf {
+            v.push("minixdf".into());
+        }
+        if self.single_thread {
+            v.push("single_thread".into());
+        }
+        v.join(",")
+    }
+
+    /// Parses strictly (the handoff's text comes from another process).
+    pub fn decode(s: &str) -> Result<WorkerTuning, String> {
+        let mut t = WorkerTuning::default();
+        for item in s.split(',').filter(|x| !x.is_empty()) {
+            let (k, v) = match item.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (item, None),
+            };
+            let num = |radix: u32| -> Result<u64, String> {
+                let v = v.ok_or_else(|| format!("tuning {k} needs a value"))?;
+                u64::from_str_radix(v, radix).map_err(|_| format!("tuning {k}={v}: not a number"))
+            };
+            match (k, v.is_some()) {
+                ("umask", true) => t.umask = Some(u32::try_from(num(8)?).map_err(|_| "umask too large")? & 0o7777),
+                ("fakeroot", false) => t.fakeroot = true,
+                ("allow_root", true) => t.allow_root_owner = Some(u32::try_from(num(10)?).map_err(|_| "uid too large")?),
+                ("errors", true) => t.errors = Some(ErrorsPolicy::parse(v.unwrap_or_default())?),
+                ("cache_size", true) => t.cache_size = Some(num(10)?),
+                ("minixdf", false) => t.minixdf = true,
+                ("single_thread", false) => t.single_thread = true,
+                _ => return Err(format!("unknown tuning {item:?}")),
+            }
+        }
+        Ok(t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +397,25 @@ mod tests {
         assert_eq!(o.offset, 1 << 20);
         assert_eq!(o.fsname.as_deref(), Some("disk"));
         assert_ne!(o.ms_flags() & libc::MS_NOEXEC, 0);
+    }
+
+    #[test]
+    fn fuse2fs_options_and_the_worker_tuning_round_trip() {
+        let o = MountOptions::parse("umask=027,fakeroot,errors=panic,cache_size=8M,minixdf,subtype=img,lockfile=/x")
+            .unwrap();
+        assert_eq!(o.umask, Some(0o27));
+        assert!(o.fakeroot && !o.default_permissions, "fakeroot leaves the checks to the server");
+        assert_eq!(o.cache_size, Some(8 << 20));
+        assert_eq!(o.fstype(false), "fuse.img");
+        let t = o.tuning(1000, true);
+        assert_eq!(WorkerTuning::decode(&t.encode()).unwrap(), t);
+        let k = MountOptions::parse("kernel").unwrap();
+        assert!(k.allow_other && k.default_permissions && !k.nosuid && !k.nodev);
+        assert!(MountOptions::parse("allow_root,allow_other").is_err());
+        assert!(MountOptions::parse("errors=maybe").is_err());
+        assert!(MountOptions::parse("umask=999").is_err());
+        assert!(MountOptions::parse("cache_size=1").is_err());
+        assert!(WorkerTuning::decode("umask=22,bogus").is_err());
     }
 
     #[test]

@@ -270,6 +270,7 @@ fn mount(
             norecovery: o.norecovery,
             atime,
             commit: o.commit,
+            tuning: o.tuning(uid, false),
             uid: o.uid,
             gid: o.gid,
             sandbox: Some((sandbox::DEFAULT_IDENTITY, None)),
@@ -281,6 +282,7 @@ fn mount(
         mount_at: Some(PathBuf::from(format!("/proc/self/fd/{}", mountpoint.as_raw_fd()))),
         mode: super::MountMode::Root,
         explain: false,
+        lockfile: None,
     };
     let (ready_r, ready_w) = super::pipe().map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the service is single-threaded, so the child may run ordinary code after fork.

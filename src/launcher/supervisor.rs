@@ -36,6 +36,8 @@ pub struct Prepared {
     pub mode: super::MountMode,
     /// Forward the worker's confinement steps to the caller (`--explain`).
     pub explain: bool,
+    /// `lockfile=`: removed when this is dropped, after the worker has exited.
+    pub lockfile: Option<super::Lockfile>,
 }
 
 /// Takes the mount at `target` away (the worker failed or died), the way it was made.
@@ -192,6 +194,7 @@ fn hand_off(p: &Prepared, path: &Path) -> Result<File, String> {
         offset: p.worker.offset,
         atime: p.worker.atime,
         commit: p.worker.commit,
+        tuning: p.worker.tuning.clone(),
     };
     fd_socket::send(&conn, &h.encode(), &[p.fuse.as_raw_fd(), p.image.as_raw_fd()])?;
     Ok(File::from(conn))
@@ -223,6 +226,10 @@ fn spawn_worker(p: &Prepared, status_w: &File, log_w: &File) -> Result<libc::pid
     }
     if p.worker.norecovery {
         argv.push("--norecovery".into());
+    }
+    let tuning = p.worker.tuning.encode();
+    if !tuning.is_empty() {
+        argv.extend(["--tuning".into(), tuning]);
     }
     if let Some(u) = p.worker.uid {
         argv.extend(["--present-uid".into(), u.to_string()]);

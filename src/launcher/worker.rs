@@ -6,6 +6,7 @@
 //! Status lines to the launcher: `W <text>` (a warning, e.g. `W ro <why>` when the image can only be
 //! mounted read-only), then `R` when serving, or `E <text>` when it cannot serve.
 
+use super::options::ErrorsPolicy;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -30,6 +31,8 @@ pub struct WorkerArgs {
     pub atime: AtimePolicy,
     /// Journal commit interval, seconds.
     pub commit: u32,
+    /// umask, fakeroot, allow_root, errors, cache size, statfs style, threads.
+    pub tuning: super::options::WorkerTuning,
     /// Owners to present every file with (`-o uid=`, `-o gid=`).
     pub uid: Option<u32>,
     pub gid: Option<u32>,
@@ -94,6 +97,7 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
         norecovery: h.norecovery,
         atime: h.atime,
         commit: h.commit,
+        tuning: h.tuning,
         uid: None,
         gid: None,
         sandbox,
@@ -124,9 +128,23 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Res
         }
     }
     let dev = FileDevice::new(image, args.offset).map_err(|e| format!("{e}"))?;
-    let opts = ext4::MountOptions { norecovery: args.norecovery, read_only: args.read_only, ..Default::default() };
+    let t = &args.tuning;
+    let defaults = ext4::MountOptions::default();
+    let opts = ext4::MountOptions {
+        norecovery: args.norecovery,
+        read_only: args.read_only,
+        cache_bytes: t.cache_size.map_or(defaults.cache_bytes, |c| usize::try_from(c).unwrap_or(usize::MAX)),
+        ..defaults
+    };
     let fs = Arc::new(Filesystem::open(Box::new(dev), &opts).map_err(|e| e.to_string())?);
     fs.set_commit_interval(std::time::Duration::from_secs(u64::from(args.commit)));
+    if let Some(e) = t.errors {
+        fs.set_error_behavior(match e {
+            ErrorsPolicy::Continue => ext4::ErrorBehavior::Continue,
+            ErrorsPolicy::RemountRo => ext4::ErrorBehavior::RemountRo,
+            ErrorsPolicy::Panic => ext4::ErrorBehavior::Panic,
+        });
+    }
     crate::server::spawn_committer(&fs);
     if !args.read_only {
         if let Some(why) = fs.read_only_reason() {
@@ -135,10 +153,23 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Res
     }
     let server = Arc::new(Server::new(
         fs,
-        ServerOptions { atime: args.atime, uid: args.uid, gid: args.gid, ..Default::default() },
+        ServerOptions {
+            atime: args.atime,
+            uid: args.uid,
+            gid: args.gid,
+            umask: t.umask,
+            fakeroot: t.fakeroot,
+            allow_root_owner: t.allow_root_owner,
+            minixdf: t.minixdf,
+            ..Default::default()
+        },
     ));
     let mut config = fuser::Config::default();
-    config.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8));
+    config.n_threads = Some(if t.single_thread {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
+    });
     // The kernel enforces who may use the mount (user_id, allow_other); fuser must not filter again, and
     // the worker's uid is not the users'.
     config.acl = fuser::SessionACL::All;

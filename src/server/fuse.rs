@@ -31,7 +31,9 @@ const WANTED: &[InitFlags] = &[
     InitFlags::FUSE_POSIX_ACL,
 ];
 
-/// The adapter the session owns.
+/// The adapter the session owns. Every request that a user starts (as opposed to those the kernel
+/// sends on its own: reads and writes of open files, forgets, releases) first passes the `allow_root`
+/// check.
 pub struct FuseFs {
     server: Arc<Server>,
 }
@@ -62,7 +64,9 @@ impl fuser::Filesystem for FuseFs {
         // place, as on a local ext4.
         let writeback: &[InitFlags] =
             if self.server.writable() { &[InitFlags::FUSE_WRITEBACK_CACHE, InitFlags::FUSE_DONT_MASK] } else { &[] };
-        for &flag in WANTED.iter().chain(writeback) {
+        // Under fakeroot the kernel must not check permissions: POSIX ACL support would make it.
+        let wanted = WANTED.iter().filter(|&&f| f != InitFlags::FUSE_POSIX_ACL || self.server.kernel_checks_permissions());
+        for &flag in wanted.chain(writeback) {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!(?flag, "kernel does not offer this FUSE capability");
             } else if flag == InitFlags::FUSE_WRITEBACK_CACHE {
@@ -74,7 +78,10 @@ impl fuser::Filesystem for FuseFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         let t = self.server.timeouts();
         match self.server.lookup(parent, name.as_bytes()) {
             Ok((attr, generation)) => reply.entry_with_ttls(&t.attr, &t.entry, &attr, Generation(generation)),
@@ -89,21 +96,30 @@ impl fuser::Filesystem for FuseFs {
     // batch_forget: fuser 0.18 does not export the `ForgetOne` type, so it cannot be overridden; its
     // default implementation calls `forget` for each node, which is what we would do.
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         match self.server.getattr(ino) {
             Ok(attr) => reply.attr(&self.server.timeouts().attr, &attr),
             Err(e) => reply.error(err(e)),
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         match self.server.readlink(ino) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(err(e)),
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         // The kernel is the only writer, so its page cache stays valid across opens.
         match self.server.open(ino, flags.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
@@ -148,6 +164,9 @@ impl fuser::Filesystem for FuseFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         let t = self.server.timeouts();
         match self.server.create(parent, name.as_bytes(), mode, umask, (req.uid(), req.gid())) {
             Ok(((attr, generation), fh)) => {
@@ -158,33 +177,51 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         entry(self, self.server.mknod(parent, name.as_bytes(), mode, umask, rdev, (req.uid(), req.gid())), reply);
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         entry(self, self.server.mkdir(parent, name.as_bytes(), mode, umask, req.uid(), req.gid()), reply);
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         let r = self.server.symlink(parent, link_name.as_bytes(), target.as_os_str().as_bytes(), req.uid(), req.gid());
         entry(self, r, reply);
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         entry(self, self.server.link(ino, newparent, newname.as_bytes()), reply);
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         empty(self.server.unlink(parent, name.as_bytes()), reply);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         empty(self.server.rmdir(parent, name.as_bytes()), reply);
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -192,12 +229,15 @@ impl fuser::Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         empty(self.server.rename(parent, name.as_bytes(), newparent, newname.as_bytes(), flags.bits()), reply);
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -213,6 +253,9 @@ impl fuser::Filesystem for FuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         let changes = SetAttr {
             mode,
             uid,
@@ -257,7 +300,7 @@ impl fuser::Filesystem for FuseFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -265,12 +308,15 @@ impl fuser::Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         empty(self.server.fallocate(ino, offset, length, mode), reply);
     }
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -278,16 +324,22 @@ impl fuser::Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         empty(self.server.setxattr(ino, name.as_bytes(), value, flags), reply);
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         empty(self.server.removexattr(ino, name.as_bytes()), reply);
     }
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         _fh_in: FileHandle,
         offset_in: u64,
@@ -298,6 +350,9 @@ impl fuser::Filesystem for FuseFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         match self.server.copy_file_range(ino_in, offset_in, ino_out, offset_out, len) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(err(e)),
@@ -315,13 +370,19 @@ impl fuser::Filesystem for FuseFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         match self.server.ioctl(ino, cmd, in_data, req.uid()) {
             Ok(out) => reply.ioctl(0, &out),
             Err(e) => reply.error(err(e)),
         }
     }
 
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         // Declined like open: the kernel then caches the directory's contents (FOPEN_CACHE_DIR by default).
         match self.server.opendir() {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR),
@@ -352,7 +413,10 @@ impl fuser::Filesystem for FuseFs {
         }
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         let s = self.server.statfs();
         reply.statfs(
             s.blocks,
@@ -366,7 +430,10 @@ impl fuser::Filesystem for FuseFs {
         );
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         match self.server.getxattr(ino, name.as_bytes(), size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
@@ -374,7 +441,10 @@ impl fuser::Filesystem for FuseFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         match self.server.listxattr(ino, size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
@@ -383,6 +453,9 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if self.server.denies(req.uid()) {
+            return reply.error(FuseErrno::EACCES);
+        }
         match self.server.access(ino, mask.bits(), req.uid(), req.gid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),

@@ -65,6 +65,14 @@ pub struct ServerOptions {
     /// its own owners.
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Present every mode with these permission bits cleared (`-o umask=`); the image keeps its own.
+    pub umask: Option<u32>,
+    /// `fakeroot`: every caller is treated as root (the kernel checks nothing, the server grants).
+    pub fakeroot: bool,
+    /// `allow_root`: only root and this uid may use the mount (the kernel lets everyone in).
+    pub allow_root_owner: Option<u32>,
+    /// `minixdf`: statfs counts the metadata overhead in the size.
+    pub minixdf: bool,
 }
 
 /// The access-time rule of the mount options, as the kernel applies them to a local filesystem.
@@ -171,7 +179,31 @@ impl Server {
         if let Some(g) = self.opts.gid {
             a.gid = g;
         }
+        if let Some(m) = self.opts.umask {
+            a.perm &= !(m as u16);
+        }
         a
+    }
+
+    /// Whether `uid` is turned away (`allow_root`: only root and the mounting user may use the mount).
+    pub fn denies(&self, uid: u32) -> bool {
+        self.opts.allow_root_owner.is_some_and(|owner| uid != 0 && uid != owner)
+    }
+
+    /// Whether the kernel should check permissions (and ACLs) itself: not under `fakeroot`.
+    pub fn kernel_checks_permissions(&self) -> bool {
+        !self.opts.fakeroot
+    }
+
+    /// The error of a write operation, after `errors=` had its say: under `errors=panic` the server stops
+    /// (the launcher then takes the mount away), as the kernel would stop the machine.
+    fn wr<T>(&self, r: ext4::Result<T>) -> Reply<T> {
+        r.map_err(|e| {
+            if self.fs.write_failed(&e) == Some(ext4::ErrorBehavior::Panic) {
+                std::process::exit(70);
+            }
+            Errno::from(e)
+        })
     }
 
     /// An entry reply for `inode`, counting the kernel's new reference.
@@ -351,7 +383,12 @@ impl Server {
 
     pub fn statfs(&self) -> StatFs {
         let _g = self.fs.shared();
-        self.fs.statfs()
+        let mut s = self.fs.statfs();
+        if self.opts.minixdf {
+            // minixdf: the size is every block, metadata included (bsddf, the default, leaves it out).
+            s.blocks = self.fs.superblock().blocks_count;
+        }
+        s
     }
 
     /// An attribute's value; with `size == 0` the caller only wants its length.
@@ -381,6 +418,7 @@ impl Server {
         if mask & W_OK != 0 && !self.writable() {
             return Err(Errno(EROFS));
         }
+        let (uid, gid) = if self.opts.fakeroot { (0, 0) } else { (uid, gid) };
         if permits(&inode, mask, uid, gid) { Ok(()) } else { Err(Errno(EACCES)) }
     }
 }
@@ -408,7 +446,7 @@ impl Server {
     ) -> Reply<((FileAttr, u64), u64)> {
         let new =
             NewInode { mode: (mode & 0o7777) | 0o100000, uid: who.0, gid: who.1, rdev: 0, umask: self.umask(umask) };
-        let inode = self.fs.mknod(attr::inode_of(parent), name, new)?;
+        let inode = self.wr(self.fs.mknod(attr::inode_of(parent), name, new))?;
         // A new file has no flags to enforce and no access to record: no open bookkeeping at all.
         Ok((self.entry(&inode), 0))
     }
@@ -423,7 +461,7 @@ impl Server {
         who: (u32, u32),
     ) -> Reply<(FileAttr, u64)> {
         let new = NewInode { mode, uid: who.0, gid: who.1, rdev, umask: self.umask(umask) };
-        let inode = self.fs.mknod(attr::inode_of(parent), name, new)?;
+        let inode = self.wr(self.fs.mknod(attr::inode_of(parent), name, new))?;
         Ok(self.entry(&inode))
     }
 
@@ -436,49 +474,49 @@ impl Server {
         uid: u32,
         gid: u32,
     ) -> Reply<(FileAttr, u64)> {
-        let inode = self.fs.mkdir(
+        let inode = self.wr(self.fs.mkdir(
             attr::inode_of(parent),
             name,
             NewInode { mode, uid, gid, rdev: 0, umask: self.umask(umask) },
-        )?;
+        ))?;
         Ok(self.entry(&inode))
     }
 
     pub fn symlink(&self, parent: INodeNo, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Reply<(FileAttr, u64)> {
         let new = NewInode { mode: 0o120777, uid, gid, rdev: 0, umask: None };
-        let inode = self.fs.symlink(attr::inode_of(parent), name, target, new)?;
+        let inode = self.wr(self.fs.symlink(attr::inode_of(parent), name, target, new))?;
         Ok(self.entry(&inode))
     }
 
     pub fn link(&self, nodeid: INodeNo, newparent: INodeNo, newname: &[u8]) -> Reply<(FileAttr, u64)> {
-        let inode = self.fs.link(attr::inode_of(nodeid), attr::inode_of(newparent), newname)?;
+        let inode = self.wr(self.fs.link(attr::inode_of(nodeid), attr::inode_of(newparent), newname))?;
         Ok(self.entry(&inode))
     }
 
     pub fn unlink(&self, parent: INodeNo, name: &[u8]) -> Reply<()> {
-        Ok(self.fs.unlink(attr::inode_of(parent), name)?)
+        Ok(self.wr(self.fs.unlink(attr::inode_of(parent), name))?)
     }
 
     pub fn rmdir(&self, parent: INodeNo, name: &[u8]) -> Reply<()> {
-        Ok(self.fs.rmdir(attr::inode_of(parent), name)?)
+        Ok(self.wr(self.fs.rmdir(attr::inode_of(parent), name))?)
     }
 
     pub fn rename(&self, parent: INodeNo, name: &[u8], newparent: INodeNo, newname: &[u8], flags: u32) -> Reply<()> {
-        Ok(self.fs.rename(attr::inode_of(parent), name, attr::inode_of(newparent), newname, flags)?)
+        Ok(self.wr(self.fs.rename(attr::inode_of(parent), name, attr::inode_of(newparent), newname, flags))?)
     }
 
     pub fn setattr(&self, nodeid: INodeNo, changes: SetAttr) -> Reply<FileAttr> {
-        let inode = self.fs.setattr(attr::inode_of(nodeid), changes)?;
+        let inode = self.wr(self.fs.setattr(attr::inode_of(nodeid), changes))?;
         Ok(self.present(attr::attr(&inode, self.block_size())))
     }
 
     pub fn write(&self, nodeid: INodeNo, offset: u64, data: &[u8]) -> Reply<u32> {
-        self.fs.write(attr::inode_of(nodeid), offset, data)?;
+        self.wr(self.fs.write(attr::inode_of(nodeid), offset, data))?;
         u32::try_from(data.len()).map_err(|_| Errno(EINVAL))
     }
 
     pub fn fallocate(&self, nodeid: INodeNo, offset: u64, len: u64, mode: i32) -> Reply<()> {
-        self.fs.fallocate(attr::inode_of(nodeid), offset, len, mode)?;
+        self.wr(self.fs.fallocate(attr::inode_of(nodeid), offset, len, mode))?;
         Ok(())
     }
 
@@ -487,11 +525,11 @@ impl Server {
     }
 
     pub fn setxattr(&self, nodeid: INodeNo, name: &[u8], value: &[u8], flags: i32) -> Reply<()> {
-        Ok(self.fs.set_xattr(attr::inode_of(nodeid), name, Some(value), flags)?)
+        Ok(self.wr(self.fs.set_xattr(attr::inode_of(nodeid), name, Some(value), flags))?)
     }
 
     pub fn removexattr(&self, nodeid: INodeNo, name: &[u8]) -> Reply<()> {
-        Ok(self.fs.set_xattr(attr::inode_of(nodeid), name, None, 0)?)
+        Ok(self.wr(self.fs.set_xattr(attr::inode_of(nodeid), name, None, 0))?)
     }
 
     pub fn copy_file_range(&self, src: INodeNo, off_in: u64, dst: INodeNo, off_out: u64, len: u64) -> Reply<u32> {
@@ -517,7 +555,7 @@ impl Server {
             }
             (0x66, 2) => {
                 let new = input.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(Errno(EINVAL))?;
-                self.fs.set_flags(ino, new, uid == 0)?;
+                self.wr(self.fs.set_flags(ino, new, uid == 0))?;
                 Ok(Vec::new())
             }
             // FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR: the kernel reads these around every SETFLAGS.
@@ -539,7 +577,7 @@ impl Server {
                 let mapped: u32 = XFLAG_MAP.iter().map(|&(_, f)| f).fold(0, |a, f| a | f);
                 let new =
                     (current & !mapped) | XFLAG_MAP.iter().filter(|&&(xf, _)| x & xf != 0).fold(0, |a, &(_, f)| a | f);
-                self.fs.set_flags(ino, new, uid == 0)?;
+                self.wr(self.fs.set_flags(ino, new, uid == 0))?;
                 Ok(Vec::new())
             }
             _ => Err(Errno(ENOTTY)),
