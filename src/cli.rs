@@ -171,9 +171,7 @@ fn arguments() -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
         let cmd = Cli::command();
-        let known = cmd
-            .get_subcommands()
-            .any(|s| s.get_name() == first || s.get_all_aliases().any(|a| a == first))
+        let known = cmd.get_subcommands().any(|s| s.get_name() == first || s.get_all_aliases().any(|a| a == first))
             || first == "help";
         if !known && !first.starts_with('-') && args.len() >= 3 {
             args.insert(1, "mount".into());
@@ -242,8 +240,7 @@ pub fn main() -> i32 {
                 _ => AtimePolicy::Relative,
             };
             return match sandbox.resolve() {
-                Ok(sandbox) => {
-                    match launcher::options::WorkerTuning::decode(&tuning) {
+                Ok(sandbox) => match launcher::options::WorkerTuning::decode(&tuning) {
                     Ok(tuning) => worker::run(worker::WorkerArgs {
                         offset,
                         read_only,
@@ -259,8 +256,7 @@ pub fn main() -> i32 {
                         eprintln!("ext4box worker: {e}");
                         2
                     }
-                }
-                }
+                },
                 Err(e) => {
                     eprintln!("ext4box worker: {e}");
                     2

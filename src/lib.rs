@@ -8,5 +8,6 @@ pub mod cli;
 pub mod ext4;
 pub mod launcher;
 pub mod mount_helper;
+pub mod partition;
 pub mod sandbox;
 pub mod server;

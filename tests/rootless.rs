@@ -10,53 +10,12 @@
 
 mod common;
 
-use std::fs;
+use std::fs::{self, File};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
+use std::process::Output;
 
 use common::*;
-
-pub const TEST_USER: &str = "ext4box-test";
-
-/// The test user's uid and gid, or `None` (then the test says so; under CI it fails).
-fn test_user() -> Option<(u32, u32)> {
-    let out = Command::new("id").arg(TEST_USER).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let num = |key: &str| text.split(key).nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok();
-    match (out.status.success(), num("uid="), num("gid=")) {
-        (true, Some(u), Some(g)) => Some((u, g)),
-        _ => {
-            assert!(!is_ci(), "user {TEST_USER} is missing: scripts/setup.sh makes it");
-            eprintln!("user {TEST_USER} is missing (scripts/setup.sh makes it): skipped");
-            None
-        }
-    }
-}
-
-/// Runs `script` (bash) as the test user, in a private mount namespace whose /dev/fuse is 0666.
-fn as_user(scratch: &Scratch, script: &str, wrap: &str) -> Output {
-    let file = scratch.path("script.sh");
-    fs::write(
-        &file,
-        format!("set -u\nB={}\ncd {}\n{script}\n", env!("CARGO_BIN_EXE_ext4box"), scratch.path("").display()),
-    )
-    .unwrap();
-    let node = scratch.path("fuse-node");
-    let outer = format!(
-        "mknod {node} c 10 229 && chmod 666 {node} && mount --bind {node} /dev/fuse && \
-         runuser -u {TEST_USER} -- {wrap} bash {file}",
-        node = node.display(),
-        file = file.display()
-    );
-    Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &outer]).output().unwrap()
-}
-
-/// Gives the scratch directory and `paths` in it to the test user.
-fn hand_to_user(scratch: &Scratch, paths: &[&Path], (uid, gid): (u32, u32)) {
-    for p in std::iter::once(scratch.path("").as_path()).chain(paths.iter().copied()) {
-        std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
-    }
-}
 
 /// The shell workload: mount with --explain, write a tree, save the worker's /proc status, unmount.
 const WORKLOAD: &str = r#"
@@ -161,4 +120,188 @@ fn without_any_way_to_mount_one_line_says_what_to_install() {
     for word in ["fusermount3", "fuse3", "unshare -Urm", "mount service"] {
         assert!(err.contains(word), "the message should name {word}: {err}");
     }
+}
+
+/// Runs `script` as the test user and returns what it printed on stdout, failing on a non-zero exit.
+fn user_script(s: &Scratch, script: &str) -> String {
+    let out = as_user(s, script, "");
+    assert!(out.status.success(), "the user's session failed:\n{}", output_text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `fakeroot`: an ordinary user populates an image with root-owned files, a setuid file and a root-owned
+/// directory, which the kernel then sees so. `uid=`/`gid=`/`umask=` change what `stat` shows and leave the
+/// image as it is.
+#[test]
+fn fakeroot_and_presented_owners_as_an_ordinary_user() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let Some(user) = test_user() else { return };
+    let s = Scratch::new("rootless-fakeroot");
+    let img = s.path("img");
+    mkfs(&img, 32 << 20, &["-E", &format!("root_owner={}:{}", user.0, user.1)]);
+    let mnt = s.mkdir("mnt");
+    hand_to_user(&s, &[&img, &mnt], user);
+    // fuse2fs's call shape, as a script written for fuse2fs would call it.
+    user_script(
+        &s,
+        r#"$B img mnt -o fakeroot
+mkdir mnt/etc && echo secret > mnt/etc/shadow && echo '#!/bin/sh' > mnt/su
+chown 0:0 mnt/etc mnt/etc/shadow mnt/su && chmod 0700 mnt/etc && chmod 4755 mnt/su && chmod 0600 mnt/etc/shadow
+$B unmount mnt"#,
+    );
+    assert_fsck_clean(&img);
+    let kmnt = s.mkdir("kernel");
+    kernel_mount(&img, &kmnt, "ro");
+    let st = |p: &str| lstat(&kmnt.join(p)).unwrap();
+    let (etc, shadow, su) = (st("etc"), st("etc/shadow"), st("su"));
+    let secret = fs::read(kmnt.join("etc/shadow"));
+    kernel_umount(&kmnt);
+    assert_eq!((etc.uid, etc.gid, etc.mode & 0o7777), (0, 0, 0o700), "etc as the kernel sees it");
+    assert_eq!((shadow.uid, shadow.mode & 0o7777), (0, 0o600));
+    assert_eq!((su.uid, su.gid, su.mode & 0o7777), (0, 0, 0o4755), "a setuid root file");
+    assert_eq!(secret.unwrap(), b"secret\n");
+
+    let before = hash_path(&img);
+    // Presented as the user's own (the kernel checks permissions against what is presented).
+    let shown = user_script(
+        &s,
+        &format!(
+            "$B mount img mnt -o ro,uid={},gid=5678,umask=027\nstat -c '%u %g %a %n' mnt/etc mnt/su\n$B unmount mnt",
+            user.0
+        ),
+    );
+    assert_eq!(hash_path(&img), before, "presenting other owners must not change the image");
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(lines.contains(&format!("{} 5678 700 mnt/etc", user.0).as_str()), "{shown}");
+    assert!(lines.contains(&format!("{} 5678 4750 mnt/su", user.0).as_str()), "umask 027 clears o+rx: {shown}");
+}
+
+/// A GPT disk image with two ext4 partitions: each mounts by partition number and by byte offset, and
+/// writing one leaves the other byte-for-byte unchanged.
+#[test]
+fn partitions_of_a_gpt_disk_image_by_number_and_offset() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let Some(user) = test_user() else { return };
+    let s = Scratch::new("rootless-gpt");
+    let disk = s.path("img");
+    let f = File::create(&disk).unwrap();
+    f.set_len(80 << 20).unwrap();
+    drop(f);
+    let table = "label: gpt\nstart=2048, size=65536, type=linux\nstart=69632, size=81920, type=linux\n";
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sfdisk (Debian's fdisk package)");
+    std::io::Write::write_all(sfdisk.stdin.as_mut().unwrap(), table.as_bytes()).unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk failed");
+    let parts = [(2048u64 * 512, 65536u64 * 512), (69632 * 512, 81920 * 512)];
+    for (i, (off, len)) in parts.iter().enumerate() {
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", &format!("part{}", i + 1)])
+            .arg("-E")
+            .arg(format!("offset={off},root_owner={}:{}", user.0, user.1))
+            .arg(&disk)
+            .arg(format!("{}k", len / 1024))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mkfs: {}", output_text(&out));
+    }
+    let mnt = s.mkdir("mnt");
+    hand_to_user(&s, &[&disk, &mnt], user);
+    let range = |i: usize| {
+        let all = fs::read(&disk).unwrap();
+        let (off, len) = parts[i];
+        hash_bytes(&all[off as usize..(off + len) as usize])
+    };
+    let p2_before = range(1);
+    user_script(&s, "$B mount img mnt -o partition=1 && echo one > mnt/which && $B unmount mnt");
+    assert_eq!(range(1), p2_before, "writing partition 1 changed partition 2");
+    let p1_before = range(0);
+    user_script(&s, &format!("$B mount img mnt -o offset={} && echo two > mnt/which && $B unmount mnt", parts[1].0));
+    assert_eq!(range(0), p1_before, "writing partition 2 changed partition 1");
+    let read = user_script(
+        &s,
+        &format!(
+            "$B mount img mnt -o ro,partition=2 && cat mnt/which && $B unmount mnt && \
+             $B mount img mnt -o ro,offset={} && cat mnt/which && $B unmount mnt",
+            parts[0].0
+        ),
+    );
+    assert_eq!(read, "two\none\n");
+    // Each partition, cut out of the disk, is a clean filesystem.
+    let all = fs::read(&disk).unwrap();
+    for (i, (off, len)) in parts.iter().enumerate() {
+        let p = s.path(&format!("part{i}.img"));
+        fs::write(&p, &all[*off as usize..(off + len) as usize]).unwrap();
+        assert_fsck_clean(&p);
+    }
+    // A partition that does not exist, and a bare filesystem asked for a partition: one line each.
+    let out = as_user(&s, "$B mount img mnt -o partition=3", "");
+    assert!(!out.status.success());
+    assert_eq!(stderr_lines(&out).len(), 1, "{}", output_text(&out));
+    assert!(output_text(&out).contains("partition 3"), "{}", output_text(&out));
+}
+
+/// An image passed as an inherited descriptor (`/proc/self/fd/N`), as container runtimes pass images
+/// they opened themselves; a read-only descriptor with `rw` is one clear line, not a silent fallback.
+#[test]
+fn image_as_an_inherited_descriptor() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let Some(user) = test_user() else { return };
+    let s = Scratch::new("rootless-fd");
+    let img = s.path("img");
+    mkfs(&img, 32 << 20, &["-E", &format!("root_owner={}:{}", user.0, user.1)]);
+    let mnt = s.mkdir("mnt");
+    hand_to_user(&s, &[&img, &mnt], user);
+    user_script(&s, "exec 7<>img; $B mount /proc/self/fd/7 mnt && echo via-fd > mnt/f && $B unmount mnt");
+    assert_fsck_clean(&img);
+    assert!(debugfs(&img, "cat /f").contains("via-fd"));
+    let out = as_user(&s, "exec 7<img; $B mount /proc/self/fd/7 mnt", "");
+    assert!(!out.status.success(), "rw on a read-only descriptor must fail");
+    let lines = stderr_lines(&out);
+    assert!(lines.len() == 1 && lines[0].contains("read-only") && lines[0].contains("-o ro"), "{lines:?}");
+    let text = user_script(&s, "exec 7<img; $B mount /proc/self/fd/7 mnt -o ro && cat mnt/f && $B unmount mnt");
+    assert_eq!(text, "via-fd\n");
+    // rw on an image the user may only read: one line, never a silent read-only mount.
+    std::os::unix::fs::PermissionsExt::set_mode(&mut fs::metadata(&img).unwrap().permissions(), 0o444);
+    fs::set_permissions(&img, std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
+    let out = as_user(&s, "$B mount img mnt", "");
+    assert!(!out.status.success(), "rw on a read-only image must fail");
+    let lines = stderr_lines(&out);
+    assert!(lines.len() == 1 && lines[0].contains("-o ro"), "{lines:?}");
+}
+
+/// `lockfile=`: exists while mounted, a second mount naming it is refused, gone after the unmount.
+#[test]
+fn lockfile_lives_as_long_as_the_mount() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let Some(user) = test_user() else { return };
+    let s = Scratch::new("rootless-lockfile");
+    let img = s.path("img");
+    let img2 = s.path("img2");
+    mkfs(&img, 16 << 20, &[]);
+    mkfs(&img2, 16 << 20, &[]);
+    let mnt = s.mkdir("mnt");
+    let mnt2 = s.mkdir("mnt2");
+    hand_to_user(&s, &[&img, &img2, &mnt, &mnt2], user);
+    let text = user_script(
+        &s,
+        r#"$B mount img mnt -o ro,lockfile=lock && test -f lock && echo held
+$B mount img2 mnt2 -o ro,lockfile=lock 2> second.err; echo "second=$?"
+$B unmount mnt && test ! -e lock && echo released"#,
+    );
+    assert_eq!(text, "held\nsecond=1\nreleased\n");
+    let err = fs::read_to_string(s.path("second.err")).unwrap();
+    assert!(err.lines().count() == 1 && err.contains("lock file"), "{err}");
 }

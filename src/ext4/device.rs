@@ -31,6 +31,18 @@ impl FileDevice {
         })?;
         Ok(FileDevice { file, base, size })
     }
+
+    /// Wraps `len` bytes of an open file from byte `base` (a partition): nothing outside is read or written.
+    pub fn with_range(file: File, base: u64, len: u64) -> std::io::Result<FileDevice> {
+        let total = device_size(&file)?;
+        if base.checked_add(len).is_none_or(|end| end > total) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the partition lies past the end of the image",
+            ));
+        }
+        Ok(FileDevice { file, base, size: len })
+    }
 }
 
 /// The size of a regular file or block device (seeking to the end works for both).

@@ -319,7 +319,9 @@ impl Filesystem {
                     *errored = Some(format!("{e} (errors=remount-ro)"));
                 }
             }
-            ErrorBehavior::Panic => tracing::error!(error = %e, "corruption found while writing (errors=panic): stopping"),
+            ErrorBehavior::Panic => {
+                tracing::error!(error = %e, "corruption found while writing (errors=panic): stopping")
+            }
         }
         Some(b)
     }

@@ -312,7 +312,14 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_strictness() {
-        let h = Handoff { read_only: true, norecovery: false, offset: 1 << 20, atime: AtimePolicy::Never, commit: 5, tuning: Default::default() };
+        let h = Handoff {
+            read_only: true,
+            norecovery: false,
+            offset: 1 << 20,
+            atime: AtimePolicy::Never,
+            commit: 5,
+            tuning: Default::default(),
+        };
         assert_eq!(Handoff::decode(&h.encode()).unwrap(), h);
         let bad = [
             &b"ext4box-handoff 2\nread_only=1\nnorecovery=0\noffset=0\natime=never\n"[..],

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use crate::server::AtimePolicy;
 pub use options::MountOptions;
 
-
 /// What `ext4box mount` was asked to do.
 #[derive(Debug, Clone)]
 pub struct MountRequest {
@@ -49,7 +48,11 @@ pub struct Lockfile(PathBuf);
 
 impl Lockfile {
     fn create(path: &Path) -> Result<Lockfile, String> {
-        let abs = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) };
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(path)
+        };
         OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -123,9 +126,42 @@ pub(crate) fn errno_text(e: &std::io::Error) -> String {
     }
 }
 
+/// The descriptor number in `/proc/self/fd/N` or `/dev/fd/N`.
+fn inherited_fd(path: &Path) -> Option<i32> {
+    let s = path.to_str()?;
+    let n = s.strip_prefix("/proc/self/fd/").or_else(|| s.strip_prefix("/dev/fd/"))?;
+    n.parse().ok().filter(|&n| n >= 0)
+}
+
+/// An image the caller opened and passed as a descriptor (`/proc/self/fd/N`, as runtimes that open the
+/// image themselves pass it): used as it is, not opened again by name (its name may be out of reach).
+fn open_inherited(fd: i32, shown: &str, write: bool) -> Result<File, String> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor number; a bad number fails with EBADF.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(format!("cannot use image {shown}: descriptor {fd} is not open"));
+    }
+    // SAFETY: fcntl returned a new descriptor that nothing else owns.
+    let file = unsafe { File::from_raw_fd(dup) };
+    // SAFETY: F_GETFL on a descriptor we own.
+    let mode = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) } & libc::O_ACCMODE;
+    if write && mode == libc::O_RDONLY {
+        return Err(format!("image {shown} is open read-only (descriptor {fd}): mount it with -o ro"));
+    }
+    let ft = file.metadata().map_err(|e| format!("cannot use image {shown}: {}", errno_text(&e)))?.file_type();
+    if !ft.is_file() && !ft.is_block_device() {
+        return Err(format!("image {shown} is not a regular file or block device"));
+    }
+    Ok(file)
+}
+
 /// Opens the image (read-only, or read-write) and takes its exclusive lock, held until the server exits.
 fn open_image(path: &Path, write: bool) -> Result<File, String> {
     let shown = path.display();
+    if let Some(fd) = inherited_fd(path) {
+        let file = open_inherited(fd, &shown.to_string(), write)?;
+        return lock_image(file, &shown.to_string());
+    }
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot open image {shown}: {}", errno_text(&e)))?;
     let ft = meta.file_type();
     let mut oo = OpenOptions::new();
@@ -149,6 +185,11 @@ fn open_image(path: &Path, write: bool) -> Result<File, String> {
         }
         _ => format!("cannot open image {shown}: {}", errno_text(&e)),
     })?;
+    lock_image(file, &shown.to_string())
+}
+
+/// Takes the image's exclusive lock (one ext4box per image), held until the server exits.
+fn lock_image(file: File, shown: &str) -> Result<File, String> {
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = std::io::Error::last_os_error();

@@ -39,6 +39,8 @@ pub struct MountOptions {
     pub minixdf: bool,
     /// The filesystem type is `fuse.SUBTYPE` (`subtype=`; `ext4box` by default).
     pub subtype: Option<String>,
+    /// The filesystem is partition N of a disk image (MBR or GPT), found by the worker (`partition=`).
+    pub partition: Option<u32>,
 }
 
 /// `errors=`: what a corruption found while writing does, as the kernel's ext4 option.
@@ -124,6 +126,7 @@ impl Default for MountOptions {
             lockfile: None,
             minixdf: false,
             subtype: None,
+            partition: None,
         }
     }
 }
@@ -247,6 +250,14 @@ impl MountOptions {
                     }
                     o.cache_size = Some(n);
                 }
+                "partition" => {
+                    let v = need()?;
+                    let n: u32 = v.parse().map_err(|_| format!("partition={v}: not a partition number"))?;
+                    if n == 0 {
+                        return Err("partition=0: partitions are numbered from 1".into());
+                    }
+                    o.partition = Some(n);
+                }
                 "lockfile" => o.lockfile = Some(std::path::PathBuf::from(need()?)),
                 // POSIX ACLs are always enforced (the kernel checks them); the option is accepted.
                 "acl" => flag(value)?,
@@ -264,6 +275,9 @@ impl MountOptions {
                 k if k.starts_with("x-") || k == "comment" => {}
                 _ => return Err(format!("unknown mount option '{opt}'")),
             }
+        }
+        if o.partition.is_some() && o.offset != 0 {
+            return Err("partition= and offset= exclude each other (partition= finds the offset)".into());
         }
         if o.allow_root && o.allow_other {
             return Err("allow_other and allow_root exclude each other".into());
@@ -291,6 +305,7 @@ impl MountOptions {
             cache_size: self.cache_size,
             minixdf: self.minixdf,
             single_thread,
+            partition: self.partition,
         }
     }
 
@@ -327,6 +342,8 @@ pub struct WorkerTuning {
     pub minixdf: bool,
     /// Serve requests on one thread (`-s`).
     pub single_thread: bool,
+    /// Serve partition N of the image (the worker reads the partition table, confined).
+    pub partition: Option<u32>,
 }
 
 impl WorkerTuning {
@@ -353,6 +370,9 @@ impl WorkerTuning {
         if self.single_thread {
             v.push("single_thread".into());
         }
+        if let Some(n) = self.partition {
+            v.push(format!("partition={n}"));
+        }
         v.join(",")
     }
 
@@ -371,11 +391,16 @@ impl WorkerTuning {
             match (k, v.is_some()) {
                 ("umask", true) => t.umask = Some(u32::try_from(num(8)?).map_err(|_| "umask too large")? & 0o7777),
                 ("fakeroot", false) => t.fakeroot = true,
-                ("allow_root", true) => t.allow_root_owner = Some(u32::try_from(num(10)?).map_err(|_| "uid too large")?),
+                ("allow_root", true) => {
+                    t.allow_root_owner = Some(u32::try_from(num(10)?).map_err(|_| "uid too large")?)
+                }
                 ("errors", true) => t.errors = Some(ErrorsPolicy::parse(v.unwrap_or_default())?),
                 ("cache_size", true) => t.cache_size = Some(num(10)?),
                 ("minixdf", false) => t.minixdf = true,
                 ("single_thread", false) => t.single_thread = true,
+                ("partition", true) => {
+                    t.partition = Some(u32::try_from(num(10)?).ok().filter(|&n| n > 0).ok_or("bad partition number")?)
+                }
                 _ => return Err(format!("unknown tuning {item:?}")),
             }
         }

@@ -127,7 +127,17 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Res
             send(status, "S none: --no-sandbox, the image is parsed with full privileges");
         }
     }
-    let dev = FileDevice::new(image, args.offset).map_err(|e| format!("{e}"))?;
+    let dev = match args.tuning.partition {
+        // The partition table is read here, confined, like everything else from the image.
+        Some(n) => {
+            use std::os::unix::fs::FileExt;
+            let size = image_size(&image)?;
+            let found = crate::partition::find(n, size, &|off, buf| image.read_exact_at(buf, off))?;
+            tracing::info!(partition = n, offset = found.offset, len = found.len, "serving a partition of the image");
+            FileDevice::with_range(image, found.offset, found.len).map_err(|e| format!("{e}"))?
+        }
+        None => FileDevice::new(image, args.offset).map_err(|e| format!("{e}"))?,
+    };
     let t = &args.tuning;
     let defaults = ext4::MountOptions::default();
     let opts = ext4::MountOptions {
@@ -165,11 +175,8 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Res
         },
     ));
     let mut config = fuser::Config::default();
-    config.n_threads = Some(if t.single_thread {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
-    });
+    config.n_threads =
+        Some(if t.single_thread { 1 } else { std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8) });
     // The kernel enforces who may use the mount (user_id, allow_other); fuser must not filter again, and
     // the worker's uid is not the users'.
     config.acl = fuser::SessionACL::All;
@@ -178,4 +185,12 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Res
     server.set_invalidator(crate::server::fuse::invalidator(session.notifier()));
     send(status, "R");
     session.run().map_err(|e| format!("FUSE session ended with an error: {e}"))
+}
+
+/// The size of the image, file or block device: seek to its end (lseek is in the seccomp policy; the
+/// stat family is not needed for anything else).
+fn image_size(image: &File) -> Result<u64, String> {
+    use std::io::Seek;
+    let mut f = image;
+    f.seek(std::io::SeekFrom::End(0)).map_err(|e| format!("cannot size the image: {e}"))
 }

@@ -65,7 +65,8 @@ impl fuser::Filesystem for FuseFs {
         let writeback: &[InitFlags] =
             if self.server.writable() { &[InitFlags::FUSE_WRITEBACK_CACHE, InitFlags::FUSE_DONT_MASK] } else { &[] };
         // Under fakeroot the kernel must not check permissions: POSIX ACL support would make it.
-        let wanted = WANTED.iter().filter(|&&f| f != InitFlags::FUSE_POSIX_ACL || self.server.kernel_checks_permissions());
+        let wanted =
+            WANTED.iter().filter(|&&f| f != InitFlags::FUSE_POSIX_ACL || self.server.kernel_checks_permissions());
         for &flag in wanted.chain(writeback) {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!(?flag, "kernel does not offer this FUSE capability");

@@ -1188,3 +1188,47 @@ pub fn compare_again(walked: &Walk, a_root: &Path, b_root: &Path, max_dirs: usiz
     }
     diffs
 }
+
+// ---- Running as an ordinary user (tests of mounting without root) ----
+
+pub const TEST_USER: &str = "ext4box-test";
+
+/// The test user's uid and gid, or `None` (then the test says so; under CI it fails).
+pub fn test_user() -> Option<(u32, u32)> {
+    let out = std::process::Command::new("id").arg(TEST_USER).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let num = |key: &str| text.split(key).nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok();
+    match (out.status.success(), num("uid="), num("gid=")) {
+        (true, Some(u), Some(g)) => Some((u, g)),
+        _ => {
+            assert!(!is_ci(), "user {TEST_USER} is missing: scripts/setup.sh makes it");
+            eprintln!("user {TEST_USER} is missing (scripts/setup.sh makes it): skipped");
+            None
+        }
+    }
+}
+
+/// Runs `script` (bash) as the test user, in a private mount namespace whose /dev/fuse is 0666.
+pub fn as_user(scratch: &Scratch, script: &str, wrap: &str) -> std::process::Output {
+    let file = scratch.path("script.sh");
+    std::fs::write(
+        &file,
+        format!("set -u\nB={}\ncd {}\n{script}\n", env!("CARGO_BIN_EXE_ext4box"), scratch.path("").display()),
+    )
+    .unwrap();
+    let node = scratch.path("fuse-node");
+    let outer = format!(
+        "rm -f {node} && mknod {node} c 10 229 && chmod 666 {node} && mount --bind {node} /dev/fuse && \
+         runuser -u {TEST_USER} -- {wrap} bash {file}",
+        node = node.display(),
+        file = file.display()
+    );
+    std::process::Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &outer]).output().unwrap()
+}
+
+/// Gives the scratch directory and `paths` in it to the test user.
+pub fn hand_to_user(scratch: &Scratch, paths: &[&Path], (uid, gid): (u32, u32)) {
+    for p in std::iter::once(scratch.path("").as_path()).chain(paths.iter().copied()) {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+    }
+}
