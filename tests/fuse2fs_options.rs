@@ -1,0 +1,192 @@
+//! The options fuse2fs users pass, with fuse2fs's meaning: errors=, allow_root, kernel, minixdf/bsddf,
+//! subtype=, cache_size=, acl, -s. (fakeroot, uid/gid/umask, partition=, lockfile= and descriptors as
+//! sources are tested as an ordinary user in rootless.rs.) Needs root and /dev/fuse.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// An image whose group 0 block bitmap is zeroed: reads are fine, the first allocation in group 0 finds
+/// the group's own metadata marked free, a corruption found while writing.
+fn image_with_a_zeroed_bitmap(s: &Scratch, name: &str) -> std::path::PathBuf {
+    let img = s.path(name);
+    mkfs(&img, 64 << 20, &["-b", "4096"]);
+    let dump = run_ok(Command::new("dumpe2fs").arg(&img));
+    let block: u64 = dump
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Block bitmap at "))
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .expect("dumpe2fs names group 0's block bitmap");
+    let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 4096], block * 4096).unwrap();
+    img
+}
+
+/// Writes a file and fsyncs it; the errno of the first failure, if any.
+fn write_fsync(p: &Path) -> Option<i32> {
+    use std::io::Write;
+    let mut f = fs::File::create(p).ok()?;
+    let r = f.write_all(&[7u8; 20000]).and_then(|_| f.sync_all());
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+#[test]
+fn errors_option_decides_what_a_corruption_found_while_writing_does() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("opt-errors");
+    let mnt = s.mkdir("mnt");
+    // continue: the write fails, the mount stays writable.
+    let img = image_with_a_zeroed_bitmap(&s, "continue.img");
+    let m = ext4box_mount_ok(&img, &mnt, "errors=continue");
+    assert_eq!(write_fsync(&mnt.join("new")), Some(libc::EUCLEAN), "errors=continue: the damaged write");
+    // (Anything needing a block of group 0 meets the damage again; an empty file needs none.)
+    fs::File::create(mnt.join("still-writable")).expect("errors=continue keeps the mount writable");
+    m.unmount();
+    // remount-ro: the write fails, every later write is EROFS, reads go on.
+    let img = image_with_a_zeroed_bitmap(&s, "ro.img");
+    let m = ext4box_mount_ok(&img, &mnt, "errors=remount-ro");
+    assert_eq!(write_fsync(&mnt.join("new")), Some(libc::EUCLEAN), "errors=remount-ro: the damaged write");
+    let e = fs::File::create(mnt.join("after")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "errors=remount-ro: later writes");
+    assert!(fs::read_dir(&mnt).is_ok(), "reads go on after remount-ro");
+    m.unmount();
+    // panic: the server stops and the mount is taken away.
+    let img = image_with_a_zeroed_bitmap(&s, "panic.img");
+    let m = ext4box_mount_ok(&img, &mnt, "errors=panic");
+    let _ = write_fsync(&mnt.join("new"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while (m.pids.iter().any(|&p| pid_alive(p)) || mountinfo_entry(&mnt).is_some()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(m.pids.iter().all(|&p| !pid_alive(p)), "errors=panic: the server still runs");
+    assert!(mountinfo_entry(&mnt).is_none(), "errors=panic: the mount is still there");
+}
+
+#[test]
+fn allow_root_lets_in_root_and_the_owner_only() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let Some(_) = test_user() else { return };
+    let s = Scratch::new("opt-allow-root");
+    std::fs::set_permissions(s.path(""), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let img = s.path("img");
+    mkfs(&img, 16 << 20, &[]);
+    let mnt = s.mkdir("mnt");
+    let as_test_user = |mnt: &Path| {
+        Command::new("runuser").args(["-u", TEST_USER, "--", "ls", "-d"]).arg(mnt.join("lost+found")).output().unwrap()
+    };
+    // allow_root on a mount made by root: the test user is turned away.
+    let m = ext4box_mount_ok(&img, &mnt, "allow_root");
+    let mi = mountinfo_entry(&mnt).unwrap();
+    assert!(mi.super_opts.contains("allow_other"), "allow_root asks the kernel for allow_other: {mi:?}");
+    let out = as_test_user(&mnt);
+    assert!(!out.status.success() && output_text(&out).contains("Permission denied"), "{}", output_text(&out));
+    assert!(fs::metadata(mnt.join("lost+found")).is_ok(), "root (the owner) gets in");
+    m.unmount();
+    // allow_other: everyone.
+    let m = ext4box_mount_ok(&img, &mnt, "allow_other");
+    let out = as_test_user(&mnt);
+    assert!(out.status.success(), "allow_other: {}", output_text(&out));
+    m.unmount();
+}
+
+#[test]
+fn kernel_subtype_statfs_style_cache_size_acl_and_single_thread() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("opt-misc");
+    let img = s.path("img");
+    mkfs(&img, 64 << 20, &[]);
+    let mnt = s.mkdir("mnt");
+    // kernel: allow_other, kernel permission checks, suid and device files.
+    let m = ext4box_mount_ok(&img, &mnt, "kernel");
+    let mi = mountinfo_entry(&mnt).unwrap();
+    assert!(mi.super_opts.contains("allow_other") && mi.super_opts.contains("default_permissions"), "{mi:?}");
+    assert!(!mi.mount_opts.contains("nosuid") && !mi.mount_opts.contains("nodev"), "{mi:?}");
+    m.unmount();
+    // subtype: the type /proc/mounts shows; unmount still finds it.
+    let out = ext4box_mount(&img, &mnt, "subtype=diskimage");
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(mountinfo_entry(&mnt).unwrap().fstype, "fuse.diskimage");
+    assert!(ext4box_unmount(&mnt).status.success());
+    // bsddf (the default) leaves the metadata out of the size; minixdf counts every block.
+    let blocks = |opts: &str| {
+        let m = ext4box_mount_ok(&img, &mnt, opts);
+        let st = statvfs(&mnt).unwrap();
+        m.unmount();
+        st.f_blocks * st.f_frsize / 1024
+    };
+    let (bsd, minix) = (blocks("ro,bsddf"), blocks("ro,minixdf"));
+    assert_eq!(minix, 64 << 10, "minixdf: every block of the 64 MiB image");
+    assert!(bsd < minix, "bsddf leaves the metadata out: {bsd} vs {minix}");
+    assert_eq!(bsd, blocks("ro"), "bsddf is the default");
+    // A tiny block cache, POSIX ACLs, one serving thread: a tree written and read back the same.
+    let mut args = vec!["mount".to_string(), img.display().to_string(), mnt.display().to_string()];
+    args.extend(["-o".into(), "cache_size=64K,acl".into(), "-s".into()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_ext4box")).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    for i in 0..200 {
+        fs::create_dir_all(mnt.join(format!("d{}/e{i}", i % 7))).unwrap();
+        fs::write(mnt.join(format!("d{}/e{i}/f", i % 7)), pseudo_random(i, 3000)).unwrap();
+    }
+    set_xattr(&mnt.join("d0"), "system.posix_acl_access", &acl_user_read(4242)).unwrap();
+    let before = walk(&mnt, &WalkOpts::default());
+    assert!(ext4box_unmount(&mnt).status.success());
+    assert_fsck_clean(&img);
+    let kmnt = s.mkdir("kernel");
+    kernel_mount(&img, &kmnt, "ro");
+    let after = walk(&kmnt, &WalkOpts::default());
+    kernel_umount(&kmnt);
+    assert_walks_equal("ext4box (cache_size=64K, -s)", &before, "kernel", &after);
+}
+
+/// A POSIX ACL granting user `uid` read access, in the xattr format (`system.posix_acl_access`).
+fn acl_user_read(uid: u32) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec(); // version
+    let mut entry = |tag: u16, perm: u16, id: u32| {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    };
+    entry(0x01, 7, u32::MAX); // USER_OBJ rwx
+    entry(0x02, 4, uid); // USER r
+    entry(0x04, 5, u32::MAX); // GROUP_OBJ r-x
+    entry(0x10, 5, u32::MAX); // MASK r-x
+    entry(0x20, 5, u32::MAX); // OTHER r-x
+    v
+}
+
+#[test]
+fn bad_fuse2fs_options_get_one_line() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("opt-bad");
+    let img = s.path("img");
+    mkfs(&img, 16 << 20, &[]);
+    let mnt = s.mkdir("mnt");
+    for (opts, word) in [
+        ("errors=sometimes", "errors"),
+        ("umask=99", "umask"),
+        ("cache_size=huge", "cache_size"),
+        ("allow_root,allow_other", "allow_root"),
+        ("partition=1,offset=4096", "partition"),
+        ("partition=0", "partition"),
+        ("subtype=a/b", "subtype"),
+        ("no_default_opts", "no_default_opts"),
+    ] {
+        let out = ext4box_mount(&img, &mnt, opts);
+        assert!(!out.status.success(), "-o {opts} must be refused");
+        let lines = stderr_lines(&out);
+        assert!(lines.len() == 1 && lines[0].contains(word), "-o {opts}: {lines:?}");
+        assert!(mountinfo_entry(&mnt).is_none());
+    }
+}
