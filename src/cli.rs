@@ -148,22 +148,27 @@ impl SandboxArgs {
     }
 }
 
-/// Logs go to stderr (without colours: the worker's stderr is a pipe, and probing the terminal would be a
-/// system call its sandbox refuses), and to the systemd journal when one runs.
+/// Logs go to stderr at `default` level (without colours: the worker's stderr is a pipe, and probing
+/// the terminal would be a system call its sandbox refuses), and to the systemd journal when one runs,
+/// at info level at least: how each mount was made and how its worker is confined are always recorded.
 pub fn init_logging(verbose: bool, default: tracing::Level) {
+    use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::prelude::*;
     let level = if verbose { tracing::Level::DEBUG } else { default };
-    let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).without_time();
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_filter(LevelFilter::from_level(level));
+    let journal_level = if verbose { tracing::Level::DEBUG } else { tracing::Level::INFO };
     let journal = if std::path::Path::new("/run/systemd/journal/socket").exists() {
-        tracing_journald::layer().ok()
+        tracing_journald::layer().ok().map(|l| l.with_filter(LevelFilter::from_level(journal_level)))
     } else {
         None
     };
-    let _ = tracing_subscriber::registry().with(filter).with(stderr).with(journal).try_init();
+    let _ = tracing_subscriber::registry().with(stderr).with(journal).try_init();
 }
 
-/// Runs the command line; returns the process exit code. Errors are one line on stderr.
 /// The command line, with fuse2fs's call shape (`ext4box IMAGE MOUNTPOINT [-o OPTS] [-f] [-d] [-s]`)
 /// read as `ext4box mount ...`, so that a script switches by changing the program name.
 fn arguments() -> Vec<std::ffi::OsString> {
@@ -180,6 +185,7 @@ fn arguments() -> Vec<std::ffi::OsString> {
     args
 }
 
+/// Runs the command line; returns the process exit code. Errors are one line on stderr.
 pub fn main() -> i32 {
     let mut cli = Cli::parse_from(arguments());
     if let Cmd::Mount { debug: true, .. } = &cli.command {

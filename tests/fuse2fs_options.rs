@@ -61,7 +61,9 @@ fn errors_option_decides_what_a_corruption_found_while_writing_does() {
     let m = ext4box_mount_ok(&img, &mnt, "errors=panic");
     let _ = write_fsync(&mnt.join("new"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while (m.pids.iter().any(|&p| pid_alive(p)) || mountinfo_entry(&mnt).is_some()) && std::time::Instant::now() < deadline {
+    while (m.pids.iter().any(|&p| pid_alive(p)) || mountinfo_entry(&mnt).is_some())
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(m.pids.iter().all(|&p| !pid_alive(p)), "errors=panic: the server still runs");

@@ -54,12 +54,7 @@ pub fn mount(helper: &Path, target: &Path, options: &str) -> Result<File, String
     drop(theirs);
     let received = super::fd_socket::receive(&ours, 1);
     let out = child.wait_with_output().map_err(|e| format!("{PROGRAM}: {}", errno_text(&e)))?;
-    let said = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
-        .map(str::to_string);
+    let said = String::from_utf8_lossy(&out.stderr).lines().map(str::trim).rfind(|l| !l.is_empty()).map(str::to_string);
     match received {
         Ok((_, mut fds)) if out.status.success() => match fds.pop() {
             Some(fd) => Ok(File::from(fd)),

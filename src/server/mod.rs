@@ -494,15 +494,15 @@ impl Server {
     }
 
     pub fn unlink(&self, parent: INodeNo, name: &[u8]) -> Reply<()> {
-        Ok(self.wr(self.fs.unlink(attr::inode_of(parent), name))?)
+        self.wr(self.fs.unlink(attr::inode_of(parent), name))
     }
 
     pub fn rmdir(&self, parent: INodeNo, name: &[u8]) -> Reply<()> {
-        Ok(self.wr(self.fs.rmdir(attr::inode_of(parent), name))?)
+        self.wr(self.fs.rmdir(attr::inode_of(parent), name))
     }
 
     pub fn rename(&self, parent: INodeNo, name: &[u8], newparent: INodeNo, newname: &[u8], flags: u32) -> Reply<()> {
-        Ok(self.wr(self.fs.rename(attr::inode_of(parent), name, attr::inode_of(newparent), newname, flags))?)
+        self.wr(self.fs.rename(attr::inode_of(parent), name, attr::inode_of(newparent), newname, flags))
     }
 
     pub fn setattr(&self, nodeid: INodeNo, changes: SetAttr) -> Reply<FileAttr> {
@@ -525,11 +525,11 @@ impl Server {
     }
 
     pub fn setxattr(&self, nodeid: INodeNo, name: &[u8], value: &[u8], flags: i32) -> Reply<()> {
-        Ok(self.wr(self.fs.set_xattr(attr::inode_of(nodeid), name, Some(value), flags))?)
+        self.wr(self.fs.set_xattr(attr::inode_of(nodeid), name, Some(value), flags))
     }
 
     pub fn removexattr(&self, nodeid: INodeNo, name: &[u8]) -> Reply<()> {
-        Ok(self.wr(self.fs.set_xattr(attr::inode_of(nodeid), name, None, 0))?)
+        self.wr(self.fs.set_xattr(attr::inode_of(nodeid), name, None, 0))
     }
 
     pub fn copy_file_range(&self, src: INodeNo, off_in: u64, dst: INodeNo, off_out: u64, len: u64) -> Reply<u32> {
