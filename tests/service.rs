@@ -172,6 +172,16 @@ fn bad_requests_get_a_reason_and_the_service_goes_on() {
         &[OsStr::new("mount"), img.as_os_str(), mnt.as_os_str(), OsStr::new("-o"), OsStr::new("suid")],
     );
     assert!(!out.status.success() && output_text(&out).contains("need root"), "{}", output_text(&out));
+    // allow_root needs root too; a lock file would be created by the service, as root: refused.
+    for (opts, word) in [("allow_root", "need root"), ("lockfile=/etc/owned", "lockfile")] {
+        let out = as_user(
+            65534,
+            &svc,
+            &[OsStr::new("mount"), img.as_os_str(), mnt.as_os_str(), OsStr::new("-o"), OsStr::new(opts)],
+        );
+        assert!(!out.status.success() && output_text(&out).contains(word), "-o {opts}: {}", output_text(&out));
+    }
+    assert!(!std::path::Path::new("/etc/owned").exists(), "the service created a caller's lock file");
     let reply = read_reply(&silent);
     assert!(
         reply.starts_with("E ") && reply.contains("timed out"),

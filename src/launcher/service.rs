@@ -233,8 +233,12 @@ fn mount(
         return Err("the mount point must be a directory you own and may write".into());
     }
     if uid != 0 {
-        if !o.nosuid || !o.nodev || o.allow_other {
-            return Err("suid, dev and allow_other need root".into());
+        if !o.nosuid || !o.nodev || o.allow_other || o.allow_root {
+            return Err("suid, dev, allow_other and allow_root need root".into());
+        }
+        if o.lockfile.is_some() {
+            // The service would create it as root, anywhere: the caller's own tools can do that instead.
+            return Err("lockfile= is not available through the mount service".into());
         }
         if registry::count_for(uid) >= PER_USER_LIMIT {
             return Err(format!("you have {PER_USER_LIMIT} mounts already"));
