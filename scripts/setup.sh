@@ -40,6 +40,16 @@ if ! command -v pjdfstest >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/pjdfstest"
     cargo install pjdfstest --version 0.2.2 --locked --quiet
 fi
 
+# Fuzzing (the smoke run in scripts/test.sh): the nightly toolchain and cargo-fuzz.
+if command -v rustup >/dev/null 2>&1 && ! rustup toolchain list | grep -q '^nightly'; then
+    echo "setup: installing the nightly toolchain for cargo-fuzz"
+    rustup toolchain install nightly --profile minimal
+fi
+if ! command -v cargo-fuzz >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-fuzz" ]; then
+    echo "setup: installing cargo-fuzz"
+    cargo install cargo-fuzz --version 0.13.2 --locked --quiet
+fi
+
 # fuser 0.18 needs Rust 1.85 or later; Debian bookworm's own cargo is older.
 ver=$(cargo --version | awk '{print $2}')
 if [[ "$(printf '%s\n' 1.85.0 "$ver" | sort -V | head -1)" != 1.85.0 ]]; then

@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
 $sudo bash scripts/setup.sh
 $sudo env "PATH=$PATH" CI="${CI:-}" cargo test --release --locked -- --test-threads=2
+# A bounded fuzz run of every target (20 s each): crashes, hangs and unbounded memory fail the run.
+$sudo env "PATH=$PATH" bash scripts/fuzz-smoke.sh 20

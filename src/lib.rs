@@ -5,6 +5,7 @@
 //! the server; [`cli`] is the command line.
 
 pub mod cli;
+pub mod fuzzing;
 pub mod ext4;
 pub mod launcher;
 pub mod mount_helper;

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# fuzz/seeds.sh — builds the seed corpora in fuzz/corpus/<target>/ from real images:
+#   - small images made by mke2fs -d in the read-side shapes (1 KiB blocks, ext2 block maps, ext3,
+#     ext4 with metadata_csum, inline_data, htree directories (e2fsck -D), many-extent files, xattrs and
+#     ACLs, fast and slow symlinks), at most 2 MiB each so a run executes quickly;
+#   - images whose journal needs recovery and whose orphan list is not empty, made by the kernel
+#     itself (loop mount, writes, an open unlinked file, EXT4_IOC_SHUTDOWN with the log flushed);
+#   - the damaged images of ../shared/corpus/e2fsprogs up to 2 MiB;
+#   - for the byte parsers: superblocks, journal superblocks, MBR/GPT sectors (sfdisk), and example
+#     handoff headers, service requests and option strings.
+# Needs root (loop mounts) for the kernel-made images; without root those are left out, with a message.
+set -euo pipefail
+cd "$(dirname "$0")"
+OUT=corpus
+WORK=$(mktemp -d)
+trap 'umount -q "$WORK/mnt" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/mnt"
+IMAGE_TARGETS=(group_desc inode extent_tree block_map dir_block htree xattr inline_data symlink journal orphan image_read image_write)
+for t in "${IMAGE_TARGETS[@]}" superblock journal_superblock partition_table handoff service_request mount_options; do
+    mkdir -p "$OUT/$t"
+done
+
+# A source tree with every kind of object.
+tree() {
+    local d=$1
+    rm -rf "$d" && mkdir -p "$d/dir/sub" "$d/big-dir"
+    echo hello >"$d/dir/hello"
+    printf 'x%.0s' $(seq 1 100) >"$d/small"
+    head -c 20000 /dev/urandom >"$d/dir/sub/data"
+    for i in $(seq 1 160); do echo "$i" >"$d/big-dir/entry-with-a-longer-name-$i"; done
+    ln -s dir/hello "$d/fast-link"
+    ln -s "$(printf 'long/%.0s' $(seq 1 30))target" "$d/slow-link"
+    # Many extents: every other block written.
+    for i in $(seq 0 2 40); do dd if=/dev/urandom of="$d/sparse" bs=1024 seek="$i" count=1 conv=notrunc status=none; done
+    setfattr -n user.colour -v blue "$d/dir/hello" 2>/dev/null || true
+    setfattr -n user.big -v "$(head -c 600 /dev/zero | tr '\0' v)" "$d/small" 2>/dev/null || true
+    setfacl -m u:1234:r "$d/dir" 2>/dev/null || true
+}
+
+n=0
+image() { # NAME SIZE MKE2FS-ARGS...
+    local name=$1 size=$2; shift 2
+    local img="$WORK/$name.img"
+    rm -f "$img"
+    mke2fs -q -F "$@" -d "$WORK/src" "$img" "$size"
+    e2fsck -fyD "$img" >/dev/null 2>&1 || true   # builds htree indexes for the big directory
+    for t in "${IMAGE_TARGETS[@]}"; do cp "$img" "$OUT/$t/$name.img"; done
+    n=$((n + 1))
+}
+
+tree "$WORK/src"
+image ext4-1k 1M -t ext4 -b 1024 -O ^has_journal -N 256
+image ext4-1k-csum-seed 3M -t ext4 -b 1024 -J size=1 -O metadata_csum_seed,orphan_file -N 256
+image ext4-nocsum 1M -t ext4 -b 1024 -O ^has_journal,^metadata_csum -N 256
+image ext4-inline 1M -t ext4 -b 1024 -O ^has_journal,inline_data -N 256 -I 256
+image ext4-128-inodes 1M -t ext4 -b 1024 -O ^has_journal -I 128 -N 256
+image ext2-blockmap 1M -t ext2 -b 1024 -N 256
+image ext3-journal 3M -t ext3 -b 1024 -J size=1 -N 256
+image ext4-journal 3M -t ext4 -b 1024 -J size=1 -N 256
+image ext4-2k 2M -t ext4 -b 2048 -O ^has_journal -N 256
+
+# Kernel-made: a journal that needs recovery and an orphan list, as a crash leaves them.
+if [[ $EUID -eq 0 ]]; then
+    for kind in ext4 ext3; do
+        img="$WORK/dirty-$kind.img"
+        rm -f "$img"
+        mke2fs -q -F -t "$kind" -b 1024 -J size=1 -N 256 "$img" 3M
+        mount -o loop "$img" "$WORK/mnt"
+        mkdir "$WORK/mnt/d" && for i in $(seq 1 40); do echo "$i" >"$WORK/mnt/d/f$i"; done
+        sync -f "$WORK/mnt"
+        for i in $(seq 41 80); do echo "$i" >"$WORK/mnt/d/f$i"; done
+        rm -f "$WORK"/mnt/d/f1?
+        python3 - "$WORK/mnt" <<'PY'
+import fcntl, os, struct, sys
+mnt = sys.argv[1]
+keep = os.open(os.path.join(mnt, "d/open-unlinked"), os.O_CREAT | os.O_WRONLY)
+os.write(keep, b"x" * 5000)
+os.unlink(os.path.join(mnt, "d/open-unlinked"))
+os.fsync(keep)
+fd = os.open(mnt, os.O_RDONLY)
+fcntl.ioctl(fd, 0x8004587D, struct.pack("I", 1))  # EXT4_IOC_SHUTDOWN, log flushed
+PY
+        umount "$WORK/mnt"
+        for t in "${IMAGE_TARGETS[@]}"; do cp "$img" "$OUT/$t/dirty-$kind.img"; done
+        n=$((n + 1))
+    done
+else
+    echo "seeds: not root: the kernel-made dirty images are left out" >&2
+fi
+
+# The e2fsprogs corpus, up to 2 MiB an image.
+CORPUS=../../shared/corpus/e2fsprogs
+if [[ -d $CORPUS ]]; then
+    for gz in "$CORPUS"/*.img.gz; do
+        size=$(zcat "$gz" | wc -c)
+        ((size <= 2097152)) || continue
+        base=$(basename "$gz" .img.gz)
+        zcat "$gz" >"$WORK/c.img"
+        for t in "${IMAGE_TARGETS[@]}"; do cp "$WORK/c.img" "$OUT/$t/corpus-$base.img"; done
+        n=$((n + 1))
+    done
+fi
+
+# Byte parsers.
+for img in "$OUT"/image_read/*.img; do
+    base=$(basename "$img" .img)
+    dd if="$img" of="$OUT/superblock/$base" bs=1024 skip=1 count=1 status=none 2>/dev/null || true
+    jblk=$(debugfs -R "bmap <8> 0" "$img" 2>/dev/null | tr -dc 0-9 || true)
+    bs=$(dumpe2fs -h "$img" 2>/dev/null | awk -F: '/^Block size/ { gsub(/ /, "", $2); print $2 }' || true)
+    if [[ -n $jblk && $jblk != 0 && -n $bs ]]; then
+        dd if="$img" of="$OUT/journal_superblock/$base" bs="$bs" skip="$jblk" count=1 status=none 2>/dev/null || true
+    fi
+done
+if command -v sfdisk >/dev/null; then
+    for label in dos gpt; do
+        disk="$WORK/disk-$label"
+        rm -f "$disk" && truncate -s 8M "$disk"
+        printf 'label: %s\nstart=2048, size=4096\nstart=8192, size=4096\n' "$label" | sfdisk -q "$disk" >/dev/null
+        [[ $label == gpt ]] || printf 'start=12288, size=2048, type=5\n' | sfdisk -q --append "$disk" >/dev/null 2>&1 || true
+        dd if="$disk" of="$OUT/partition_table/$label" bs=512 count=40 status=none
+    done
+fi
+printf 'ext4box-handoff 1\nread_only=1\nnorecovery=0\noffset=1048576\natime=never\ncommit=5\ntuning=umask=22,fakeroot\n' >"$OUT/handoff/full"
+printf 'ext4box-handoff 1\nread_only=0\nnorecovery=1\noffset=0\natime=relative\n' >"$OUT/handoff/minimal"
+printf 'ext4box-request 1\nop=mount\noptions=ro,uid=1000\n' >"$OUT/service_request/mount"
+printf 'ext4box-request 1\nop=unmount\npath=/home/u/mnt\n' >"$OUT/service_request/unmount"
+printf 'ro,norecovery,offset=1048576,allow_other,fsname=disk,noexec,x-systemd.automount' >"$OUT/mount_options/generic"
+printf 'fakeroot,umask=027,uid=1000,gid=1000,errors=remount-ro,cache_size=8M,lockfile=/run/l,partition=2,minixdf,subtype=img,commit=30' >"$OUT/mount_options/fuse2fs"
+echo "seeds: $n images in each image target's corpus, under $(pwd)/$OUT"

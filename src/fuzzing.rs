@@ -1,0 +1,345 @@
+//! What the fuzz targets (`fuzz/`) run, kept in the library so that the ordinary test suite replays every
+//! seed and every minimized finding (`fuzz/regressions/`) on the stable toolchain
+//! (`tests/fuzz_regressions.rs`): a fixed bug stays fixed without nightly.
+//!
+//! Each function takes untrusted bytes and must return, whatever they are: no panic, no hang, memory
+//! bounded. The image targets open the bytes as a filesystem on an in-memory device and exercise one
+//! family of parsers (the fuzzer mutates the whole image; coverage steers it to that family), with every
+//! walk bounded here so that only the engine's own loops can run away.
+
+use crate::ext4::fs::Mapping;
+use crate::ext4::inode::flags;
+use crate::ext4::ops::{NewInode, SetAttr};
+use crate::ext4::{ErrorBehavior, FileKind, Filesystem, InodeNo, MountOptions};
+
+/// Inodes looked at per run.
+const MAX_INODES: u32 = 256;
+/// Directory entries read per directory.
+const MAX_ENTRIES: usize = 2048;
+/// Bytes read per file.
+const MAX_READ: usize = 256 << 10;
+/// Logical blocks mapped per file.
+const MAX_MAP_STEPS: u64 = 4096;
+
+/// Every fuzz target by name, for the regression replay.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("superblock", superblock),
+    ("journal_superblock", journal_superblock),
+    ("partition_table", partition_table),
+    ("handoff", handoff),
+    ("service_request", service_request),
+    ("mount_options", mount_options),
+    ("group_desc", group_desc),
+    ("inode", inode),
+    ("extent_tree", extent_tree),
+    ("block_map", block_map),
+    ("dir_block", dir_block),
+    ("htree", htree),
+    ("xattr", xattr),
+    ("inline_data", inline_data),
+    ("symlink", symlink),
+    ("journal", journal),
+    ("orphan", orphan),
+    ("image_read", image_read),
+    ("image_write", image_write),
+];
+
+// ---- Byte parsers ----
+
+pub fn superblock(data: &[u8]) {
+    if let Ok(sb) = crate::ext4::superblock::Superblock::parse(data) {
+        let g = sb.group_count();
+        for i in 0..g.min(64) {
+            let _ = (sb.group_first_block(i), sb.blocks_in_group(i), sb.base_meta_blocks(i), sb.group_has_super(i));
+        }
+        let _ = (sb.csum_seed(), sb.label(), sb.descs_per_block());
+    }
+}
+
+pub fn journal_superblock(data: &[u8]) {
+    for bs in [1024, 4096] {
+        if let Ok(j) = crate::ext4::journal::JournalSuperblock::parse(data, bs) {
+            let _ = j.emptied(data, j.sequence.wrapping_add(1));
+        }
+    }
+}
+
+pub fn partition_table(data: &[u8]) {
+    let read = |off: u64, buf: &mut [u8]| -> std::io::Result<()> {
+        let start = usize::try_from(off).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        let end = start.checked_add(buf.len()).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(data.get(start..end).ok_or(std::io::ErrorKind::UnexpectedEof)?);
+        Ok(())
+    };
+    for n in 1..=8 {
+        if let Ok(e) = crate::partition::find(n, data.len() as u64, &read) {
+            assert!(e.offset + e.len <= data.len() as u64, "a partition outside the image was accepted");
+        }
+    }
+}
+
+pub fn handoff(data: &[u8]) {
+    if let Ok(h) = crate::launcher::fd_socket::Handoff::decode(data) {
+        // What decodes must encode to something that decodes to the same.
+        let again = crate::launcher::fd_socket::Handoff::decode(&h.encode()).expect("re-encoded handoff");
+        assert_eq!(again, h);
+    }
+}
+
+pub fn service_request(data: &[u8]) {
+    if let Ok(r) = crate::launcher::service::Request::decode(data) {
+        let _ = crate::launcher::service::Request::decode(&r.encode());
+    }
+}
+
+pub fn mount_options(data: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(data) {
+        if let Ok(o) = crate::launcher::options::MountOptions::parse(s) {
+            let t = o.tuning(1000, false);
+            assert_eq!(crate::launcher::options::WorkerTuning::decode(&t.encode()).as_ref(), Ok(&t));
+            let _ = (o.ms_flags(), o.fusermount_options("img"), o.fstype(false));
+        }
+        let _ = crate::launcher::options::WorkerTuning::decode(s);
+    }
+}
+
+// ---- Images ----
+
+/// Opens `data` as a filesystem on an in-memory device (read-only: the replay of a journal that needs
+/// recovery goes into memory, as on a read-only mount).
+fn open(data: &[u8], read_only: bool) -> Option<Filesystem> {
+    let dev = crate::ext4::device::MemDevice::new(data.to_vec());
+    // A small cache: eviction paths run too, and memory stays bounded.
+    let opts = MountOptions { read_only, cache_bytes: 256 << 10, inode_cache: 256, ..MountOptions::default() };
+    Filesystem::open(Box::new(dev), &opts).ok()
+}
+
+/// The inodes a run looks at: the root, the first non-reserved ones, and those the root lists.
+fn inodes(fs: &Filesystem) -> Vec<InodeNo> {
+    let count = fs.superblock().inodes_count;
+    let mut v: Vec<InodeNo> = (1..=count.min(MAX_INODES)).map(InodeNo).collect();
+    if let Ok(root) = fs.inode(crate::ext4::ROOT_INO) {
+        let _ = fs.read_dir(&root, 0, &mut |e, _| {
+            v.push(e.ino);
+            v.len() > 2 * MAX_INODES as usize
+        });
+    }
+    v
+}
+
+/// Maps `inode`'s blocks (bounded) and checks SEEK_DATA/SEEK_HOLE.
+fn map_all(fs: &Filesystem, inode: &crate::ext4::Inode) {
+    let bs = u64::from(fs.block_size());
+    let blocks = inode.size.div_ceil(bs);
+    let mut lblk = 0;
+    let mut steps = 0;
+    while lblk < blocks && steps < MAX_MAP_STEPS {
+        steps += 1;
+        match fs.map(inode, lblk) {
+            Ok(Mapping::Mapped { len, .. }) => lblk = lblk.saturating_add(len.max(1)),
+            Ok(Mapping::Hole { len }) => lblk = lblk.saturating_add(len.unwrap_or(u64::MAX).max(1)),
+            Err(_) => break,
+        }
+    }
+    let _ = fs.seek_data(inode, 0);
+    let _ = fs.seek_hole(inode, 0);
+}
+
+fn read_file(fs: &Filesystem, inode: &crate::ext4::Inode) {
+    if let Ok(v) = fs.read(inode, 0, MAX_READ) {
+        assert!(v.len() <= MAX_READ, "read returned more than asked");
+    }
+}
+
+fn list_dir(fs: &Filesystem, inode: &crate::ext4::Inode) -> Vec<Vec<u8>> {
+    let mut names = Vec::new();
+    let mut cookies = 0;
+    let _ = fs.read_dir(inode, 0, &mut |e, _| {
+        cookies += 1;
+        names.push(e.name);
+        cookies >= MAX_ENTRIES
+    });
+    names
+}
+
+fn xattrs(fs: &Filesystem, inode: &crate::ext4::Inode) {
+    if let Ok(names) = fs.list_xattrs(inode) {
+        for n in names.iter().take(64) {
+            let _ = fs.get_xattr(inode, n);
+        }
+    }
+    let _ = fs.get_xattr(inode, b"system.posix_acl_access");
+}
+
+/// Runs `f` on every inode of interest whose flags and kind `want` accepts.
+fn each(data: &[u8], want: fn(&crate::ext4::Inode) -> bool, f: fn(&Filesystem, &crate::ext4::Inode)) {
+    let Some(fs) = open(data, true) else { return };
+    let _g = fs.shared();
+    for ino in inodes(&fs) {
+        if let Ok(inode) = fs.inode(ino) {
+            if want(&inode) {
+                f(&fs, &inode);
+            }
+        }
+    }
+}
+
+pub fn group_desc(data: &[u8]) {
+    if let Some(fs) = open(data, true) {
+        let _ = fs.statfs();
+    }
+}
+
+pub fn inode(data: &[u8]) {
+    each(data, |_| true, |fs, i| {
+        let _ = (i.perm(), fs.user_inode(i.ino).is_ok());
+    });
+}
+
+pub fn extent_tree(data: &[u8]) {
+    each(data, |i| i.has_flag(flags::EXTENTS), |fs, i| {
+        map_all(fs, i);
+        read_file(fs, i);
+    });
+}
+
+pub fn block_map(data: &[u8]) {
+    each(data, |i| !i.has_flag(flags::EXTENTS) && !i.has_flag(flags::INLINE_DATA), |fs, i| {
+        map_all(fs, i);
+        read_file(fs, i);
+    });
+}
+
+pub fn dir_block(data: &[u8]) {
+    each(data, |i| i.kind == FileKind::Directory, |fs, i| {
+        let _ = list_dir(fs, i);
+    });
+}
+
+pub fn htree(data: &[u8]) {
+    each(data, |i| i.kind == FileKind::Directory && i.has_flag(flags::INDEX), |fs, i| {
+        // Look up every listed name (through the index) and some that are not there.
+        for name in list_dir(fs, i).iter().take(512) {
+            let _ = fs.lookup(i, name);
+        }
+        for n in 0..64u32 {
+            let _ = fs.lookup(i, format!("absent-{n}").as_bytes());
+        }
+    });
+}
+
+pub fn xattr(data: &[u8]) {
+    each(data, |_| true, xattrs);
+}
+
+pub fn inline_data(data: &[u8]) {
+    each(data, |i| i.has_flag(flags::INLINE_DATA), |fs, i| {
+        if i.kind == FileKind::Directory {
+            let _ = list_dir(fs, i);
+            let _ = fs.lookup(i, b"x");
+        } else {
+            read_file(fs, i);
+        }
+    });
+}
+
+pub fn symlink(data: &[u8]) {
+    each(data, |i| i.kind == FileKind::Symlink, |fs, i| {
+        if let Ok(t) = fs.readlink(i) {
+            assert!(t.len() <= 4095, "a symlink target longer than PATH_MAX was returned");
+        }
+    });
+}
+
+/// Opening replays a journal that needs recovery: read-only into memory, and read-write onto a copy.
+pub fn journal(data: &[u8]) {
+    if let Some(fs) = open(data, true) {
+        let _g = fs.shared();
+        if let Ok(root) = fs.inode(crate::ext4::ROOT_INO) {
+            let _ = list_dir(&fs, &root);
+        }
+    }
+    if let Some(fs) = open(data, false) {
+        let _ = fs.close();
+    }
+}
+
+/// A read-write open processes the orphan list; the unmount processes it again.
+pub fn orphan(data: &[u8]) {
+    if let Some(fs) = open(data, false) {
+        let _ = fs.close();
+    }
+}
+
+/// Everything a read-only mount can be asked: every directory listed, every inode stat'ed, every file
+/// read, every xattr listed.
+pub fn image_read(data: &[u8]) {
+    each(data, |_| true, |fs, i| {
+        xattrs(fs, i);
+        match i.kind {
+            FileKind::Directory => {
+                for name in list_dir(fs, i).iter().take(64) {
+                    let _ = fs.lookup(i, name);
+                }
+            }
+            FileKind::Symlink => {
+                let _ = fs.readlink(i);
+            }
+            _ => {
+                map_all(fs, i);
+                read_file(fs, i);
+            }
+        }
+    });
+}
+
+/// A short fixed sequence of writes on the image: allocation, htree insertion and extent splitting meet
+/// whatever the bitmaps and trees say. A corruption found while writing must leave the filesystem
+/// read-only (as errors=remount-ro), and the unmount must still return.
+pub fn image_write(data: &[u8]) {
+    let Some(fs) = open(data, false) else { return };
+    fs.set_error_behavior(ErrorBehavior::RemountRo);
+    let check = |r: Result<(), crate::ext4::Error>| {
+        if let Err(e) = r {
+            if fs.write_failed(&e).is_some() {
+                assert!(fs.is_read_only(), "a corruption found while writing left the filesystem writable");
+            }
+        }
+    };
+    let root = crate::ext4::ROOT_INO;
+    let file = NewInode { mode: 0o100644, uid: 0, gid: 0, rdev: 0, umask: None };
+    let dir = NewInode { mode: 0o40755, ..file };
+    let mut made = Vec::new();
+    for i in 0..24u32 {
+        let name = format!("fuzz-{i}-{}", "n".repeat((i as usize * 7) % 60));
+        match fs.mknod(root, name.as_bytes(), file) {
+            Ok(inode) => made.push((inode.ino, name)),
+            Err(e) => check(Err(e)),
+        }
+    }
+    if let Ok(d) = fs.mkdir(root, b"fuzz-dir", dir) {
+        for i in 0..8u32 {
+            check(fs.mknod(d.ino, format!("in-{i}").as_bytes(), file).map(|_| ()));
+        }
+    }
+    for (n, (ino, _)) in made.iter().enumerate().take(8) {
+        // Scattered writes split extents; a large one allocates many blocks.
+        let chunk = vec![n as u8; 3000];
+        for k in 0..6u64 {
+            check(fs.write(*ino, k * 9000 + n as u64 * 100, &chunk).map(|_| ()));
+        }
+        check(fs.write(*ino, 1 << 20, &[1u8; 70_000]).map(|_| ()));
+        check(fs.set_xattr(*ino, b"user.fuzz", Some(&[7u8; 100]), 0));
+    }
+    if let Some((ino, _)) = made.first() {
+        check(fs.setattr(*ino, SetAttr { size: Some(5000), ..SetAttr::default() }).map(|_| ()));
+    }
+    if let (Some((_, a)), Some((_, b))) = (made.get(1), made.get(2)) {
+        check(fs.rename(root, a.as_bytes(), root, format!("{b}-renamed").as_bytes(), 0));
+    }
+    for (_, name) in made.iter().skip(3).take(6) {
+        check(fs.unlink(root, name.as_bytes()));
+    }
+    let _ = fs.sync();
+    let _ = fs.close();
+}
