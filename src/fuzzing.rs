@@ -191,41 +191,61 @@ pub fn group_desc(data: &[u8]) {
 }
 
 pub fn inode(data: &[u8]) {
-    each(data, |_| true, |fs, i| {
-        let _ = (i.perm(), fs.user_inode(i.ino).is_ok());
-    });
+    each(
+        data,
+        |_| true,
+        |fs, i| {
+            let _ = (i.perm(), fs.user_inode(i.ino).is_ok());
+        },
+    );
 }
 
 pub fn extent_tree(data: &[u8]) {
-    each(data, |i| i.has_flag(flags::EXTENTS), |fs, i| {
-        map_all(fs, i);
-        read_file(fs, i);
-    });
+    each(
+        data,
+        |i| i.has_flag(flags::EXTENTS),
+        |fs, i| {
+            map_all(fs, i);
+            read_file(fs, i);
+        },
+    );
 }
 
 pub fn block_map(data: &[u8]) {
-    each(data, |i| !i.has_flag(flags::EXTENTS) && !i.has_flag(flags::INLINE_DATA), |fs, i| {
-        map_all(fs, i);
-        read_file(fs, i);
-    });
+    each(
+        data,
+        |i| !i.has_flag(flags::EXTENTS) && !i.has_flag(flags::INLINE_DATA),
+        |fs, i| {
+            map_all(fs, i);
+            read_file(fs, i);
+        },
+    );
 }
 
 pub fn dir_block(data: &[u8]) {
-    each(data, |i| i.kind == FileKind::Directory, |fs, i| {
-        let _ = list_dir(fs, i);
-    });
+    each(
+        data,
+        |i| i.kind == FileKind::Directory,
+        |fs, i| {
+            let _ = list_dir(fs, i);
+        },
+    );
 }
 
 pub fn htree(data: &[u8]) {
-    each(data, |i| i.kind == FileKind::Directory && i.has_flag(flags::INDEX), |fs, i| {
-        // Look up every listed name (through the index) and some that are not there.
-        for name in list_dir(fs, i).iter().take(512) {
-            let _ = fs.lookup(i, name);
-        }
-        for n in 0..64u32 {
-            let _ = fs.lookup(i, format!("absent-{n}").as_bytes());
-        }
-    });
+    each(
+        data,
+        |i| i.kind == FileKind::Directory && i.has_flag(flags::INDEX),
+        |fs, i| {
+            // Look up every listed name (through the index) and some that are not there.
+            for name in list_dir(fs, i).iter().take(512) {
+                let _ = fs.lookup(i, name);
+            }
+            for n in 0..64u32 {
+                let _ = fs.lookup(i, format!("absent-{n}").as_bytes());
+            }
+        },
+    );
 }
 
 pub fn xattr(data: &[u8]) {
@@ -233,22 +253,30 @@ pub fn xattr(data: &[u8]) {
 }
 
 pub fn inline_data(data: &[u8]) {
-    each(data, |i| i.has_flag(flags::INLINE_DATA), |fs, i| {
-        if i.kind == FileKind::Directory {
-            let _ = list_dir(fs, i);
-            let _ = fs.lookup(i, b"x");
-        } else {
-            read_file(fs, i);
-        }
-    });
+    each(
+        data,
+        |i| i.has_flag(flags::INLINE_DATA),
+        |fs, i| {
+            if i.kind == FileKind::Directory {
+                let _ = list_dir(fs, i);
+                let _ = fs.lookup(i, b"x");
+            } else {
+                read_file(fs, i);
+            }
+        },
+    );
 }
 
 pub fn symlink(data: &[u8]) {
-    each(data, |i| i.kind == FileKind::Symlink, |fs, i| {
-        if let Ok(t) = fs.readlink(i) {
-            assert!(t.len() <= 4095, "a symlink target longer than PATH_MAX was returned");
-        }
-    });
+    each(
+        data,
+        |i| i.kind == FileKind::Symlink,
+        |fs, i| {
+            if let Ok(t) = fs.readlink(i) {
+                assert!(t.len() <= 4095, "a symlink target longer than PATH_MAX was returned");
+            }
+        },
+    );
 }
 
 /// Opening replays a journal that needs recovery: read-only into memory, and read-write onto a copy.
@@ -274,23 +302,27 @@ pub fn orphan(data: &[u8]) {
 /// Everything a read-only mount can be asked: every directory listed, every inode stat'ed, every file
 /// read, every xattr listed.
 pub fn image_read(data: &[u8]) {
-    each(data, |_| true, |fs, i| {
-        xattrs(fs, i);
-        match i.kind {
-            FileKind::Directory => {
-                for name in list_dir(fs, i).iter().take(64) {
-                    let _ = fs.lookup(i, name);
+    each(
+        data,
+        |_| true,
+        |fs, i| {
+            xattrs(fs, i);
+            match i.kind {
+                FileKind::Directory => {
+                    for name in list_dir(fs, i).iter().take(64) {
+                        let _ = fs.lookup(i, name);
+                    }
+                }
+                FileKind::Symlink => {
+                    let _ = fs.readlink(i);
+                }
+                _ => {
+                    map_all(fs, i);
+                    read_file(fs, i);
                 }
             }
-            FileKind::Symlink => {
-                let _ = fs.readlink(i);
-            }
-            _ => {
-                map_all(fs, i);
-                read_file(fs, i);
-            }
-        }
-    });
+        },
+    );
 }
 
 /// A short fixed sequence of writes on the image: allocation, htree insertion and extent splitting meet

@@ -5,8 +5,8 @@
 //! the server; [`cli`] is the command line.
 
 pub mod cli;
-pub mod fuzzing;
 pub mod ext4;
+pub mod fuzzing;
 pub mod launcher;
 pub mod mount_helper;
 pub mod partition;

@@ -124,7 +124,7 @@ fn gpt(n: u32, size: u64, read: &dyn Fn(u64, &mut [u8]) -> std::io::Result<()>) 
         return Err(format!("GPT entry {n} ends before it starts"));
     }
     let offset = first.checked_mul(SECTOR).ok_or("partition out of range")?;
-    let len = (last - first + 1).checked_mul(SECTOR).ok_or("partition out of range")?;
+    let len = (last - first).checked_add(1).and_then(|n| n.checked_mul(SECTOR)).ok_or("partition out of range")?;
     Ok(Extent { offset, len })
 }
 

@@ -72,7 +72,8 @@ fn the_damaged_corpus_through_the_read_and_write_targets() {
         eprintln!("../shared/corpus/e2fsprogs is missing: skipped");
         return;
     };
-    let targets: Vec<_> = TARGETS.iter().filter(|(n, _)| ["image_read", "image_write", "journal", "orphan"].contains(n)).collect();
+    let targets: Vec<_> =
+        TARGETS.iter().filter(|(n, _)| ["image_read", "image_write", "journal", "orphan"].contains(n)).collect();
     let mut images = 0;
     for e in entries.flatten() {
         let p = e.path();

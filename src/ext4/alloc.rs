@@ -72,7 +72,7 @@ impl Txn<'_> {
             (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
         let own = [(d.block_bitmap, 1), (d.inode_bitmap, 1), (d.inode_table, itable_blocks)];
         for (start, len) in own {
-            for blk in start..start + len {
+            for blk in start..start.saturating_add(len) {
                 if sb.group_of_block(blk) == u64::from(g) {
                     set_bit(&mut b, blk - base, true);
                 }
@@ -174,7 +174,7 @@ impl Txn<'_> {
         let itable_blocks =
             (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
         let base = sb.group_first_block(u64::from(g));
-        let overlaps = |s: u64, l: u64| blk < s + l && s < blk + len;
+        let overlaps = |s: u64, l: u64| blk < s.saturating_add(l) && s < blk.saturating_add(len);
         if overlaps(d.block_bitmap, 1)
             || overlaps(d.inode_bitmap, 1)
             || overlaps(d.inode_table, itable_blocks)

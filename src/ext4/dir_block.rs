@@ -86,6 +86,10 @@ impl<'a> Iterator for DirentIter<'a> {
         if rec_len < rec_len_for(name_len) {
             return bad("directory entry too short for its name");
         }
+        // (Without the filetype feature the length field is 16 bits wide; names still end at 255.)
+        if name_len > 255 {
+            return bad("directory entry name longer than 255 bytes");
+        }
         if off + rec_len > buf.len() {
             return bad("directory entry overruns its block");
         }
@@ -116,4 +120,23 @@ pub fn verify_tail(block: &[u8], seed: u32, obj: Object) -> Result<()> {
         return Err(Error::Checksum(obj));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_longer_than_255_bytes_is_refused_without_the_filetype_feature() {
+        // One record spanning the block: inode 11, rec_len 1024, a 16-bit name_len of 300.
+        let mut b = vec![b'a'; 1024];
+        b[0..4].copy_from_slice(&11u32.to_le_bytes());
+        b[4..6].copy_from_slice(&1024u16.to_le_bytes());
+        b[6..8].copy_from_slice(&300u16.to_le_bytes());
+        let obj = Object::DirBlock { ino: 2, lblk: 0 };
+        let first = DirentIter::new(&b, false, 100, obj, 1024).next().unwrap();
+        assert!(first.is_err(), "a 300-byte name was accepted");
+        b[6..8].copy_from_slice(&255u16.to_le_bytes());
+        assert_eq!(DirentIter::new(&b, false, 100, obj, 1024).next().unwrap().unwrap().name.len(), 255);
+    }
 }

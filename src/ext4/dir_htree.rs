@@ -64,7 +64,12 @@ pub fn lookup<T>(
     }
     // Bounded by the number of blocks in the directory: each step moves to a later index entry.
     let mut leaf = path.last().map(|l| entry_block(l, l.at)).unwrap_or(0);
+    // A collision chain visits each leaf once: an index naming one leaf over and over is damaged.
+    let mut seen = std::collections::HashSet::new();
     for _ in 0..=dir_blocks(fs, dir) {
+        if !seen.insert(leaf) {
+            return Err(Error::corrupt(Object::Htree(dir.ino.0), "hash collision chain revisits a leaf"));
+        }
         if let Some(found) = search_leaf(leaf)? {
             return Ok(Some(found));
         }

@@ -241,7 +241,8 @@ impl Filesystem {
         }
         let bs = u64::from(self.sb.block_size);
         let blocks = dir.size / bs;
-        for lblk in 0..blocks {
+        for lblk in super::fs::DirWalk::new(self, dir, 0) {
+            let lblk = lblk?;
             let Some(block) = self.leaf_for_write(dir, lblk)? else { continue };
             if let Some(b) = self.insert_into(dir, &block, lblk, name, ino.0, ftype)? {
                 let pblk = self.dir_pblk(dir, lblk)?;
@@ -299,8 +300,8 @@ impl Filesystem {
                 Err(e) => return Err(e),
             }
         }
-        let blocks = dir.size / u64::from(self.sb.block_size);
-        for lblk in 0..blocks {
+        for lblk in super::fs::DirWalk::new(self, dir, 0) {
+            let lblk = lblk?;
             if self.is_htree_dir(dir) && lblk == 0 {
                 continue;
             }
@@ -368,6 +369,11 @@ impl Filesystem {
         }
         put32(&mut b, 12, parent.0);
         if self.is_htree_dir(dir) {
+            // The root's count and limit come from disk: sealing trusts them, so check them first.
+            let (limit, count) = (usize::from(le16(&b, ROOT_COUNT)), usize::from(le16(&b, ROOT_COUNT + 2)));
+            if limit != self.dx_limit(ROOT_COUNT) || count == 0 || count > limit {
+                return Err(Error::corrupt(Object::Htree(dir.ino.0), "htree root count or limit out of range"));
+            }
             self.seal_dx(dir, &mut b, ROOT_COUNT);
         } else {
             self.seal_leaf(dir, &mut b);
@@ -487,6 +493,14 @@ impl Filesystem {
             }
         }
         ents.push(Ent { ino, ftype, name: name.to_vec(), hash });
+        // A full leaf holds at least one live entry besides the new one; one that does not is damaged
+        // (deleted records too small to reuse), and splitting it would leave a half empty.
+        if ents.len() < 2 {
+            return Err(Error::corrupt(
+                Object::DirBlock { ino: dir.ino.0, lblk: leaf_lblk },
+                "full leaf without live entries",
+            ));
+        }
         ents.sort_by(|a, b| (a.hash, &a.name).cmp(&(b.hash, &b.name)));
         let total: usize = ents.iter().map(|e| rec_len_for(e.name.len())).sum();
         let mut acc = 0;
@@ -497,6 +511,13 @@ impl Filesystem {
                 split = (i + 1).clamp(1, ents.len() - 1);
                 break;
             }
+        }
+        let fits = |half: &[Ent]| half.iter().map(|e| rec_len_for(e.name.len())).sum::<usize>() <= self.leaf_space();
+        if !fits(&ents[..split]) || !fits(&ents[split..]) {
+            return Err(Error::corrupt(
+                Object::DirBlock { ino: dir.ino.0, lblk: leaf_lblk },
+                "leaf entries do not fit two blocks",
+            ));
         }
         let hash2 = ents[split].hash;
         let continued = u32::from(ents[split - 1].hash == hash2);

@@ -110,9 +110,10 @@ pub fn map(fs: &Filesystem, inode: &Inode, lblk: u64) -> Result<Mapping> {
         let start = u64::from(le32(node, e + 8)) | (u64::from(le16(node, e + 6)) << 32);
         let end = u64::from(first) + u64::from(len);
         if u64::from(lblk) < end {
+            // The whole extent must lie inside the filesystem, not just the part from `lblk` on.
+            fs.check_range(start, u64::from(len), obj)?;
             let len = end - u64::from(lblk);
             let pblk = start + u64::from(lblk - first);
-            fs.check_range(start, len, obj)?;
             return Ok(Mapping::Mapped { pblk, len, unwritten });
         }
     }
@@ -154,7 +155,7 @@ pub fn collect(fs: &Filesystem, inode: &Inode) -> Result<(Vec<Extent>, Vec<u64>)
     let obj = Object::ExtentTree(inode.ino.0);
     let mut extents = Vec::new();
     let mut tree = Vec::new();
-    walk(fs, inode, &inode.i_block, None, &mut extents, &mut tree, obj)?;
+    walk(fs, inode, &inode.i_block, None, &mut extents, &mut (&mut tree, std::collections::HashSet::new()), obj)?;
     for w in extents.windows(2) {
         if w[0].end() > u64::from(w[1].lblk) {
             return Err(Error::corrupt(obj, "extents overlap or are out of order"));
@@ -169,7 +170,8 @@ fn walk(
     node: &[u8],
     expect_depth: Option<u16>,
     extents: &mut Vec<Extent>,
-    tree: &mut Vec<u64>,
+    // The tree's blocks in visiting order, and as a set (each may be visited once).
+    tree: &mut (&mut Vec<u64>, std::collections::HashSet<u64>),
     obj: Object,
 ) -> Result<()> {
     let h = parse_header(node, obj)?;
@@ -191,10 +193,10 @@ fn walk(
         } else {
             let child = u64::from(le32(node, e + 4)) | (u64::from(le16(node, e + 8)) << 32);
             // Each tree block is visited once: a block that appears twice is a cycle or a shared node.
-            if tree.contains(&child) {
+            if !tree.1.insert(child) {
                 return Err(Error::corrupt(obj, "extent tree block referenced twice"));
             }
-            tree.push(child);
+            tree.0.push(child);
             let block = fs.meta_block(child, obj)?;
             verify_tail(fs, inode, &block, obj)?;
             walk(fs, inode, &block, Some(h.depth - 1), extents, tree, obj)?;

@@ -226,7 +226,9 @@ impl Filesystem {
             groups: RwLock::new(Vec::new()),
             state: Mutex::new(state),
             blocks: ClockCache::new(opts.cache_bytes / block_bytes),
-            inodes: ClockCache::new(opts.inode_cache),
+            // Bounded by bytes too: a parsed inode keeps its raw record and xattr area (up to two inode
+            // sizes, which may be as large as a block).
+            inodes: ClockCache::new(opts.inode_cache.min(opts.cache_bytes / (2 * usize::from(sb.inode_size)).max(1))),
             pending: Mutex::new(HashMap::new()),
             lock: RwLock::new(()),
             read_only,
@@ -625,19 +627,13 @@ impl Filesystem {
                 Err(e) => return Err(e),
             }
         }
-        let blocks = dir.size / u64::from(self.sb.block_size);
-        let mut lblk = 0;
-        while lblk < blocks {
-            if let Mapping::Hole { len } = self.map(dir, lblk)? {
-                lblk = lblk.saturating_add(len.unwrap_or(u64::MAX));
-                continue;
-            }
+        for lblk in DirWalk::new(self, dir, 0) {
+            let lblk = lblk?;
             if let Some(block) = self.leaf_block_for_scan(dir, lblk)? {
                 if let Some(ino) = self.search_block(&block, name, Object::DirBlock { ino: dir.ino.0, lblk })? {
                     return Ok(ino);
                 }
             }
-            lblk += 1;
         }
         Err(Error::NotFound)
     }
@@ -688,23 +684,14 @@ impl Filesystem {
             return self.read_dir_inline(dir, cookie, emit);
         }
         let bs = u64::from(self.sb.block_size);
-        let blocks = dir.size / bs;
-        let mut lblk = cookie / bs;
-        while lblk < blocks {
-            if let Mapping::Hole { len } = self.map(dir, lblk)? {
-                lblk = lblk.saturating_add(len.unwrap_or(u64::MAX));
-                continue;
-            }
+        for lblk in DirWalk::new(self, dir, cookie / bs) {
+            let lblk = lblk?;
             let obj = Object::DirBlock { ino: dir.ino.0, lblk };
             let block = match self.leaf_block_for_scan(dir, lblk) {
                 Ok(Some(b)) => b,
-                Ok(None) => {
-                    lblk += 1;
-                    continue;
-                }
+                Ok(None) => continue,
                 Err(e) if e.is_corruption() => {
                     tracing::warn!(error = %e, "skipping damaged directory block");
-                    lblk += 1;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -728,7 +715,6 @@ impl Filesystem {
                     return Ok(());
                 }
             }
-            lblk += 1;
         }
         Ok(())
     }
@@ -834,7 +820,13 @@ impl Filesystem {
         }
         let bs = u64::from(self.sb.block_size);
         let mut lblk = offset / bs;
-        while lblk * bs < inode.size {
+        // A real file alternates at most blocks_count runs of data with holes; a crafted map can present
+        // billions of runs built from a few physical blocks.
+        let mut budget = self.sb.blocks_count.saturating_mul(2).saturating_add(2);
+        while lblk.checked_mul(bs).is_some_and(|pos| pos < inode.size) {
+            budget = budget.checked_sub(1).ok_or_else(|| {
+                Error::corrupt(Object::FileData(inode.ino.0), "file maps more runs than the filesystem holds")
+            })?;
             let (len, is_data) = match self.map(inode, lblk)? {
                 // Unwritten extents read as zeros; like the kernel, report them as data only when written.
                 Mapping::Mapped { len, unwritten, .. } => (len, !unwritten),
@@ -843,7 +835,7 @@ impl Filesystem {
             if is_data == want_data {
                 return Ok(Some((lblk * bs).max(offset)));
             }
-            lblk = lblk.saturating_add(len);
+            lblk = lblk.saturating_add(len.max(1));
         }
         Ok(if want_data { None } else { Some(inode.size) })
     }
@@ -865,7 +857,7 @@ impl Filesystem {
             block_size: self.sb.block_size,
             blocks: self.sb.blocks_count.saturating_sub(self.overhead),
             free_blocks,
-            available_blocks: free_blocks.saturating_sub(self.sb.r_blocks_count + resv_pool),
+            available_blocks: free_blocks.saturating_sub(self.sb.r_blocks_count.saturating_add(resv_pool)),
             inodes: u64::from(self.sb.inodes_count),
             free_inodes: free_inodes.min(u64::from(self.sb.inodes_count)),
             name_max: NAME_MAX as u32,
@@ -891,6 +883,59 @@ impl Filesystem {
             0
         };
         u64::from(sb.first_data_block) + base + groups * (2 + itable) + journal
+    }
+}
+
+/// The mapped logical blocks of a directory, from `start`, skipping holes: what every linear directory
+/// scan walks. A crafted block map can present billions of logical blocks built from a handful of
+/// physical ones (an indirect block that names itself at every level), so the walk ends with an error
+/// when a physical block comes back or when it has taken more steps than the filesystem has blocks.
+pub(crate) struct DirWalk<'a> {
+    fs: &'a Filesystem,
+    dir: &'a Inode,
+    next: u64,
+    end: u64,
+    steps: u64,
+    seen: std::collections::HashSet<u64>,
+}
+
+impl<'a> DirWalk<'a> {
+    pub(crate) fn new(fs: &'a Filesystem, dir: &'a Inode, start: u64) -> DirWalk<'a> {
+        let end = dir.size / u64::from(fs.sb.block_size);
+        DirWalk { fs, dir, next: start, end, steps: 0, seen: std::collections::HashSet::new() }
+    }
+}
+
+impl Iterator for DirWalk<'_> {
+    /// A mapped logical block of the directory.
+    type Item = Result<u64>;
+
+    fn next(&mut self) -> Option<Result<u64>> {
+        let obj = Object::DirBlock { ino: self.dir.ino.0, lblk: self.next };
+        while self.next < self.end {
+            self.steps += 1;
+            if self.steps > self.fs.sb.blocks_count.saturating_mul(2).saturating_add(2) {
+                self.next = self.end;
+                return Some(Err(Error::corrupt(obj, "directory maps more blocks than the filesystem holds")));
+            }
+            match self.fs.map(self.dir, self.next) {
+                Err(e) => {
+                    self.next = self.end;
+                    return Some(Err(e));
+                }
+                Ok(Mapping::Hole { len }) => self.next = self.next.saturating_add(len.unwrap_or(u64::MAX).max(1)),
+                Ok(Mapping::Mapped { pblk, .. }) => {
+                    let lblk = self.next;
+                    self.next += 1;
+                    if !self.seen.insert(pblk) {
+                        self.next = self.end;
+                        return Some(Err(Error::corrupt(obj, "directory maps one block twice")));
+                    }
+                    return Some(Ok(lblk));
+                }
+            }
+        }
+        None
     }
 }
 

@@ -466,7 +466,10 @@ impl<'a> Journal<'a> {
         let mut transactions: Vec<(u32, Vec<LoggedBlock>)> = Vec::new();
         let mut revoked: HashMap<u64, u32> = HashMap::new();
         let mut pending: Vec<LoggedBlock> = Vec::new();
-        let mut pending_revokes: Vec<u64> = Vec::new();
+        // A set, and only blocks inside the filesystem: a log of revoke blocks repeating the same records
+        // (one block mapped at every log position) cannot grow it past the filesystem's block count.
+        let mut pending_revokes: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let blocks_count = self.fs.superblock().blocks_count;
         let mut sequence = self.sb.sequence;
         let mut block = self.sb.start;
         // Every log block is visited at most once per lap; a journal cannot hold more than one lap.
@@ -495,7 +498,7 @@ impl<'a> Journal<'a> {
                     if !self.commit_ok(&b) {
                         break; // a torn commit: this transaction never completed
                     }
-                    for home in pending_revokes.drain(..) {
+                    for home in pending_revokes.drain() {
                         let e = revoked.entry(home).or_insert(sequence);
                         if sequence.wrapping_sub(*e) as i32 > 0 {
                             *e = sequence;
@@ -522,7 +525,9 @@ impl<'a> Journal<'a> {
                         } else {
                             u64::from(be32(&b, off))
                         };
-                        pending_revokes.push(home);
+                        if home < blocks_count {
+                            pending_revokes.insert(home);
+                        }
                         off += width;
                     }
                     block = self.next(block);

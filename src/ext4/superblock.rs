@@ -151,7 +151,9 @@ impl Superblock {
         // A bitmap block covers 8 * block size clusters; with bigalloc a cluster is several blocks.
         let cluster_ratio = 1u32.checked_shl(self.log_cluster_size.saturating_sub(self.log_block_size)).unwrap_or(0);
         let max_bpg = self.block_size.saturating_mul(8).saturating_mul(cluster_ratio);
-        if self.blocks_per_group == 0 || cluster_ratio == 0 || self.blocks_per_group > max_bpg {
+        // mke2fs makes at least 256 blocks a group; fewer would let a small sparse image claim billions of
+        // groups, each with a descriptor held in memory.
+        if self.blocks_per_group < 256 || cluster_ratio == 0 || self.blocks_per_group > max_bpg {
             return bad("blocks per group out of range");
         }
         if self.inodes_per_group == 0 || self.inodes_per_group > self.block_size.saturating_mul(8) {
@@ -166,7 +168,7 @@ impl Superblock {
             return bad("block count too small");
         }
         let groups = self.group_count();
-        if u64::from(self.inodes_per_group) * groups != u64::from(self.inodes_count) {
+        if u64::from(self.inodes_per_group).checked_mul(groups) != Some(u64::from(self.inodes_count)) {
             return bad("inode count is not inodes per group times group count");
         }
         if self.first_ino < 11 || self.first_ino > self.inodes_count {

@@ -104,6 +104,9 @@ fn parse_entries(buf: &[u8], start: usize, obj: Object) -> Result<Vec<Entry>> {
     let bad = |what| Error::corrupt(obj, what);
     let mut entries = Vec::new();
     let mut pos = start;
+    // Stored values are copied: their total may not exceed the area (values overlapping one another
+    // would otherwise copy the same bytes thousands of times).
+    let mut stored = 0usize;
     // Each record is at least 16 bytes, so the loop ends within buf.len() / 16 steps.
     loop {
         if pos + 4 > buf.len() {
@@ -125,9 +128,40 @@ fn parse_entries(buf: &[u8], start: usize, obj: Object) -> Result<Vec<Entry>> {
             Value::EaInode { ino: value_inum, size: value_size }
         } else {
             let v = slice(buf, value_offs, value_size as usize).ok_or_else(|| bad("xattr value runs past its area"))?;
+            stored += v.len();
+            if stored > buf.len() {
+                return Err(bad("xattr values overlap"));
+            }
             Value::Stored(v.to_vec())
         };
         entries.push(Entry { index, name: name.to_vec(), value, hash: le32(buf, pos + 12) });
         pos += (ENTRY_HEADER + name_len + 3) & !3;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An in-inode xattr area (magic, then entries) whose entries all name the same 200-byte value.
+    fn area_with_entries(n: usize) -> Vec<u8> {
+        let mut a = vec![0u8; 1024];
+        a[0..4].copy_from_slice(&0xEA02_0000u32.to_le_bytes());
+        for i in 0..n {
+            let e = 4 + i * 20;
+            a[e] = 1; // name_len
+            a[e + 1] = 1; // user.
+            a[e + 2..e + 4].copy_from_slice(&800u16.to_le_bytes()); // value offset (from the entries)
+            a[e + 8..e + 12].copy_from_slice(&200u32.to_le_bytes()); // value size
+            a[e + 16] = b'a' + i as u8;
+        }
+        a
+    }
+
+    #[test]
+    fn overlapping_values_are_refused_rather_than_copied_again_and_again() {
+        assert!(parse_ibody(&area_with_entries(1), Object::Xattr(12)).is_ok());
+        let e = parse_ibody(&area_with_entries(8), Object::Xattr(12)).unwrap_err();
+        assert!(e.to_string().contains("overlap"), "{e}");
     }
 }
