@@ -446,3 +446,71 @@ fn corpus_intact_objects_stay_readable() {
         problems.join("\n")
     );
 }
+
+/// The writes of a read-write session on a damaged image: each one's errno (0: it worked).
+fn write_session(mnt: &Path) -> Vec<i32> {
+    use std::io::Write;
+    let errno = |r: std::io::Result<()>| r.err().map_or(0, |e| e.raw_os_error().unwrap_or(-1));
+    let mut v = Vec::new();
+    v.push(errno((|| {
+        let mut f = std::fs::File::create(mnt.join("ext4box-new"))?;
+        f.write_all(&vec![0x5A; 100_000])?;
+        f.sync_all()
+    })()));
+    v.push(errno(std::fs::create_dir(mnt.join("ext4box-dir"))));
+    v.push(errno(std::fs::write(mnt.join("ext4box-dir/inner"), b"inner")));
+    v.push(errno(std::fs::rename(mnt.join("ext4box-new"), mnt.join("ext4box-renamed"))));
+    v.push(errno(std::fs::remove_file(mnt.join("ext4box-renamed"))));
+    // And something already on the image, if the root lists anything.
+    if let Some(first) = std::fs::read_dir(mnt).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()) {
+        v.push(errno(std::fs::rename(first.path(), mnt.join("ext4box-moved"))));
+    }
+    v
+}
+
+/// Every corpus image in a read-write session under the sandbox (a scratch copy each, errors=remount-ro):
+/// it is refused with one line, or it mounts, takes creates, writes, renames and unlinks (each may fail
+/// with an errno), never takes the server down or hangs, and unmounts, with the server gone.
+#[test]
+fn every_corpus_image_survives_a_read_write_session() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let Some(dir) = corpus_dir() else { return };
+    let (mut refused, mut clean, mut with_errors, mut turned_ro) = (0, 0, 0, 0);
+    for gz in corpus_images(&dir) {
+        let s = Scratch::new(&format!("corpus-rw-{}", short_name(&gz)));
+        let img = s.path("img");
+        gunzip(&gz, &img);
+        let mnt = s.mkdir("mnt");
+        let name = short_name(&gz);
+        let out = ext4box_mount(&img, &mnt, "rw,errors=remount-ro");
+        if !out.status.success() {
+            assert_eq!(stderr_lines(&out).len(), 1, "{name}: refused without exactly one line: {}", output_text(&out));
+            assert!(mountinfo_entry(&mnt).is_none(), "{name}: refused but mounted");
+            refused += 1;
+            continue;
+        }
+        let pids = server_pids(&mnt);
+        let target = mnt.clone();
+        let errnos = with_timeout(&format!("{name}: the write session"), WALK_TIME, &mnt, move || write_session(&target));
+        assert!(pids.iter().all(|&p| pid_alive(p)), "{name}: the server died during the session ({errnos:?})");
+        let probe = std::fs::File::create(mnt.join("ext4box-probe")).err().and_then(|e| e.raw_os_error());
+        let out = ext4box_unmount(&mnt);
+        assert!(out.status.success(), "{name}: unmount failed: {}", output_text(&out));
+        assert!(pids.iter().all(|&p| !pid_alive(p)), "{name}: the server outlived its unmount");
+        if errnos.iter().all(|&e| e == 0) {
+            clean += 1;
+        } else {
+            with_errors += 1;
+        }
+        if probe == Some(libc::EROFS) {
+            turned_ro += 1;
+        }
+    }
+    eprintln!(
+        "read-write sessions: {refused} refused with one line, {clean} clean, {with_errors} with failed writes \
+         ({turned_ro} of all mounted ended read-only)"
+    );
+    assert!(clean + with_errors > 50, "too few corpus images mounted read-write to test anything");
+}
