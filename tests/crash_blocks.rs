@@ -22,7 +22,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use common::Scratch;
+use common::{Scratch, xorshift};
 use ext4box::ext4::ops::{NewInode, SetAttr};
 use ext4box::ext4::{BlockDevice, Filesystem, InodeNo, MountOptions, ROOT_INO};
 
@@ -93,15 +93,6 @@ impl BlockDevice for SharedDevice {
     }
 }
 
-/// xorshift64*: a reproducible stream from the seed.
-fn rand(state: &mut u64) -> u64 {
-    let mut x = *state | 1;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
 
 fn rw() -> MountOptions {
     MountOptions { read_only: false, ..MountOptions::default() }
@@ -125,7 +116,7 @@ fn run_workload(base: &[u8], seed: u64, ops: usize) -> (Vec<Event>, Vec<Durable>
     let fs = Filesystem::open(Box::new(RecordingDevice(rec.clone())), &rw()).expect("mount");
     assert!(fs.is_journaled(), "the image must be mounted with its journal");
     let mut rng = seed;
-    let mut next = move |n: u64| rand(&mut rng) % n.max(1);
+    let mut next = move |n: u64| xorshift(&mut rng) % n.max(1);
     let mut churn: Vec<(InodeNo, Vec<u8>, String)> = Vec::new(); // (dir, name, content)... below
     let mut dirs: Vec<InodeNo> = vec![ROOT_INO];
     let mut durable = Vec::new();
@@ -292,7 +283,7 @@ fn crash_points(shape: &str, mkfs_args: &[&str], size: &str, seed: u64, ops: usi
         cuts.insert(f + 1, false);
     }
     for _ in 0..(flushes.len() / 2).max(20) {
-        cuts.insert((rand(&mut rng) % (events.len() as u64 + 1)) as usize, false);
+        cuts.insert((xorshift(&mut rng) % (events.len() as u64 + 1)) as usize, false);
     }
     // Every eighth cut is also recovered by e2fsck.
     for (i, v) in cuts.values_mut().enumerate() {
@@ -330,7 +321,7 @@ fn crash_points(shape: &str, mkfs_args: &[&str], size: &str, seed: u64, ops: usi
         let mut torn = durable_image.clone();
         for e in &events[last_flush..cut] {
             if let Event::Write(off, data) = e {
-                if rand(&mut rng) % 2 == 0 {
+                if xorshift(&mut rng) % 2 == 0 {
                     torn[*off as usize..*off as usize + data.len()].copy_from_slice(data);
                 }
             }

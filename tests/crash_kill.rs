@@ -14,14 +14,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn rand(state: &mut u64) -> u64 {
-    let mut x = *state | 1;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
 
 /// Files whose fsync returned: name → content.
 type Synced = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
@@ -32,11 +24,11 @@ fn workload(mnt: PathBuf, round: usize, mut rng: u64, synced: Synced, limit: usi
     let mut dirs: Vec<PathBuf> = vec![mnt.clone()];
     let mut run = || -> std::io::Result<()> {
         for i in 0..limit {
-            match rand(&mut rng) % 16 {
+            match xorshift(&mut rng) % 16 {
                 0..=4 => {
-                    let dir = &dirs[(rand(&mut rng) % dirs.len() as u64) as usize];
+                    let dir = &dirs[(xorshift(&mut rng) % dirs.len() as u64) as usize];
                     let p = dir.join(format!("c{round}_{i}"));
-                    let len = (rand(&mut rng) % 48_000) as usize;
+                    let len = (xorshift(&mut rng) % 48_000) as usize;
                     fs::write(&p, pseudo_random(rng, len))?;
                     churn.push(p);
                 }
@@ -46,30 +38,30 @@ fn workload(mnt: PathBuf, round: usize, mut rng: u64, synced: Synced, limit: usi
                     dirs.push(p);
                 }
                 6..=9 if !churn.is_empty() => {
-                    let p = churn.swap_remove((rand(&mut rng) % churn.len() as u64) as usize);
+                    let p = churn.swap_remove((xorshift(&mut rng) % churn.len() as u64) as usize);
                     fs::remove_file(p)?;
                 }
                 10 | 11 if !churn.is_empty() => {
-                    let n = (rand(&mut rng) % churn.len() as u64) as usize;
-                    let dir = &dirs[(rand(&mut rng) % dirs.len() as u64) as usize];
+                    let n = (xorshift(&mut rng) % churn.len() as u64) as usize;
+                    let dir = &dirs[(xorshift(&mut rng) % dirs.len() as u64) as usize];
                     let to = dir.join(format!("r{round}_{i}"));
                     fs::rename(&churn[n], &to)?;
                     churn[n] = to;
                 }
                 12 | 13 if !churn.is_empty() => {
-                    let p = &churn[(rand(&mut rng) % churn.len() as u64) as usize];
-                    fs::OpenOptions::new().write(true).open(p)?.set_len(rand(&mut rng) % 30_000)?;
+                    let p = &churn[(xorshift(&mut rng) % churn.len() as u64) as usize];
+                    fs::OpenOptions::new().write(true).open(p)?.set_len(xorshift(&mut rng) % 30_000)?;
                 }
-                14 | 15 if rand(&mut rng) % 4 != 0 && !churn.is_empty() => {
-                    let p = &churn[(rand(&mut rng) % churn.len() as u64) as usize];
+                14 | 15 if xorshift(&mut rng) % 4 != 0 && !churn.is_empty() => {
+                    let p = &churn[(xorshift(&mut rng) % churn.len() as u64) as usize];
                     let mut f = fs::OpenOptions::new().write(true).open(p)?;
-                    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(rand(&mut rng) % 60_000))?;
-                    f.write_all(&pseudo_random(rng, 1 + (rand(&mut rng) % 9000) as usize))?;
+                    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(xorshift(&mut rng) % 60_000))?;
+                    f.write_all(&pseudo_random(rng, 1 + (xorshift(&mut rng) % 9000) as usize))?;
                 }
                 _ => {
                     // A file written once and fsynced: it must survive any later kill exactly so.
                     let name = format!("s{round}_{i}");
-                    let content = pseudo_random(rng ^ i as u64, (rand(&mut rng) % 6000) as usize);
+                    let content = pseudo_random(rng ^ i as u64, (xorshift(&mut rng) % 6000) as usize);
                     let mut f = fs::File::create(mnt.join(&name))?;
                     f.write_all(&content)?;
                     f.sync_all()?;
@@ -117,14 +109,14 @@ fn sigkilled_server_replays_to_a_clean_image_with_every_fsynced_file() {
     for round in 0..kills {
         let m = ext4box_mount_ok(&img, &mnt, "commit=1");
         let worker = worker_pid(&mnt).expect("no worker process");
-        let seed = rand(&mut rng);
+        let seed = xorshift(&mut rng);
         let before = synced.lock().unwrap().len();
         let handle = {
             let (mnt, synced) = (mnt.clone(), synced.clone());
             std::thread::spawn(move || workload(mnt, round, seed, synced, 100_000))
         };
         // Kill at a random moment: early in the workload, during it, across timer commits.
-        std::thread::sleep(Duration::from_millis(rand(&mut rng) % 1200));
+        std::thread::sleep(Duration::from_millis(xorshift(&mut rng) % 1200));
         unsafe { libc::kill(worker, libc::SIGKILL) };
         handle.join().expect("workload thread");
         let after = synced.lock().unwrap().len();

@@ -637,6 +637,16 @@ pub fn hash_path(path: &Path) -> u64 {
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*).
+/// xorshift64*: the next number of a reproducible stream kept in `state`.
+pub fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state | 1;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
 pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(P1) | 1;
     let mut v = Vec::with_capacity(len + 8);
