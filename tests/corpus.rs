@@ -493,7 +493,8 @@ fn every_corpus_image_survives_a_read_write_session() {
         }
         let pids = server_pids(&mnt);
         let target = mnt.clone();
-        let errnos = with_timeout(&format!("{name}: the write session"), WALK_TIME, &mnt, move || write_session(&target));
+        let errnos =
+            with_timeout(&format!("{name}: the write session"), WALK_TIME, &mnt, move || write_session(&target));
         assert!(pids.iter().all(|&p| pid_alive(p)), "{name}: the server died during the session ({errnos:?})");
         let probe = std::fs::File::create(mnt.join("ext4box-probe")).err().and_then(|e| e.raw_os_error());
         let out = ext4box_unmount(&mnt);

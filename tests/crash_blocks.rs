@@ -31,10 +31,12 @@ enum Event {
     Flush,
 }
 
-/// A device in memory that records what it is asked to do.
+/// A device in memory that records what it is asked to do; with `fail_flush` set, flushes fail from
+/// that many on (a disk gone bad).
 struct Recording {
     image: Mutex<Vec<u8>>,
     events: Mutex<Vec<Event>>,
+    fail_flush: Option<usize>,
 }
 
 struct RecordingDevice(Arc<Recording>);
@@ -61,7 +63,12 @@ impl BlockDevice for RecordingDevice {
     }
 
     fn flush(&self) -> std::io::Result<()> {
-        self.0.events.lock().unwrap().push(Event::Flush);
+        let mut events = self.0.events.lock().unwrap();
+        let flushes = events.iter().filter(|e| matches!(e, Event::Flush)).count();
+        if self.0.fail_flush.is_some_and(|n| flushes >= n) {
+            return Err(std::io::Error::other("the disk failed"));
+        }
+        events.push(Event::Flush);
         Ok(())
     }
 }
@@ -93,7 +100,6 @@ impl BlockDevice for SharedDevice {
     }
 }
 
-
 fn rw() -> MountOptions {
     MountOptions { read_only: false, ..MountOptions::default() }
 }
@@ -112,7 +118,8 @@ struct Durable {
 
 /// Runs the random workload on `base` and returns the recording and the fsynced files.
 fn run_workload(base: &[u8], seed: u64, ops: usize) -> (Vec<Event>, Vec<Durable>) {
-    let rec = Arc::new(Recording { image: Mutex::new(base.to_vec()), events: Mutex::new(Vec::new()) });
+    let rec =
+        Arc::new(Recording { image: Mutex::new(base.to_vec()), events: Mutex::new(Vec::new()), fail_flush: None });
     let fs = Filesystem::open(Box::new(RecordingDevice(rec.clone())), &rw()).expect("mount");
     assert!(fs.is_journaled(), "the image must be mounted with its journal");
     let mut rng = seed;
@@ -343,4 +350,51 @@ fn crash_at_every_flush_4k_metadata_csum() {
 #[test]
 fn crash_at_every_flush_1k_ext3_small_journal_wraps() {
     crash_points("1k-ext3", &["-t", "ext3", "-b", "1024", "-J", "size=1"], "24M", seed() ^ 1, 300);
+}
+
+/// A commit that fails part way (the disk stops flushing) aborts the journal: every later write is
+/// EROFS, the unmount writes nothing more, and the image replays to its last complete commit, which
+/// holds every file whose fsync returned, fsck-clean.
+#[test]
+fn a_failed_commit_aborts_the_journal_and_the_image_replays_to_the_last_commit() {
+    let scratch = Scratch::new("crash-abort");
+    let base_path = scratch.path("base.img");
+    let out = std::process::Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-b", "4096"])
+        .arg(&base_path)
+        .arg("32M")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let base = std::fs::read(&base_path).unwrap();
+    // The mount flushes once; each fsync flushes twice. Fail during the fourth fsync's commit.
+    let rec = Arc::new(Recording { image: Mutex::new(base), events: Mutex::new(Vec::new()), fail_flush: Some(8) });
+    let fs = Filesystem::open(Box::new(RecordingDevice(rec.clone())), &rw()).expect("mount");
+    let mut synced = Vec::new();
+    let mut failed_at = None;
+    for i in 0..10u32 {
+        let name = format!("f{i}");
+        let content = vec![i as u8; 5000 + i as usize * 100];
+        let made = fs.mknod(ROOT_INO, name.as_bytes(), file_mode()).and_then(|ino| fs.write(ino.ino, 0, &content));
+        match made.and_then(|_| fs.sync()) {
+            Ok(()) => synced.push((name, content)),
+            Err(_) => {
+                failed_at = Some(i);
+                break;
+            }
+        }
+    }
+    assert!(failed_at.is_some() && synced.len() >= 2, "the disk failure was not met ({} fsyncs)", synced.len());
+    assert!(fs.is_read_only(), "a failed commit must leave the filesystem read-only");
+    let e = fs.mknod(ROOT_INO, b"after", file_mode()).unwrap_err();
+    assert!(matches!(e, ext4box::ext4::Error::ReadOnly), "{e}");
+    let writes_before_close = rec.events.lock().unwrap().len();
+    fs.close().expect("unmount after an abort");
+    assert_eq!(rec.events.lock().unwrap().len(), writes_before_close, "the unmount wrote after the abort");
+    drop(fs);
+    // What the disk holds: every write before the failed flush.
+    let image = rec.image.lock().unwrap().clone();
+    let durable: Vec<Durable> =
+        synced.into_iter().map(|(name, content)| Durable { name, content, after_event: 0 }).collect();
+    check_cut(&scratch, &image, usize::MAX, &durable, true, "after the aborted commit");
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use common::*;
 
-
 /// Files whose fsync returned: name → content.
 type Synced = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 

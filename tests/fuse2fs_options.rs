@@ -184,6 +184,8 @@ fn bad_fuse2fs_options_get_one_line() {
         ("partition=0", "partition"),
         ("subtype=a/b", "subtype"),
         ("no_default_opts", "no_default_opts"),
+        ("fakeroot,kernel", "fakeroot"),
+        ("fakeroot,allow_other", "fakeroot"),
     ] {
         let out = ext4box_mount(&img, &mnt, opts);
         assert!(!out.status.success(), "-o {opts} must be refused");
@@ -191,4 +193,27 @@ fn bad_fuse2fs_options_get_one_line() {
         assert!(lines.len() == 1 && lines[0].contains(word), "-o {opts}: {lines:?}");
         assert!(mountinfo_entry(&mnt).is_none());
     }
+}
+
+/// `ext4box unmount` takes away only ext4box mounts: another FUSE filesystem (here fuse2fs) is refused
+/// with one line and stays mounted.
+#[test]
+fn unmount_refuses_another_fuse_filesystem() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("opt-foreign");
+    let img = s.path("img");
+    mkfs(&img, 16 << 20, &[]);
+    let mnt = s.mkdir("mnt");
+    let out = Command::new("fuse2fs").arg(&img).arg(&mnt).args(["-o", "ro"]).output().expect("fuse2fs");
+    assert!(out.status.success(), "fuse2fs: {}", output_text(&out));
+    let fstype = mountinfo_entry(&mnt).expect("fuse2fs mounted").fstype;
+    let out = ext4box_unmount(&mnt);
+    let still = mountinfo_entry(&mnt).is_some();
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert!(!out.status.success(), "ext4box unmount took away a {fstype} mount");
+    assert_eq!(stderr_lines(&out).len(), 1, "{}", output_text(&out));
+    assert!(output_text(&out).contains("not an ext4box mount"), "{}", output_text(&out));
+    assert!(still, "the foreign mount was taken away");
 }

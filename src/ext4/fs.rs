@@ -58,6 +58,26 @@ pub enum ErrorBehavior {
     Panic,
 }
 
+impl ErrorBehavior {
+    /// Parses the value of the `errors=` mount option.
+    pub fn parse(v: &str) -> std::result::Result<ErrorBehavior, String> {
+        match v {
+            "continue" => Ok(ErrorBehavior::Continue),
+            "remount-ro" => Ok(ErrorBehavior::RemountRo),
+            "panic" => Ok(ErrorBehavior::Panic),
+            _ => Err(format!("errors={v}: not continue, remount-ro or panic")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorBehavior::Continue => "continue",
+            ErrorBehavior::RemountRo => "remount-ro",
+            ErrorBehavior::Panic => "panic",
+        }
+    }
+}
+
 /// Where a logical block of a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mapping {
@@ -111,7 +131,7 @@ pub struct Filesystem {
     /// Readers hold it shared; a write operation holds it exclusively from its first read to its commit.
     pub(crate) lock: RwLock<()>,
     /// Why the filesystem is read-only, or `None` when it is writable.
-    read_only: Option<String>,
+    pub(crate) read_only: Option<String>,
     /// References the caller (the kernel, through FUSE lookups) holds per inode: an unlinked inode lives
     /// on the orphan list until the last is dropped, and its number is not reused before.
     pub(crate) refs: Mutex<HashMap<u32, u64>>,
@@ -131,7 +151,9 @@ pub struct Filesystem {
     /// `errors=`.
     errors: Mutex<ErrorBehavior>,
     /// Set when a corruption found while writing turned the filesystem read-only: why.
-    errored: Mutex<Option<String>>,
+    pub(crate) errored: Mutex<Option<String>>,
+    /// Set when a journal commit failed part way: nothing more is written, not even at unmount.
+    pub(crate) aborted: Mutex<Option<String>>,
 }
 
 impl Filesystem {
@@ -244,6 +266,7 @@ impl Filesystem {
                 _ => ErrorBehavior::RemountRo,
             }),
             errored: Mutex::new(None),
+            aborted: Mutex::new(None),
             sb,
         };
         let groups = fs.read_group_descriptors()?;
@@ -293,11 +316,23 @@ impl Filesystem {
     /// `None` when writable; otherwise why not (a feature the engine cannot write, a read-only mount, or
     /// a corruption found while writing under `errors=remount-ro`).
     pub fn read_only_reason(&self) -> Option<String> {
-        self.read_only.clone().or_else(|| self.errored.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        self.read_only
+            .clone()
+            .or_else(|| self.aborted.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .or_else(|| self.errored.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     pub fn is_read_only(&self) -> bool {
-        self.read_only.is_some() || self.errored.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.read_only_reason().is_some()
+    }
+
+    /// Stops all writing after a failed journal commit (jbd2's abort).
+    pub(crate) fn abort(&self, why: &str) {
+        let mut a = self.aborted.lock().unwrap_or_else(|p| p.into_inner());
+        if a.is_none() {
+            tracing::error!("{why}; the filesystem is read-only now");
+            *a = Some(why.to_string());
+        }
     }
 
     /// Sets what a corruption found while writing does (`errors=`).
@@ -973,7 +1008,7 @@ fn read_superblock(dev: &dyn BlockDevice) -> Result<(Vec<u8>, Superblock)> {
 }
 
 /// The block holding the superblock, and the superblock's offset inside it.
-fn superblock_block(block_size: u32) -> (u64, usize) {
+pub(crate) fn superblock_block(block_size: u32) -> (u64, usize) {
     let bs = u64::from(block_size);
     (SUPERBLOCK_OFFSET / bs, (SUPERBLOCK_OFFSET % bs) as usize)
 }

@@ -237,6 +237,11 @@ impl JournalSuperblock {
         sealed.positioned(&b, self.sequence, self.start, 0)
     }
 
+    /// Whether the journal has a fast-commit area.
+    pub(super) fn has_fast_commit(&self) -> bool {
+        self.incompat & INCOMPAT_FAST_COMMIT != 0
+    }
+
     /// Whether the journal uses v1 (`COMPAT_CHECKSUM`) commit checksums, which the log writer does not
     /// produce.
     pub(super) fn has_v1_checksums(&self) -> bool {

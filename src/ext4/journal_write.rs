@@ -30,7 +30,6 @@ use super::journal::{
     BLOCKTYPE_COMMIT, BLOCKTYPE_DESCRIPTOR, BLOCKTYPE_REVOKE, INCOMPAT_REVOKE, JBD2_MAGIC, Journal, JournalSuperblock,
     TAG_ESCAPE, TAG_LAST, TAG_SAME_UUID, put_be32,
 };
-use super::superblock::SUPERBLOCK_OFFSET;
 
 /// A journal fragmented into more pieces than this is not written (see [`Journal::runs`]).
 const MAX_RUNS: usize = 4096;
@@ -76,6 +75,9 @@ struct LogState {
     sequence: u32,
     /// Whether revoke records were ever written (the journal superblock then names the feature).
     revokes_used: bool,
+    /// A commit failed part way: the log's state on disk is unknown, so nothing is written any more
+    /// (jbd2's journal abort). The last complete commit on disk still replays.
+    aborted: bool,
     last_commit: Instant,
 }
 
@@ -111,6 +113,9 @@ impl Log {
         if jsb.has_v1_checksums() {
             return Err("the journal uses v1 commit checksums, which ext4box does not write".into());
         }
+        if jsb.has_fast_commit() {
+            return Err("the journal has a fast-commit area, which ext4box cannot keep consistent".into());
+        }
         if !jsb.is_64bit() && fs.sb.blocks_count > u64::from(u32::MAX) {
             return Err("the journal cannot name blocks past 2^32 (no 64bit journal feature)".into());
         }
@@ -130,6 +135,7 @@ impl Log {
             tail: 0,
             sequence: jsb.sequence,
             revokes_used: jsb.incompat & INCOMPAT_REVOKE != 0,
+            aborted: false,
             jsb,
             runs,
             block_size,
@@ -196,6 +202,8 @@ impl Log {
         }
         let mut st = self.lock();
         for (nr, data) in blocks {
+            // Logged again in this transaction: its revoke would cancel the new copy at replay.
+            st.revoke.remove(&nr);
             st.running.insert(nr, data);
         }
         st.superblock = Some(superblock);
@@ -233,9 +241,23 @@ impl Log {
     }
 
     /// Commits the running transaction (see the module comment); with nothing to commit, only makes the
-    /// file data written so far durable. The caller holds the filesystem's write lock.
+    /// file data written so far durable. The caller holds the filesystem's write lock. A commit that
+    /// fails part way aborts the log: the filesystem turns read-only, and what the last complete commit
+    /// put on disk is what a later mount replays.
     pub(crate) fn commit(&self, fs: &Filesystem) -> Result<()> {
         let mut st = self.lock();
+        if st.aborted {
+            return Err(Error::ReadOnly);
+        }
+        let r = self.commit_locked(fs, &mut st);
+        if let Err(e) = &r {
+            st.aborted = true;
+            fs.abort(&format!("the journal commit failed ({e}); the journal is aborted"));
+        }
+        r
+    }
+
+    fn commit_locked(&self, fs: &Filesystem, st: &mut LogState) -> Result<()> {
         let dev = fs.device();
         if st.running.is_empty() && st.revoke.is_empty() && st.superblock.is_none() {
             dev.flush()?;
@@ -254,13 +276,17 @@ impl Log {
         let revokes: Vec<u64> = st.revoke.iter().copied().collect();
         let layout = st.layout(blocks.len(), revokes.len());
         let log_blocks = st.jsb.log_end() - st.jsb.first;
-        if layout.total > st.free() {
+        // Strictly less than the free space: the head never catches up with the tail, so a full log is
+        // never taken for an empty one.
+        if layout.total >= st.free() {
             st.checkpoint(fs)?;
         }
-        if layout.total > log_blocks {
+        if layout.total >= log_blocks {
             // Larger than the whole log (one operation on an image with a tiny journal): written home
-            // directly, with the log empty, as the kernel cannot do it either. Rare enough to say so.
+            // directly, with the log empty, after marking the filesystem not clean (flushed first), so a
+            // crash in the middle leaves an image e2fsck checks in full. Rare enough to say so.
             tracing::warn!(blocks = blocks.len(), "transaction larger than the journal: written without it");
+            fs.mark_not_clean()?;
             write_home(fs, &blocks, bs)?;
             dev.flush()?;
             st.finish(&blocks, false);
@@ -496,8 +522,7 @@ impl LogState {
 /// The block holding the superblock, with `sb` (1024 bytes) in place and the rest as on disk.
 fn superblock_block(fs: &Filesystem, sb: &[u8]) -> Result<(u64, Vec<u8>)> {
     let bs = u64::from(fs.block_size());
-    let nr = SUPERBLOCK_OFFSET / bs;
-    let off = (SUPERBLOCK_OFFSET % bs) as usize;
+    let (nr, off) = super::fs::superblock_block(fs.block_size());
     let mut block = vec![0u8; bs as usize];
     fs.device().read_exact_at(&mut block, nr * bs)?;
     block[off..off + sb.len()].copy_from_slice(sb);

@@ -17,7 +17,7 @@ use super::error::{Error, Object, Result};
 use super::features::{INCOMPAT_64BIT, INCOMPAT_RECOVER};
 use super::fs::{Filesystem, SbState};
 use super::inode::{Inode, InodeNo, Timestamp};
-use super::superblock::{STATE_VALID, SUPERBLOCK_OFFSET};
+use super::superblock::{STATE_ERROR, STATE_VALID, SUPERBLOCK_OFFSET};
 
 /// A write operation in progress.
 pub struct Txn<'a> {
@@ -98,21 +98,41 @@ impl Filesystem {
     /// Commits the journal and writes the final superblock (exact free counts, clean state, no
     /// recovery needed), flushing: a clean unmount.
     pub fn close(&self) -> Result<()> {
-        if self.is_read_only() {
+        let errored = self.errored.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let aborted = self.aborted.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        if self.read_only.is_some() || aborted {
+            // Never writable, or a commit failed: nothing is written (the journal replays what committed).
             return Ok(());
         }
-        // Inodes unlinked while the kernel still held them, and not forgotten before the unmount, are
-        // deleted now, as the kernel's final iput would.
-        self.process_orphans()?;
+        if !errored {
+            // Inodes unlinked while the kernel still held them, and not forgotten before the unmount, are
+            // deleted now, as the kernel's final iput would.
+            self.process_orphans()?;
+        }
         let _guard = self.lock.write().unwrap_or_else(|p| p.into_inner());
+        // After errors=remount-ro the running transaction still holds only whole operations: commit it,
+        // and record the error in the superblock so that e2fsck checks the image in full.
         if let Some(log) = &self.log {
             log.close(self)?;
         }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let state = super::bytes::le16(&st.raw, 0x3A) | STATE_VALID;
+        let state = super::bytes::le16(&st.raw, 0x3A) | STATE_VALID | if errored { STATE_ERROR } else { 0 };
         let incompat = super::bytes::le32(&st.raw, 0x60) & !INCOMPAT_RECOVER;
         put32(&mut st.raw, 0x60, incompat);
         let bytes = self.superblock_bytes(&st, Some(state));
+        st.raw = bytes.clone();
+        self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
+        self.dev.flush()?;
+        Ok(())
+    }
+
+    /// Writes the superblock marked not clean, and flushes: before anything is written outside the
+    /// journal, so that a crash in the middle is found by e2fsck.
+    pub(crate) fn mark_not_clean(&self) -> Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = super::bytes::le16(&st.raw, 0x3A) & !STATE_VALID;
+        put16(&mut st.raw, 0x3A, state);
+        let bytes = self.superblock_bytes(&st, None);
         st.raw = bytes.clone();
         self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
         self.dev.flush()?;

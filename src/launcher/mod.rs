@@ -422,7 +422,10 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
     let target = absolute_mountpoint(mountpoint);
     let shown = mountpoint.display();
     let entry = mountinfo::find(&target).ok_or_else(|| format!("{shown} is not mounted"))?;
-    if !entry.fstype.starts_with("fuse") {
+    // fuse.ext4box, fuseblk.ext4box, or another subtype= that a running ext4box recorded.
+    let ours = entry.fstype.starts_with("fuse")
+        && (entry.fstype.ends_with(".ext4box") || registry::lookup(&entry.dev).is_some());
+    if !ours {
         return Err(format!("{shown} is not an ext4box mount (it is {})", entry.fstype));
     }
     let pid = registry::lookup(&entry.dev);

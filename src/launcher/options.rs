@@ -43,35 +43,8 @@ pub struct MountOptions {
     pub partition: Option<u32>,
 }
 
-/// `errors=`: what a corruption found while writing does, as the kernel's ext4 option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorsPolicy {
-    /// Fail the operation, keep the mount writable.
-    Continue,
-    /// Fail the operation and turn the filesystem read-only.
-    RemountRo,
-    /// Stop the server (the mount is taken away).
-    Panic,
-}
-
-impl ErrorsPolicy {
-    pub fn parse(v: &str) -> Result<ErrorsPolicy, String> {
-        match v {
-            "continue" => Ok(ErrorsPolicy::Continue),
-            "remount-ro" => Ok(ErrorsPolicy::RemountRo),
-            "panic" => Ok(ErrorsPolicy::Panic),
-            _ => Err(format!("errors={v}: not continue, remount-ro or panic")),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ErrorsPolicy::Continue => "continue",
-            ErrorsPolicy::RemountRo => "remount-ro",
-            ErrorsPolicy::Panic => "panic",
-        }
-    }
-}
+/// `errors=`: the engine's choice of what a corruption found while writing does.
+pub use crate::ext4::ErrorBehavior as ErrorsPolicy;
 
 /// Parses a size with an optional K, M or G suffix (powers of 1024), as fuse2fs's `cache_size=`.
 pub fn parse_size(v: &str) -> Result<u64, String> {
@@ -283,6 +256,14 @@ impl MountOptions {
             return Err("allow_other and allow_root exclude each other".into());
         }
         if o.fakeroot {
+            // Every caller would be root: with other users let in (and suid honoured), any of them could
+            // make a setuid root program.
+            if o.allow_other || o.allow_root || !o.nosuid {
+                return Err(
+                    "fakeroot is for a mount only its owner uses: not with allow_other, allow_root, kernel or suid"
+                        .into(),
+                );
+            }
             // The server grants every request as root would: the kernel must not check first.
             o.default_permissions = false;
         }

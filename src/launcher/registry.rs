@@ -25,14 +25,48 @@ fn path(dev: &str) -> PathBuf {
     dir().join(dev.replace('/', "_"))
 }
 
+/// The registry directory, if it is ours alone: a real directory (not a link), owned by this user and
+/// closed to others. (Its name under /tmp is guessable: another user could have made it first.)
+fn trusted_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = dir();
+    let m = std::fs::symlink_metadata(&d).ok()?;
+    // SAFETY: geteuid has no preconditions.
+    let ours = m.is_dir() && m.uid() == unsafe { libc::geteuid() } && m.permissions().mode() & 0o077 == 0;
+    ours.then_some(d)
+}
+
 /// Records `pid` as the server of the mount with device number `dev`, mounted for user `owner`.
 pub fn record(dev: &str, pid: u32, owner: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir())?;
-    std::fs::write(path(dev), format!("{pid}\n{owner}\n"))
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir());
+    // A directory of ours that an older version left open to others is closed now.
+    if let Ok(m) = std::fs::symlink_metadata(dir()) {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        if m.is_dir() && m.uid() == unsafe { libc::geteuid() } {
+            let _ = std::fs::set_permissions(dir(), std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        }
+    }
+    let d = trusted_dir().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{} is not a private directory", dir().display()),
+        )
+    })?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(d.join(dev.replace('/', "_")))?;
+    f.write_all(format!("{pid}\n{owner}\n").as_bytes())
 }
 
 fn fields(dev: &str) -> Option<Vec<u32>> {
+    trusted_dir()?;
     let text = std::fs::read_to_string(path(dev)).ok()?;
     Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }

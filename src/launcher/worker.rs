@@ -6,7 +6,6 @@
 //! Status lines to the launcher: `W <text>` (a warning, e.g. `W ro <why>` when the image can only be
 //! mounted read-only), then `R` when serving, or `E <text>` when it cannot serve.
 
-use super::options::ErrorsPolicy;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -149,11 +148,7 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Res
     let fs = Arc::new(Filesystem::open(Box::new(dev), &opts).map_err(|e| e.to_string())?);
     fs.set_commit_interval(std::time::Duration::from_secs(u64::from(args.commit)));
     if let Some(e) = t.errors {
-        fs.set_error_behavior(match e {
-            ErrorsPolicy::Continue => ext4::ErrorBehavior::Continue,
-            ErrorsPolicy::RemountRo => ext4::ErrorBehavior::RemountRo,
-            ErrorsPolicy::Panic => ext4::ErrorBehavior::Panic,
-        });
+        fs.set_error_behavior(e);
     }
     crate::server::spawn_committer(&fs);
     if !args.read_only {

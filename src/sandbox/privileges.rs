@@ -43,7 +43,9 @@ pub fn drop_all(id: Identity) -> Result<Vec<String>, String> {
     // SAFETY: plain syscalls on our own process.
     let euid = unsafe { libc::geteuid() };
     let switchable = mapped("/proc/self/uid_map", id.uid) && mapped("/proc/self/gid_map", id.gid);
-    if euid == 0 && !switchable {
+    // Only in a user namespace may the switch be skipped: outside one, root always becomes `id` (and
+    // fails loudly if it cannot), whatever /proc says.
+    if euid == 0 && in_user_namespace() && !switchable {
         // Root of a user namespace that maps only the user who made it (unshare -Urm, rootless Podman):
         // there is no other uid to become. The bounding set is ours to empty.
         for cap in caps::all() {
