@@ -21,8 +21,11 @@ const MAX_READ: usize = 256 << 10;
 /// Logical blocks mapped per file.
 const MAX_MAP_STEPS: u64 = 4096;
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// Every fuzz target by name, for the regression replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("superblock", superblock),
     ("journal_superblock", journal_superblock),
     ("partition_table", partition_table),
