@@ -71,6 +71,15 @@ impl Filesystem {
         b
     }
 
+    /// Writes the superblock as `st` says (live counters, `state` when given) and keeps that as its raw
+    /// copy. The caller flushes.
+    fn store_superblock(&self, st: &mut SbState, state: Option<u16>) -> Result<()> {
+        let bytes = self.superblock_bytes(st, state);
+        self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
+        st.raw = bytes;
+        Ok(())
+    }
+
     /// Marks the filesystem in use, as the kernel does on a read-write mount, then cleans up orphans a
     /// crash left behind. With a journal the superblock says needs_recovery while mounted (a crash is
     /// then replayed); without one it says not clean (e2fsck must check it).
@@ -87,9 +96,7 @@ impl Filesystem {
                 let state = super::bytes::le16(&st.raw, 0x3A) & !STATE_VALID;
                 put16(&mut st.raw, 0x3A, state);
             }
-            let bytes = self.superblock_bytes(&st, None);
-            st.raw = bytes.clone();
-            self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
+            self.store_superblock(&mut st, None)?;
         }
         self.dev.flush()?;
         self.process_orphans()
@@ -119,9 +126,7 @@ impl Filesystem {
         let state = super::bytes::le16(&st.raw, 0x3A) | STATE_VALID | if errored { STATE_ERROR } else { 0 };
         let incompat = super::bytes::le32(&st.raw, 0x60) & !INCOMPAT_RECOVER;
         put32(&mut st.raw, 0x60, incompat);
-        let bytes = self.superblock_bytes(&st, Some(state));
-        st.raw = bytes.clone();
-        self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
+        self.store_superblock(&mut st, Some(state))?;
         self.dev.flush()?;
         Ok(())
     }
@@ -132,9 +137,7 @@ impl Filesystem {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = super::bytes::le16(&st.raw, 0x3A) & !STATE_VALID;
         put16(&mut st.raw, 0x3A, state);
-        let bytes = self.superblock_bytes(&st, None);
-        st.raw = bytes.clone();
-        self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
+        self.store_superblock(&mut st, None)?;
         self.dev.flush()?;
         Ok(())
     }

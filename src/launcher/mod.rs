@@ -19,7 +19,6 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::server::AtimePolicy;
 pub use options::MountOptions;
 
 /// What `ext4box mount` was asked to do.
@@ -299,13 +298,7 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
             .map_err(|e| format!("cannot open /dev/fuse: {}", errno_text(&e)))?,
     };
     let o = &req.options;
-    let atime = if o.noatime {
-        AtimePolicy::Never
-    } else if o.strictatime {
-        AtimePolicy::Always
-    } else {
-        AtimePolicy::Relative
-    };
+    let atime = o.atime_policy();
     let prepared = supervisor::Prepared {
         image,
         fuse,

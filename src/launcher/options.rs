@@ -270,6 +270,18 @@ impl MountOptions {
         Ok(o)
     }
 
+    /// When reads update the access time, from noatime/strictatime (relatime otherwise).
+    pub fn atime_policy(&self) -> crate::server::AtimePolicy {
+        use crate::server::AtimePolicy;
+        if self.noatime {
+            AtimePolicy::Never
+        } else if self.strictatime {
+            AtimePolicy::Always
+        } else {
+            AtimePolicy::Relative
+        }
+    }
+
     /// The filesystem type mount(2) and /proc/mounts show.
     pub fn fstype(&self, block_device: bool) -> String {
         let sub = self.subtype.as_deref().unwrap_or("ext4box");

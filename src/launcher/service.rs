@@ -28,7 +28,6 @@ use super::supervisor::{self, Prepared};
 use super::worker::WorkerArgs;
 use super::{MountOptions, mountinfo, registry};
 use crate::sandbox;
-use crate::server::AtimePolicy;
 
 /// Where clients look for the service (override with EXT4BOX_SERVICE_SOCKET).
 pub const DEFAULT_SOCKET: &str = "/run/ext4box.sock";
@@ -253,13 +252,7 @@ fn mount(
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/fuse")
         .map_err(|e| format!("cannot open /dev/fuse: {e}"))?;
-    let atime = if o.noatime {
-        AtimePolicy::Never
-    } else if o.strictatime {
-        AtimePolicy::Always
-    } else {
-        AtimePolicy::Relative
-    };
+    let atime = o.atime_policy();
     let image_shown = std::fs::read_link(format!("/proc/self/fd/{}", image.as_raw_fd()))
         .map_or_else(|_| "image".into(), |p| p.display().to_string());
     let prepared = Prepared {
