@@ -336,7 +336,8 @@ pub fn image_write(data: &[u8]) {
     fs.set_error_behavior(ErrorBehavior::RemountRo);
     let check = |r: Result<(), crate::ext4::Error>| {
         if let Err(e) = r {
-            if fs.write_failed(&e).is_some() {
+            if e.is_corruption() {
+                fs.corruption_found(&e);
                 assert!(fs.is_read_only(), "a corruption found while writing left the filesystem writable");
             }
         }

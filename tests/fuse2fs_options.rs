@@ -217,3 +217,53 @@ fn unmount_refuses_another_fuse_filesystem() {
     assert!(output_text(&out).contains("not an ext4box mount"), "{}", output_text(&out));
     assert!(still, "the foreign mount was taken away");
 }
+
+/// An image whose directory `/d` has a block with a bad checksum: listing it finds the damage.
+fn image_with_a_damaged_directory(s: &Scratch, name: &str) -> std::path::PathBuf {
+    let img = s.path(name);
+    mkfs(&img, 16 << 20, &["-b", "4096"]);
+    debugfs_w(&img, "mkdir d");
+    debugfs_w(&img, "write /dev/null d/file");
+    let block: u64 = debugfs(&img, "blocks /d").trim().parse().expect("debugfs names /d's block");
+    // Byte 40 is inside the entries (`.`, `..`, `file`), covered by the block's checksum.
+    let f = fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    let mut b = [0u8; 1];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, block * 4096 + 40).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[b[0] ^ 0x5a], block * 4096 + 40).unwrap();
+    img
+}
+
+/// As in the kernel, `errors=` applies to a corruption any operation finds on a writable mount, a read
+/// too: a directory block with a bad checksum, skipped by a listing (the kernel skips it as well), stops
+/// writing as surely as one found by a create.
+#[test]
+fn errors_option_applies_to_a_corruption_found_by_a_read() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("opt-errors-read");
+    let mnt = s.mkdir("mnt");
+    let listing = |mnt: &Path| -> Vec<String> {
+        let d = fs::read_dir(mnt.join("d")).expect("the damaged directory opens");
+        d.map(|e| e.expect("listing").file_name().to_string_lossy().into_owned()).collect()
+    };
+    let img = image_with_a_damaged_directory(&s, "ro.img");
+    let m = ext4box_mount_ok(&img, &mnt, "errors=remount-ro");
+    fs::File::create(mnt.join("before")).expect("writable before the damage is found");
+    assert_eq!(listing(&mnt), Vec::<String>::new(), "the damaged block is skipped");
+    let e = fs::File::create(mnt.join("after")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "errors=remount-ro: a write after the damaged read");
+    m.unmount();
+    let img = image_with_a_damaged_directory(&s, "continue.img");
+    let m = ext4box_mount_ok(&img, &mnt, "errors=continue");
+    assert_eq!(listing(&mnt), Vec::<String>::new(), "the damaged block is skipped");
+    fs::File::create(mnt.join("after")).expect("errors=continue keeps the mount writable");
+    m.unmount();
+    // A lookup in it finds the damage too, and reports it.
+    let img = image_with_a_damaged_directory(&s, "lookup.img");
+    let m = ext4box_mount_ok(&img, &mnt, "errors=remount-ro");
+    assert_eq!(fs::metadata(mnt.join("d/file")).unwrap_err().raw_os_error(), Some(libc::EUCLEAN), "lookup");
+    let e = fs::File::create(mnt.join("after")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "errors=remount-ro: a write after the damaged lookup");
+    m.unmount();
+}

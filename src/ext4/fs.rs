@@ -47,7 +47,7 @@ impl Default for MountOptions {
     }
 }
 
-/// What a corruption found while writing does (`errors=`; the superblock's `s_errors` by default).
+/// What a corruption found on a writable mount does (`errors=`; the superblock's `s_errors` by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorBehavior {
     /// The operation fails; the filesystem stays writable.
@@ -150,10 +150,12 @@ pub struct Filesystem {
     pub(crate) log: Option<super::journal_write::Log>,
     /// `errors=`.
     errors: Mutex<ErrorBehavior>,
-    /// Set when a corruption found while writing turned the filesystem read-only: why.
+    /// Set when a corruption found on a writable mount turned the filesystem read-only: why.
     pub(crate) errored: Mutex<Option<String>>,
     /// Set when a journal commit failed part way: nothing more is written, not even at unmount.
     pub(crate) aborted: Mutex<Option<String>>,
+    /// Set when a corruption was found under `errors=panic`.
+    must_stop: std::sync::atomic::AtomicBool,
 }
 
 impl Filesystem {
@@ -267,6 +269,7 @@ impl Filesystem {
             }),
             errored: Mutex::new(None),
             aborted: Mutex::new(None),
+            must_stop: std::sync::atomic::AtomicBool::new(false),
             sb,
         };
         let groups = fs.read_group_descriptors()?;
@@ -284,6 +287,11 @@ impl Filesystem {
         }
         *fs.groups.get_mut().unwrap_or_else(|p| p.into_inner()) = groups;
         fs.overhead = fs.overhead_blocks();
+        // As the kernel: a filesystem whose root is not a readable directory is refused, not mounted with
+        // nothing reachable in it.
+        if fs.inode(super::ROOT_INO)?.kind != Kind::Directory {
+            return Err(Error::corrupt(Object::Inode(super::ROOT_INO.0), "the root directory is not a directory"));
+        }
         if fs.read_only.is_none() && fs.sb.has_compat(COMPAT_HAS_JOURNAL) {
             match super::journal_write::Log::open(&fs) {
                 Ok(log) => fs.log = Some(log),
@@ -314,7 +322,7 @@ impl Filesystem {
     }
 
     /// `None` when writable; otherwise why not (a feature the engine cannot write, a read-only mount, or
-    /// a corruption found while writing under `errors=remount-ro`).
+    /// a corruption found under `errors=remount-ro`).
     pub fn read_only_reason(&self) -> Option<String> {
         self.read_only
             .clone()
@@ -335,32 +343,39 @@ impl Filesystem {
         }
     }
 
-    /// Sets what a corruption found while writing does (`errors=`).
+    /// Sets what a corruption found on a writable mount does (`errors=`).
     pub fn set_error_behavior(&self, b: ErrorBehavior) {
         *self.errors.lock().unwrap_or_else(|p| p.into_inner()) = b;
     }
 
-    /// Applies `errors=` to the error a write operation failed with, and returns what the caller must do
-    /// (only `Panic` asks anything of it). Errors other than corruption change nothing.
-    pub fn write_failed(&self, e: &Error) -> Option<ErrorBehavior> {
-        if !e.is_corruption() {
-            return None;
+    /// Applies `errors=` to a corruption an operation found. As the kernel's ext4_error, any operation
+    /// counts, reads too: a damaged directory found by a lookup, or skipped by a listing, stops writing as
+    /// surely as one found by a create. Errors other than corruption, and anything on a filesystem mounted
+    /// read-only (nothing will be written to spread the damage), change nothing. Under `errors=panic` the
+    /// engine only records the demand ([`Filesystem::must_stop`]): stopping is the server's business.
+    pub fn corruption_found(&self, e: &Error) {
+        if !e.is_corruption() || self.read_only.is_some() {
+            return;
         }
-        let b = *self.errors.lock().unwrap_or_else(|p| p.into_inner());
-        match b {
-            ErrorBehavior::Continue => tracing::error!(error = %e, "corruption found while writing (errors=continue)"),
+        match *self.errors.lock().unwrap_or_else(|p| p.into_inner()) {
+            ErrorBehavior::Continue => tracing::error!(error = %e, "corruption found (errors=continue)"),
             ErrorBehavior::RemountRo => {
                 let mut errored = self.errored.lock().unwrap_or_else(|p| p.into_inner());
                 if errored.is_none() {
-                    tracing::error!(error = %e, "corruption found while writing: the filesystem is read-only now (errors=remount-ro); run e2fsck");
+                    tracing::error!(error = %e, "corruption found: the filesystem is read-only now (errors=remount-ro); run e2fsck");
                     *errored = Some(format!("{e} (errors=remount-ro)"));
                 }
             }
             ErrorBehavior::Panic => {
-                tracing::error!(error = %e, "corruption found while writing (errors=panic): stopping")
+                tracing::error!(error = %e, "corruption found (errors=panic): stopping");
+                self.must_stop.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        Some(b)
+    }
+
+    /// Whether a corruption was found under `errors=panic`: the server must stop serving.
+    pub fn must_stop(&self) -> bool {
+        self.must_stop.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Holds off write operations while the caller reads: every read-side method must be called with
@@ -726,7 +741,9 @@ impl Filesystem {
                 Ok(Some(b)) => b,
                 Ok(None) => continue,
                 Err(e) if e.is_corruption() => {
+                    // As the kernel does: the listing goes on without the block, and errors= applies.
                     tracing::warn!(error = %e, "skipping damaged directory block");
+                    self.corruption_found(&e);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -737,6 +754,7 @@ impl Filesystem {
                     Ok(d) => d,
                     Err(e) => {
                         tracing::warn!(error = %e, "skipping the rest of a damaged directory block");
+                        self.corruption_found(&e);
                         break;
                     }
                 };

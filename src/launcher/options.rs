@@ -29,7 +29,7 @@ pub struct MountOptions {
     pub fakeroot: bool,
     /// Only the mounting user and root may use the mount (`allow_root`).
     pub allow_root: bool,
-    /// What a corruption found while writing does (`errors=`); the superblock's choice when `None`.
+    /// What a corruption found on a writable mount does (`errors=`); the superblock's choice when `None`.
     pub errors: Option<ErrorsPolicy>,
     /// Metadata block cache bound in bytes (`cache_size=`).
     pub cache_size: Option<u64>,
@@ -43,7 +43,7 @@ pub struct MountOptions {
     pub partition: Option<u32>,
 }
 
-/// `errors=`: the engine's choice of what a corruption found while writing does.
+/// `errors=`: the engine's choice of what a corruption found on a writable mount does.
 pub use crate::ext4::ErrorBehavior as ErrorsPolicy;
 
 /// Parses a size with an optional K, M or G suffix (powers of 1024), as fuse2fs's `cache_size=`.

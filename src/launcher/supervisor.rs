@@ -104,6 +104,7 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
     if !matches!(p.mode, super::MountMode::Fusermount(_)) {
         super::mount_syscall(&p.source, at, p.fuse.as_raw_fd(), &p.options, p.block_device, p.owner)?;
     }
+    let log = WorkerLog::new(p.image_shown.clone(), p.target.display().to_string());
     let (status_r, worker) = match &p.fd_socket {
         None => {
             let (status_r, status_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
@@ -115,8 +116,8 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
                     return Err(e);
                 }
             };
-            let fields = (p.image_shown.clone(), p.target.display().to_string());
-            std::thread::spawn(move || relay_log(log_r, fields));
+            let relay = log.clone();
+            std::thread::spawn(move || relay.relay(log_r));
             (status_r, Worker::Local(pid))
         }
         Some(path) => match hand_off(&p, path) {
@@ -161,6 +162,7 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
             break;
         }
     }
+    log.open(ready);
     if !ready {
         take_away(&p.mode, &p.target);
         let cause = worker.wait(&mut lines, &p.target);
@@ -350,11 +352,103 @@ fn remount_read_only(target: &Path) {
     }
 }
 
-/// Forwards the worker's log lines as events of the supervisor, which go to the systemd journal when one
-/// runs (with the image and mount point as fields) and to stderr in the foreground. The worker itself,
-/// confined, can only write to its pipe.
-fn relay_log(log: File, (image, mountpoint): (String, String)) {
-    for line in BufReader::new(log).lines().map_while(Result::ok) {
-        tracing::info!(target: "ext4box::worker", image = %image, mountpoint = %mountpoint, "{line}");
+/// What happens to the worker's log lines. Until the mount is ready they are held back: if the worker then
+/// refuses the image, its one error line is all the user sees (the held lines, and any that follow, go to
+/// the journal at info level); once it serves, they pass at their own levels.
+enum LogGate {
+    Hold(Vec<String>),
+    Pass,
+    Demote,
+}
+
+/// The gate the relay thread and the supervisor share, and the fields every relayed event carries.
+#[derive(Clone)]
+struct WorkerLog {
+    gate: std::sync::Arc<std::sync::Mutex<LogGate>>,
+    image: String,
+    mountpoint: String,
+}
+
+impl WorkerLog {
+    fn new(image: String, mountpoint: String) -> WorkerLog {
+        WorkerLog { gate: std::sync::Arc::new(std::sync::Mutex::new(LogGate::Hold(Vec::new()))), image, mountpoint }
+    }
+
+    /// Forwards the worker's log lines as events of the supervisor at the level each was written at, so
+    /// they go to the systemd journal when one runs (with the image and mount point as fields) and to
+    /// stderr in the foreground under the supervisor's own filter: an error the worker reports (damage
+    /// that turned the filesystem read-only) reaches the user. The worker itself, confined, can only
+    /// write to its pipe.
+    fn relay(&self, log: File) {
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+            match &mut *gate {
+                // (A bound: a worker that logs without end before it is ready loses the excess.)
+                LogGate::Hold(held) if held.len() < 1000 => held.push(line),
+                LogGate::Hold(_) => {}
+                LogGate::Pass => self.emit(&line, false),
+                LogGate::Demote => self.emit(&line, true),
+            }
+        }
+    }
+
+    /// Opens the gate: `served` relays what was held at its levels, otherwise at info level.
+    fn open(&self, served: bool) {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let next = if served { LogGate::Pass } else { LogGate::Demote };
+        if let LogGate::Hold(held) = std::mem::replace(&mut *gate, next) {
+            for line in held {
+                self.emit(&line, !served);
+            }
+        }
+    }
+
+    fn emit(&self, line: &str, demote: bool) {
+        let (level, msg) = split_level(line);
+        let level = if demote { tracing::Level::INFO.max(level) } else { level };
+        let (image, mountpoint) = (&self.image, &self.mountpoint);
+        macro_rules! relay {
+            ($level:expr) => {
+                tracing::event!(target: "ext4box::worker", $level, image = %image, mountpoint = %mountpoint, "{msg}")
+            };
+        }
+        match level {
+            tracing::Level::ERROR => relay!(tracing::Level::ERROR),
+            tracing::Level::WARN => relay!(tracing::Level::WARN),
+            tracing::Level::INFO => relay!(tracing::Level::INFO),
+            tracing::Level::DEBUG => relay!(tracing::Level::DEBUG),
+            _ => relay!(tracing::Level::TRACE),
+        }
+    }
+}
+
+/// The level of one line of the worker's log (its formatter starts each line with it) and the rest. A
+/// line without one is not the logger's (a panic message, say): an error.
+fn split_level(line: &str) -> (tracing::Level, &str) {
+    use tracing::Level;
+    let t = line.trim_start();
+    for (name, level) in
+        [("ERROR", Level::ERROR), ("WARN", Level::WARN), ("INFO", Level::INFO), ("DEBUG", Level::DEBUG), ("TRACE", Level::TRACE)]
+    {
+        if let Some(rest) = t.strip_prefix(name).and_then(|r| r.strip_prefix(' ')) {
+            return (level, rest);
+        }
+    }
+    (Level::ERROR, line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_level;
+    use tracing::Level;
+
+    #[test]
+    fn worker_log_lines_keep_their_level() {
+        assert_eq!(split_level(" INFO ext4box::launcher::worker: sandbox: x"), (Level::INFO, "ext4box::launcher::worker: sandbox: x"));
+        assert_eq!(split_level("ERROR ext4box::ext4::fs: corruption found"), (Level::ERROR, "ext4box::ext4::fs: corruption found"));
+        assert_eq!(split_level(" WARN a: b"), (Level::WARN, "a: b"));
+        assert_eq!(split_level("DEBUG a"), (Level::DEBUG, "a"));
+        assert_eq!(split_level("thread 'main' panicked at src/x.rs:1:1:"), (Level::ERROR, "thread 'main' panicked at src/x.rs:1:1:"));
+        assert_eq!(split_level("INFORMATION"), (Level::ERROR, "INFORMATION"));
     }
 }

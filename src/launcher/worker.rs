@@ -52,8 +52,9 @@ pub fn run(args: WorkerArgs) -> i32 {
     match serve(args, fuse, image, &mut status) {
         Ok(()) => 0,
         Err(msg) => {
+            // The launcher prints it as its one error line; the log (the journal) keeps a copy.
             send(&mut status, &format!("E {msg}"));
-            tracing::error!("{msg}");
+            tracing::info!("stopping: {msg}");
             1
         }
     }

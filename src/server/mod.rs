@@ -30,15 +30,6 @@ pub struct Errno(pub i32);
 
 pub type Reply<T> = Result<T, Errno>;
 
-impl From<ext4::Error> for Errno {
-    fn from(e: ext4::Error) -> Errno {
-        if e.is_corruption() || matches!(e, ext4::Error::Io(_)) {
-            // Damage is worth a log line that names the object; a missing name is not.
-            tracing::warn!(error = %e, "request failed");
-        }
-        Errno(e.errno())
-    }
-}
 
 /// How long the kernel may trust what we tell it. The server owns the image alone, so nothing changes
 /// behind the kernel's back: the longer, the fewer round trips.
@@ -143,7 +134,7 @@ impl Server {
     }
 
     fn inode(&self, nodeid: INodeNo) -> Reply<Arc<Inode>> {
-        Ok(self.fs.user_inode(attr::inode_of(nodeid))?)
+        self.checked(self.fs.user_inode(attr::inode_of(nodeid)))
     }
 
     fn block_size(&self) -> u32 {
@@ -195,15 +186,24 @@ impl Server {
         !self.opts.fakeroot
     }
 
-    /// The error of a write operation, after `errors=` had its say: under `errors=panic` the server stops
-    /// (the launcher then takes the mount away), as the kernel would stop the machine.
-    fn wr<T>(&self, r: ext4::Result<T>) -> Reply<T> {
-        r.map_err(|e| {
-            if self.fs.write_failed(&e) == Some(ext4::ErrorBehavior::Panic) {
-                std::process::exit(70);
+    /// An engine result as a reply, after `errors=` had its say about a corruption it reports (reads
+    /// count as writes do, as in the kernel): under `errors=panic` the server stops (the launcher then
+    /// takes the mount away), as the kernel would stop the machine.
+    fn checked<T>(&self, r: ext4::Result<T>) -> Reply<T> {
+        let r = r.map_err(|e| {
+            if e.is_corruption() || matches!(e, ext4::Error::Io(_)) {
+                // Damage is worth a log line that names the object; a missing name is not.
+                tracing::warn!(error = %e, "request failed");
             }
-            Errno::from(e)
-        })
+            self.fs.corruption_found(&e);
+            Errno(e.errno())
+        });
+        // The corruption may also have been found and stepped over by an operation that succeeded (a
+        // listing skips a damaged block).
+        if self.fs.must_stop() {
+            std::process::exit(70);
+        }
+        r
     }
 
     /// An entry reply for `inode`, counting the kernel's new reference.
@@ -215,8 +215,8 @@ impl Server {
     pub fn lookup(&self, parent: INodeNo, name: &[u8]) -> Reply<(FileAttr, u64)> {
         let _g = self.fs.shared();
         let dir = self.inode(parent)?;
-        let ino = self.fs.lookup(&dir, name)?;
-        let inode = self.fs.user_inode(ino)?;
+        let ino = self.checked(self.fs.lookup(&dir, name))?;
+        let inode = self.checked(self.fs.user_inode(ino))?;
         self.remember(ino);
         Ok((self.present(attr::entry_attr(&inode, self.block_size())), u64::from(inode.generation)))
     }
@@ -234,7 +234,7 @@ impl Server {
 
     pub fn readlink(&self, nodeid: INodeNo) -> Reply<Vec<u8>> {
         let _g = self.fs.shared();
-        Ok(self.fs.readlink(&*self.inode(nodeid)?)?)
+        self.checked(self.fs.readlink(&*self.inode(nodeid)?))
     }
 
     /// opendir, and open on a read-only mount: nothing to track. Answering ENOSYS makes the kernel stop
@@ -253,7 +253,7 @@ impl Server {
         let ino = attr::inode_of(nodeid);
         let reading_stale = {
             let _g = self.fs.shared();
-            let inode = self.fs.user_inode(ino)?;
+            let inode = self.checked(self.fs.user_inode(ino))?;
             // The kernel does not know the inode flags of a FUSE file: refuse here what it would refuse for
             // ext4 (writing an immutable file; anything but appending to an append-only one).
             let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
@@ -281,7 +281,7 @@ impl Server {
         let (data, stale_atime) = {
             let _g = self.fs.shared();
             let inode = self.inode(nodeid)?;
-            (self.fs.read(&inode, offset, size as usize)?, self.atime_due(&inode))
+            (self.checked(self.fs.read(&inode, offset, size as usize))?, self.atime_due(&inode))
         };
         if stale_atime {
             self.update_atime(attr::inode_of(nodeid));
@@ -330,8 +330,8 @@ impl Server {
         let inode = self.inode(nodeid)?;
         let offset = u64::try_from(offset).map_err(|_| Errno(EINVAL))?;
         let found = match whence {
-            SEEK_DATA => self.fs.seek_data(&inode, offset)?,
-            SEEK_HOLE => self.fs.seek_hole(&inode, offset)?,
+            SEEK_DATA => self.checked(self.fs.seek_data(&inode, offset))?,
+            SEEK_HOLE => self.checked(self.fs.seek_hole(&inode, offset))?,
             // SEEK_SET, SEEK_CUR and SEEK_END never reach the server: the kernel answers them.
             _ => return Err(Errno(EINVAL)),
         };
@@ -343,15 +343,15 @@ impl Server {
     pub fn readdir(&self, nodeid: INodeNo, offset: u64, emit: &mut DirEmit<'_>) -> Reply<()> {
         let _g = self.fs.shared();
         let dir = self.inode(nodeid)?;
-        self.fs.read_dir(&dir, offset, &mut |e, next| {
+        let r = self.fs.read_dir(&dir, offset, &mut |e, next| {
             let kind = match e.kind {
                 Some(k) => k,
                 // No filetype feature: the type is in the inode (a damaged one lists as a regular file).
                 None => self.fs.user_inode(e.ino).map(|i| i.kind).unwrap_or(FileKind::Regular),
             };
             emit(u64::from(e.ino.0), next, attr::file_type(kind), &e.name)
-        })?;
-        Ok(())
+        });
+        self.checked(r)
     }
 
     /// Lists a directory with each entry's attributes. `emit(ino, next_offset, name, attr, generation,
@@ -360,7 +360,7 @@ impl Server {
         let _g = self.fs.shared();
         let dir = self.inode(nodeid)?;
         let bs = self.block_size();
-        self.fs.read_dir(&dir, offset, &mut |e, next| {
+        let r = self.fs.read_dir(&dir, offset, &mut |e, next| {
             let dot = e.name == b"." || e.name == b"..";
             // fuser takes the entry's inode number from the attributes: `.` and `..` (which the kernel does
             // not link) carry the inode's own number, so the root's shows as 2 as on ext4, not node id 1.
@@ -377,8 +377,8 @@ impl Server {
                 self.remember(e.ino);
             }
             full
-        })?;
-        Ok(())
+        });
+        self.checked(r)
     }
 
     pub fn statfs(&self) -> StatFs {
@@ -394,7 +394,7 @@ impl Server {
     /// An attribute's value; with `size == 0` the caller only wants its length.
     pub fn getxattr(&self, nodeid: INodeNo, name: &[u8], size: u32) -> Reply<XattrReply> {
         let _g = self.fs.shared();
-        let value = self.fs.get_xattr(&*self.inode(nodeid)?, name)?;
+        let value = self.checked(self.fs.get_xattr(&*self.inode(nodeid)?, name))?;
         sized(value, size)
     }
 
@@ -402,7 +402,7 @@ impl Server {
     pub fn listxattr(&self, nodeid: INodeNo, size: u32) -> Reply<XattrReply> {
         let _g = self.fs.shared();
         let mut list = Vec::new();
-        for name in self.fs.list_xattrs(&*self.inode(nodeid)?)? {
+        for name in self.checked(self.fs.list_xattrs(&*self.inode(nodeid)?))? {
             list.extend_from_slice(&name);
             list.push(0);
         }
@@ -446,7 +446,7 @@ impl Server {
     ) -> Reply<((FileAttr, u64), u64)> {
         let new =
             NewInode { mode: (mode & 0o7777) | 0o100000, uid: who.0, gid: who.1, rdev: 0, umask: self.umask(umask) };
-        let inode = self.wr(self.fs.mknod(attr::inode_of(parent), name, new))?;
+        let inode = self.checked(self.fs.mknod(attr::inode_of(parent), name, new))?;
         // A new file has no flags to enforce and no access to record: no open bookkeeping at all.
         Ok((self.entry(&inode), 0))
     }
@@ -461,7 +461,7 @@ impl Server {
         who: (u32, u32),
     ) -> Reply<(FileAttr, u64)> {
         let new = NewInode { mode, uid: who.0, gid: who.1, rdev, umask: self.umask(umask) };
-        let inode = self.wr(self.fs.mknod(attr::inode_of(parent), name, new))?;
+        let inode = self.checked(self.fs.mknod(attr::inode_of(parent), name, new))?;
         Ok(self.entry(&inode))
     }
 
@@ -474,7 +474,7 @@ impl Server {
         uid: u32,
         gid: u32,
     ) -> Reply<(FileAttr, u64)> {
-        let inode = self.wr(self.fs.mkdir(
+        let inode = self.checked(self.fs.mkdir(
             attr::inode_of(parent),
             name,
             NewInode { mode, uid, gid, rdev: 0, umask: self.umask(umask) },
@@ -484,62 +484,57 @@ impl Server {
 
     pub fn symlink(&self, parent: INodeNo, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Reply<(FileAttr, u64)> {
         let new = NewInode { mode: 0o120777, uid, gid, rdev: 0, umask: None };
-        let inode = self.wr(self.fs.symlink(attr::inode_of(parent), name, target, new))?;
+        let inode = self.checked(self.fs.symlink(attr::inode_of(parent), name, target, new))?;
         Ok(self.entry(&inode))
     }
 
     pub fn link(&self, nodeid: INodeNo, newparent: INodeNo, newname: &[u8]) -> Reply<(FileAttr, u64)> {
-        let inode = self.wr(self.fs.link(attr::inode_of(nodeid), attr::inode_of(newparent), newname))?;
+        let inode = self.checked(self.fs.link(attr::inode_of(nodeid), attr::inode_of(newparent), newname))?;
         Ok(self.entry(&inode))
     }
 
     pub fn unlink(&self, parent: INodeNo, name: &[u8]) -> Reply<()> {
-        self.wr(self.fs.unlink(attr::inode_of(parent), name))
+        self.checked(self.fs.unlink(attr::inode_of(parent), name))
     }
 
     pub fn rmdir(&self, parent: INodeNo, name: &[u8]) -> Reply<()> {
-        self.wr(self.fs.rmdir(attr::inode_of(parent), name))
+        self.checked(self.fs.rmdir(attr::inode_of(parent), name))
     }
 
     pub fn rename(&self, parent: INodeNo, name: &[u8], newparent: INodeNo, newname: &[u8], flags: u32) -> Reply<()> {
-        self.wr(self.fs.rename(attr::inode_of(parent), name, attr::inode_of(newparent), newname, flags))
+        self.checked(self.fs.rename(attr::inode_of(parent), name, attr::inode_of(newparent), newname, flags))
     }
 
     pub fn setattr(&self, nodeid: INodeNo, changes: SetAttr) -> Reply<FileAttr> {
-        let inode = self.wr(self.fs.setattr(attr::inode_of(nodeid), changes))?;
+        let inode = self.checked(self.fs.setattr(attr::inode_of(nodeid), changes))?;
         Ok(self.present(attr::attr(&inode, self.block_size())))
     }
 
     pub fn write(&self, nodeid: INodeNo, offset: u64, data: &[u8]) -> Reply<u32> {
-        self.wr(self.fs.write(attr::inode_of(nodeid), offset, data))?;
+        self.checked(self.fs.write(attr::inode_of(nodeid), offset, data))?;
         u32::try_from(data.len()).map_err(|_| Errno(EINVAL))
     }
 
     pub fn fallocate(&self, nodeid: INodeNo, offset: u64, len: u64, mode: i32) -> Reply<()> {
-        self.wr(self.fs.fallocate(attr::inode_of(nodeid), offset, len, mode))?;
+        self.checked(self.fs.fallocate(attr::inode_of(nodeid), offset, len, mode))?;
         Ok(())
     }
 
     pub fn fsync(&self) -> Reply<()> {
-        Ok(self.fs.sync()?)
+        self.checked(self.fs.sync())
     }
 
     pub fn setxattr(&self, nodeid: INodeNo, name: &[u8], value: &[u8], flags: i32) -> Reply<()> {
-        self.wr(self.fs.set_xattr(attr::inode_of(nodeid), name, Some(value), flags))
+        self.checked(self.fs.set_xattr(attr::inode_of(nodeid), name, Some(value), flags))
     }
 
     pub fn removexattr(&self, nodeid: INodeNo, name: &[u8]) -> Reply<()> {
-        self.wr(self.fs.set_xattr(attr::inode_of(nodeid), name, None, 0))
+        self.checked(self.fs.set_xattr(attr::inode_of(nodeid), name, None, 0))
     }
 
     pub fn copy_file_range(&self, src: INodeNo, off_in: u64, dst: INodeNo, off_out: u64, len: u64) -> Reply<u32> {
-        let n = self.fs.copy_range(
-            attr::inode_of(src),
-            off_in,
-            attr::inode_of(dst),
-            off_out,
-            len.min(u64::from(u32::MAX)),
-        )?;
+        let len = len.min(u64::from(u32::MAX));
+        let n = self.checked(self.fs.copy_range(attr::inode_of(src), off_in, attr::inode_of(dst), off_out, len))?;
         u32::try_from(n).map_err(|_| Errno(EINVAL))
     }
 
@@ -551,18 +546,18 @@ impl Server {
         match ((cmd >> 8) & 0xFF, cmd & 0xFF) {
             (0x66, 1) => {
                 let _g = self.fs.shared();
-                Ok(self.fs.get_flags(ino)?.to_le_bytes().to_vec())
+                Ok(self.checked(self.fs.get_flags(ino))?.to_le_bytes().to_vec())
             }
             (0x66, 2) => {
                 let new = input.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(Errno(EINVAL))?;
-                self.wr(self.fs.set_flags(ino, new, uid == 0))?;
+                self.checked(self.fs.set_flags(ino, new, uid == 0))?;
                 Ok(Vec::new())
             }
             // FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR: the kernel reads these around every SETFLAGS.
             (0x58, 31) => {
                 let flags = {
                     let _g = self.fs.shared();
-                    self.fs.get_flags(ino)?
+                    self.checked(self.fs.get_flags(ino))?
                 };
                 let mut out = vec![0u8; FSXATTR_SIZE];
                 out[..4].copy_from_slice(&xflags_of(flags).to_le_bytes());
@@ -572,12 +567,12 @@ impl Server {
                 let x = input.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(Errno(EINVAL))?;
                 let current = {
                     let _g = self.fs.shared();
-                    self.fs.get_flags(ino)?
+                    self.checked(self.fs.get_flags(ino))?
                 };
                 let mapped: u32 = XFLAG_MAP.iter().map(|&(_, f)| f).fold(0, |a, f| a | f);
                 let new =
                     (current & !mapped) | XFLAG_MAP.iter().filter(|&&(xf, _)| x & xf != 0).fold(0, |a, &(_, f)| a | f);
-                self.wr(self.fs.set_flags(ino, new, uid == 0))?;
+                self.checked(self.fs.set_flags(ino, new, uid == 0))?;
                 Ok(Vec::new())
             }
             _ => Err(Errno(ENOTTY)),

@@ -464,6 +464,36 @@ pub fn ext4box_unmount(mnt: &Path) -> Output {
     ext4box(&[OsStr::new("unmount"), mnt.as_os_str()], CMD_TIMEOUT)
 }
 
+/// `ext4box mount IMG MNT -o OPTS --foreground` with stderr (the server's log) going to `log`: the
+/// running launcher once the mount is live, or its exit status when it ended without mounting.
+pub fn ext4box_foreground(img: &Path, mnt: &Path, opts: &str, log: &Path) -> Result<std::process::Child, ExitStatus> {
+    let mut child = Command::new(BIN)
+        .arg("mount")
+        .arg(img)
+        .arg(mnt)
+        .args(["-o", opts, "--foreground"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        // The mount exists before the worker has read the image, and goes away again when it refuses it:
+        // served means a stat of the root was answered (an error of a damaged root counts) while the
+        // mount is still there.
+        let answered = || fs::metadata(mnt).err().and_then(|e| e.raw_os_error()) != Some(libc::ENOTCONN);
+        if mountinfo_entry(mnt).is_some() && answered() && mountinfo_entry(mnt).is_some() {
+            return Ok(child);
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            return Err(st);
+        }
+        assert!(start.elapsed() < CMD_TIMEOUT, "ext4box mount --foreground {img:?}: no mount after {CMD_TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A live ext4box mount and the server processes serving it.
 pub struct Ext4boxMount {
     pub mnt: PathBuf,
