@@ -110,24 +110,8 @@ fn foreground_mode_serves_until_unmounted() {
     let s = Scratch::new("opt-foreground");
     let img = image_with_files(&s);
     let mnt = s.mkdir("mnt");
-    let mut child = Command::new(BIN)
-        .arg("mount")
-        .arg(&img)
-        .arg(&mnt)
-        .args(["-o", "ro", "--foreground"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while mountinfo_entry(&mnt).is_none() {
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("ext4box mount --foreground exited ({st}) without mounting");
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "--foreground: no mount after 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = ext4box_foreground(&img, &mnt, "ro", &s.path("log"))
+        .unwrap_or_else(|st| panic!("ext4box mount --foreground exited ({st}) without mounting"));
     assert_eq!(fs::read(mnt.join("public")).unwrap(), b"readable by all\n");
     assert!(child.try_wait().unwrap().is_none(), "--foreground returned while the mount is live");
     let out = ext4box(&[OsStr::new("unmount"), mnt.as_os_str()], CMD_TIMEOUT);
