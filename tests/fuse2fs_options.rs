@@ -34,6 +34,17 @@ fn write_fsync(p: &Path) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
 
+/// The mount itself turns read-only (as the kernel's remount-ro shows in /proc/mounts): the supervisor
+/// remounts it when the worker says so, a moment after the failing request.
+fn assert_read_only_soon(mnt: &Path) {
+    let ro = |m: &MountInfo| m.mount_opts.split(',').any(|o| o == "ro");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !mountinfo_entry(mnt).is_some_and(|m| ro(&m)) {
+        assert!(std::time::Instant::now() < deadline, "the mount is still rw: {:?}", mountinfo_entry(mnt));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn errors_option_decides_what_a_corruption_found_while_writing_does() {
     if !require_root_and_fuse() {
@@ -55,6 +66,7 @@ fn errors_option_decides_what_a_corruption_found_while_writing_does() {
     let e = fs::File::create(mnt.join("after")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "errors=remount-ro: later writes");
     assert!(fs::read_dir(&mnt).is_ok(), "reads go on after remount-ro");
+    assert_read_only_soon(&mnt);
     m.unmount();
     // panic: the server stops and the mount is taken away.
     let img = image_with_a_zeroed_bitmap(&s, "panic.img");
@@ -265,5 +277,6 @@ fn errors_option_applies_to_a_corruption_found_by_a_read() {
     assert_eq!(fs::metadata(mnt.join("d/file")).unwrap_err().raw_os_error(), Some(libc::EUCLEAN), "lookup");
     let e = fs::File::create(mnt.join("after")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "errors=remount-ro: a write after the damaged lookup");
+    assert_read_only_soon(&mnt);
     m.unmount();
 }

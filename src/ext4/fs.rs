@@ -156,6 +156,8 @@ pub struct Filesystem {
     pub(crate) aborted: Mutex<Option<String>>,
     /// Set when a corruption was found under `errors=panic`.
     must_stop: std::sync::atomic::AtomicBool,
+    /// Told when the filesystem turns read-only while mounted.
+    read_only_hook: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
 }
 
 impl Filesystem {
@@ -270,6 +272,7 @@ impl Filesystem {
             errored: Mutex::new(None),
             aborted: Mutex::new(None),
             must_stop: std::sync::atomic::AtomicBool::new(false),
+            read_only_hook: std::sync::OnceLock::new(),
             sb,
         };
         let groups = fs.read_group_descriptors()?;
@@ -340,6 +343,20 @@ impl Filesystem {
         if a.is_none() {
             tracing::error!("{why}; the filesystem is read-only now");
             *a = Some(why.to_string());
+            drop(a);
+            self.turned_read_only(why);
+        }
+    }
+
+    /// Registers who to tell when the filesystem turns read-only while mounted (a journal abort,
+    /// `errors=remount-ro`): the mount itself can then be made read-only.
+    pub fn on_read_only(&self, f: Box<dyn Fn(&str) + Send + Sync>) {
+        let _ = self.read_only_hook.set(f);
+    }
+
+    fn turned_read_only(&self, why: &str) {
+        if let Some(f) = self.read_only_hook.get() {
+            f(why);
         }
     }
 
@@ -363,7 +380,10 @@ impl Filesystem {
                 let mut errored = self.errored.lock().unwrap_or_else(|p| p.into_inner());
                 if errored.is_none() {
                     tracing::error!(error = %e, "corruption found: the filesystem is read-only now (errors=remount-ro); run e2fsck");
-                    *errored = Some(format!("{e} (errors=remount-ro)"));
+                    let why = format!("{e} (errors=remount-ro)");
+                    *errored = Some(why.clone());
+                    drop(errored);
+                    self.turned_read_only(&why);
                 }
             }
             ErrorBehavior::Panic => {

@@ -142,6 +142,7 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
             }
         } else if let Some(why) = line.strip_prefix("W ro ") {
             // (fusermount3 cannot remount: the server answers EROFS all the same.)
+            // (Nothing can be open on it yet, so the remount cannot be busy.)
             if !matches!(p.mode, super::MountMode::Fusermount(_)) {
                 remount_read_only(&p.target);
             }
@@ -171,7 +172,18 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
         return Err(msg);
     }
     let dev = mountinfo::find(&p.target).map(|m| m.dev);
-    let (clean, cause) = worker.wait(&mut lines, &p.target);
+    let can_remount = !matches!(p.mode, super::MountMode::Fusermount(_));
+    let (clean, cause) = match worker {
+        Worker::Local(pid) => {
+            let target = p.target.clone();
+            std::thread::spawn(move || watch_status(lines, can_remount, &target));
+            wait_worker(pid)
+        }
+        Worker::Remote => {
+            watch_status(lines.by_ref(), can_remount, &p.target);
+            worker.wait(&mut lines, &p.target)
+        }
+    };
     if let Some(dev) = &dev {
         registry::remove(dev, std::process::id());
     }
@@ -183,6 +195,29 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
     let msg = format!("the worker serving {} died ({cause}); the mount was detached", p.target.display());
     tracing::error!("{msg}");
     Err(msg)
+}
+
+/// The worker's status lines once the mount is ready: a filesystem that turned read-only (errors=remount-ro,
+/// a journal abort) says `W ro <why>`, and the mount is made read-only too, as the kernel's remount-ro
+/// shows in /proc/mounts (not through fusermount3, which cannot remount: the server answers EROFS all the
+/// same). Returns when the worker closes its end.
+fn watch_status(lines: impl Iterator<Item = std::io::Result<String>>, can_remount: bool, target: &Path) {
+    for line in lines.map_while(Result::ok) {
+        if let Some(why) = line.strip_prefix("W ro ") {
+            tracing::info!(mountpoint = %target.display(), "the filesystem is read-only now: {why}");
+            if can_remount && !remount_read_only(target) {
+                // EBUSY while a file is open for writing on the mount (the kernel's own remount-ro sets
+                // the superblock's flag directly; a remount must wait): try again until it works or
+                // the mount is gone.
+                let target = target.to_path_buf();
+                std::thread::spawn(move || {
+                    while mountinfo::find(&target).is_some() && !remount_read_only(&target) {
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// Connects to a worker listening on `path` and hands it the descriptors; returns the connection, on
@@ -343,13 +378,13 @@ fn seccomp_victim_syscall(pid: libc::pid_t) -> Option<u64> {
 
 use std::os::unix::fs::OpenOptionsExt;
 
-/// Makes the mount read-only (per mount point: the worker found a feature it cannot write).
-fn remount_read_only(target: &Path) {
-    if let Ok(t) = CString::new(target.as_os_str().as_bytes()) {
-        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-        // SAFETY: valid NUL-terminated path; null source, fstype and data are allowed for a remount.
-        unsafe { libc::mount(std::ptr::null(), t.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
-    }
+/// Makes the mount read-only (per mount point: the worker found a feature it cannot write, or turned the
+/// filesystem read-only); false when the kernel refused (EBUSY while a file is open for writing).
+fn remount_read_only(target: &Path) -> bool {
+    let Ok(t) = CString::new(target.as_os_str().as_bytes()) else { return false };
+    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    // SAFETY: valid NUL-terminated path; null source, fstype and data are allowed for a remount.
+    unsafe { libc::mount(std::ptr::null(), t.as_ptr(), std::ptr::null(), flags, std::ptr::null()) == 0 }
 }
 
 /// What happens to the worker's log lines. Until the mount is ready they are held back: if the worker then

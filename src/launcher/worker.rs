@@ -40,20 +40,21 @@ pub struct WorkerArgs {
     pub sandbox: Option<(Identity, Option<std::path::PathBuf>)>,
 }
 
-fn send(status: &mut File, line: &str) {
+fn send(mut status: &File, line: &str) {
     let _ = status.write_all(format!("{line}\n").as_bytes());
 }
 
 /// The worker's main: returns the process exit code.
 pub fn run(args: WorkerArgs) -> i32 {
     // SAFETY: the launcher put these descriptors in place for us and nothing else owns them.
-    let (fuse, image, mut status) =
+    let (fuse, image, status) =
         unsafe { (OwnedFd::from_raw_fd(FUSE_FD), File::from_raw_fd(IMAGE_FD), File::from_raw_fd(STATUS_FD)) };
-    match serve(args, fuse, image, &mut status) {
+    let status = Arc::new(status);
+    match serve(args, fuse, image, &status) {
         Ok(()) => 0,
         Err(msg) => {
             // The launcher prints it as its one error line; the log (the journal) keeps a copy.
-            send(&mut status, &format!("E {msg}"));
+            send(&status, &format!("E {msg}"));
             tracing::info!("stopping: {msg}");
             1
         }
@@ -71,7 +72,7 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
             return 1;
         }
     };
-    let mut status = File::from(conn.try_clone().unwrap_or(conn));
+    let status = Arc::new(File::from(conn.try_clone().unwrap_or(conn)));
     let received = std::os::fd::AsFd::as_fd(&status)
         .try_clone_to_owned()
         .map_err(|e| e.to_string())
@@ -86,7 +87,7 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
     let (h, fuse, image) = match received {
         Ok(r) => r,
         Err(e) => {
-            send(&mut status, &format!("E handoff refused: {e}"));
+            send(&status, &format!("E handoff refused: {e}"));
             tracing::error!("handoff refused: {e}");
             return 1;
         }
@@ -102,17 +103,17 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
         gid: None,
         sandbox,
     };
-    match serve(args, fuse, File::from(image), &mut status) {
+    match serve(args, fuse, File::from(image), &status) {
         Ok(()) => 0,
         Err(msg) => {
-            send(&mut status, &format!("E {msg}"));
+            send(&status, &format!("E {msg}"));
             tracing::error!("{msg}");
             1
         }
     }
 }
 
-fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Result<(), String> {
+fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Result<(), String> {
     match &args.sandbox {
         Some((id, policy_file)) => {
             let policy = Policy::compile(&sandbox::policy_text(policy_file.as_deref())?)?;
@@ -156,6 +157,10 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &mut File) -> Res
         if let Some(why) = fs.read_only_reason() {
             send(status, &format!("W ro {why}"));
         }
+        // Turning read-only later (errors=remount-ro, a journal abort) is told the same way, so that the
+        // supervisor makes the mount read-only too, as the kernel's remount-ro shows in /proc/mounts.
+        let later = status.clone();
+        fs.on_read_only(Box::new(move |why| send(&later, &format!("W ro {why}"))));
     }
     let server = Arc::new(Server::new(
         fs,
