@@ -89,7 +89,11 @@ fn root_of_a_user_namespace_mounts_with_mount2() {
     mkfs(&img, 64 << 20, &[]);
     let mnt = s.mkdir("mnt");
     hand_to_user(&s, &[&img, &mnt], user);
-    let out = as_user(&s, WORKLOAD, "unshare -Urm");
+    // The registry's first place under /tmp is taken (as by another user, or a namespace number reused):
+    // unmount must still find the server and wait for it (the workload checks the worker is gone).
+    let taken = "first=\"/tmp/ext4box-$(awk '{print $2}' /proc/self/uid_map)-$(readlink /proc/self/ns/user | tr -dc 0-9)\"\n\
+                 rm -rf \"$first\" && ln -s /nonexistent \"$first\"";
+    let out = as_user(&s, &format!("{taken}\n{WORKLOAD}"), "unshare -Urm");
     check(&s, &out, "user namespace");
     let explain = fs::read_to_string(s.path("explain.txt")).unwrap();
     assert!(explain.contains("identity: kept"), "the identity that cannot change must be said:\n{explain}");

@@ -423,6 +423,7 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
     }
     let pid = registry::lookup(&entry.dev);
     let pidfd = pid.and_then(pidfd_open);
+    tracing::debug!(?pid, pidfd = pidfd.is_some(), dev = %entry.dev, "the server to wait for");
     if !entry.read_only() {
         sync_mount(&target, Duration::from_secs(10));
     }

@@ -5,55 +5,84 @@
 
 use std::path::PathBuf;
 
-fn dir() -> PathBuf {
+/// Where the registry may be, in order of preference. Root uses /run; a user their runtime directory.
+/// Without one (runuser, `unshare -Urm`), a directory under /tmp named after the user (as seen outside
+/// any user namespace) and the namespace; since another user could have made that name first, and
+/// namespace numbers are reused, a few numbered alternatives follow.
+fn candidates() -> Vec<PathBuf> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid == 0 && !crate::sandbox::privileges::in_user_namespace() {
-        PathBuf::from("/run/ext4box")
-    } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
-        PathBuf::from(d).join("ext4box")
-    } else {
-        // Root of a user namespace is some user outside it: the namespace names the directory.
-        let ns = std::fs::read_link("/proc/self/ns/user")
-            .map(|l| l.to_string_lossy().chars().filter(char::is_ascii_digit).collect::<String>())
-            .unwrap_or_default();
-        std::env::temp_dir().join(format!("ext4box-{euid}-{ns}"))
+        return vec![PathBuf::from("/run/ext4box")];
     }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return vec![PathBuf::from(d).join("ext4box")];
+    }
+    let ns = std::fs::read_link("/proc/self/ns/user")
+        .map(|l| l.to_string_lossy().chars().filter(char::is_ascii_digit).collect::<String>())
+        .unwrap_or_default();
+    let base = format!("ext4box-{}-{ns}", outer_uid(euid));
+    let tmp = std::env::temp_dir();
+    std::iter::once(tmp.join(&base)).chain((1..8).map(|i| tmp.join(format!("{base}-{i}")))).collect()
 }
 
-fn path(dev: &str) -> PathBuf {
-    dir().join(dev.replace('/', "_"))
+/// `uid` as the initial user namespace knows it (from /proc/self/uid_map), so that two users' namespaces
+/// never share a name.
+fn outer_uid(uid: u32) -> u32 {
+    outer_uid_in(&std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default(), uid)
 }
 
-/// The registry directory, if it is ours alone: a real directory (not a link), owned by this user and
-/// closed to others. (Its name under /tmp is guessable: another user could have made it first.)
-fn trusted_dir() -> Option<PathBuf> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let d = dir();
-    let m = std::fs::symlink_metadata(&d).ok()?;
-    // SAFETY: geteuid has no preconditions.
-    let ours = m.is_dir() && m.uid() == unsafe { libc::geteuid() } && m.permissions().mode() & 0o077 == 0;
-    ours.then_some(d)
+fn outer_uid_in(map: &str, uid: u32) -> u32 {
+    map.lines()
+        .filter_map(|l| {
+            let f: Vec<u32> = l.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            let (&inside, &outside, &count) = (f.first()?, f.get(1)?, f.get(2)?);
+            (uid >= inside && uid - inside < count).then(|| outside.saturating_add(uid - inside))
+        })
+        .next()
+        .unwrap_or(uid)
+}
+
+/// The registry directory: the first candidate that is ours alone (a real directory, not a link, owned
+/// by this user, closed to others; one of ours that an older version left open is closed now). A
+/// candidate that does not exist is made when `create`, and ends the search otherwise (a record would
+/// have been made there).
+fn dir(create: bool) -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    for d in candidates() {
+        let m = match std::fs::symlink_metadata(&d) {
+            Ok(m) => m,
+            Err(_) if create => {
+                let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d);
+                match std::fs::symlink_metadata(&d) {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                }
+            }
+            Err(_) => return None,
+        };
+        // SAFETY: geteuid has no preconditions.
+        if !m.is_dir() || m.uid() != unsafe { libc::geteuid() } {
+            continue;
+        }
+        if m.permissions().mode() & 0o077 != 0 && std::fs::set_permissions(&d, PermissionsExt::from_mode(0o700)).is_err() {
+            continue;
+        }
+        return Some(d);
+    }
+    None
+}
+
+fn path(dev: &str) -> Option<PathBuf> {
+    Some(dir(false)?.join(dev.replace('/', "_")))
 }
 
 /// Records `pid` as the server of the mount with device number `dev`, mounted for user `owner`.
 pub fn record(dev: &str, pid: u32, owner: u32) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir());
-    // A directory of ours that an older version left open to others is closed now.
-    if let Ok(m) = std::fs::symlink_metadata(dir()) {
-        use std::os::unix::fs::MetadataExt;
-        // SAFETY: geteuid has no preconditions.
-        if m.is_dir() && m.uid() == unsafe { libc::geteuid() } {
-            let _ = std::fs::set_permissions(dir(), std::os::unix::fs::PermissionsExt::from_mode(0o700));
-        }
-    }
-    let d = trusted_dir().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!("{} is not a private directory", dir().display()),
-        )
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = dir(true).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no private directory for the registry of mounts")
     })?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -66,8 +95,7 @@ pub fn record(dev: &str, pid: u32, owner: u32) -> std::io::Result<()> {
 }
 
 fn fields(dev: &str) -> Option<Vec<u32>> {
-    trusted_dir()?;
-    let text = std::fs::read_to_string(path(dev)).ok()?;
+    let text = std::fs::read_to_string(path(dev)?).ok()?;
     Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
@@ -83,7 +111,7 @@ pub fn owner(dev: &str) -> Option<u32> {
 
 /// How many live mounts were made for `uid`.
 pub fn count_for(uid: u32) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir()) else { return 0 };
+    let Some(Ok(entries)) = dir(false).map(std::fs::read_dir) else { return 0 };
     entries
         .flatten()
         .filter_map(|e| fields(&e.file_name().to_string_lossy()))
@@ -97,6 +125,20 @@ pub fn count_for(uid: u32) -> usize {
 /// is gone, so a newer mount's record must not be removed by an older server or its unmount.
 pub fn remove(dev: &str, pid: u32) {
     if lookup(dev) == Some(pid) {
-        let _ = std::fs::remove_file(path(dev));
+        if let Some(p) = path(dev) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn outer_uid_follows_the_namespace_map() {
+        assert_eq!(super::outer_uid_in("         0       1001          1\n", 0), 1001);
+        assert_eq!(super::outer_uid_in("         0     100000      65536\n", 1000), 101000);
+        assert_eq!(super::outer_uid_in("         0          0 4294967295\n", 1000), 1000);
+        assert_eq!(super::outer_uid_in("         0       1001          1\n", 5), 5);
+        assert_eq!(super::outer_uid_in("", 7), 7);
     }
 }

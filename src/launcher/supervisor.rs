@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -61,7 +61,7 @@ enum Worker {
 impl Worker {
     /// Waits until the worker is gone; returns whether it ended cleanly (the filesystem was unmounted),
     /// and how it ended.
-    fn wait(self, rest: &mut std::io::Lines<BufReader<File>>, target: &Path) -> (bool, String) {
+    fn wait(self, rest: &mut WorkerLines<File>, target: &Path) -> (bool, String) {
         match self {
             Worker::Local(pid) => wait_worker(pid),
             Worker::Remote => {
@@ -82,6 +82,7 @@ impl Worker {
 pub type Reporter = Option<File>;
 
 fn report(r: &mut Reporter, line: &str) {
+    let line = &*printable(line);
     match r {
         Some(f) => {
             let _ = f.write_all(format!("{line}\n").as_bytes());
@@ -134,8 +135,8 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
 
     let mut ready = false;
     let mut failure = None;
-    let mut lines = BufReader::new(status_r).lines();
-    for line in lines.by_ref().map_while(Result::ok) {
+    let mut lines = WorkerLines::new(status_r);
+    for line in lines.by_ref() {
         if line.starts_with("S ") {
             if p.explain {
                 report(&mut reporter, &line);
@@ -201,8 +202,8 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
 /// a journal abort) says `W ro <why>`, and the mount is made read-only too, as the kernel's remount-ro
 /// shows in /proc/mounts (not through fusermount3, which cannot remount: the server answers EROFS all the
 /// same). Returns when the worker closes its end.
-fn watch_status(lines: impl Iterator<Item = std::io::Result<String>>, can_remount: bool, target: &Path) {
-    for line in lines.map_while(Result::ok) {
+fn watch_status(lines: impl Iterator<Item = String>, can_remount: bool, target: &Path) {
+    for line in lines {
         if let Some(why) = line.strip_prefix("W ro ") {
             tracing::info!(mountpoint = %target.display(), "the filesystem is read-only now: {why}");
             if can_remount && !remount_read_only(target) {
@@ -415,7 +416,7 @@ impl WorkerLog {
     /// that turned the filesystem read-only) reaches the user. The worker itself, confined, can only
     /// write to its pipe.
     fn relay(&self, log: File) {
-        for line in BufReader::new(log).lines().map_while(Result::ok) {
+        for line in WorkerLines::new(log) {
             let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
             match &mut *gate {
                 // (A bound: a worker that logs without end before it is ready loses the excess.)
@@ -439,7 +440,8 @@ impl WorkerLog {
     }
 
     fn emit(&self, line: &str, demote: bool) {
-        let (level, msg) = split_level(line);
+        let line = printable(line);
+        let (level, msg) = split_level(&line);
         let level = if demote { tracing::Level::INFO.max(level) } else { level };
         let (image, mountpoint) = (&self.image, &self.mountpoint);
         macro_rules! relay {
@@ -455,6 +457,62 @@ impl WorkerLog {
             _ => relay!(tracing::Level::TRACE),
         }
     }
+}
+
+/// Lines from the worker (status or log), which may be running an attacker's code: each at most 16 KiB
+/// (the rest of a longer line is dropped) and invalid UTF-8 replaced, so it can neither make the
+/// privileged supervisor hold unbounded memory nor stop it listening. Ends at end of file or an error.
+struct WorkerLines<R> {
+    r: BufReader<R>,
+}
+
+impl<R: Read> WorkerLines<R> {
+    const MAX: usize = 16 << 10;
+
+    fn new(r: R) -> WorkerLines<R> {
+        WorkerLines { r: BufReader::new(r) }
+    }
+}
+
+impl<R: Read> Iterator for WorkerLines<R> {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        let mut any = false;
+        loop {
+            let buf = match self.r.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            };
+            if buf.is_empty() {
+                return any.then(|| String::from_utf8_lossy(&line).into_owned());
+            }
+            any = true;
+            let (take, end) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i, Some(i + 1)),
+                None => (buf.len(), None),
+            };
+            let room = Self::MAX.saturating_sub(line.len());
+            line.extend_from_slice(&buf[..take.min(room)]);
+            self.r.consume(end.unwrap_or(take));
+            if end.is_some() {
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+    }
+}
+
+/// A line from the worker with its control characters escaped: a worker running an attacker's code could
+/// otherwise send terminal escape sequences to the user's terminal (foreground) or forge log lines.
+fn printable(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    std::borrow::Cow::Owned(
+        line.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect(),
+    )
 }
 
 /// The level of one line of the worker's log (its formatter starts each line with it) and the rest. A
@@ -485,5 +543,25 @@ mod tests {
         assert_eq!(split_level("DEBUG a"), (Level::DEBUG, "a"));
         assert_eq!(split_level("thread 'main' panicked at src/x.rs:1:1:"), (Level::ERROR, "thread 'main' panicked at src/x.rs:1:1:"));
         assert_eq!(split_level("INFORMATION"), (Level::ERROR, "INFORMATION"));
+    }
+
+    #[test]
+    fn worker_lines_are_bounded_and_lossy() {
+        let mut input = b"first\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 100_000));
+        input.extend_from_slice(b"\n\xff\xfebad\nlast");
+        let lines: Vec<String> = super::WorkerLines::new(&input[..]).collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], "first");
+        assert_eq!(lines[1].len(), 16 << 10);
+        assert_eq!(lines[2], "\u{fffd}\u{fffd}bad");
+        assert_eq!(lines[3], "last");
+        assert_eq!(super::WorkerLines::new(&b""[..]).count(), 0);
+    }
+
+    #[test]
+    fn control_characters_from_the_worker_are_escaped() {
+        assert_eq!(super::printable("W ro plain ünïcode"), "W ro plain ünïcode");
+        assert_eq!(super::printable("E \u{1b}]0;owned\u{7}\r\nERROR forged"), "E \\u{1b}]0;owned\\u{7}\\r\\nERROR forged");
     }
 }
