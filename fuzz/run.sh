@@ -9,7 +9,10 @@ cd "$(dirname "$0")"
 target=$1 secs=$2; shift 2
 out=${FUZZ_OUT:-.}
 mkdir -p "corpus/$target" "$out/artifacts/$target" "$out/logs"
-cargo +nightly fuzz run -O "$target" "corpus/$target" -- \
+# No AddressSanitizer by default: the engine is safe Rust (#![forbid(unsafe_code)]), so ASan finds nothing
+# the Rust checks do not, and it cost 20 times the executions on image targets (inode: 2,878 exec/s
+# without, about 150 with, measured side by side). FUZZ_SANITIZER=address brings it back.
+cargo +nightly fuzz run -O --sanitizer "${FUZZ_SANITIZER:-none}" "$target" "corpus/$target" -- \
     -dict=ext4.dict -rss_limit_mb=2048 -timeout=10 -max_len=3200000 -len_control=0 \
     -max_total_time="$secs" -print_final_stats=1 -artifact_prefix="$out/artifacts/$target/" "$@" \
     >>"$out/logs/$target.log" 2>&1
