@@ -47,6 +47,9 @@ impl Default for MountOptions {
     }
 }
 
+/// Called with the reason when the filesystem turns read-only while mounted.
+pub type ReadOnlyHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// What a corruption found on a writable mount does (`errors=`; the superblock's `s_errors` by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorBehavior {
@@ -157,7 +160,7 @@ pub struct Filesystem {
     /// Set when a corruption was found under `errors=panic`.
     must_stop: std::sync::atomic::AtomicBool,
     /// Told when the filesystem turns read-only while mounted.
-    read_only_hook: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    read_only_hook: std::sync::OnceLock<ReadOnlyHook>,
 }
 
 impl Filesystem {
@@ -350,7 +353,7 @@ impl Filesystem {
 
     /// Registers who to tell when the filesystem turns read-only while mounted (a journal abort,
     /// `errors=remount-ro`): the mount itself can then be made read-only.
-    pub fn on_read_only(&self, f: Box<dyn Fn(&str) + Send + Sync>) {
+    pub fn on_read_only(&self, f: ReadOnlyHook) {
         let _ = self.read_only_hook.set(f);
     }
 

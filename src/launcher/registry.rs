@@ -65,7 +65,9 @@ fn dir(create: bool) -> Option<PathBuf> {
         if !m.is_dir() || m.uid() != unsafe { libc::geteuid() } {
             continue;
         }
-        if m.permissions().mode() & 0o077 != 0 && std::fs::set_permissions(&d, PermissionsExt::from_mode(0o700)).is_err() {
+        if m.permissions().mode() & 0o077 != 0
+            && std::fs::set_permissions(&d, PermissionsExt::from_mode(0o700)).is_err()
+        {
             continue;
         }
         return Some(d);

@@ -520,9 +520,13 @@ fn printable(line: &str) -> std::borrow::Cow<'_, str> {
 fn split_level(line: &str) -> (tracing::Level, &str) {
     use tracing::Level;
     let t = line.trim_start();
-    for (name, level) in
-        [("ERROR", Level::ERROR), ("WARN", Level::WARN), ("INFO", Level::INFO), ("DEBUG", Level::DEBUG), ("TRACE", Level::TRACE)]
-    {
+    for (name, level) in [
+        ("ERROR", Level::ERROR),
+        ("WARN", Level::WARN),
+        ("INFO", Level::INFO),
+        ("DEBUG", Level::DEBUG),
+        ("TRACE", Level::TRACE),
+    ] {
         if let Some(rest) = t.strip_prefix(name).and_then(|r| r.strip_prefix(' ')) {
             return (level, rest);
         }
@@ -537,11 +541,20 @@ mod tests {
 
     #[test]
     fn worker_log_lines_keep_their_level() {
-        assert_eq!(split_level(" INFO ext4box::launcher::worker: sandbox: x"), (Level::INFO, "ext4box::launcher::worker: sandbox: x"));
-        assert_eq!(split_level("ERROR ext4box::ext4::fs: corruption found"), (Level::ERROR, "ext4box::ext4::fs: corruption found"));
+        assert_eq!(
+            split_level(" INFO ext4box::launcher::worker: sandbox: x"),
+            (Level::INFO, "ext4box::launcher::worker: sandbox: x")
+        );
+        assert_eq!(
+            split_level("ERROR ext4box::ext4::fs: corruption found"),
+            (Level::ERROR, "ext4box::ext4::fs: corruption found")
+        );
         assert_eq!(split_level(" WARN a: b"), (Level::WARN, "a: b"));
         assert_eq!(split_level("DEBUG a"), (Level::DEBUG, "a"));
-        assert_eq!(split_level("thread 'main' panicked at src/x.rs:1:1:"), (Level::ERROR, "thread 'main' panicked at src/x.rs:1:1:"));
+        assert_eq!(
+            split_level("thread 'main' panicked at src/x.rs:1:1:"),
+            (Level::ERROR, "thread 'main' panicked at src/x.rs:1:1:")
+        );
         assert_eq!(split_level("INFORMATION"), (Level::ERROR, "INFORMATION"));
     }
 
@@ -562,6 +575,9 @@ mod tests {
     #[test]
     fn control_characters_from_the_worker_are_escaped() {
         assert_eq!(super::printable("W ro plain ünïcode"), "W ro plain ünïcode");
-        assert_eq!(super::printable("E \u{1b}]0;owned\u{7}\r\nERROR forged"), "E \\u{1b}]0;owned\\u{7}\\r\\nERROR forged");
+        assert_eq!(
+            super::printable("E \u{1b}]0;owned\u{7}\r\nERROR forged"),
+            "E \\u{1b}]0;owned\\u{7}\\r\\nERROR forged"
+        );
     }
 }

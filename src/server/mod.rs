@@ -30,7 +30,6 @@ pub struct Errno(pub i32);
 
 pub type Reply<T> = Result<T, Errno>;
 
-
 /// How long the kernel may trust what we tell it. The server owns the image alone, so nothing changes
 /// behind the kernel's back: the longer, the fewer round trips.
 #[derive(Debug, Clone, Copy)]
