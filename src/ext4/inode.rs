@@ -14,8 +14,10 @@ pub struct InodeNo(pub u32);
 /// `i_flags` bits the engine looks at.
 pub mod flags {
     pub const SECRM: u32 = 0x1;
+    pub const COMPR: u32 = 0x4;
     pub const IMMUTABLE: u32 = 0x10;
     pub const APPEND: u32 = 0x20;
+    pub const NODUMP: u32 = 0x40;
     pub const ENCRYPT: u32 = 0x800;
     pub const INDEX: u32 = 0x1000;
     pub const HUGE_FILE: u32 = 0x40000;

@@ -298,10 +298,32 @@ impl Filesystem {
         if self.lookup(&dir, name).is_ok() {
             return Err(Error::Exists);
         }
+        if inode.links_count == 0 {
+            // An O_TMPFILE file given its first name (linkat): off the orphan list, no longer doomed.
+            tx.orphan_remove(&mut inode)?;
+            self.doomed.lock().unwrap_or_else(|p| p.into_inner()).remove(&inode.ino.0);
+        }
         inode.links_count += 1;
         self.touch(&mut inode, false);
         let written = tx.write_inode(&inode)?;
         self.link_into(&mut tx, &mut dir, name, &inode)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Creates a regular file with no name in directory `parent` (O_TMPFILE), as the kernel's ext4
+    /// does: no links, on the orphan list from the start, so that it goes at its last reference (the
+    /// caller pins it) unless [`Filesystem::link`] gives it a name first, and a crash leaves nothing
+    /// behind but an orphan the next mount deletes.
+    pub fn tmpfile(&self, parent: InodeNo, new: NewInode) -> Result<Arc<Inode>> {
+        let mut tx = self.begin()?;
+        let dir = inode_mut(&tx, parent)?;
+        changeable_dir(&dir)?;
+        let mut inode = self.new_inode(&mut tx, &dir, NewInode { mode: (new.mode & 0o7777) | 0o100000, ..new })?;
+        inode.links_count = 0;
+        tx.orphan_add(&mut inode);
+        let written = tx.write_inode(&inode)?;
+        self.doomed.lock().unwrap_or_else(|p| p.into_inner()).insert(inode.ino.0);
         tx.commit()?;
         Ok(written)
     }

@@ -41,6 +41,39 @@ pub struct MountOptions {
     pub subtype: Option<String>,
     /// The filesystem is partition N of a disk image (MBR or GPT), found by the worker (`partition=`).
     pub partition: Option<u32>,
+    /// Which FUSE transport carries the requests (`transport=`).
+    pub transport: TransportPolicy,
+}
+
+/// `transport=`: how the worker picks the FUSE transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TransportPolicy {
+    /// FUSE over io_uring when the kernel offers it and the worker can set the rings up, else classic.
+    #[default]
+    Auto,
+    /// Always /dev/fuse.
+    Classic,
+    /// FUSE over io_uring or no mount at all (to be sure of what a benchmark measures).
+    IoUring,
+}
+
+impl TransportPolicy {
+    pub fn parse(v: &str) -> Result<TransportPolicy, String> {
+        match v {
+            "auto" => Ok(TransportPolicy::Auto),
+            "classic" => Ok(TransportPolicy::Classic),
+            "io_uring" | "uring" => Ok(TransportPolicy::IoUring),
+            _ => Err(format!("transport={v}: auto, classic or io_uring")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportPolicy::Auto => "auto",
+            TransportPolicy::Classic => "classic",
+            TransportPolicy::IoUring => "io_uring",
+        }
+    }
 }
 
 /// `errors=`: the engine's choice of what a corruption found on a writable mount does.
@@ -100,6 +133,7 @@ impl Default for MountOptions {
             minixdf: false,
             subtype: None,
             partition: None,
+            transport: TransportPolicy::Auto,
         }
     }
 }
@@ -231,6 +265,7 @@ impl MountOptions {
                     }
                     o.partition = Some(n);
                 }
+                "transport" => o.transport = TransportPolicy::parse(need()?)?,
                 "lockfile" => o.lockfile = Some(std::path::PathBuf::from(need()?)),
                 // POSIX ACLs are always enforced (the kernel checks them); the option is accepted.
                 "acl" => flag(value)?,
@@ -299,6 +334,7 @@ impl MountOptions {
             minixdf: self.minixdf,
             single_thread,
             partition: self.partition,
+            transport: self.transport,
         }
     }
 
@@ -337,6 +373,7 @@ pub struct WorkerTuning {
     pub single_thread: bool,
     /// Serve partition N of the image (the worker reads the partition table, confined).
     pub partition: Option<u32>,
+    pub transport: TransportPolicy,
 }
 
 impl WorkerTuning {
@@ -366,6 +403,9 @@ impl WorkerTuning {
         if let Some(n) = self.partition {
             v.push(format!("partition={n}"));
         }
+        if self.transport != TransportPolicy::Auto {
+            v.push(format!("transport={}", self.transport.name()));
+        }
         v.join(",")
     }
 
@@ -394,6 +434,7 @@ impl WorkerTuning {
                 ("partition", true) => {
                     t.partition = Some(u32::try_from(num(10)?).ok().filter(|&n| n > 0).ok_or("bad partition number")?)
                 }
+                ("transport", true) => t.transport = TransportPolicy::parse(v.unwrap_or_default())?,
                 _ => return Err(format!("unknown tuning {item:?}")),
             }
         }

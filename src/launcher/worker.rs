@@ -12,9 +12,12 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::ext4::{self, FileDevice, Filesystem};
+use crate::fuse::{self as protocol, RingPlan, Session, Transport};
 use crate::sandbox::{self, Identity, Policy};
-use crate::server::fuse::FuseFs;
+use crate::server::dispatch::{self, Dispatcher};
 use crate::server::{AtimePolicy, Server, ServerOptions};
+
+use super::options::TransportPolicy;
 
 /// The descriptor numbers the launcher hands over.
 pub const FUSE_FD: i32 = 3;
@@ -114,6 +117,15 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
 }
 
 fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Result<(), String> {
+    let fuse = File::from(fuse);
+    // The rings of FUSE over io_uring are made before confinement, which forbids making them.
+    let plan = match args.tuning.transport {
+        TransportPolicy::Classic => RingPlan::Classic("-o transport=classic".into()),
+        _ => match protocol::uring::prepare(&fuse, protocol::uring::DEFAULT_DEPTH) {
+            Ok(rings) => RingPlan::Ready(rings),
+            Err(why) => RingPlan::Classic(why.to_string()),
+        },
+    };
     match &args.sandbox {
         Some((id, policy_file)) => {
             let policy = Policy::compile(&sandbox::policy_text(policy_file.as_deref())?)?;
@@ -175,17 +187,20 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
             ..Default::default()
         },
     ));
-    let mut config = fuser::Config::default();
-    config.n_threads =
-        Some(if t.single_thread { 1 } else { std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8) });
-    // The kernel enforces who may use the mount (user_id, allow_other); fuser must not filter again, and
-    // the worker's uid is not the users'.
-    config.acl = fuser::SessionACL::All;
-    let session = fuser::Session::from_fd(FuseFs::new(server.clone()), fuse, fuser::SessionACL::All, config)
-        .map_err(|e| format!("FUSE handshake failed: {e}"))?;
-    server.set_invalidator(crate::server::fuse::invalidator(session.notifier()));
+    let threads =
+        if t.single_thread { 1 } else { std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8) };
+    let handler = Arc::new(Dispatcher::new(server.clone()));
+    let session =
+        Session::handshake(fuse, &*handler, plan, threads).map_err(|e| format!("FUSE handshake failed: {e}"))?;
+    let choice = session.choice().clone();
+    if t.transport == TransportPolicy::IoUring && choice.transport == Transport::Classic {
+        return Err(format!("-o transport=io_uring: FUSE over io_uring cannot be used: {}", choice.why));
+    }
+    tracing::info!("FUSE transport: {choice}");
+    send(status, &format!("S transport: {choice}"));
+    server.set_invalidator(dispatch::invalidator(session.notifier()));
     send(status, "R");
-    session.run().map_err(|e| format!("FUSE session ended with an error: {e}"))
+    session.run(handler).map_err(|e| format!("FUSE session ended with an error: {e}"))
 }
 
 /// The size of the image, file or block device: seek to its end (lseek is in the seccomp policy; the

@@ -1,13 +1,9 @@
 //! Inode attributes as FUSE reports them, and the mapping between FUSE node ids and inode numbers.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use fuser::{FileAttr, FileType, INodeNo};
-
+use crate::ext4::inode::flags;
 use crate::ext4::{FileKind, Inode, InodeNo, ROOT_INO, Timestamp};
-
-/// FUSE's fixed node id of the mount's root directory.
-const FUSE_ROOT_ID: u64 = 1;
+use crate::fuse::reply::statx_attr;
+use crate::fuse::{FileAttr, FileType, NodeId as INodeNo, Time, abi::ROOT_ID as FUSE_ROOT_ID};
 
 /// The inode a FUSE node id stands for: the node id *is* the inode number, except that FUSE's root (1)
 /// is ext4's root (2). Inode 1 (bad blocks) is reserved and never handed out, so the mapping is one to one.
@@ -32,23 +28,31 @@ pub fn file_type(kind: FileKind) -> FileType {
     }
 }
 
-fn system_time(t: Timestamp) -> SystemTime {
-    let whole = Duration::from_secs(t.sec.unsigned_abs());
-    let base = if t.sec >= 0 { UNIX_EPOCH.checked_add(whole) } else { UNIX_EPOCH.checked_sub(whole) };
-    base.and_then(|b| b.checked_add(Duration::from_nanos(u64::from(t.nsec)))).unwrap_or(UNIX_EPOCH)
+fn time(t: Timestamp) -> Time {
+    Time { sec: t.sec, nsec: t.nsec }
 }
+
+/// The inode flags statx reports, as `STATX_ATTR_*` bits (as the kernel's ext4 maps them).
+const STATX_FLAGS: &[(u32, u64)] = &[
+    (flags::COMPR, statx_attr::COMPRESSED),
+    (flags::IMMUTABLE, statx_attr::IMMUTABLE),
+    (flags::APPEND, statx_attr::APPEND),
+    (flags::NODUMP, statx_attr::NODUMP),
+    (flags::ENCRYPT, statx_attr::ENCRYPTED),
+    (flags::VERITY, statx_attr::VERITY),
+];
 
 /// The attributes of `inode`. `ino` in the result is the inode's own number (2 for the root, as the
 /// kernel's ext4 reports it); callers that answer with an entry use [`nodeid_of`] for the node id.
 pub fn attr(inode: &Inode, block_size: u32) -> FileAttr {
     FileAttr {
-        ino: INodeNo(u64::from(inode.ino.0)),
+        ino: u64::from(inode.ino.0),
         size: inode.size,
         blocks: inode.blocks_512,
-        atime: system_time(inode.atime),
-        mtime: system_time(inode.mtime),
-        ctime: system_time(inode.ctime),
-        crtime: inode.crtime.map_or(UNIX_EPOCH, system_time),
+        atime: time(inode.atime),
+        mtime: time(inode.mtime),
+        ctime: time(inode.ctime),
+        crtime: inode.crtime.map(time),
         kind: file_type(inode.kind),
         perm: inode.perm(),
         nlink: u32::from(inode.links_count),
@@ -59,27 +63,27 @@ pub fn attr(inode: &Inode, block_size: u32) -> FileAttr {
             _ => 0,
         },
         blksize: block_size,
-        flags: 0,
+        attributes: STATX_FLAGS.iter().filter(|&&(f, _)| inode.has_flag(f)).fold(0, |a, &(_, x)| a | x),
     }
 }
 
 /// The attributes for an entry reply: as [`attr`], with the root's node id in place of its inode number.
 pub fn entry_attr(inode: &Inode, block_size: u32) -> FileAttr {
     let mut a = attr(inode, block_size);
-    a.ino = nodeid_of(inode.ino);
+    a.ino = nodeid_of(inode.ino).0;
     a
 }
 
 /// Attributes standing in for an inode that cannot be read: its number and type, nothing else.
 pub fn placeholder(ino: InodeNo, kind: FileKind, block_size: u32) -> FileAttr {
     FileAttr {
-        ino: nodeid_of(ino),
+        ino: nodeid_of(ino).0,
         size: 0,
         blocks: 0,
-        atime: UNIX_EPOCH,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
-        crtime: UNIX_EPOCH,
+        atime: Time::default(),
+        mtime: Time::default(),
+        ctime: Time::default(),
+        crtime: None,
         kind: file_type(kind),
         perm: 0,
         nlink: 1,
@@ -87,7 +91,7 @@ pub fn placeholder(ino: InodeNo, kind: FileKind, block_size: u32) -> FileAttr {
         gid: 0,
         rdev: 0,
         blksize: block_size,
-        flags: 0,
+        attributes: 0,
     }
 }
 
@@ -101,11 +105,5 @@ mod tests {
         assert_eq!(nodeid_of(ROOT_INO), INodeNo(1));
         assert_eq!(inode_of(INodeNo(12)), InodeNo(12));
         assert_eq!(nodeid_of(InodeNo(12)), INodeNo(12));
-    }
-
-    #[test]
-    fn times_before_1970_keep_their_nanoseconds() {
-        let t = system_time(Timestamp { sec: -2, nsec: 500_000_000 });
-        assert_eq!(UNIX_EPOCH.duration_since(t).unwrap(), Duration::from_millis(1500));
     }
 }

@@ -1,6 +1,7 @@
 //! The FUSE server: request handlers as plain functions over the engine (typed arguments in, a result
-//! out), and in [`fuse`] the thin `fuser::Filesystem` adapter that calls them. A second transport (FUSE over
-//! io_uring, say) can call the same handlers.
+//! out), and in [`dispatch`] the thin [`crate::fuse::Handler`] that decodes nothing itself: it takes the
+//! protocol layer's decoded requests to these handlers and their results back as replies, whichever
+//! transport carried them.
 //!
 //! The server keeps what the low-level protocol asks it to keep: lookup counts per node id (released on
 //! forget), and on a writable mount the open files (an unlinked file lives until its last release). Node
@@ -8,13 +9,13 @@
 //! handlers are single engine transactions.
 
 pub mod attr;
-pub mod fuse;
+pub mod dispatch;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fuser::{FileAttr, FileType, INodeNo};
+use crate::fuse::{FileAttr, FileType, NodeId as INodeNo};
 
 use crate::ext4::ops::{NewInode, SetAttr};
 use crate::ext4::{self, FileKind, Filesystem, Inode, InodeNo, StatFs};
@@ -361,7 +362,7 @@ impl Server {
         let bs = self.block_size();
         let r = self.fs.read_dir(&dir, offset, &mut |e, next| {
             let dot = e.name == b"." || e.name == b"..";
-            // fuser takes the entry's inode number from the attributes: `.` and `..` (which the kernel does
+            // The entry's inode number is the attributes': `.` and `..` (which the kernel does
             // not link) carry the inode's own number, so the root's shows as 2 as on ext4, not node id 1.
             let a = match self.fs.user_inode(e.ino) {
                 Ok(i) if dot => (self.present(attr::attr(&i, bs)), u64::from(i.generation), true),
@@ -447,6 +448,13 @@ impl Server {
             NewInode { mode: (mode & 0o7777) | 0o100000, uid: who.0, gid: who.1, rdev: 0, umask: self.umask(umask) };
         let inode = self.checked(self.fs.mknod(attr::inode_of(parent), name, new))?;
         // A new file has no flags to enforce and no access to record: no open bookkeeping at all.
+        Ok((self.entry(&inode), 0))
+    }
+
+    /// O_TMPFILE: a file with no name in `parent`, deleted at its last reference unless linked first.
+    pub fn tmpfile(&self, parent: INodeNo, mode: u32, umask: u32, who: (u32, u32)) -> Reply<((FileAttr, u64), u64)> {
+        let new = NewInode { mode, uid: who.0, gid: who.1, rdev: 0, umask: self.umask(umask) };
+        let inode = self.checked(self.fs.tmpfile(attr::inode_of(parent), new))?;
         Ok((self.entry(&inode), 0))
     }
 
