@@ -34,7 +34,7 @@ ROUNDS=${ROUNDS:-5}
 UNMOUNT_TIMEOUT=${UNMOUNT_TIMEOUT:-600}   # seconds `ext4box unmount` may take
 SYSTEMS=${SYSTEMS:-kernel fuse2fs ext4box}
 ORDER=${ORDER:-fixed}     # fixed: SYSTEMS order every round; rotate: round r starts with the r-th system
-ALL_SYSTEMS=(kernel fuse2fs ext4box nosandbox nojournal)   # also the order of the table's columns
+ALL_SYSTEMS=(kernel fuse2fs ext4box uring nosandbox nojournal)   # also the order of the table's columns
 SANDBOX_TARGET_PCT=3     # the sandbox should cost less than this (ext4box vs nosandbox)
 JOURNAL_TARGET_PCT=20    # journaling should cost at most this (ext4box vs nojournal)
 
@@ -59,13 +59,16 @@ bench_check_env() {
             kernel)  ;;
             fuse2fs) command -v fuse2fs >/dev/null ||
                          die "fuse2fs not installed (apt-get install -y fuse2fs)" ;;
-            ext4box|nosandbox|nojournal)
+            uring)   [[ $(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null) == Y ]] ||
+                         die "uring (ext4box on FUSE over io_uring) needs: echo 1 > /sys/module/fuse/parameters/enable_uring"
+                     [[ -x $EXT4BOX ]] || die "ext4box binary not found at $EXT4BOX" ;;
+            ext4box|uring|nosandbox|nojournal)
                      [[ -x $EXT4BOX ]] ||
                          die "ext4box binary not found at $EXT4BOX (build it, or set EXT4BOX, or drop $s from SYSTEMS)" ;;
             *) die "unknown system '$s' in SYSTEMS (known: ${ALL_SYSTEMS[*]})" ;;
         esac
     done
-    [[ $SYSTEMS =~ fuse2fs|ext4box|nosandbox|nojournal ]] && { [[ -c /dev/fuse ]] || die "/dev/fuse missing"; }
+    [[ $SYSTEMS =~ fuse2fs|ext4box|uring|nosandbox|nojournal ]] && { [[ -c /dev/fuse ]] || die "/dev/fuse missing"; }
     command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 missing (apt-get install -y e2fsprogs)"
     return 0
 }
@@ -225,11 +228,13 @@ fs_mount() {
             }
             MOUNT_PID[$mnt]=$pid
             ;;
-        ext4box|nosandbox|nojournal)
+        ext4box|uring|nosandbox|nojournal)
             # The CLI returns once the mount is live; the server daemonizes.
             # nosandbox: the same worker without confinement (prints a WARNING, expected).
+            # ext4box is the classic /dev/fuse transport, uring FUSE over io_uring (no fallback).
             local extra=(); [[ $sys == nosandbox ]] && extra=(--no-sandbox)
-            "$EXT4BOX" mount "$img" "$mnt" -o "$mode" "${extra[@]}" >>"$BENCH_DIR/$sys.log" 2>&1 ||
+            local transport=classic; [[ $sys == uring ]] && transport=io_uring
+            "$EXT4BOX" mount "$img" "$mnt" -o "$mode,transport=$transport" "${extra[@]}" >>"$BENCH_DIR/$sys.log" 2>&1 ||
                 die "$sys mount failed (see $BENCH_DIR/$sys.log)"
             mountpoint -q "$mnt" || die "$sys mount returned but $mnt is not mounted"
             ;;
@@ -382,6 +387,8 @@ render_table() {
     for s in "${systems[@]}"; do row+=" $s (s) |"; sep+="---:|"; done
     if has_system fuse2fs && has_system ext4box; then row+=" fuse2fs/ext4box |"; sep+="---:|"; fi
     if has_system kernel && has_system ext4box; then row+=" ext4box/kernel |"; sep+="---:|"; fi
+    if has_system kernel && has_system uring; then row+=" uring/kernel |"; sep+="---:|"; fi
+    if has_system ext4box && has_system uring; then row+=" classic/uring |"; sep+="---:|"; fi
     if has_system ext4box && has_system nosandbox; then row+=" sandbox cost |"; sep+="---:|"; fi
     if has_system ext4box && has_system nojournal; then row+=" journal cost |"; sep+="---:|"; fi
     echo "$row"
@@ -395,10 +402,13 @@ render_table() {
         e=$(median_of ext4box "$phase")
         n=$(median_of nosandbox "$phase")
         local j; j=$(median_of nojournal "$phase")
+        local u; u=$(median_of uring "$phase")
         row="| $phase |"
         for s in "${systems[@]}"; do row+=" $(fmt_cell "$s" "$phase" "$bytes") |"; done
         if has_system fuse2fs && has_system ext4box; then row+=" $(ratio "$f" "$e") |"; fi
         if has_system kernel && has_system ext4box; then row+=" $(ratio "$e" "$k") |"; fi
+        if has_system kernel && has_system uring; then row+=" $(ratio "$u" "$k") |"; fi
+        if has_system ext4box && has_system uring; then row+=" $(ratio "$e" "$u") |"; fi
         if has_system ext4box && has_system nosandbox; then row+=" $(sandbox_cost "$e" "$n") |"; fi
         if has_system ext4box && has_system nojournal; then row+=" $(sandbox_cost "$e" "$j") |"; fi
         echo "$row"
@@ -410,6 +420,8 @@ table_legend() {
     local parts=()
     if has_system fuse2fs && has_system ext4box; then parts+=("fuse2fs/ext4box > 1: ext4box faster than fuse2fs"); fi
     if has_system kernel && has_system ext4box; then parts+=("ext4box/kernel > 1: ext4box slower than kernel"); fi
+    if has_system kernel && has_system uring; then parts+=("uring/kernel > 1: ext4box on io_uring slower than kernel"); fi
+    if has_system ext4box && has_system uring; then parts+=("classic/uring > 1: io_uring faster than classic /dev/fuse"); fi
     if has_system ext4box && has_system nosandbox; then parts+=("sandbox cost = ext4box/nosandbox - 1, from the medians (positive: the sandbox is slower)"); fi
     if has_system ext4box && has_system nojournal; then parts+=("journal cost = ext4box/nojournal - 1 (ext4box on an image without a journal), from the medians"); fi
     local p line=

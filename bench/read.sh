@@ -14,7 +14,8 @@
 #   ROUNDS     rounds (default 5)
 #   ORDER      fixed (default: SYSTEMS order in every round) or rotate (round r starts with
 #              the r-th system, to cancel position effects)
-#   SYSTEMS    subset of "kernel fuse2fs ext4box nosandbox" (default: the first three;
+#   SYSTEMS    subset of "kernel fuse2fs ext4box uring nosandbox" (default: the first three;
+#              ext4box = classic /dev/fuse, uring = FUSE over io_uring (needs fuse.enable_uring on);
 #              nosandbox = ext4box mounted with --no-sandbox, to measure the sandbox's cost)
 #
 # Usage (as root):  ROUNDS=3 SYSTEMS="kernel fuse2fs" bench/read.sh

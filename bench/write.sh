@@ -21,7 +21,9 @@
 #   ROUNDS         rounds (default 3)
 #   ORDER          fixed (default: SYSTEMS order in every round) or rotate (round r starts with
 #                  the r-th system, to cancel position effects)
-#   SYSTEMS        subset of "kernel fuse2fs ext4box nosandbox nojournal" (default: the first three;
+#   SYSTEMS        subset of "kernel fuse2fs ext4box uring nosandbox nojournal" (default: the first three;
+#                  ext4box = the classic /dev/fuse transport, uring = FUSE over io_uring, which needs
+#                  fuse.enable_uring on: echo 1 > /sys/module/fuse/parameters/enable_uring;
 #                  nosandbox = ext4box mounted with --no-sandbox, to measure the sandbox's cost;
 #                  nojournal = ext4box on an image made with -O ^has_journal, the cost of journaling)
 #   SYNC           what a phase's closing "sync" is: syncfs (default: syncfs(2) on the mount, as
@@ -64,7 +66,7 @@ declare -A MOUNT_DEV=()   # mountpoint -> "major:minor" (names the FUSE connecti
 
 # ensure_fusectl: the FUSE control filesystem, through which a hung connection can be aborted.
 ensure_fusectl() {
-    [[ $SYSTEMS =~ fuse2fs|ext4box|nosandbox|nojournal ]] || return 0
+    [[ $SYSTEMS =~ fuse2fs|ext4box|uring|nosandbox|nojournal ]] || return 0
     mountpoint -q /sys/fs/fuse/connections && return 0
     mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null ||
         log "warning: cannot mount fusectl on /sys/fs/fuse/connections; a hung FUSE phase may not be recoverable"
@@ -120,7 +122,7 @@ mount_field() {
 server_pid() {
     case $1 in
         fuse2fs) echo "${MOUNT_PID[$2]:-}" ;;
-        ext4box|nosandbox|nojournal) cat "/run/ext4box/${MOUNT_DEV[$2]:-none}" 2>/dev/null || true ;;
+        ext4box|uring|nosandbox|nojournal) cat "/run/ext4box/${MOUNT_DEV[$2]:-none}" 2>/dev/null || true ;;
     esac
 }
 

@@ -16,7 +16,7 @@ WORK=$(mktemp -d)
 trap 'umount -q "$WORK/mnt" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/mnt"
 IMAGE_TARGETS=(group_desc inode extent_tree block_map dir_block htree xattr inline_data symlink journal orphan image_read image_write)
-for t in "${IMAGE_TARGETS[@]}" superblock journal_superblock partition_table handoff service_request mount_options; do
+for t in "${IMAGE_TARGETS[@]}" superblock journal_superblock partition_table handoff service_request mount_options fuse_request; do
     mkdir -p "$OUT/$t"
 done
 
@@ -126,4 +126,20 @@ printf 'ext4box-request 1\nop=mount\noptions=ro,uid=1000\n' >"$OUT/service_reque
 printf 'ext4box-request 1\nop=unmount\npath=/home/u/mnt\n' >"$OUT/service_request/unmount"
 printf 'ro,norecovery,offset=1048576,allow_other,fsname=disk,noexec,x-systemd.automount' >"$OUT/mount_options/generic"
 printf 'fakeroot,umask=027,uid=1000,gid=1000,errors=remount-ro,cache_size=8M,lockfile=/run/l,partition=2,minixdf,subtype=img,commit=30' >"$OUT/mount_options/fuse2fs"
+# FUSE requests as the kernel frames them: LOOKUP, MKDIR, WRITE, RENAME2, BATCH_FORGET, SETXATTR.
+python3 - "$OUT/fuse_request" <<'PY'
+import struct, sys
+def req(op, body, node=1):
+    return struct.pack('<IIQQIIIHH', 40 + len(body), op, 7, node, 0, 0, 1, 0, 0) + body
+seeds = {
+    'lookup': req(1, b'name\0'),
+    'mkdir': req(9, struct.pack('<II', 0o755, 0o22) + b'dir\0'),
+    'write': req(16, struct.pack('<QQIIQII', 0, 4096, 5, 0, 0, 0, 0) + b'hello', 12),
+    'rename2': req(45, struct.pack('<QII', 12, 1, 0) + b'a\0b\0'),
+    'batch_forget': req(42, struct.pack('<II', 2, 0) + struct.pack('<QQQQ', 12, 1, 13, 2)),
+    'setxattr': req(21, struct.pack('<II', 3, 0) + b'user.x\0abc'),
+}
+for name, data in seeds.items():
+    open(f'{sys.argv[1]}/{name}', 'wb').write(data)
+PY
 echo "seeds: $n images in each image target's corpus, under $(pwd)/$OUT"

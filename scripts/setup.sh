@@ -15,6 +15,7 @@ have debootstrap || need+=(debootstrap)
 have gcc || need+=(gcc)            # the linker for cargo
 have cargo || need+=(cargo)        # only if no rustup toolchain is installed
 have fusermount3 || need+=(fuse3)  # mounting without root
+have fuse2fs || need+=(fuse2fs)    # the tests that compare with e2fsprogs' FUSE driver
 have sfdisk || need+=(fdisk)       # partitioned disk images in the tests
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}"
@@ -50,7 +51,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-fuz
     cargo install cargo-fuzz --version 0.13.2 --locked --quiet
 fi
 
-# fuser 0.18 needs Rust 1.85 or later; Debian bookworm's own cargo is older.
+# ext4box needs Rust 1.85 or later (edition 2024); Debian bookworm's own cargo is older.
 ver=$(cargo --version | awk '{print $2}')
 if [[ "$(printf '%s\n' 1.85.0 "$ver" | sort -V | head -1)" != 1.85.0 ]]; then
     echo "setup: cargo $ver is older than 1.85; install a newer toolchain with rustup" >&2

@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("handoff", handoff),
     ("service_request", service_request),
     ("mount_options", mount_options),
+    ("fuse_request", fuse_request),
     ("group_desc", group_desc),
     ("inode", inode),
     ("extent_tree", extent_tree),
@@ -103,6 +104,20 @@ pub fn mount_options(data: &[u8]) {
             let _ = (o.ms_flags(), o.fusermount_options("img"), o.fstype(false));
         }
         let _ = crate::launcher::options::WorkerTuning::decode(s);
+    }
+}
+
+/// A FUSE request from the kernel, decoded as /dev/fuse delivers it (one buffer) and as io_uring does
+/// (the header, the opcode's struct and the payload apart), then answered with an error reply frame.
+pub fn fuse_request(data: &[u8]) {
+    use crate::fuse::request::{self, Args};
+    use zerocopy::FromBytes;
+    if let Ok(r) = request::decode(data) {
+        let _ = (r.op.wants_reply(), crate::fuse::Response::Error(5).framed(r.unique()));
+    }
+    if let Ok((h, rest)) = crate::fuse::abi::InHeader::read_from_prefix(data) {
+        let (op_in, payload) = rest.split_at(rest.len().min(crate::fuse::abi::URING_OP_IN_OUT_SZ));
+        let _ = request::decode_parts(h, Args::split(h.opcode, op_in, payload));
     }
 }
 

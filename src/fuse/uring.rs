@@ -98,7 +98,8 @@ pub fn possible_cpus(list: &str) -> Option<usize> {
     highest.map(|h| h + 1).filter(|&n| n <= 4096)
 }
 
-fn restricted_ring(dev: &File, depth: u32) -> Result<Ring, Unavailable> {
+/// A ring on `dev` that accepts nothing but URING_CMD on its one registered file (see the module doc).
+pub fn restricted_ring(dev: &File, depth: u32) -> Result<Ring, Unavailable> {
     let ring = Ring::builder().setup_r_disabled().setup_submit_all().build(depth).map_err(Unavailable::Setup)?;
     let submitter = ring.submitter();
     submitter.register_files(&[dev.as_raw_fd()]).map_err(Unavailable::Restrict)?;

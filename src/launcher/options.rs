@@ -45,6 +45,9 @@ pub struct MountOptions {
     pub transport: TransportPolicy,
 }
 
+/// The environment variable that sets the default of `transport=`.
+pub const TRANSPORT_ENV: &str = "EXT4BOX_TRANSPORT";
+
 /// `transport=`: how the worker picks the FUSE transport.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum TransportPolicy {
@@ -190,6 +193,11 @@ impl MountOptions {
     /// Parses a comma-separated option string (several `-o` are joined with commas first).
     pub fn parse(s: &str) -> Result<MountOptions, String> {
         let mut o = MountOptions::default();
+        // The default of transport= may come from the environment (a unit file's, or the test suite's
+        // io_uring run); an explicit option wins.
+        if let Ok(v) = std::env::var(TRANSPORT_ENV) {
+            o.transport = TransportPolicy::parse(&v).map_err(|e| format!("{TRANSPORT_ENV}: {e}"))?;
+        }
         for opt in s.split(',').filter(|x| !x.is_empty()) {
             let (key, value) = match opt.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
