@@ -22,7 +22,7 @@ fn containerfile_builds_and_its_image_mounts_an_image_from_a_volume() {
     }
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/container-test.sh");
     let out =
-        run_timeout(&mut Command::new("bash").arg(script), Duration::from_secs(1200)).unwrap_or_else(|e| panic!("{e}"));
+        run_timeout(Command::new("bash").arg(script), Duration::from_secs(1200)).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("container: ok"),
         "{}",

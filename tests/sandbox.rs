@@ -23,7 +23,7 @@ fn worker_pid(mnt: &Path) -> i32 {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
         let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        if args.get(1) == Some(&&b"worker"[..]) && args.iter().any(|a| *a == want) {
+        if args.get(1) == Some(&&b"worker"[..]) && args.contains(&want) {
             return pid;
         }
     }
@@ -60,12 +60,37 @@ fn the_worker_of_a_live_mount_is_confined() {
     }
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     assert_eq!(status_field(pid, "Seccomp"), "2", "seccomp filter mode");
-    // The worker holds nothing but /dev/fuse, the image, its two pipes and /dev/null.
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
-    assert!(fds <= 6, "the worker holds {fds} descriptors");
+    // The worker holds nothing but /dev/fuse, the image, its two pipes, /dev/null and, on the
+    // io_uring transport, one ring per queue (one queue per possible CPU).
+    let mut rings = 0;
+    let mut others = Vec::new();
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let target = fs::read_link(fd.path()).unwrap();
+        if target.as_os_str() == "anon_inode:[io_uring]" {
+            rings += 1;
+        } else {
+            others.push(target);
+        }
+    }
+    assert!(others.len() <= 6, "the worker holds {others:?}");
+    let uring = std::env::var("EXT4BOX_TRANSPORT").is_ok_and(|t| t == "io_uring");
+    let queues = if uring { possible_cpus() } else { 0 };
+    assert_eq!(rings, queues, "io_uring instances held by the worker");
     assert_eq!(fs::read(mnt.join("f")).unwrap(), b"served by a confined worker");
     m.unmount();
     assert_fsck_clean(&img);
+}
+
+/// How many CPUs the kernel could ever bring online (`/sys/devices/system/cpu/possible`, as "0-3,6").
+fn possible_cpus() -> usize {
+    let list = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    list.trim()
+        .split(',')
+        .map(|range| match range.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+            None => 1,
+        })
+        .sum()
 }
 
 /// Runs `ext4box sandbox-probe ATTEMPT PATH` (confined as the worker, or with `--no-sandbox`).

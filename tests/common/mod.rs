@@ -936,7 +936,8 @@ pub fn walk(root: &Path, opts: &WalkOpts) -> Walk {
     let mut entries = Vec::new();
     let mut truncated = None;
     // (relative path, depth, d_type, d_ino)
-    let mut stack: Vec<(Vec<u8>, usize, Option<&'static str>, Option<u64>)> = vec![(Vec::new(), 0, None, None)];
+    type Pending = (Vec<u8>, usize, Option<&'static str>, Option<u64>);
+    let mut stack: Vec<Pending> = vec![(Vec::new(), 0, None, None)];
     while let Some((rel, depth, dtype, dino)) = stack.pop() {
         if let Some(d) = opts.deadline {
             if Instant::now() > d {
@@ -1134,9 +1135,12 @@ pub fn assert_walks_equal(expected_name: &str, expected: &Walk, actual_name: &st
     }
 }
 
+/// A directory's entries as `getdents` gives them: (name, d_ino, d_type), or the errno.
+pub type RawDir = Result<Vec<(Vec<u8>, u64, u8)>, i32>;
+
 /// All entries of a directory as getdents reports them, "." and ".."
 /// included: (name, d_ino, d_type), sorted by name.
-pub fn raw_readdir(p: &Path) -> Result<Vec<(Vec<u8>, u64, u8)>, i32> {
+pub fn raw_readdir(p: &Path) -> RawDir {
     let c = cpath(p);
     let d = unsafe { libc::opendir(c.as_ptr()) };
     if d.is_null() {
@@ -1189,12 +1193,12 @@ pub fn compare_again(walked: &Walk, a_root: &Path, b_root: &Path, max_dirs: usiz
         if let Ok(st) = &e.stat {
             if st.kind == "dir" && dirs < max_dirs {
                 dirs += 1;
-                let no_dots = |r: Result<Vec<(Vec<u8>, u64, u8)>, i32>| {
+                let no_dots = |r: RawDir| {
                     r.map(|v| v.into_iter().filter(|(n, _, _)| n != b"." && n != b"..").collect::<Vec<_>>())
                 };
                 let (ra, rb) = (no_dots(raw_readdir(&pa)), no_dots(raw_readdir(&pb)));
                 if ra != rb {
-                    let fmt = |r: &Result<Vec<(Vec<u8>, u64, u8)>, i32>| match r {
+                    let fmt = |r: &RawDir| match r {
                         Ok(v) => format!("{} entries", v.len()),
                         Err(e) => format!("ERROR {e}"),
                     };
