@@ -76,6 +76,18 @@ fn the_worker_of_a_live_mount_is_confined() {
     let uring = std::env::var("EXT4BOX_TRANSPORT").is_ok_and(|t| t == "io_uring");
     let queues = if uring { possible_cpus() } else { 0 };
     assert_eq!(rings, queues, "io_uring instances held by the worker");
+    // Each queue's thread runs on its queue's CPU (the kernel queues a request on its caller's CPU).
+    let mut pinned = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = fs::read_to_string(task.path().join("comm")).unwrap();
+        if let Some(qid) = comm.trim().strip_prefix("fuse-uring-") {
+            let status = fs::read_to_string(task.path().join("status")).unwrap();
+            let cpus = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim();
+            assert_eq!(cpus, qid, "the CPUs queue {qid}'s thread may run on");
+            pinned += 1;
+        }
+    }
+    assert_eq!(pinned, queues, "queue threads");
     assert_eq!(fs::read(mnt.join("f")).unwrap(), b"served by a confined worker");
     m.unmount();
     assert_fsck_clean(&img);
