@@ -267,7 +267,7 @@ fs_unmount() {
             fi
             unset 'MOUNT_PID[$mnt]'
             ;;
-        ext4box|nosandbox|nojournal)
+        ext4box|uring|nosandbox|nojournal)
             # (bounded: an unmount that never returns is a bug to report, not a reason to hang)
             if ! timeout "$UNMOUNT_TIMEOUT" "$EXT4BOX" unmount "$mnt" >>"$BENCH_DIR/$sys.log" 2>&1; then
                 UNMOUNT_PROBLEM="'ext4box unmount $mnt' ($sys) failed or took more than ${UNMOUNT_TIMEOUT}s (see $BENCH_DIR/$sys.log)"
@@ -471,6 +471,7 @@ bench_header() {
     echo "- host: $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
     echo "- systems: $SYSTEMS; rounds: $ROUNDS (medians shown); $method"
     [[ $ORDER != rotate ]] || echo "- order: rotated (round r starts with the r-th system of SYSTEMS)"
+    [[ -z ${CLIENT_CPUS:-} ]] || echo "- timed commands pinned to CPU(s) $CLIENT_CPUS (taskset), on every system"
     echo "- 1-minute load average at the start: ${LOAD_AT_START:-?} ($(nproc) CPUs)"
     if has_system fuse2fs; then
         echo "- fuse2fs: $(dpkg-query -W -f '${Version}' fuse2fs 2>/dev/null || echo '?')"

@@ -29,6 +29,9 @@
 #   SYNC           what a phase's closing "sync" is: syncfs (default: syncfs(2) on the mount, as
 #                  `sync -f MNT`) or full (syncfs, then fsync(2) of the image file)
 #   PHASE_TIMEOUT  seconds before a phase counts as hung (default 600)
+#   CLIENT_CPUS    if set (as "0"), every timed phase runs under `taskset -c CLIENT_CPUS`, for every
+#                  system: the scheduler then cannot move the caller between CPUs (see README.md,
+#                  "The transport")
 #
 # Usage (as root):  ROUNDS=1 SYSTEMS="kernel ext4box" bench/write.sh
 #                   SYSTEMS="ext4box nosandbox" bench/write.sh   # cost of the sandbox
@@ -43,6 +46,7 @@ IMG_SIZE=4G
 TARBALL=$BENCH_DIR/usr-include.tar   # tar of /usr/include, made once
 SEQ_BYTES=$((512 << 20))
 SYNC=${SYNC:-syncfs}
+CLIENT_CPUS=${CLIENT_CPUS:-}
 PHASE_TIMEOUT=${PHASE_TIMEOUT:-600}
 RESULTS_MD=$BENCH_DIR/write-results.md
 RAW_FILE=$BENCH_DIR/write-raw.tsv   # every sample: round, system, phase, seconds|FAIL
@@ -267,8 +271,9 @@ run_phase() {
     arg=$(phase_arg "$phase")
     compiler_running && compiler=1
     TIMED_PHASES=$((TIMED_PHASES + 1))
+    local pin=(); [[ -z $CLIENT_CPUS ]] || pin=(taskset -c "$CLIENT_CPUS")
     run_guarded "$out" "$err" env "SYNC_IMAGE=${SYNC_ENV:+$img}" \
-        python3 "$OPS" "$phase" "$mnt" ${arg:+"$arg"} || rc=$?
+        "${pin[@]}" python3 "$OPS" "$phase" "$mnt" ${arg:+"$arg"} || rc=$?
     if ((rc == 124)); then
         handle_hang "$sys" "$phase" "$mnt"
         problem "$sys: $phase hung (> ${PHASE_TIMEOUT}s; round $ROUND). State of the stuck processes: $HANG_FILE. Repro: $(repro "$sys" "$group" "$phase")"

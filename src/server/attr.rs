@@ -63,8 +63,13 @@ pub fn attr(inode: &Inode, block_size: u32) -> FileAttr {
             _ => 0,
         },
         blksize: block_size,
-        attributes: STATX_FLAGS.iter().filter(|&&(f, _)| inode.has_flag(f)).fold(0, |a, &(_, x)| a | x),
+        attributes: statx_attributes(inode.flags),
     }
+}
+
+/// The `STATX_ATTR_*` bits of an inode with flags `i_flags`.
+fn statx_attributes(i_flags: u32) -> u64 {
+    STATX_FLAGS.iter().filter(|&&(f, _)| i_flags & f != 0).fold(0, |a, &(_, x)| a | x)
 }
 
 /// The attributes for an entry reply: as [`attr`], with the root's node id in place of its inode number.
@@ -105,5 +110,16 @@ mod tests {
         assert_eq!(nodeid_of(ROOT_INO), INodeNo(1));
         assert_eq!(inode_of(INodeNo(12)), InodeNo(12));
         assert_eq!(nodeid_of(InodeNo(12)), INodeNo(12));
+    }
+
+    #[test]
+    fn immutable_and_append_only_inodes_say_so_in_statx() {
+        assert_eq!(statx_attributes(0), 0);
+        assert_eq!(statx_attributes(flags::IMMUTABLE), statx_attr::IMMUTABLE);
+        assert_eq!(statx_attributes(flags::APPEND | flags::EXTENTS), statx_attr::APPEND);
+        assert_eq!(statx_attributes(flags::IMMUTABLE | flags::APPEND), statx_attr::IMMUTABLE | statx_attr::APPEND);
+        // The kernel's ext4 uses the same bit values for these two (STATX_ATTR_IMMUTABLE = 0x10 = EXT4_IMMUTABLE_FL).
+        assert_eq!(statx_attr::IMMUTABLE, 0x10);
+        assert_eq!(statx_attr::APPEND, 0x20);
     }
 }
