@@ -316,7 +316,8 @@ fn populate_kitchen_sink(r: &Path, s: Sink) {
     // Timestamps with nanoseconds, beyond 2038 and before 1970 (extended
     // epoch bits), set last so nothing bumps them afterwards.
     mkdirs(&r.join("times"));
-    let times: [(&str, (i64, i64), (i64, i64)); 6] = [
+    type Stamp = (i64, i64); // (seconds, nanoseconds)
+    let times: [(&str, Stamp, Stamp); 6] = [
         ("y2100", (4102444800, 123456789), (4102444800, 500000000)),
         ("y1960", (-315619200, 999999999), (-300000000, 1)),
         ("y2038-plus-one", (2147483648, 0), (2147483647, 999999999)),
@@ -336,22 +337,27 @@ fn populate_kitchen_sink(r: &Path, s: Sink) {
     set_times(&td, (-1, 999999999), (4102444800, 42));
 }
 
+/// Work on an image or on a tree (mkfs's source, a mount point).
+type PathFn = Box<dyn Fn(&Path)>;
+/// Work on both mounts of one image: (image, kernel, ext4box).
+type MountsFn = Box<dyn Fn(&Path, &Path, &Path)>;
+
 /// `ext4box` against the kernel on the same image.
 struct Case {
     name: &'static str,
     size: u64,
     mkfs_args: Vec<&'static str>,
     /// If set: fills a directory that `mke2fs -d` copies into the image.
-    source: Option<Box<dyn Fn(&Path)>>,
+    source: Option<PathFn>,
     /// Run on the image between mkfs and populating (e.g. tune2fs).
-    tune: Option<Box<dyn Fn(&Path)>>,
-    populate: Box<dyn Fn(&Path)>,
+    tune: Option<PathFn>,
+    populate: PathFn,
     /// Run on the image after populating (e.g. debugfs -w), before e2fsck.
-    post: Option<Box<dyn Fn(&Path)>>,
+    post: Option<PathFn>,
     /// Assertions on the finished image (that the shape really is there).
-    check_image: Option<Box<dyn Fn(&Path)>>,
+    check_image: Option<PathFn>,
     /// Extra comparisons with both mounts live: (image, kernel, ext4box).
-    extra: Option<Box<dyn Fn(&Path, &Path, &Path)>>,
+    extra: Option<MountsFn>,
     /// The least number of entries a walk must see.
     min_entries: usize,
 }
@@ -1017,6 +1023,8 @@ fn statfs_matches_kernel() {
         let m = ext4box_mount_ok(&img, &em, "ro");
         let k = statvfs(&km).unwrap();
         let e = statvfs(&em).unwrap();
+        // The casts are no-ops on 64-bit targets only: statvfs's field types differ across targets.
+        #[allow(clippy::unnecessary_cast)]
         let fields = |v: &libc::statvfs| {
             [
                 ("f_bsize", v.f_bsize as u64),

@@ -1,6 +1,7 @@
 //! Mounting without root, as an ordinary user (`ext4box-test`, made by scripts/setup.sh):
 //! - through fusermount3 (libfuse's setuid helper);
 //! - inside a user namespace that owns its mount namespace (`unshare -Urm`).
+//!
 //! In both the user mounts with `--explain`, writes a tree, checks its worker's confinement in /proc, and
 //! unmounts; then `e2fsck -fn` is clean and the kernel reads the tree back.
 //!

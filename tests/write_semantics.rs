@@ -222,7 +222,7 @@ fn fragmented_file_builds_a_deep_extent_tree_then_shrinks() {
     let m = ext4box_mount_ok(&img, &mnt, "noatime");
     // Every other page written (the kernel writes whole pages back): thousands of separate extents,
     // more than one level of 84-entry leaves can index from the inode, so the tree has depth 2.
-    let f = OpenOptions::new().create(true).write(true).open(mnt.join("frag")).unwrap();
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(mnt.join("frag")).unwrap();
     for i in 0..20_000u64 {
         f.write_all_at(&[(i % 251) as u8 + 1; 4096], i * 8192).unwrap();
         if i % 1000 == 0 {
@@ -280,7 +280,7 @@ fn roundtrip_existing(img: &Path, mnt: &Path, body: impl FnOnce(&Path)) {
 #[test]
 fn sparse_file_past_4_gib() {
     roundtrip("w-sparse-5g", &["-b", "4096"], 1 << 30, |mnt| {
-        let f = OpenOptions::new().create(true).write(true).open(mnt.join("sparse")).unwrap();
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(mnt.join("sparse")).unwrap();
         f.write_all_at(b"start", 0).unwrap();
         f.write_all_at(b"past four gibibytes", (9u64 << 29) + 12345).unwrap();
         f.set_len(5 << 30).unwrap();
@@ -293,7 +293,7 @@ fn sparse_file_past_4_gib() {
 #[test]
 fn fallocate_modes_and_copy_file_range() {
     roundtrip("w-falloc", &["-b", "4096"], 128 << 20, |mnt| {
-        let f = OpenOptions::new().create(true).read(true).write(true).open(mnt.join("f")).unwrap();
+        let f = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(mnt.join("f")).unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
         let falloc = |mode: i32, off: i64, len: i64| unsafe { libc::fallocate(fd, mode, off, len) };
         f.write_all_at(&pseudo_random(1, 64 << 10), 0).unwrap();
@@ -309,7 +309,7 @@ fn fallocate_modes_and_copy_file_range() {
         f.read_exact_at(&mut buf, 20000).unwrap();
         assert!(buf.iter().all(|&b| b == 0), "punched range reads data");
         // copy_file_range into a second file.
-        let g = OpenOptions::new().create(true).read(true).write(true).open(mnt.join("g")).unwrap();
+        let g = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(mnt.join("g")).unwrap();
         let (mut off_in, mut off_out) = (0i64, 4096i64);
         let n = unsafe {
             libc::copy_file_range(fd, &mut off_in, std::os::fd::AsRawFd::as_raw_fd(&g), &mut off_out, 50_000, 0)
@@ -509,7 +509,7 @@ fn seek_data_and_hole_match_the_kernel() {
     mkfs(&img, 64 << 20, &["-b", "4096"]);
     let mnt = s.mkdir("mnt");
     kernel_mount(&img, &mnt, "");
-    let f = OpenOptions::new().create(true).write(true).open(mnt.join("sparse")).unwrap();
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(mnt.join("sparse")).unwrap();
     for off in [0u64, 100 << 10, 1 << 20, 3 << 20] {
         f.write_all_at(&[7u8; 5000], off).unwrap();
     }
