@@ -74,7 +74,12 @@ fn the_worker_of_a_live_mount_is_confined() {
     }
     assert!(others.len() <= 6, "the worker holds {others:?}");
     let uring = std::env::var("EXT4BOX_TRANSPORT").is_ok_and(|t| t == "io_uring");
-    let queues = if uring { possible_cpus() } else { 0 };
+    let queues = if uring {
+        let list = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+        ext4box::fuse::uring::possible_cpus(&list).unwrap()
+    } else {
+        0
+    };
     assert_eq!(rings, queues, "io_uring instances held by the worker");
     // Each queue's thread runs on its queue's CPU (the kernel queues a request on its caller's CPU).
     let mut pinned = 0;
@@ -91,18 +96,6 @@ fn the_worker_of_a_live_mount_is_confined() {
     assert_eq!(fs::read(mnt.join("f")).unwrap(), b"served by a confined worker");
     m.unmount();
     assert_fsck_clean(&img);
-}
-
-/// How many CPUs the kernel could ever bring online (`/sys/devices/system/cpu/possible`, as "0-3,6").
-fn possible_cpus() -> usize {
-    let list = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
-    list.trim()
-        .split(',')
-        .map(|range| match range.split_once('-') {
-            Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
-            None => 1,
-        })
-        .sum()
 }
 
 /// Runs `ext4box sandbox-probe ATTEMPT PATH` (confined as the worker, or with `--no-sandbox`).
