@@ -247,7 +247,12 @@ pub fn serve<H: Handler>(mut ring: Ring, qid: usize, negotiated: &Negotiated, ha
 /// caches warm, instead of on another CPU. Where the CPU is not ours to use (a cpuset, an offline CPU)
 /// the thread stays free to run anywhere; that costs speed, nothing else.
 fn pin_to_cpu(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_SET checks the index against the set's size.
+    // A cpu_set_t holds CPU_SETSIZE CPUs; CPU_SET would panic past them.
+    if cpu >= libc::CPU_SETSIZE as usize {
+        tracing::debug!(cpu, "queue thread not pinned: its CPU is past CPU_SETSIZE");
+        return;
+    }
+    // SAFETY: cpu_set_t is plain data, and `cpu` is within it.
     let result = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
