@@ -86,6 +86,7 @@ pub fn record(dev: &str, pid: u32, owner: u32) -> std::io::Result<()> {
     let d = dir(true).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no private directory for the registry of mounts")
     })?;
+    let _lock = Lock::take(&d);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -94,6 +95,27 @@ pub fn record(dev: &str, pid: u32, owner: u32) -> std::io::Result<()> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(d.join(dev.replace('/', "_")))?;
     f.write_all(format!("{pid}\n{owner}\n").as_bytes())
+}
+
+/// An exclusive flock on the registry directory, held while a record is written or removed: device
+/// numbers are reused as soon as a mount is gone, so an exiting server's check-then-remove must not
+/// interleave with a new mount recording the same number (its unmount would then not wait).
+struct Lock {
+    _held: Option<std::fs::File>,
+}
+
+impl Lock {
+    fn take(dir: &std::path::Path) -> Lock {
+        let f = std::fs::File::open(dir).ok();
+        if let Some(f) = &f {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor we own; it is released when the descriptor closes.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "registry lock not taken");
+            }
+        }
+        Lock { _held: f }
+    }
 }
 
 fn fields(dev: &str) -> Option<Vec<u32>> {
@@ -126,10 +148,10 @@ pub fn count_for(uid: u32) -> usize {
 /// Removes the record of `dev` if it still names `pid`: device numbers are reused as soon as a mount
 /// is gone, so a newer mount's record must not be removed by an older server or its unmount.
 pub fn remove(dev: &str, pid: u32) {
+    let Some(d) = dir(false) else { return };
+    let _lock = Lock::take(&d);
     if lookup(dev) == Some(pid) {
-        if let Some(p) = path(dev) {
-            let _ = std::fs::remove_file(p);
-        }
+        let _ = std::fs::remove_file(d.join(dev.replace('/', "_")));
     }
 }
 
