@@ -170,7 +170,14 @@ fn filling_the_filesystem_gives_enospc_and_keeps_everything_else() {
         for (name, d) in &keep {
             assert!(fs::read(mnt.join(name)).unwrap() == *d, "{name} changed when the disk filled up");
         }
+        let full = statvfs(mnt).unwrap();
         fs::remove_file(mnt.join("filler")).unwrap();
+        // The unlinked filler's inode and blocks are freed when the kernel forgets its last reference
+        // (the nodeid is the inode number, so it cannot be reused before): the kernel queues that FORGET
+        // right after the unlink, but another server thread may answer the next request first.
+        eventually("the filler's inode and blocks are free again", || {
+            statvfs(mnt).is_ok_and(|s| s.f_ffree > full.f_ffree && s.f_bfree > full.f_bfree + 1000)
+        });
         fs::write(mnt.join("after"), b"space again").unwrap();
     });
 }
