@@ -16,13 +16,7 @@ if [[ -e $uring ]]; then
     trap restore EXIT
     echo 1 | $sudo tee "$uring" >/dev/null
     echo "test.sh: the integration tests again, on FUSE over io_uring"
-    # KNOWN FAILURE, left out of this pass only (it runs, and passes, on the classic transport above):
-    # on io_uring the SIGKILL test lost an fsynced file in 2 of 3 clean-clone CI runs (2026-12-04),
-    # never in 800 kills run alone. Open in issue 14; remove this --skip with its fix.
-    known_failure=sigkilled_server_replays_to_a_clean_image_with_every_fsynced_file
-    echo "test.sh: NOT RUN on io_uring: crash_kill's $known_failure (known failure, issue 14)" >&2
-    $sudo env "PATH=$PATH" CI="${CI:-}" EXT4BOX_TRANSPORT=io_uring cargo test --release --locked --tests -- --test-threads=2 \
-        --skip "$known_failure"
+    $sudo env "PATH=$PATH" CI="${CI:-}" EXT4BOX_TRANSPORT=io_uring cargo test --release --locked --tests -- --test-threads=2
     restore
     trap - EXIT
 elif [[ ${CI:-} == true ]]; then

@@ -8,6 +8,7 @@ mod common;
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -110,14 +111,21 @@ fn sigkilled_server_replays_to_a_clean_image_with_every_fsynced_file() {
         let worker = worker_pid(&mnt).expect("no worker process");
         let seed = xorshift(&mut rng);
         let before = synced.lock().unwrap().len();
+        // The workload reaches the mount through a descriptor of its root, never through the mount
+        // point's path: once the worker is dead the supervisor detaches the mount, and a path would then
+        // name the directory underneath, where creates, writes and fsyncs all succeed (the io_uring
+        // transport's teardown leaves time for a few; the test then counted files it wrote beside the
+        // image as fsynced to it).
+        let root = fs::File::open(&mnt).expect("open the mount's root");
         let handle = {
-            let (mnt, synced) = (mnt.clone(), synced.clone());
-            std::thread::spawn(move || workload(mnt, round, seed, synced, 100_000))
+            let (top, synced) = (PathBuf::from(format!("/proc/self/fd/{}", root.as_raw_fd())), synced.clone());
+            std::thread::spawn(move || workload(top, round, seed, synced, 100_000))
         };
         // Kill at a random moment: early in the workload, during it, across timer commits.
         std::thread::sleep(Duration::from_millis(xorshift(&mut rng) % 1200));
         unsafe { libc::kill(worker, libc::SIGKILL) };
         handle.join().expect("workload thread");
+        drop(root);
         let after = synced.lock().unwrap().len();
         committed_before_kill += after - before;
         // The supervisor detaches the mount of a dead worker and exits.
@@ -130,6 +138,8 @@ fn sigkilled_server_replays_to_a_clean_image_with_every_fsynced_file() {
             run_ok(std::process::Command::new("umount").arg("-l").arg(&mnt));
         }
         let what = format!("after kill {round} (seed {seed})");
+        let beneath: Vec<_> = fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(beneath.is_empty(), "{what}: the workload wrote beside the image, under the mount point: {beneath:?}");
         let m = ext4box_mount_ok(&img, &mnt, "");
         verify(&mnt, &synced, &what);
         m.unmount();
