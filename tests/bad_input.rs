@@ -120,24 +120,44 @@ fn image_already_mounted() {
     }
     let s = Scratch::new("bad-already");
     let img = small_image(&s);
-    let m1 = s.mkdir("first");
-    let m2 = s.mkdir("second");
+    let (m1, m2, m3) = (s.mkdir("first"), s.mkdir("second"), s.mkdir("third"));
+    let words = ["locked", "already", "mounted"];
+    // Read-only mounts share the image (many jobs of one image at once); a read-write one is refused
+    // while they hold it, by name and by a hard link to the same file.
     let first = ext4box_mount_ok(&img, &m1, "ro");
-    let words = ["lock", "already", "in use", "busy", "mounted"];
-    let out = ext4box_mount(&img, &m2, "ro");
-    assert_one_line_error("second mount of a mounted image", &out, &words);
-    assert_nothing_mounted(&m2);
-    // The same file under another name (a hard link) is the same image.
+    let second = ext4box_mount_ok(&img, &m2, "ro");
+    for m in [&m1, &m2] {
+        assert!(m.join("lost+found").is_dir(), "the read-only mount at {m:?} does not show the image");
+    }
+    let out = ext4box_mount(&img, &m3, "");
+    assert_one_line_error("read-write mount of an image mounted read-only", &out, &words);
+    assert!(output_text(&out).contains("read-only"), "the refusal should say who holds it:\n{}", output_text(&out));
+    assert_nothing_mounted(&m3);
     let link = s.path("image-link");
     fs::hard_link(&img, &link).unwrap();
-    let out = ext4box_mount(&link, &m2, "ro");
-    assert_one_line_error("mount of a hard link to a mounted image", &out, &words);
-    assert_nothing_mounted(&m2);
-    assert!(first.alive(), "the first mount was disturbed by the refused ones");
+    let out = ext4box_mount(&link, &m3, "");
+    assert_one_line_error("read-write mount of a hard link to a mounted image", &out, &words);
+    assert_nothing_mounted(&m3);
+    assert!(first.alive() && second.alive(), "the read-only mounts were disturbed by the refused ones");
     first.unmount();
-    // Once the first server is gone the lock is free again.
-    let second = ext4box_mount_ok(&img, &m2, "ro");
+    // Still held by the second read-only mount.
+    let out = ext4box_mount(&img, &m3, "");
+    assert_one_line_error("read-write mount while one read-only mount is left", &out, &words);
     second.unmount();
+    // Once they are gone the image is free: a read-write mount takes it alone, and refuses both kinds.
+    let rw = ext4box_mount_ok(&img, &m1, "");
+    for (opts, what) in [("ro", "read-only mount of an image mounted read-write"), ("", "second read-write mount")] {
+        let out = ext4box_mount(&link, &m2, opts);
+        assert_one_line_error(what, &out, &words);
+        assert!(
+            output_text(&out).contains("read-write"),
+            "the refusal should say who holds it:\n{}",
+            output_text(&out)
+        );
+        assert_nothing_mounted(&m2);
+    }
+    rw.unmount();
+    assert_fsck_clean(&img);
 }
 
 #[test]

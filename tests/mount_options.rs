@@ -443,3 +443,135 @@ fn ext4box_mount_ok_fstype(img: &Path, mnt: &Path, fstype: &str) -> Ext4boxMount
     assert_eq!(mi.fstype, fstype);
     Ext4boxMount { mnt: mnt.to_path_buf(), pids: server_pids(mnt) }
 }
+
+/// A pipe whose write end crosses exec (the test plays a caller that hands it to ext4box).
+fn inheritable_pipe() -> (fs::File, i32) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), 0) }, 0);
+    unsafe { libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC) };
+    (unsafe { fs::File::from_raw_fd(fds[0]) }, fds[1])
+}
+
+/// Everything written to `r` until its end of file, read on a thread so that a descriptor left open by
+/// mistake fails the test instead of hanging it.
+fn read_to_eof(mut r: fs::File, limit: Duration) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut r, &mut s);
+        let _ = tx.send(s);
+    });
+    rx.recv_timeout(limit).expect("the notify pipe never reached end of file: someone kept it open")
+}
+
+/// `notify_pipe=FD`: the caller's descriptor gets READY=1 once the mount is live and is closed (no
+/// process of the mount keeps it); a mount that fails closes it unwritten.
+#[test]
+fn notify_pipe_says_ready_once_the_mount_is_live() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("opt-notify-pipe");
+    let img = image_with_files(&s);
+    let mnt = s.mkdir("mnt");
+    let (r, w) = inheritable_pipe();
+    let child = Command::new(BIN)
+        .args([OsStr::new("mount"), img.as_os_str(), mnt.as_os_str(), OsStr::new("-o")])
+        .arg(format!("ro,notify_pipe={w}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    unsafe { libc::close(w) };
+    let said = read_to_eof(r, CMD_TIMEOUT);
+    assert_eq!(said, "READY=1\n");
+    assert!(mountinfo_entry(&mnt).is_some(), "READY=1 came before the mount was live");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(fs::read(mnt.join("public")).unwrap(), b"readable by all\n");
+    let m = Ext4boxMount::adopt(&mnt);
+    m.unmount();
+
+    let (r, w) = inheritable_pipe();
+    let out = Command::new(BIN)
+        .args([OsStr::new("mount"), s.path("no-such-image").as_os_str(), mnt.as_os_str(), OsStr::new("-o")])
+        .arg(format!("ro,notify_pipe={w}"))
+        .output()
+        .unwrap();
+    unsafe { libc::close(w) };
+    assert!(!out.status.success());
+    assert_eq!(read_to_eof(r, CMD_TIMEOUT), "", "a failed mount must close the pipe unwritten");
+    let out = ext4box_mount(&img, &mnt, "ro,notify_pipe=999");
+    assert!(!out.status.success() && output_text(&out).contains("notify_pipe=999"), "{}", output_text(&out));
+    assert!(mountinfo_entry(&mnt).is_none());
+}
+
+/// Under systemd (`Type=notify`, `ext4box -f`): READY=1 on $NOTIFY_SOCKET once the mount is live.
+#[test]
+fn systemd_is_notified_when_a_foreground_mount_is_live() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("opt-sd-notify");
+    let img = image_with_files(&s);
+    let mnt = s.mkdir("mnt");
+    let sock = s.path("notify");
+    let listener = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    listener.set_read_timeout(Some(CMD_TIMEOUT)).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            OsStr::new("mount"),
+            OsStr::new("-f"),
+            img.as_os_str(),
+            mnt.as_os_str(),
+            OsStr::new("-o"),
+            OsStr::new("ro"),
+        ])
+        .env("NOTIFY_SOCKET", &sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf).expect("no notification from the foreground mount");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(mountinfo_entry(&mnt).is_some(), "READY=1 came before the mount was live");
+    let out = ext4box(&[OsStr::new("unmount"), mnt.as_os_str()], CMD_TIMEOUT);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(child.wait().unwrap().success(), "the foreground mount did not end cleanly");
+}
+
+/// `lockfile=` left behind by a killed mount (its pid is gone) is taken over with one line; the file then
+/// names the process that will remove it, which lives as long as the mount, and is gone after it.
+#[test]
+fn a_stale_lockfile_is_taken_over() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("opt-stale-lockfile");
+    let img = image_with_files(&s);
+    let mnt = s.mkdir("mnt");
+    let lock = s.path("lock");
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    fs::write(&lock, format!("{dead}\n")).unwrap();
+    let out = ext4box_mount(&img, &mnt, &format!("ro,lockfile={}", lock.display()));
+    assert!(out.status.success(), "{}", output_text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().count() == 1 && err.contains("taking it over"), "{err}");
+    let m = Ext4boxMount::adopt(&mnt);
+    let owner: i32 = fs::read_to_string(&lock).unwrap().trim().parse().unwrap();
+    assert!(
+        m.pids.contains(&owner) && pid_alive(owner),
+        "lock file names {owner}, not a live process of the mount {:?}",
+        m.pids
+    );
+    // A live mount's lock file is not stale: a second mount naming it is refused.
+    let mnt2 = s.mkdir("mnt2");
+    let out = ext4box_mount(&img, &mnt2, &format!("ro,lockfile={}", lock.display()));
+    assert!(!out.status.success() && output_text(&out).contains("in use"), "{}", output_text(&out));
+    m.unmount();
+    assert!(!lock.exists(), "the lock file outlived the mount");
+}

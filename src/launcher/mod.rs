@@ -4,8 +4,10 @@
 
 pub mod fd_socket;
 pub mod fusermount;
+pub mod lock;
 pub mod mountinfo;
 pub mod options;
+pub mod ready;
 pub mod registry;
 pub mod service;
 pub mod supervisor;
@@ -38,40 +40,6 @@ pub struct MountRequest {
     pub explain: bool,
     /// Serve requests on one thread (fuse2fs's `-s`).
     pub single_thread: bool,
-}
-
-/// `lockfile=PATH`: a file that exists exactly while the mount does; created exclusively, so a second
-/// mount with the same lock file is refused, and removed when the server has exited.
-#[derive(Debug)]
-pub struct Lockfile(PathBuf);
-
-impl Lockfile {
-    fn create(path: &Path) -> Result<Lockfile, String> {
-        let abs = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            std::env::current_dir().unwrap_or_default().join(path)
-        };
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&abs)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{}\n", std::process::id()).as_bytes()))
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => {
-                    format!("lock file {} exists: the image is in use (or a crash left it behind)", abs.display())
-                }
-                _ => format!("cannot create lock file {}: {}", abs.display(), errno_text(&e)),
-            })?;
-        Ok(Lockfile(abs))
-    }
-}
-
-impl Drop for Lockfile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// How the mount itself is made.
@@ -154,12 +122,15 @@ fn open_inherited(fd: i32, shown: &str, write: bool) -> Result<File, String> {
     Ok(file)
 }
 
-/// Opens the image (read-only, or read-write) and takes its exclusive lock, held until the server exits.
-fn open_image(path: &Path, write: bool) -> Result<File, String> {
+/// Opens the image (read-only, or read-write) and takes its lock (see `lock`), held until the server
+/// exits.
+fn open_image(path: &Path, o: &MountOptions) -> Result<File, String> {
+    let write = !o.read_only;
     let shown = path.display();
+    let access = lock::Access::for_mount(o.read_only);
     if let Some(fd) = inherited_fd(path) {
         let file = open_inherited(fd, &shown.to_string(), write)?;
-        return lock_image(file, &shown.to_string());
+        return lock::lock_image(file, &shown.to_string(), access, o.nolock);
     }
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot open image {shown}: {}", errno_text(&e)))?;
     let ft = meta.file_type();
@@ -184,21 +155,7 @@ fn open_image(path: &Path, write: bool) -> Result<File, String> {
         }
         _ => format!("cannot open image {shown}: {}", errno_text(&e)),
     })?;
-    lock_image(file, &shown.to_string())
-}
-
-/// Takes the image's exclusive lock (one ext4box per image), held until the server exits.
-fn lock_image(file: File, shown: &str) -> Result<File, String> {
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            format!("{shown} is already mounted by another ext4box (it is locked)")
-        } else {
-            format!("cannot lock {shown}: {}", errno_text(&e))
-        });
-    }
-    Ok(file)
+    lock::lock_image(file, &shown.to_string(), access, o.nolock)
 }
 
 fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
@@ -260,10 +217,12 @@ pub(crate) fn detach(target: &Path) {
 /// the worker parses it, after confining itself, and reports back.
 pub fn mount(req: &MountRequest) -> Result<(), String> {
     let mode = MountMode::choose()?;
-    let image = open_image(&req.image, !req.options.read_only)?;
+    // Taken first: on any failure below it is closed unwritten, which tells the caller.
+    let readiness = ready::Readiness::take(req.options.notify_pipe)?;
+    let image = open_image(&req.image, &req.options)?;
     // Held from here to the server's exit: the supervisor removes it then (or on any failure before).
     let lockfile = match &req.options.lockfile {
-        Some(path) => Some(Lockfile::create(path)?),
+        Some(path) => Some(lock::Lockfile::create(path)?),
         None => None,
     };
     let target = check_mountpoint(&req.mountpoint)?;
@@ -326,9 +285,10 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         mode,
         explain: req.explain,
         lockfile,
+        ready: None,
     };
     if req.foreground {
-        return supervisor::supervise(prepared, None);
+        return supervisor::supervise(supervisor::Prepared { ready: Some(readiness), ..prepared }, None);
     }
     let (ready_r, ready_w) = pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
     // SAFETY: the process has a single thread here, so fork is safe.
@@ -336,6 +296,11 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         -1 => Err(format!("fork: {}", errno_text(&std::io::Error::last_os_error()))),
         0 => {
             drop(ready_r);
+            // The caller's waiting process tells whoever asked; this copy must not keep their pipe open.
+            drop(readiness);
+            if let Some(lock) = &prepared.lockfile {
+                lock.claim();
+            }
             daemonize();
             let code = i32::from(supervisor::supervise(prepared, Some(ready_w)).is_err());
             std::process::exit(code)
@@ -346,7 +311,9 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
             if let Some(lock) = prepared.lockfile {
                 std::mem::forget(lock);
             }
-            wait_ready(ready_r, req.explain)
+            wait_ready(ready_r, req.explain)?;
+            readiness.ready();
+            Ok(())
         }
     }
 }

@@ -35,6 +35,10 @@ pub struct MountOptions {
     pub cache_size: Option<u64>,
     /// A file created (exclusively) for the mount's lifetime (`lockfile=`).
     pub lockfile: Option<std::path::PathBuf>,
+    /// Mount without locking the image (`nolock`): for filesystems that cannot lock.
+    pub nolock: bool,
+    /// A descriptor to write `READY=1` to once the mount is live (`notify_pipe=FD`).
+    pub notify_pipe: Option<i32>,
     /// statfs counts the metadata overhead in the size (`minixdf`) instead of leaving it out (`bsddf`).
     pub minixdf: bool,
     /// The filesystem type is `fuse.SUBTYPE` (`subtype=`; `ext4box` by default).
@@ -133,6 +137,8 @@ impl Default for MountOptions {
             errors: None,
             cache_size: None,
             lockfile: None,
+            nolock: false,
+            notify_pipe: None,
             minixdf: false,
             subtype: None,
             partition: None,
@@ -275,6 +281,14 @@ impl MountOptions {
                 }
                 "transport" => o.transport = TransportPolicy::parse(need()?)?,
                 "lockfile" => o.lockfile = Some(std::path::PathBuf::from(need()?)),
+                "nolock" => flag(value).map(|_| o.nolock = true)?,
+                "notify_pipe" => {
+                    let v = need()?;
+                    let fd: i32 = v.parse().ok().filter(|&n| n > 2).ok_or_else(|| {
+                        format!("notify_pipe={v}: not a descriptor number (3 or more, open for writing)")
+                    })?;
+                    o.notify_pipe = Some(fd);
+                }
                 // POSIX ACLs are always enforced (the kernel checks them); the option is accepted.
                 "acl" => flag(value)?,
                 "bsddf" => flag(value).map(|_| o.minixdf = false)?,

@@ -24,6 +24,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::fd_socket;
+use super::lock::Access;
 use super::supervisor::{self, Prepared};
 use super::worker::WorkerArgs;
 use super::{MountOptions, mountinfo, registry};
@@ -255,8 +256,10 @@ fn mount(
     let atime = o.atime_policy();
     let image_shown = std::fs::read_link(format!("/proc/self/fd/{}", image.as_raw_fd()))
         .map_or_else(|_| "image".into(), |p| p.display().to_string());
+    // Locked as `ext4box mount` locks it: read-only mounts share an image, a read-write one has it alone.
+    let image = super::lock::lock_image(File::from(image), &image_shown, Access::for_mount(o.read_only), o.nolock)?;
     let prepared = Prepared {
-        image: File::from(image),
+        image,
         fuse,
         target,
         source: image_shown.clone(),
@@ -280,6 +283,7 @@ fn mount(
         mode: super::MountMode::Root,
         explain: false,
         lockfile: None,
+        ready: None,
     };
     let (ready_r, ready_w) = super::pipe().map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the service is single-threaded, so the child may run ordinary code after fork.

@@ -37,7 +37,10 @@ pub struct Prepared {
     /// Forward the worker's confinement steps to the caller (`--explain`).
     pub explain: bool,
     /// `lockfile=`: removed when this is dropped, after the worker has exited.
-    pub lockfile: Option<super::Lockfile>,
+    pub lockfile: Option<super::lock::Lockfile>,
+    /// Whom to tell once the mount is live (in the foreground; in the background the launcher's
+    /// waiting process does).
+    pub ready: Option<super::ready::Readiness>,
 }
 
 /// Takes the mount at `target` away (the worker failed or died), the way it was made.
@@ -99,7 +102,7 @@ fn report(r: &mut Reporter, line: &str) {
 }
 
 /// Mounts, runs the worker, and waits for it. Returns when the worker has exited.
-pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
+pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> {
     let at = p.mount_at.as_deref().unwrap_or(&p.target);
     tracing::info!(mountpoint = %p.target.display(), "mounting: {}", p.mode.describe());
     if !matches!(p.mode, super::MountMode::Fusermount(_)) {
@@ -158,6 +161,9 @@ pub fn supervise(p: Prepared, mut reporter: Reporter) -> Result<(), String> {
                 }
             }
             report(&mut reporter, "R");
+            if let Some(r) = p.ready.take() {
+                r.ready();
+            }
             break;
         } else if let Some(msg) = line.strip_prefix("E ") {
             failure = Some(format!("{}: {msg}", p.image_shown));

@@ -514,6 +514,14 @@ pub fn ext4box_mount_ok(img: &Path, mnt: &Path, opts: &str) -> Ext4boxMount {
 }
 
 impl Ext4boxMount {
+    /// The mount at `mnt`, made some other way than `ext4box_mount_ok` (it must be live).
+    pub fn adopt(mnt: &Path) -> Ext4boxMount {
+        assert!(mountinfo_entry(mnt).is_some(), "{mnt:?} is not mounted");
+        let pids = server_pids(mnt);
+        assert!(!pids.is_empty(), "no live ext4box server process whose command line names {mnt:?}");
+        Ext4boxMount { mnt: mnt.to_path_buf(), pids }
+    }
+
     /// True while the mount is listed and every server process lives.
     pub fn alive(&self) -> bool {
         mountinfo_entry(&self.mnt).is_some() && self.pids.iter().all(|&p| pid_alive(p))

@@ -1,0 +1,307 @@
+//! Who may use an image at once. Read-only mounts share it, so that many jobs can mount one image
+//! together; a read-write mount has it alone, and is refused while any other mount holds it (and the
+//! other way round). The lock lives on the image's open file description, which the worker holds, so it
+//! is let go exactly when the server has exited, however it ended.
+//!
+//! flock(2) first. Where it is refused (NFS emulates flock with byte-range locks, which a read-only
+//! descriptor cannot take in write mode; some network and FUSE filesystems have no locks at all), an
+//! open-file-description lock of the same kind. Where neither works the mount is refused in one line,
+//! unless `-o nolock` says to go ahead.
+//!
+//! Also `lockfile=PATH` (fuse2fs's): a file that exists exactly while the mount does, holding the pid of
+//! the process that removes it; one left behind by a killed mount is taken over.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::errno_text;
+
+/// How an image is to be shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A read-only mount: other read-only mounts may hold it too.
+    Shared,
+    /// A read-write mount: nobody else.
+    Exclusive,
+}
+
+impl Access {
+    pub fn for_mount(read_only: bool) -> Access {
+        if read_only { Access::Shared } else { Access::Exclusive }
+    }
+}
+
+/// What holds the lock we could not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// Takes the image's lock for `access` (kept with `file` until every copy of it is closed), or says in
+/// one line why not. `nolock` skips it.
+pub fn lock_image(file: File, shown: &str, access: Access, nolock: bool) -> Result<File, String> {
+    if nolock {
+        return Ok(file);
+    }
+    let fd = file.as_raw_fd();
+    let op = match access {
+        Access::Shared => libc::LOCK_SH,
+        Access::Exclusive => libc::LOCK_EX,
+    };
+    // SAFETY: flock on a descriptor we own.
+    let refused = match unsafe { libc::flock(fd, op | libc::LOCK_NB) } {
+        0 => return Ok(file),
+        _ => std::io::Error::last_os_error(),
+    };
+    if refused.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Err(in_use(shown, access, flock_holder(fd, access)));
+    }
+    if !flock_unsupported(&refused) {
+        return Err(format!("cannot lock {shown}: {}", errno_text(&refused)));
+    }
+    match ofd_lock(fd, access) {
+        Ok(()) => {
+            tracing::info!(image = shown, error = %refused, "flock refused; the image is locked with an OFD lock");
+            Ok(file)
+        }
+        Err(OfdError::Held(holder)) => Err(in_use(shown, access, holder)),
+        Err(OfdError::Other(e)) => Err(format!(
+            "cannot lock {shown}: {} (the filesystem holding it has no locks; -o nolock mounts it anyway, \
+             which is unsafe for a read-write mount if anything else may open the image)",
+            errno_text(&e)
+        )),
+    }
+}
+
+/// The errors that mean "this filesystem (or this descriptor) cannot flock", not "someone holds it".
+fn flock_unsupported(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOLCK | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS))
+}
+
+fn in_use(shown: &str, access: Access, holder: Holder) -> String {
+    match (access, holder) {
+        (Access::Exclusive, Holder::ReadOnly) => format!(
+            "{shown} is already mounted read-only by another ext4box (it is locked): a read-write mount needs it alone"
+        ),
+        (Access::Shared, _) | (Access::Exclusive, Holder::ReadWrite) => {
+            format!("{shown} is already mounted read-write by another ext4box (it is locked)")
+        }
+    }
+}
+
+/// Who holds the flock that refused `access`: a shared request is refused only by an exclusive holder;
+/// an exclusive one by either, told apart by trying (and at once dropping) a shared lock.
+fn flock_holder(fd: i32, access: Access) -> Holder {
+    if access == Access::Shared {
+        return Holder::ReadWrite;
+    }
+    // SAFETY: flock on a descriptor we own; we held no lock on it before.
+    if unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        // SAFETY: as above: drops the probe.
+        unsafe { libc::flock(fd, libc::LOCK_UN) };
+        Holder::ReadOnly
+    } else {
+        Holder::ReadWrite
+    }
+}
+
+enum OfdError {
+    Held(Holder),
+    Other(std::io::Error),
+}
+
+/// An open-file-description lock on the whole file: read for shared, write for exclusive.
+fn ofd_lock(fd: i32, access: Access) -> Result<(), OfdError> {
+    let kind = match access {
+        Access::Shared => libc::F_RDLCK,
+        Access::Exclusive => libc::F_WRLCK,
+    };
+    // SAFETY: flock is plain data; zero is a valid value for every field.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: F_OFD_SETLK with a valid flock struct on a descriptor we own.
+    if unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &fl) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
+        return Err(OfdError::Other(e));
+    }
+    // SAFETY: as above; F_OFD_GETLK fills `fl` with a conflicting lock.
+    let mut probe = fl;
+    let holder = if unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut probe) } == 0
+        && probe.l_type == libc::F_RDLCK as libc::c_short
+    {
+        Holder::ReadOnly
+    } else {
+        Holder::ReadWrite
+    };
+    Err(OfdError::Held(holder))
+}
+
+/// `lockfile=PATH`: created exclusively with the pid of the process that will remove it, so a second
+/// mount naming it is refused; removed when dropped (after the server has exited).
+#[derive(Debug)]
+pub struct Lockfile(PathBuf);
+
+impl Lockfile {
+    pub fn create(path: &Path) -> Result<Lockfile, String> {
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(path)
+        };
+        match Self::create_new(&abs) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let Some(pid) = stale_owner(&abs) else {
+                    return Err(format!("lock file {} exists: the image is in use", abs.display()));
+                };
+                eprintln!(
+                    "ext4box: lock file {} was left by process {pid}, which is gone: taking it over",
+                    abs.display()
+                );
+                // Another mount may take it over at the same moment: the exclusive create decides.
+                let _ = std::fs::remove_file(&abs);
+                Self::create_new(&abs).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => {
+                        format!("lock file {} exists: the image is in use", abs.display())
+                    }
+                    _ => format!("cannot create lock file {}: {}", abs.display(), errno_text(&e)),
+                })
+            }
+            Err(e) => Err(format!("cannot create lock file {}: {}", abs.display(), errno_text(&e))),
+            Ok(l) => Ok(l),
+        }
+    }
+
+    fn create_new(abs: &Path) -> std::io::Result<Lockfile> {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o644).open(abs)?;
+        f.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        Ok(Lockfile(abs.to_path_buf()))
+    }
+
+    /// Records the calling process as the one that removes the file (the background supervisor, after
+    /// the fork: the process that created it returns as soon as the mount is live).
+    pub fn claim(&self) {
+        let _ = std::fs::write(&self.0, format!("{}\n", std::process::id()));
+    }
+}
+
+impl Drop for Lockfile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The pid in a lock file whose process is gone, or runs something other than ext4box (pids are
+/// reused); `None` while it may still be in use (an ext4box, or a process we may not look at), or when
+/// the file does not name a pid (someone else's lock).
+fn stale_owner(path: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let pid: i32 = text.trim().parse().ok().filter(|&p| p > 0)?;
+    match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        // By name, not by path: an upgraded binary shows as "... (deleted)", and mount.fuse.ext4box
+        // links to the same program.
+        Ok(exe) => (!exe.to_string_lossy().rsplit('/').next().unwrap_or("").contains("ext4box")).then_some(pid),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(pid),
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ext4box-lock-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn open(p: &Path) -> File {
+        OpenOptions::new().read(true).write(true).open(p).unwrap()
+    }
+
+    #[test]
+    fn read_only_mounts_share_and_a_read_write_one_is_alone() {
+        let d = scratch("share");
+        let img = d.join("img");
+        std::fs::write(&img, b"x").unwrap();
+        let a = lock_image(open(&img), "img", Access::Shared, false).unwrap();
+        let b = lock_image(open(&img), "img", Access::Shared, false).unwrap();
+        let e = lock_image(open(&img), "img", Access::Exclusive, false).unwrap_err();
+        assert!(e.contains("read-only by another ext4box"), "{e}");
+        drop((a, b));
+        let w = lock_image(open(&img), "img", Access::Exclusive, false).unwrap();
+        let e = lock_image(open(&img), "img", Access::Shared, false).unwrap_err();
+        assert!(e.contains("read-write by another ext4box"), "{e}");
+        let e = lock_image(open(&img), "img", Access::Exclusive, false).unwrap_err();
+        assert!(e.contains("read-write by another ext4box"), "{e}");
+        // nolock goes ahead whatever holds it.
+        lock_image(open(&img), "img", Access::Exclusive, true).unwrap();
+        drop(w);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ofd_locks_conflict_by_kind() {
+        let d = scratch("ofd");
+        let img = d.join("img");
+        std::fs::write(&img, b"x").unwrap();
+        let (a, b, c) = (open(&img), open(&img), open(&img));
+        assert!(ofd_lock(a.as_raw_fd(), Access::Shared).is_ok());
+        assert!(ofd_lock(b.as_raw_fd(), Access::Shared).is_ok());
+        assert!(matches!(ofd_lock(c.as_raw_fd(), Access::Exclusive), Err(OfdError::Held(Holder::ReadOnly))));
+        drop((a, b));
+        assert!(ofd_lock(c.as_raw_fd(), Access::Exclusive).is_ok());
+        let d2 = open(&img);
+        assert!(matches!(ofd_lock(d2.as_raw_fd(), Access::Shared), Err(OfdError::Held(Holder::ReadWrite))));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn flock_errors_that_mean_no_locks_here() {
+        for e in [libc::EBADF, libc::ENOLCK, libc::EOPNOTSUPP, libc::EINVAL, libc::ENOSYS] {
+            assert!(flock_unsupported(&std::io::Error::from_raw_os_error(e)), "{e}");
+        }
+        assert!(!flock_unsupported(&std::io::Error::from_raw_os_error(libc::EWOULDBLOCK)));
+        assert!(!flock_unsupported(&std::io::Error::from_raw_os_error(libc::EINTR)));
+    }
+
+    #[test]
+    fn a_lock_file_left_by_a_dead_process_is_taken_over() {
+        let d = scratch("lockfile");
+        let path = d.join("lock");
+        // A pid that is certainly gone: a child that has exited and been reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        std::fs::write(&path, format!("{dead}\n")).unwrap();
+        let l = Lockfile::create(&path).expect("stale lock file not taken over");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), std::process::id().to_string());
+        // A live process that is not an ext4box (the pid was reused): stale too.
+        drop(l);
+        let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        std::fs::write(&path, format!("{}\n", sleeper.id())).unwrap();
+        let taken = Lockfile::create(&path);
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert!(taken.is_ok(), "a lock file naming a live non-ext4box process was not taken over");
+        drop(taken);
+        // A live ext4box (this test binary is one, by name): in use.
+        std::fs::write(&path, format!("{}\n", std::process::id())).unwrap();
+        let e = Lockfile::create(&path).unwrap_err();
+        assert!(e.contains("in use"), "{e}");
+        // Not a pid at all: someone else's lock, left alone.
+        std::fs::write(&path, "held by a person\n").unwrap();
+        let e = Lockfile::create(&path).unwrap_err();
+        assert!(e.contains("in use"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
