@@ -198,7 +198,10 @@ pub fn main() -> i32 {
         Cmd::Mount { image, mountpoint, options, foreground, fd_socket, explain, single_thread, debug, sandbox } => {
             let foreground = foreground || debug;
             MountOptions::parse(&options.join(",")).and_then(|parsed| {
-                if unprivileged() && launcher::service::socket_path().exists() {
+                if unprivileged()
+                    && launcher::service::socket_path().exists()
+                    && !launcher::names_mounted_fuse(&mountpoint)
+                {
                     // No privilege to mount: the mount service does it, with what this user can open.
                     let (img, mp) = launcher::service::open_for_request(&image, &mountpoint, parsed.read_only)?;
                     let req = launcher::service::Request::Mount { options: options.join(",") };

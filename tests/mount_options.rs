@@ -575,3 +575,79 @@ fn a_stale_lockfile_is_taken_over() {
     m.unmount();
     assert!(!lock.exists(), "the lock file outlived the mount");
 }
+
+/// A mount point given as `/dev/fd/N`, an open /dev/fuse descriptor the caller has mounted already (as
+/// Apptainer and libfuse 3.3+ callers do): ext4box serves it, confined, mounts nothing itself, and ends
+/// when the caller unmounts. The test plays the caller: it opens /dev/fuse and mounts with mount(2).
+#[test]
+fn serves_a_fuse_descriptor_the_caller_mounted() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new("opt-given-fd");
+    let img = image_with_files(&s);
+    let mnt = s.mkdir("mnt");
+    // Inherited by ext4box: no close-on-exec.
+    let fuse = fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").unwrap();
+    let fd = fuse.as_raw_fd();
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let c = |b: &[u8]| std::ffi::CString::new(b).unwrap();
+    let (src, tgt, fstype) = (c(img.as_os_str().as_bytes()), c(mnt.as_os_str().as_bytes()), c(b"fuse.apptainer"));
+    let data = c(format!("fd={fd},rootmode=40000,user_id=0,group_id=0").as_bytes());
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RDONLY;
+    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) };
+    assert_eq!(rc, 0, "the test's own mount(2): {}", std::io::Error::last_os_error());
+    let given = format!("/dev/fd/{fd}");
+    let (r, w) = inheritable_pipe();
+    let child = Command::new(BIN)
+        .args([OsStr::new("mount"), OsStr::new("-f"), img.as_os_str(), OsStr::new(&given), OsStr::new("-o")])
+        .arg(format!("ro,notify_pipe={w}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    unsafe { libc::close(w) };
+    drop(fuse);
+    assert_eq!(read_to_eof(r, CMD_TIMEOUT), "READY=1\n", "no readiness from the server of a given descriptor");
+    assert_eq!(fs::read(mnt.join("public")).unwrap(), b"readable by all\n");
+    // ext4box mounted nothing: the one mount is the caller's, with the caller's type.
+    let mi = mountinfo_entry(&mnt).expect("the caller's mount is gone");
+    assert_eq!(mi.fstype, "fuse.apptainer");
+    let listed = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.contains(" fuse.ext4box "))
+            .filter(|l| l.contains(&*s.path("").to_string_lossy()))
+            .count(),
+        0
+    );
+    // The worker that serves it is confined as always.
+    let worker = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|&b| b == 0).any(|a| a == b"worker") && c.windows(given.len()).any(|w| w == given.as_bytes())
+            })
+        })
+        .expect("no ext4box worker serving the given descriptor");
+    let status = fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+        "worker not under seccomp:\n{status}"
+    );
+    // The caller unmounts; the server sees the end and exits cleanly.
+    assert_eq!(unsafe { libc::umount2(tgt.as_ptr(), 0) }, 0, "{}", std::io::Error::last_os_error());
+    let out = with_timeout("the server's exit after the caller's unmount", CMD_TIMEOUT, &mnt, move || {
+        child.wait_with_output().unwrap()
+    });
+    assert!(out.status.success(), "ext4box serving a given descriptor ended badly:\n{}", output_text(&out));
+
+    // A descriptor that is not /dev/fuse is a mount point like any other: refused unless a directory.
+    let f = fs::File::open(&img).unwrap();
+    let out = ext4box_mount(&img, Path::new(&format!("/proc/self/fd/{}", f.as_raw_fd())), "ro");
+    assert!(!out.status.success(), "{}", output_text(&out));
+}

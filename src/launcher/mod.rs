@@ -52,6 +52,9 @@ pub enum MountMode {
     UserNamespace,
     /// libfuse's setuid helper mounts and hands back the descriptor; it also unmounts.
     Fusermount(PathBuf),
+    /// The caller mounted already and passed the /dev/fuse descriptor as the mount point (`/dev/fd/N`,
+    /// as Apptainer and libfuse 3.3+ do): ext4box only serves it, and never unmounts or remounts.
+    Given,
 }
 
 impl MountMode {
@@ -75,8 +78,14 @@ impl MountMode {
         }
     }
 
+    /// Whether ext4box makes the mount with mount(2) (and so may remount it read-only).
+    pub fn uses_mount_syscall(&self) -> bool {
+        matches!(self, MountMode::Root | MountMode::UserNamespace)
+    }
+
     pub fn describe(&self) -> String {
         match self {
+            MountMode::Given => "mounted by the caller, who passed the /dev/fuse descriptor".into(),
             MountMode::Root => "mount(2) as root".into(),
             MountMode::UserNamespace => "mount(2) inside a user namespace that owns its mount namespace".into(),
             MountMode::Fusermount(h) => format!("{} (setuid helper) mounts and unmounts", h.display()),
@@ -98,6 +107,35 @@ fn inherited_fd(path: &Path) -> Option<i32> {
     let s = path.to_str()?;
     let n = s.strip_prefix("/proc/self/fd/").or_else(|| s.strip_prefix("/dev/fd/"))?;
     n.parse().ok().filter(|&n| n >= 0)
+}
+
+/// The caller's /dev/fuse descriptor when the mount point is `/dev/fd/N` (or `/proc/self/fd/N`) naming
+/// one: the caller has mounted it and ext4box is to serve it. `None` for any other mount point (a
+/// directory's descriptor is a mount point like any directory).
+fn given_fuse(path: &Path) -> Result<Option<File>, String> {
+    let Some(fd) = inherited_fd(path) else { return Ok(None) };
+    // SAFETY: fstat into a zeroed struct on a descriptor number; a bad number fails with EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("mount point {}: descriptor {fd} is not open ({})", path.display(), errno_text(&e)));
+    }
+    const FUSE_DEVICE: (u32, u32) = (10, 229);
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || (libc::major(st.st_rdev), libc::minor(st.st_rdev)) != FUSE_DEVICE {
+        return Ok(None);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(format!("mount point {}: {}", path.display(), errno_text(&std::io::Error::last_os_error())));
+    }
+    // SAFETY: fcntl returned a new descriptor that nothing else owns.
+    Ok(Some(unsafe { File::from_raw_fd(dup) }))
+}
+
+/// Whether `mountpoint` is a /dev/fuse descriptor the caller mounted (see `given_fuse`).
+pub fn names_mounted_fuse(mountpoint: &Path) -> bool {
+    matches!(given_fuse(mountpoint), Ok(Some(_)))
 }
 
 /// An image the caller opened and passed as a descriptor (`/proc/self/fd/N`, as runtimes that open the
@@ -216,7 +254,8 @@ pub(crate) fn detach(target: &Path) {
 /// live (background), or when it is unmounted (`foreground`). The launcher itself never reads the image:
 /// the worker parses it, after confining itself, and reports back.
 pub fn mount(req: &MountRequest) -> Result<(), String> {
-    let mode = MountMode::choose()?;
+    let given = given_fuse(&req.mountpoint)?;
+    let mode = if given.is_some() { MountMode::Given } else { MountMode::choose()? };
     // Taken first: on any failure below it is closed unwritten, which tells the caller.
     let readiness = ready::Readiness::take(req.options.notify_pipe)?;
     let image = open_image(&req.image, &req.options)?;
@@ -225,7 +264,8 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         Some(path) => Some(lock::Lockfile::create(path)?),
         None => None,
     };
-    let target = check_mountpoint(&req.mountpoint)?;
+    // A given /dev/fuse descriptor is named as the caller named it (in logs and `ps`); it has no path.
+    let target = if given.is_some() { req.mountpoint.clone() } else { check_mountpoint(&req.mountpoint)? };
     // A policy that does not parse stops the mount here, before anything is mounted. (A worker behind
     // --fd-socket confines itself with its own.)
     if req.fd_socket.is_some() {
@@ -247,8 +287,11 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
     if req.explain {
         println!("mount: {}", mode.describe());
     }
-    let fuse = match &mode {
-        MountMode::Fusermount(helper) => fusermount::mount(helper, &target, &req.options.fusermount_options(&source))?,
+    let fuse = match (&mode, given) {
+        (MountMode::Fusermount(helper), _) => {
+            fusermount::mount(helper, &target, &req.options.fusermount_options(&source))?
+        }
+        (_, Some(fuse)) => fuse,
         _ => OpenOptions::new()
             .read(true)
             .write(true)

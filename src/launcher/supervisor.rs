@@ -51,7 +51,9 @@ fn take_away(mode: &super::MountMode, target: &Path) {
                 tracing::error!("{e}");
             }
         }
-        _ => detach(target),
+        // The caller's mount: the caller takes it away (it sees the connection end).
+        super::MountMode::Given => {}
+        super::MountMode::Root | super::MountMode::UserNamespace => detach(target),
     }
 }
 
@@ -105,7 +107,7 @@ fn report(r: &mut Reporter, line: &str) {
 pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> {
     let at = p.mount_at.as_deref().unwrap_or(&p.target);
     tracing::info!(mountpoint = %p.target.display(), "mounting: {}", p.mode.describe());
-    if !matches!(p.mode, super::MountMode::Fusermount(_)) {
+    if p.mode.uses_mount_syscall() {
         super::mount_syscall(&p.source, at, p.fuse.as_raw_fd(), &p.options, p.block_device, p.owner)?;
     }
     let log = WorkerLog::new(p.image_shown.clone(), p.target.display().to_string());
@@ -145,9 +147,9 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
                 report(&mut reporter, &line);
             }
         } else if let Some(why) = line.strip_prefix("W ro ") {
-            // (fusermount3 cannot remount: the server answers EROFS all the same.)
-            // (Nothing can be open on it yet, so the remount cannot be busy.)
-            if !matches!(p.mode, super::MountMode::Fusermount(_)) {
+            // (fusermount3 cannot remount, nor can a mount the caller made: the server answers EROFS
+            // all the same.) (Nothing can be open on it yet, so the remount cannot be busy.)
+            if p.mode.uses_mount_syscall() {
                 remount_read_only(&p.target);
             }
             report(&mut reporter, &format!("W {}: mounting read-only: {why}", p.image_shown));
@@ -179,7 +181,7 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
         return Err(msg);
     }
     let dev = mountinfo::find(&p.target).map(|m| m.dev);
-    let can_remount = !matches!(p.mode, super::MountMode::Fusermount(_));
+    let can_remount = p.mode.uses_mount_syscall();
     let (clean, cause) = match worker {
         Worker::Local(pid) => {
             let target = p.target.clone();
