@@ -16,7 +16,7 @@ WORK=$(mktemp -d)
 trap 'umount -q "$WORK/mnt" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/mnt"
 IMAGE_TARGETS=(group_desc inode extent_tree block_map dir_block htree xattr inline_data symlink journal orphan image_read image_write)
-for t in "${IMAGE_TARGETS[@]}" superblock journal_superblock partition_table handoff service_request mount_options fuse_request; do
+for t in "${IMAGE_TARGETS[@]}" superblock journal_superblock partition_table qcow2_image handoff service_request mount_options fuse_request; do
     mkdir -p "$OUT/$t"
 done
 
@@ -119,6 +119,18 @@ if command -v sfdisk >/dev/null; then
         [[ $label == gpt ]] || printf 'start=12288, size=2048, type=5\n' | sfdisk -q --append "$disk" >/dev/null 2>&1 || true
         dd if="$disk" of="$OUT/partition_table/$label" bs=512 count=40 status=none
     done
+fi
+# qcow2 images made by qemu-img from small raw disks: v3 and v2, with and without compressed clusters,
+# a small cluster size (deeper tables), and lazy refcounts (the dirty bit).
+if command -v qemu-img >/dev/null; then
+    raw="$WORK/qraw"
+    rm -f "$raw" && truncate -s 2M "$raw"
+    printf 'seed data %.0s' $(seq 1 2000) | dd of="$raw" bs=1 seek=65536 conv=notrunc status=none
+    for v in "v3:-o compat=1.1" "v2:-o compat=0.10" "compressed:-c" "small-clusters:-o cluster_size=512" "lazy:-o lazy_refcounts=on"; do
+        # shellcheck disable=SC2086
+        qemu-img convert -q -O qcow2 ${v#*:} "$raw" "$OUT/qcow2_image/${v%%:*}"
+    done
+    qemu-img create -q -f qcow2 "$OUT/qcow2_image/empty" 1M
 fi
 printf 'ext4box-handoff 1\nread_only=1\nnorecovery=0\noffset=1048576\natime=never\ncommit=5\ntuning=umask=22,fakeroot\n' >"$OUT/handoff/full"
 printf 'ext4box-handoff 1\nread_only=0\nnorecovery=1\noffset=0\natime=relative\n' >"$OUT/handoff/minimal"

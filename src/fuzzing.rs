@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("superblock", superblock),
     ("journal_superblock", journal_superblock),
     ("partition_table", partition_table),
+    ("qcow2_image", qcow2_image),
     ("handoff", handoff),
     ("service_request", service_request),
     ("mount_options", mount_options),
@@ -80,6 +81,35 @@ pub fn partition_table(data: &[u8]) {
             assert!(e.offset + e.len <= data.len() as u64, "a partition outside the image was accepted");
         }
     }
+}
+
+/// A qcow2 image's metadata (header, extensions, L1 and L2 tables, compressed clusters) as imago opens
+/// and reads it in the worker, which serves qcow2 read-only (see `crate::image`): the virtual disk read
+/// at a few places, then the ext4 filesystem inside it opened and walked like `image_read`.
+pub fn qcow2_image(data: &[u8]) {
+    // imago panics on some damaged images; the worker's calls into it turn a panic into an error
+    // (`image::guarded`, catch_unwind). The fuzzer's panic hook would abort before that unwinding, so it
+    // is set aside for these calls: what remains a finding is a hang, unbounded memory, a stack
+    // overflow, or a panic that escapes the guard.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let escaped = std::panic::catch_unwind(|| qcow2_reads(data)).is_err();
+    std::panic::set_hook(hook);
+    assert!(!escaped, "a panic escaped the qcow2 device's guard");
+}
+
+fn qcow2_reads(data: &[u8]) {
+    use crate::ext4::BlockDevice;
+    use crate::image::{MemImage, Qcow2Device};
+    let Ok(disk) = Qcow2Device::open(MemImage::new(data.to_vec(), data.len())) else { return };
+    let size = disk.size();
+    let mut buf = vec![0u8; 65536];
+    for at in [0, 1024, size / 2, size.saturating_sub(65536)] {
+        if at.checked_add(65536).is_some_and(|end| end <= size) {
+            let _ = disk.read_exact_at(&mut buf, at);
+        }
+    }
+    let _ = disk.flush();
 }
 
 pub fn handoff(data: &[u8]) {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod ext4;
 pub mod fuse;
 pub mod fuzzing;
+pub mod image;
 pub mod launcher;
 pub mod mount_helper;
 pub mod partition;

@@ -47,6 +47,8 @@ pub struct MountOptions {
     pub partition: Option<u32>,
     /// Which FUSE transport carries the requests (`transport=`).
     pub transport: TransportPolicy,
+    /// What the image file holds (`format=`): told by its magic number by default.
+    pub format: crate::image::Format,
 }
 
 /// The environment variable that sets the default of `transport=`.
@@ -143,6 +145,7 @@ impl Default for MountOptions {
             subtype: None,
             partition: None,
             transport: TransportPolicy::Auto,
+            format: crate::image::Format::Auto,
         }
     }
 }
@@ -280,6 +283,7 @@ impl MountOptions {
                     o.partition = Some(n);
                 }
                 "transport" => o.transport = TransportPolicy::parse(need()?)?,
+                "format" => o.format = crate::image::Format::parse(need()?)?,
                 "lockfile" => o.lockfile = Some(std::path::PathBuf::from(need()?)),
                 "nolock" => flag(value).map(|_| o.nolock = true)?,
                 "notify_pipe" => {
@@ -357,6 +361,7 @@ impl MountOptions {
             single_thread,
             partition: self.partition,
             transport: self.transport,
+            format: self.format,
         }
     }
 
@@ -396,6 +401,8 @@ pub struct WorkerTuning {
     /// Serve partition N of the image (the worker reads the partition table, confined).
     pub partition: Option<u32>,
     pub transport: TransportPolicy,
+    /// What the image file holds (`format=`).
+    pub format: crate::image::Format,
 }
 
 impl WorkerTuning {
@@ -428,6 +435,9 @@ impl WorkerTuning {
         if self.transport != TransportPolicy::Auto {
             v.push(format!("transport={}", self.transport.name()));
         }
+        if self.format != crate::image::Format::Auto {
+            v.push(format!("format={}", self.format.name()));
+        }
         v.join(",")
     }
 
@@ -457,6 +467,7 @@ impl WorkerTuning {
                     t.partition = Some(u32::try_from(num(10)?).ok().filter(|&n| n > 0).ok_or("bad partition number")?)
                 }
                 ("transport", true) => t.transport = TransportPolicy::parse(v.unwrap_or_default())?,
+                ("format", true) => t.format = crate::image::Format::parse(v.unwrap_or_default())?,
                 _ => return Err(format!("unknown tuning {item:?}")),
             }
         }

@@ -116,6 +116,57 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
     }
 }
 
+/// The device the engine reads: the image as it is (raw) or the virtual disk inside a qcow2 image, then
+/// the partition or offset within it. Runs confined: the format's metadata and the partition table are
+/// read from the image like everything else.
+/// Also says why the device must be read-only when the format cannot be written.
+fn open_device(image: File, args: &WorkerArgs) -> Result<(Box<dyn ext4::BlockDevice>, Option<&'static str>), String> {
+    use crate::image::{self, Format, Qcow2Device};
+    use std::os::unix::fs::FileExt;
+    let format = match args.tuning.format {
+        Format::Auto => {
+            let mut first = [0u8; 8];
+            let n = image.read_at(&mut first, 0).map_err(|e| format!("cannot read the image: {e}"))?;
+            image::detect(&first[..n])?
+        }
+        f => f,
+    };
+    if format == Format::Qcow2 {
+        let disk = Qcow2Device::open(image)?;
+        tracing::info!(size = disk.size(), "serving the virtual disk of a qcow2 image");
+        let disk = match args.tuning.partition {
+            Some(n) => {
+                let found = crate::partition::find(n, disk.size(), &|off, buf| {
+                    ext4::BlockDevice::read_exact_at(&disk, buf, off)
+                })?;
+                tracing::info!(
+                    partition = n,
+                    offset = found.offset,
+                    len = found.len,
+                    "serving a partition of the image"
+                );
+                disk.window(found.offset, found.len)?
+            }
+            None => {
+                let len = disk.size().checked_sub(args.offset).ok_or("offset lies past the end of the image")?;
+                disk.window(args.offset, len)?
+            }
+        };
+        return Ok((Box::new(disk), Some("qcow2 images are served read-only for now (docs/usage.md, VM disks)")));
+    }
+    let dev = match args.tuning.partition {
+        // The partition table is read here, confined, like everything else from the image.
+        Some(n) => {
+            let size = image_size(&image)?;
+            let found = crate::partition::find(n, size, &|off, buf| image.read_exact_at(buf, off))?;
+            tracing::info!(partition = n, offset = found.offset, len = found.len, "serving a partition of the image");
+            FileDevice::with_range(image, found.offset, found.len).map_err(|e| format!("{e}"))?
+        }
+        None => FileDevice::new(image, args.offset).map_err(|e| format!("{e}"))?,
+    };
+    Ok((Box::new(dev), None))
+}
+
 fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Result<(), String> {
     let fuse = File::from(fuse);
     // The rings of FUSE over io_uring are made before confinement, which forbids making them.
@@ -140,32 +191,24 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
             send(status, "S none: --no-sandbox, the image is parsed with full privileges");
         }
     }
-    let dev = match args.tuning.partition {
-        // The partition table is read here, confined, like everything else from the image.
-        Some(n) => {
-            use std::os::unix::fs::FileExt;
-            let size = image_size(&image)?;
-            let found = crate::partition::find(n, size, &|off, buf| image.read_exact_at(buf, off))?;
-            tracing::info!(partition = n, offset = found.offset, len = found.len, "serving a partition of the image");
-            FileDevice::with_range(image, found.offset, found.len).map_err(|e| format!("{e}"))?
-        }
-        None => FileDevice::new(image, args.offset).map_err(|e| format!("{e}"))?,
-    };
+    let (dev, format_read_only) = open_device(image, &args)?;
     let t = &args.tuning;
     let defaults = ext4::MountOptions::default();
     let opts = ext4::MountOptions {
         norecovery: args.norecovery,
-        read_only: args.read_only,
+        read_only: args.read_only || format_read_only.is_some(),
         cache_bytes: t.cache_size.map_or(defaults.cache_bytes, |c| usize::try_from(c).unwrap_or(usize::MAX)),
         ..defaults
     };
-    let fs = Arc::new(Filesystem::open(Box::new(dev), &opts).map_err(|e| e.to_string())?);
+    let fs = Arc::new(Filesystem::open(dev, &opts).map_err(|e| e.to_string())?);
     fs.set_commit_interval(std::time::Duration::from_secs(u64::from(args.commit)));
     if let Some(e) = t.errors {
         fs.set_error_behavior(e);
     }
     crate::server::spawn_committer(&fs);
-    if !args.read_only {
+    if let (false, Some(why)) = (args.read_only, format_read_only) {
+        send(status, &format!("W ro {why}"));
+    } else if !args.read_only {
         if let Some(why) = fs.read_only_reason() {
             send(status, &format!("W ro {why}"));
         }
