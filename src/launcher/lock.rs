@@ -228,6 +228,20 @@ mod tests {
         OpenOptions::new().read(true).write(true).open(p).unwrap()
     }
 
+    /// `f` until it succeeds, for up to 5 s. A lock belongs to an open file description, and another
+    /// test thread's fork (before its exec closes the close-on-exec descriptors) can keep one alive for a
+    /// moment after this thread closed it.
+    fn soon<T, E: std::fmt::Debug>(mut f: impl FnMut() -> Result<T, E>) -> T {
+        let start = std::time::Instant::now();
+        loop {
+            match f() {
+                Ok(v) => return v,
+                Err(e) if start.elapsed() > std::time::Duration::from_secs(5) => panic!("still refused: {e:?}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+
     #[test]
     fn read_only_mounts_share_and_a_read_write_one_is_alone() {
         let d = scratch("share");
@@ -238,7 +252,7 @@ mod tests {
         let e = lock_image(open(&img), "img", Access::Exclusive, false).unwrap_err();
         assert!(e.contains("read-only by another ext4box"), "{e}");
         drop((a, b));
-        let w = lock_image(open(&img), "img", Access::Exclusive, false).unwrap();
+        let w = soon(|| lock_image(open(&img), "img", Access::Exclusive, false));
         let e = lock_image(open(&img), "img", Access::Shared, false).unwrap_err();
         assert!(e.contains("read-write by another ext4box"), "{e}");
         let e = lock_image(open(&img), "img", Access::Exclusive, false).unwrap_err();
@@ -259,7 +273,7 @@ mod tests {
         assert!(ofd_lock(b.as_raw_fd(), Access::Shared).is_ok());
         assert!(matches!(ofd_lock(c.as_raw_fd(), Access::Exclusive), Err(OfdError::Held(Holder::ReadOnly))));
         drop((a, b));
-        assert!(ofd_lock(c.as_raw_fd(), Access::Exclusive).is_ok());
+        soon(|| ofd_lock(c.as_raw_fd(), Access::Exclusive).map_err(|_| "held"));
         let d2 = open(&img);
         assert!(matches!(ofd_lock(d2.as_raw_fd(), Access::Shared), Err(OfdError::Held(Holder::ReadWrite))));
         std::fs::remove_dir_all(&d).unwrap();
