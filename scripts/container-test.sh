@@ -2,8 +2,9 @@
 # Builds the Containerfile with podman from local images only (no registry is reachable here) and runs
 # the final image: mount an image from a volume, read and write it, unmount, then check it with e2fsck.
 #   - localhost/debian:bookworm   debootstrap's minbase Debian (BASE_IMAGE)
-#   - localhost/rust-local:latest that Debian with gcc and this machine's Rust toolchain and crate cache
-#                                 (RUST_IMAGE; cargo runs offline)
+#   - localhost/rust-local:HASH   that Debian with gcc and this machine's Rust toolchain and crate cache
+#                                 (RUST_IMAGE; cargo runs offline; HASH is Cargo.lock's, so a new
+#                                 dependency gets a new image)
 # Both are built once and cached under $CTR_DIR. Needs root, podman, runc, debootstrap (scripts/setup.sh).
 # Prints "container: ok" on success.
 set -euo pipefail
@@ -22,7 +23,10 @@ if ! "${P[@]}" image exists localhost/debian:bookworm; then
     debootstrap --variant=minbase bookworm "$CTR_DIR/rootfs" "$mirror" > "$CTR_DIR/debootstrap.log"
     tar -C "$CTR_DIR/rootfs" -c . | "${P[@]}" import - localhost/debian:bookworm > /dev/null
 fi
-if ! "${P[@]}" image exists localhost/rust-local:latest; then
+# The crate cache baked into the Rust image must hold what Cargo.lock names: one image per Cargo.lock.
+rust_image=localhost/rust-local:$(sha256sum Cargo.lock | cut -c1-12)
+if ! "${P[@]}" image exists "$rust_image"; then
+    "${P[@]}" images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/rust-local:' | xargs -r "${P[@]}" rmi -f > /dev/null 2>&1 || true
     root=$CTR_DIR/rustroot
     rm -rf "$root"
     cp -a "$CTR_DIR/rootfs" "$root"
@@ -34,11 +38,11 @@ if ! "${P[@]}" image exists localhost/rust-local:latest; then
     cp -a "${CARGO_HOME:-$HOME/.cargo}/registry" "$root/root/.cargo/"
     ln -sf /usr/local/rust/toolchain/bin/cargo "$root/usr/local/bin/cargo"
     ln -sf /usr/local/rust/toolchain/bin/rustc "$root/usr/local/bin/rustc"
-    tar -C "$root" -c . | "${P[@]}" import --change 'ENV CARGO_NET_OFFLINE=true' - localhost/rust-local:latest > /dev/null
+    tar -C "$root" -c . | "${P[@]}" import --change 'ENV CARGO_NET_OFFLINE=true' - "$rust_image" > /dev/null
     rm -rf "$root"
 fi
 "${P[@]}" build --runtime runc --cgroup-manager cgroupfs \
-    --build-arg RUST_IMAGE=localhost/rust-local:latest --build-arg BASE_IMAGE=localhost/debian:bookworm \
+    --build-arg RUST_IMAGE="$rust_image" --build-arg BASE_IMAGE=localhost/debian:bookworm \
     -t localhost/ext4box:test -f Containerfile . > "$CTR_DIR/build.log" 2>&1 \
     || { tail -20 "$CTR_DIR/build.log" >&2; exit 1; }
 

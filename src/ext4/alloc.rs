@@ -165,6 +165,31 @@ impl Txn<'_> {
         std::borrow::Cow::Owned(masked)
     }
 
+    /// Group `g`'s runs of free blocks (first block, count), blocks freed since the last commit counted
+    /// as in use; `None` for a group that cannot be trusted (damaged descriptor) or has none free.
+    pub(crate) fn free_runs(&mut self, g: u32) -> Result<Option<Vec<(u64, u64)>>> {
+        let sb = self.fs().sb.clone();
+        let Some(d) = self.fs().group(g) else { return Ok(None) };
+        if d.free_blocks_count == 0 || !d.checksum_ok {
+            return Ok(None);
+        }
+        let (_, bm) = self.block_bitmap(g)?;
+        let base = sb.group_first_block(u64::from(g));
+        let len = sb.blocks_in_group(u64::from(g));
+        let search = self.without_busy(&bm, base, len);
+        let mut runs = Vec::new();
+        let mut i = 0;
+        while let Some(first) = first_clear(&search, i, len) {
+            let mut n = 1;
+            while first + n < len && !bit(&search, first + n) {
+                n += 1;
+            }
+            runs.push((base + first, n));
+            i = first + n;
+        }
+        Ok(Some(runs))
+    }
+
     /// A damaged bitmap must not hand out the group's own metadata: stop before the damage spreads.
     fn refuse_metadata(&self, g: u32, blk: u64, len: u64) -> Result<()> {
         let sb = &self.fs().sb;

@@ -13,6 +13,11 @@ pub trait BlockDevice: Send + Sync {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
     /// Makes everything written so far durable.
     fn flush(&self) -> std::io::Result<()>;
+    /// Tells the storage that `len` bytes at `offset` hold nothing (free blocks): an image file punches
+    /// them out, so it takes no space. Devices that cannot answer `Unsupported`.
+    fn discard(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// An image file or block device, optionally starting `base` bytes in (a partition inside a disk image).
@@ -20,6 +25,8 @@ pub struct FileDevice {
     file: File,
     base: u64,
     size: u64,
+    /// Discards punch holes (an image file, or a block device whose mount asked for `discard`).
+    punch: bool,
 }
 
 impl FileDevice {
@@ -29,7 +36,7 @@ impl FileDevice {
         let size = total.checked_sub(base).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "offset lies past the end of the image")
         })?;
-        Ok(FileDevice { file, base, size })
+        Ok(FileDevice { file, base, size, punch: true })
     }
 
     /// Wraps `len` bytes of an open file from byte `base` (a partition): nothing outside is read or written.
@@ -41,7 +48,13 @@ impl FileDevice {
                 "the partition lies past the end of the image",
             ));
         }
-        Ok(FileDevice { file, base, size: len })
+        Ok(FileDevice { file, base, size: len, punch: true })
+    }
+
+    /// Whether discards reach the storage (off for a block device unless its mount says `discard`).
+    pub fn punch_holes(mut self, on: bool) -> FileDevice {
+        self.punch = on;
+        self
     }
 }
 
@@ -83,6 +96,18 @@ impl BlockDevice for FileDevice {
 
     fn flush(&self) -> std::io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        if !self.punch {
+            return Err(std::io::ErrorKind::Unsupported.into());
+        }
+        self.check(offset, usize::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?)?;
+        let at = i64::try_from(self.base + offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        let n = i64::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        use nix::fcntl::{FallocateFlags, fallocate};
+        let mode = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        fallocate(&self.file, mode, at, n).map_err(std::io::Error::from)
     }
 }
 

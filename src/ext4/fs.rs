@@ -147,6 +147,8 @@ pub struct Filesystem {
     /// them with setattr: the engine must then not set them on its own, or what programs saw and what is
     /// on disk would part.
     pub(crate) kernel_file_times: std::sync::atomic::AtomicBool,
+    /// Discard blocks as commits free them (`discard`; see `trim`).
+    pub(crate) discard: std::sync::atomic::AtomicBool,
     /// Metadata blocks, left out of statfs's size (computed once: the layout does not change).
     overhead: u64,
     /// The journal writes go through (read-write mounts of images with an internal journal).
@@ -265,6 +267,7 @@ impl Filesystem {
             doomed: Mutex::new(std::collections::HashSet::new()),
             generation: AtomicU32::new((seed.nsec ^ (seed.sec as u32).rotate_left(13)) | 1),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
+            discard: std::sync::atomic::AtomicBool::new(false),
             overhead: 0,
             log: None,
             errors: Mutex::new(match super::bytes::le16(&raw_for_errors, 0x3C) {

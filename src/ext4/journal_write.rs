@@ -259,9 +259,12 @@ impl Log {
 
     fn commit_locked(&self, fs: &Filesystem, st: &mut LogState) -> Result<()> {
         let dev = fs.device();
+        // Freed by the operations this commit makes durable: free for good once it is on disk.
+        let freed: Vec<(u64, u64)> = st.busy.iter().map(|(&s, &l)| (s, l)).collect();
         if st.running.is_empty() && st.revoke.is_empty() && st.superblock.is_none() {
             dev.flush()?;
             st.busy.clear();
+            fs.discard_freed(&freed);
             st.last_commit = Instant::now();
             return Ok(());
         }
@@ -290,6 +293,7 @@ impl Log {
             write_home(fs, &blocks, bs)?;
             dev.flush()?;
             st.finish(&blocks, false);
+            fs.discard_freed(&freed);
             return Ok(());
         }
         let start = st.head;
@@ -322,6 +326,7 @@ impl Log {
         // Step 3: home, unflushed.
         write_home(fs, &blocks, bs)?;
         st.finish(&blocks, true);
+        fs.discard_freed(&freed);
         Ok(())
     }
 

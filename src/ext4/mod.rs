@@ -31,6 +31,7 @@ pub mod journal_write;
 pub mod ops;
 pub mod orphan;
 pub mod superblock;
+pub mod trim;
 pub mod txn;
 pub mod xattr;
 pub mod xattr_write;

@@ -305,6 +305,8 @@ impl<'a> Txn<'a> {
             self.fs.blocks.insert(nr, data);
         }
         self.committed = true;
+        // Without a journal the blocks this operation freed are free as soon as their bitmap is home.
+        self.fs.discard_freed(&self.freed);
         Ok(())
     }
 }

@@ -49,6 +49,8 @@ pub struct MountOptions {
     pub transport: TransportPolicy,
     /// What the image file holds (`format=`): told by its magic number by default.
     pub format: crate::image::Format,
+    /// Discard blocks as they are freed (`discard`), as the kernel's ext4 option.
+    pub discard: bool,
 }
 
 /// The environment variable that sets the default of `transport=`.
@@ -146,6 +148,7 @@ impl Default for MountOptions {
             partition: None,
             transport: TransportPolicy::Auto,
             format: crate::image::Format::Auto,
+            discard: false,
         }
     }
 }
@@ -284,6 +287,8 @@ impl MountOptions {
                 }
                 "transport" => o.transport = TransportPolicy::parse(need()?)?,
                 "format" => o.format = crate::image::Format::parse(need()?)?,
+                "discard" => flag(value).map(|_| o.discard = true)?,
+                "nodiscard" => flag(value).map(|_| o.discard = false)?,
                 "lockfile" => o.lockfile = Some(std::path::PathBuf::from(need()?)),
                 "nolock" => flag(value).map(|_| o.nolock = true)?,
                 "notify_pipe" => {
@@ -362,6 +367,7 @@ impl MountOptions {
             partition: self.partition,
             transport: self.transport,
             format: self.format,
+            discard: self.discard,
         }
     }
 
@@ -403,6 +409,8 @@ pub struct WorkerTuning {
     pub transport: TransportPolicy,
     /// What the image file holds (`format=`).
     pub format: crate::image::Format,
+    /// Discard blocks as they are freed (`discard`).
+    pub discard: bool,
 }
 
 impl WorkerTuning {
@@ -438,6 +446,9 @@ impl WorkerTuning {
         if self.format != crate::image::Format::Auto {
             v.push(format!("format={}", self.format.name()));
         }
+        if self.discard {
+            v.push("discard".into());
+        }
         v.join(",")
     }
 
@@ -468,6 +479,7 @@ impl WorkerTuning {
                 }
                 ("transport", true) => t.transport = TransportPolicy::parse(v.unwrap_or_default())?,
                 ("format", true) => t.format = crate::image::Format::parse(v.unwrap_or_default())?,
+                ("discard", false) => t.discard = true,
                 _ => return Err(format!("unknown tuning {item:?}")),
             }
         }

@@ -582,6 +582,25 @@ impl Server {
                 self.checked(self.fs.set_flags(ino, new, uid == 0))?;
                 Ok(Vec::new())
             }
+            // FITRIM (`fstrim`): discard the free blocks in the range, for root only, as in ext4. The
+            // range's length comes back as the bytes discarded.
+            (0x58, 121) => {
+                if uid != 0 {
+                    return Err(Errno(libc::EPERM));
+                }
+                let word = |i: usize| {
+                    input.get(i * 8..i * 8 + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+                };
+                let (Some(start), Some(len), Some(min_len)) = (word(0), word(1), word(2)) else {
+                    return Err(Errno(EINVAL));
+                };
+                let trimmed = self.checked(self.fs.trim(start, len, min_len))?;
+                let mut out = Vec::with_capacity(24);
+                for w in [start, trimmed, min_len] {
+                    out.extend_from_slice(&w.to_le_bytes());
+                }
+                Ok(out)
+            }
             _ => Err(Errno(ENOTTY)),
         }
     }
