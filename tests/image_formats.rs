@@ -120,15 +120,7 @@ fn a_partition_inside_a_qcow2_disk() {
     let s = Scratch::new("fmt-qcow2-part");
     let disk = s.path("disk.raw");
     fs::File::create(&disk).unwrap().set_len(48 << 20).unwrap();
-    let mut sfdisk = Command::new("sfdisk")
-        .arg("--quiet")
-        .arg(&disk)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("sfdisk (Debian's fdisk package)");
-    std::io::Write::write_all(sfdisk.stdin.as_mut().unwrap(), b"label: dos\nstart=2048, type=83\n").unwrap();
-    assert!(sfdisk.wait().unwrap().success(), "sfdisk failed");
+    sfdisk(&disk, "label: dos\nstart=2048, type=83\n");
     let out =
         Command::new("mkfs.ext4").args(["-q", "-F", "-E", "offset=1048576"]).arg(&disk).arg("40M").output().unwrap();
     assert!(out.status.success(), "mkfs: {}", output_text(&out));

@@ -196,16 +196,7 @@ fn partitions_of_a_gpt_disk_image_by_number_and_offset() {
     let f = File::create(&disk).unwrap();
     f.set_len(80 << 20).unwrap();
     drop(f);
-    let table = "label: gpt\nstart=2048, size=65536, type=linux\nstart=69632, size=81920, type=linux\n";
-    let mut sfdisk = Command::new("sfdisk")
-        .arg("--quiet")
-        .arg(&disk)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("sfdisk (Debian's fdisk package)");
-    std::io::Write::write_all(sfdisk.stdin.as_mut().unwrap(), table.as_bytes()).unwrap();
-    assert!(sfdisk.wait().unwrap().success(), "sfdisk failed");
+    sfdisk(&disk, "label: gpt\nstart=2048, size=65536, type=linux\nstart=69632, size=81920, type=linux\n");
     let parts = [(2048u64 * 512, 65536u64 * 512), (69632 * 512, 81920 * 512)];
     for (i, (off, len)) in parts.iter().enumerate() {
         let out = Command::new("mkfs.ext4")

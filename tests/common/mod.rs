@@ -1172,6 +1172,20 @@ pub fn raw_readdir(p: &Path) -> RawDir {
     Ok(v)
 }
 
+/// Writes a partition table onto `disk` with sfdisk (Debian's fdisk package), from sfdisk's script
+/// format (`label: gpt\nstart=2048, size=65536, type=linux\n`).
+pub fn sfdisk(disk: &Path, table: &str) {
+    let mut child = Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(disk)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sfdisk (Debian's fdisk package)");
+    io::Write::write_all(child.stdin.as_mut().unwrap(), table.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "sfdisk failed on {disk:?}");
+}
+
 /// statvfs of a path.
 pub fn statvfs(p: &Path) -> Result<libc::statvfs, i32> {
     let c = cpath(p);
