@@ -7,8 +7,8 @@ use super::error::{Error, Result};
 use super::fs::Filesystem;
 
 impl Filesystem {
-    /// FITRIM: discards the free blocks in `len` bytes from byte `start` of the filesystem, in runs of
-    /// at least `min_len` bytes. Returns the bytes discarded. Holds the write lock one group at a time,
+    /// FITRIM: commits the journal, then discards the free blocks in `len` bytes from byte `start` of
+    /// the filesystem, in runs of at least `min_len` bytes. Returns the bytes discarded. Holds the write lock one group at a time,
     /// so no allocation runs while a group's free blocks are punched.
     pub fn trim(&self, start: u64, len: u64, min_len: u64) -> Result<u64> {
         let sb = &self.sb;
@@ -17,6 +17,12 @@ impl Filesystem {
         let end = start.saturating_add(len) / bs;
         let end = end.min(sb.blocks_count);
         let min_blocks = (min_len / bs).max(1);
+        // Commit first, so that blocks freed a moment ago (`rm` then `fstrim`) are free for good and
+        // trimmed too, not left for the next commit.
+        if self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        self.sync()?;
         let mut trimmed = 0u64;
         for g in 0..sb.group_count() {
             let base = sb.group_first_block(g);
