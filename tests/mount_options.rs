@@ -502,6 +502,8 @@ fn notify_pipe_says_ready_once_the_mount_is_live() {
     unsafe { libc::close(w) };
     assert!(!out.status.success());
     assert_eq!(read_to_eof(r, CMD_TIMEOUT), "", "a failed mount must close the pipe unwritten");
+    let out = ext4box_mount(Path::new("/proc/self/fd/7"), &mnt, "ro,notify_pipe=7");
+    assert!(!out.status.success() && output_text(&out).contains("is the image"), "{}", output_text(&out));
     let out = ext4box_mount(&img, &mnt, "ro,notify_pipe=999");
     assert!(!out.status.success() && output_text(&out).contains("notify_pipe=999"), "{}", output_text(&out));
     assert!(mountinfo_entry(&mnt).is_none());

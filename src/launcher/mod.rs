@@ -256,6 +256,11 @@ pub(crate) fn detach(target: &Path) {
 pub fn mount(req: &MountRequest) -> Result<(), String> {
     let given = given_fuse(&req.mountpoint)?;
     let mode = if given.is_some() { MountMode::Given } else { MountMode::choose()? };
+    if let Some(fd) = req.options.notify_pipe {
+        if [inherited_fd(&req.image), inherited_fd(&req.mountpoint)].contains(&Some(fd)) {
+            return Err(format!("notify_pipe={fd}: descriptor {fd} is the image or the mount point"));
+        }
+    }
     // Taken first: on any failure below it is closed unwritten, which tells the caller.
     let readiness = ready::Readiness::take(req.options.notify_pipe)?;
     let image = open_image(&req.image, &req.options)?;
