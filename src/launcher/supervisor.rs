@@ -111,7 +111,7 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
         super::mount_syscall(&p.source, at, p.fuse.as_raw_fd(), &p.options, p.block_device, p.owner)?;
     }
     let log = WorkerLog::new(p.image_shown.clone(), p.target.display().to_string());
-    let (status_r, worker) = match &p.fd_socket {
+    let (status_r, worker, relayed) = match &p.fd_socket {
         None => {
             let (status_r, status_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
             let (log_r, log_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
@@ -123,11 +123,15 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
                 }
             };
             let relay = log.clone();
-            std::thread::spawn(move || relay.relay(log_r));
-            (status_r, Worker::Local(pid))
+            let (done, relayed) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                relay.relay(log_r);
+                let _ = done.send(());
+            });
+            (status_r, Worker::Local(pid), Some(relayed))
         }
         Some(path) => match hand_off(&p, path) {
-            Ok(conn) => (conn, Worker::Remote),
+            Ok(conn) => (conn, Worker::Remote, None),
             Err(e) => {
                 take_away(&p.mode, &p.target);
                 return Err(e);
@@ -176,6 +180,7 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
     if !ready {
         take_away(&p.mode, &p.target);
         let cause = worker.wait(&mut lines, &p.target);
+        last_log_lines(relayed);
         let msg = failure.unwrap_or_else(|| format!("the worker exited before the mount was ready ({})", cause.1));
         report(&mut reporter, &format!("E {msg}"));
         return Err(msg);
@@ -193,6 +198,7 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
             worker.wait(&mut lines, &p.target)
         }
     };
+    last_log_lines(relayed);
     if let Some(dev) = &dev {
         registry::remove(dev, std::process::id());
     }
@@ -204,6 +210,15 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
     let msg = format!("the worker serving {} died ({cause}); the mount was detached", p.target.display());
     tracing::error!("{msg}");
     Err(msg)
+}
+
+/// Waits (a little) for the relay of the worker's log to reach the end of its pipe, which the worker's
+/// exit closes: the last lines, often the ones that say why it stopped or turned read-only, would
+/// otherwise be lost when the supervisor exits first.
+fn last_log_lines(relayed: Option<std::sync::mpsc::Receiver<()>>) {
+    if let Some(r) = relayed {
+        let _ = r.recv_timeout(std::time::Duration::from_secs(5));
+    }
 }
 
 /// The worker's status lines once the mount is ready: a filesystem that turned read-only (errors=remount-ro,
