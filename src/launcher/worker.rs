@@ -117,9 +117,9 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
 }
 
 /// The device the engine reads: the image as it is (raw) or the virtual disk inside a qcow2 image, then
-/// the partition or offset within it. Runs confined: the format's metadata and the partition table are
-/// read from the image like everything else.
-/// Also says why the device must be read-only when the format cannot be written.
+/// the partition or offset within it; and why it must be read-only when the format cannot be written.
+/// Runs confined: the format's metadata and the partition table are read from the image like
+/// everything else.
 fn open_device(
     image: File,
     args: &WorkerArgs,
@@ -138,37 +138,30 @@ fn open_device(
     if format == Format::Qcow2 {
         let disk = Qcow2Device::open(image)?;
         tracing::info!(size = disk.size(), "serving the virtual disk of a qcow2 image");
-        let disk = match args.tuning.partition {
-            Some(n) => {
-                let found = crate::partition::find(n, disk.size(), &|off, buf| {
-                    ext4::BlockDevice::read_exact_at(&disk, buf, off)
-                })?;
-                tracing::info!(
-                    partition = n,
-                    offset = found.offset,
-                    len = found.len,
-                    "serving a partition of the image"
-                );
-                disk.window(found.offset, found.len)?
-            }
-            None => {
-                let len = disk.size().checked_sub(args.offset).ok_or("offset lies past the end of the image")?;
-                disk.window(args.offset, len)?
-            }
-        };
+        let (offset, len) = region(args, disk.size(), &|off, buf| ext4::BlockDevice::read_exact_at(&disk, buf, off))?;
+        let disk = disk.window(offset, len)?;
         return Ok((Box::new(disk), Some("qcow2 images are served read-only for now (docs/usage.md, VM disks)")));
     }
-    let dev = match args.tuning.partition {
-        // The partition table is read here, confined, like everything else from the image.
-        Some(n) => {
-            let size = image_size(&image)?;
-            let found = crate::partition::find(n, size, &|off, buf| image.read_exact_at(buf, off))?;
-            tracing::info!(partition = n, offset = found.offset, len = found.len, "serving a partition of the image");
-            FileDevice::with_range(image, found.offset, found.len).map_err(|e| format!("{e}"))?
-        }
-        None => FileDevice::new(image, args.offset).map_err(|e| format!("{e}"))?,
-    };
+    let (offset, len) = region(args, image_size(&image)?, &|off, buf| image.read_exact_at(buf, off))?;
+    let dev = FileDevice::with_range(image, offset, len).map_err(|e| format!("{e}"))?;
     Ok((Box::new(dev.punch_holes(!block_device || args.tuning.discard)), None))
+}
+
+/// Where the filesystem lies in a disk of `size` bytes (first byte, length): partition N of its table
+/// (read through `read`), or from `offset=` to the end.
+fn region(
+    args: &WorkerArgs,
+    size: u64,
+    read: &dyn Fn(u64, &mut [u8]) -> std::io::Result<()>,
+) -> Result<(u64, u64), String> {
+    match args.tuning.partition {
+        Some(n) => {
+            let found = crate::partition::find(n, size, read)?;
+            tracing::info!(partition = n, offset = found.offset, len = found.len, "serving a partition of the image");
+            Ok((found.offset, found.len))
+        }
+        None => Ok((args.offset, size.checked_sub(args.offset).ok_or("offset lies past the end of the image")?)),
+    }
 }
 
 fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Result<(), String> {
