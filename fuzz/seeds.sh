@@ -16,7 +16,7 @@ WORK=$(mktemp -d)
 trap 'umount -q "$WORK/mnt" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/mnt"
 IMAGE_TARGETS=(group_desc inode extent_tree block_map dir_block htree xattr inline_data symlink journal orphan image_read image_write)
-for t in "${IMAGE_TARGETS[@]}" superblock journal_superblock partition_table qcow2_image handoff service_request mount_options fuse_request; do
+for t in "${IMAGE_TARGETS[@]}" superblock journal_superblock partition_table qcow2_image vmdk_image vhdx_image sparse_image handoff service_request mount_options fuse_request; do
     mkdir -p "$OUT/$t"
 done
 
@@ -131,6 +131,25 @@ if command -v qemu-img >/dev/null; then
         qemu-img convert -q -O qcow2 ${v#*:} "$raw" "$OUT/qcow2_image/${v%%:*}"
     done
     qemu-img create -q -f qcow2 "$OUT/qcow2_image/empty" 1M
+    # VMDK: monolithicSparse and streamOptimized (footer, compressed grains); VHDX: dynamic and fixed,
+    # with the smallest log and blocks qemu-img makes (8 MiB images still: regions are MiB-aligned).
+    for v in "sparse:-o subformat=monolithicSparse" "stream:-o subformat=streamOptimized"; do
+        # shellcheck disable=SC2086
+        qemu-img convert -q -O vmdk ${v#*:} "$raw" "$OUT/vmdk_image/${v%%:*}"
+    done
+    for v in "dynamic:-o subformat=dynamic,block_size=1M,log_size=1M" "fixed:-o subformat=fixed,log_size=1M"; do
+        # shellcheck disable=SC2086
+        qemu-img convert -q -O vhdx ${v#*:} "$raw" "$OUT/vhdx_image/${v%%:*}"
+    done
+fi
+# Android sparse images made by img2simg: raw, fill and don't-care chunks.
+if command -v img2simg >/dev/null; then
+    raw="$WORK/sraw"
+    rm -f "$raw" && truncate -s 1M "$raw"
+    printf 'seed data %.0s' $(seq 1 2000) | dd of="$raw" bs=1 seek=65536 conv=notrunc status=none
+    printf '\xaa\xbb\xcc\xdd%.0s' $(seq 1 1024) | dd of="$raw" bs=1 seek=262144 conv=notrunc status=none
+    img2simg "$raw" "$OUT/sparse_image/simg" >/dev/null
+    img2simg "$raw" "$OUT/sparse_image/small-blocks" 1024 >/dev/null
 fi
 printf 'ext4box-handoff 1\nread_only=1\nnorecovery=0\noffset=1048576\natime=never\ncommit=5\ntuning=umask=22,fakeroot\n' >"$OUT/handoff/full"
 printf 'ext4box-handoff 1\nread_only=0\nnorecovery=1\noffset=0\natime=relative\n' >"$OUT/handoff/minimal"

@@ -17,7 +17,8 @@ have cargo || need+=(cargo)        # only if no rustup toolchain is installed
 have fusermount3 || need+=(fuse3)  # mounting without root
 have fuse2fs || need+=(fuse2fs)    # the tests that compare with e2fsprogs' FUSE driver
 have sfdisk || need+=(fdisk)       # partitioned disk images in the tests
-have qemu-img || need+=(qemu-utils) # VM disk images (qcow2, and the formats refused) in the tests
+have qemu-img || need+=(qemu-utils) # VM disk images (qcow2, VMDK, VHDX) in the tests
+have img2simg || need+=(android-sdk-libsparse-utils) # Android sparse images in the tests
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

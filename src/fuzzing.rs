@@ -30,6 +30,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("journal_superblock", journal_superblock),
     ("partition_table", partition_table),
     ("qcow2_image", qcow2_image),
+    ("vmdk_image", vmdk_image),
+    ("vhdx_image", vhdx_image),
+    ("sparse_image", sparse_image),
     ("handoff", handoff),
     ("service_request", service_request),
     ("mount_options", mount_options),
@@ -99,15 +102,37 @@ pub fn qcow2_image(data: &[u8]) {
 }
 
 fn qcow2_reads(data: &[u8]) {
+    virtual_disk_reads(crate::image::Format::Qcow2, data);
+}
+
+/// A VMDK sparse extent (monolithicSparse, streamOptimized: header, footer, embedded descriptor, grain
+/// directory and tables, compressed grains) opened by `image::vmdk` and its virtual disk read.
+pub fn vmdk_image(data: &[u8]) {
+    virtual_disk_reads(crate::image::Format::Vmdk, data);
+}
+
+/// A VHDX image (headers, region tables, metadata items, the log's entries, the BAT) opened by
+/// `image::vhdx` and its virtual disk read.
+pub fn vhdx_image(data: &[u8]) {
+    virtual_disk_reads(crate::image::Format::Vhdx, data);
+}
+
+/// An Android sparse image (header, chunk list) opened by `image::android_sparse` and read.
+pub fn sparse_image(data: &[u8]) {
+    virtual_disk_reads(crate::image::Format::Sparse, data);
+}
+
+/// Opens `data` as an image in `format` and reads its virtual disk at its start, middle and end, and
+/// where a filesystem's superblock would be.
+fn virtual_disk_reads(format: crate::image::Format, data: &[u8]) {
     use crate::ext4::BlockDevice;
-    use crate::image::{MemImage, Qcow2Device};
-    let Ok(disk) = Qcow2Device::open(MemImage::new(data.to_vec(), data.len())) else { return };
+    use crate::image::MemImage;
+    let Ok(disk) = crate::image::open_virtual_disk(format, MemImage::new(data.to_vec(), data.len())) else { return };
     let size = disk.size();
     let mut buf = vec![0u8; 65536];
-    for at in [0, 1024, size / 2, size.saturating_sub(65536)] {
-        if at.checked_add(65536).is_some_and(|end| end <= size) {
-            let _ = disk.read_exact_at(&mut buf, at);
-        }
+    for at in [0, 1024, 4095, size / 2, size.saturating_sub(65536), size.saturating_sub(100)] {
+        let n = (size - at.min(size)).min(buf.len() as u64) as usize;
+        let _ = disk.read_exact_at(&mut buf[..n], at);
     }
     let _ = disk.flush();
 }

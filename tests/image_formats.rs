@@ -1,9 +1,10 @@
-//! Images inside VM disk formats: qcow2 (versions 2 and 3, compressed clusters, a partition inside)
-//! read through the confined worker exactly as the kernel reads the raw form; qcow2 stays read-only for
-//! now (a read-write mount says so and leaves the image untouched, `qemu-img check` clean); other formats
-//! are refused in one line.
-//! Images come from the real `mkfs.ext4 -d` and `qemu-img convert` (Debian's qemu-utils). Needs root,
-//! /dev/fuse and qemu-img.
+//! Images inside VM disk formats: qcow2 (versions 2 and 3, compressed clusters), VMDK (monolithicSparse,
+//! streamOptimized), VHDX (dynamic, fixed) and Android sparse images, with a partition inside or not,
+//! read through the confined worker exactly as the kernel reads the raw form. They stay read-only for
+//! now (a read-write mount says so and leaves the image untouched, `qemu-img check` clean); VHD, VMDK
+//! descriptors and damaged images are refused in one line.
+//! Images come from the real `mkfs.ext4 -d`, `qemu-img convert` (Debian's qemu-utils) and `img2simg`
+//! (android-sdk-libsparse-utils). Needs root, /dev/fuse, qemu-img and img2simg.
 
 mod common;
 
@@ -112,12 +113,98 @@ fn qcow2_images_mount_read_only_and_stay_untouched() {
     qcow2_check(&img);
 }
 
+/// The VM disk formats besides qcow2, each as its tool makes it from a raw image: (name, tool's
+/// arguments before the source and target, `format=`).
+const CONVERSIONS: [(&str, &[&str], &str); 5] = [
+    ("vmdk-sparse", &["convert", "-O", "vmdk", "-o", "subformat=monolithicSparse"], "vmdk"),
+    ("vmdk-stream", &["convert", "-O", "vmdk", "-o", "subformat=streamOptimized"], "vmdk"),
+    ("vhdx-dynamic", &["convert", "-O", "vhdx", "-o", "subformat=dynamic"], "vhdx"),
+    ("vhdx-fixed", &["convert", "-O", "vhdx", "-o", "subformat=fixed"], "vhdx"),
+    ("android-sparse", &[], "sparse"),
+];
+
+/// Makes `name` of [`CONVERSIONS`] from `raw`.
+fn convert(raw: &Path, name: &str, s: &Scratch) -> PathBuf {
+    let (_, args, _) = CONVERSIONS.iter().find(|(n, _, _)| *n == name).unwrap();
+    let img = s.path(&format!("{name}.img"));
+    if args.is_empty() {
+        run_ok(Command::new("img2simg").arg(raw).arg(&img));
+    } else {
+        let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        all.extend([raw.as_os_str(), img.as_os_str()]);
+        qemu_img(&all);
+    }
+    img
+}
+
 #[test]
-fn a_partition_inside_a_qcow2_disk() {
+fn vmdk_vhdx_and_android_sparse_images_read_as_the_kernel_reads_their_raw_form() {
     if !require_root_and_fuse() {
         return;
     }
-    let s = Scratch::new("fmt-qcow2-part");
+    let s = Scratch::new("fmt-others-read");
+    let mnt = s.mkdir("mnt");
+    for block_size in ["4096", "1024"] {
+        let sub = Scratch::new(&format!("fmt-others-read-{block_size}"));
+        let (raw, _) = populated_raw(&sub, block_size);
+        let expected = kernel_walk(&raw, &sub, "kernel");
+        for (name, _, format) in CONVERSIONS {
+            let img = convert(&raw, name, &sub);
+            for opts in ["ro".to_string(), format!("ro,format={format}")] {
+                let m = ext4box_mount_ok(&img, &mnt, &opts);
+                let got = walk(&mnt, &WalkOpts::default());
+                assert_walks_equal("kernel (raw)", &expected, &format!("ext4box ({name}, {block_size}, {opts})"), &got);
+                m.unmount();
+            }
+            // Named as another format, it is refused in one line.
+            let wrong = if format == "vhdx" { "vmdk" } else { "vhdx" };
+            let out = ext4box_mount(&img, &mnt, &format!("ro,format={wrong}"));
+            assert!(!out.status.success(), "{name} mounted as {wrong}:\n{}", output_text(&out));
+            assert_eq!(stderr_lines(&out).len(), 1, "{}", output_text(&out));
+            assert!(mountinfo_entry(&mnt).is_none());
+        }
+    }
+}
+
+/// Like qcow2, they are served read-only: a read-write mount says so in one line, writes answer EROFS,
+/// and the image stays byte for byte what it was.
+#[test]
+fn vmdk_vhdx_and_android_sparse_images_mount_read_only_and_stay_untouched() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("fmt-others-ro");
+    let (raw, _) = populated_raw(&s, "4096");
+    let mnt = s.mkdir("mnt");
+    for (name, _, format) in CONVERSIONS {
+        let img = convert(&raw, name, &s);
+        let before = fs::read(&img).unwrap();
+        let out = ext4box_mount(&img, &mnt, "");
+        assert!(out.status.success(), "{name}: {}", output_text(&out));
+        let lines = stderr_lines(&out);
+        let title = match format {
+            "sparse" => "Android sparse",
+            f => &f.to_uppercase(),
+        };
+        assert!(lines.len() == 1 && lines[0].contains("read-only") && lines[0].contains(title), "{name}: {lines:?}");
+        let m = Ext4boxMount::adopt(&mnt);
+        let e = fs::write(mnt.join("new"), b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{name}: {e}");
+        assert_eq!(fs::read(mnt.join("hello")).unwrap(), b"hello from a VM disk\n");
+        m.unmount();
+        assert!(fs::read(&img).unwrap() == before, "a read-only {name} mount changed the image");
+        if format != "sparse" {
+            qcow2_check(&img);
+        }
+    }
+}
+
+#[test]
+fn a_partition_inside_a_vm_disk() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("fmt-part");
     let disk = s.path("disk.raw");
     fs::File::create(&disk).unwrap().set_len(48 << 20).unwrap();
     sfdisk(&disk, "label: dos\nstart=2048, type=83\n");
@@ -126,15 +213,103 @@ fn a_partition_inside_a_qcow2_disk() {
     assert!(out.status.success(), "mkfs: {}", output_text(&out));
     let k = s.mkdir("kernel");
     run_ok(Command::new("mount").arg("-o").arg("loop,offset=1048576").arg(&disk).arg(&k));
-    fs::write(k.join("inside"), b"a partition of a qcow2 disk\n").unwrap();
+    fs::write(k.join("inside"), b"a partition of a VM disk\n").unwrap();
     kernel_umount(&k);
-    let img = s.path("disk.qcow2");
-    qemu_img(&[OsStr::new("convert"), OsStr::new("-O"), OsStr::new("qcow2"), disk.as_os_str(), img.as_os_str()]);
+    let qcow2 = s.path("disk.qcow2");
+    qemu_img(&[OsStr::new("convert"), OsStr::new("-O"), OsStr::new("qcow2"), disk.as_os_str(), qcow2.as_os_str()]);
+    let mut images = vec![("qcow2", qcow2)];
+    images.extend(CONVERSIONS.iter().map(|(name, _, _)| (*name, convert(&disk, name, &s))));
     let mnt = s.mkdir("mnt");
-    for opts in ["ro,partition=1", "ro,offset=1048576"] {
-        let m = ext4box_mount_ok(&img, &mnt, opts);
-        assert_eq!(fs::read(mnt.join("inside")).unwrap(), b"a partition of a qcow2 disk\n", "{opts}");
-        m.unmount();
+    for (name, img) in &images {
+        for opts in ["ro,partition=1", "ro,offset=1048576"] {
+            let m = ext4box_mount_ok(img, &mnt, opts);
+            assert_eq!(fs::read(mnt.join("inside")).unwrap(), b"a partition of a VM disk\n", "{name}: {opts}");
+            m.unmount();
+        }
+    }
+}
+
+/// A VMDK descriptor's data is in other files: the flat one is named (and mounts, being raw); split and
+/// damaged images of each format are refused in one line, nothing mounted.
+#[test]
+fn vmdk_descriptors_and_damaged_vm_disks_are_refused_in_one_line() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("fmt-damaged");
+    let raw = s.path("raw.img");
+    mkfs(&raw, 16 << 20, &[]);
+    let mnt = s.mkdir("mnt");
+    let refused = |img: &Path, what: &str| -> String {
+        let out = ext4box_mount(img, &mnt, "ro");
+        let lines = stderr_lines(&out);
+        assert!(!out.status.success() && lines.len() == 1, "{what}: {}", output_text(&out));
+        assert!(mountinfo_entry(&mnt).is_none(), "{what}");
+        lines[0].clone()
+    };
+    let flat = s.path("flat.vmdk");
+    qemu_img(&[
+        OsStr::new("convert"),
+        OsStr::new("-O"),
+        OsStr::new("vmdk"),
+        OsStr::new("-o"),
+        OsStr::new("subformat=monolithicFlat"),
+        raw.as_os_str(),
+        flat.as_os_str(),
+    ]);
+    let line = refused(&flat, "a monolithicFlat descriptor");
+    assert!(line.contains("\"flat-flat.vmdk\"") && line.contains("mount that file"), "{line}");
+    ext4box_mount_ok(&s.path("flat-flat.vmdk"), &mnt, "ro").unmount();
+    // Split in 2 GiB extents: a disk of one extent names it (a sparse extent, which mounts); of two, the
+    // command that joins them.
+    let split = s.path("split.vmdk");
+    let big = s.path("big.raw");
+    fs::copy(&raw, &big).unwrap();
+    fs::OpenOptions::new().write(true).open(&big).unwrap().set_len(2100 << 20).unwrap();
+    for (disk, extents) in [(&raw, 1), (&big, 2)] {
+        let _ = fs::remove_file(&split);
+        qemu_img(&[
+            OsStr::new("convert"),
+            OsStr::new("-O"),
+            OsStr::new("vmdk"),
+            OsStr::new("-o"),
+            OsStr::new("subformat=twoGbMaxExtentSparse"),
+            disk.as_os_str(),
+            split.as_os_str(),
+        ]);
+        let line = refused(&split, &format!("a VMDK descriptor of {extents} extents"));
+        if extents == 1 {
+            assert!(line.contains("\"split-s001.vmdk\"") && line.contains("mount that file"), "{line}");
+            ext4box_mount_ok(&s.path("split-s001.vmdk"), &mnt, "ro").unmount();
+        } else {
+            assert!(line.contains("qemu-img convert"), "{line}");
+        }
+    }
+    // Damage: a VHDX with both headers' checksums broken, a VMDK whose grain directory lies past the
+    // end, an Android sparse image cut short, and each cut to its first 64 KiB.
+    for (name, _, _) in CONVERSIONS {
+        let img = convert(&raw, name, &s);
+        let good = fs::read(&img).unwrap();
+        let mut bytes = good.clone();
+        match name {
+            n if n.starts_with("vhdx") => {
+                bytes[64 * 1024 + 100] ^= 1;
+                bytes[128 * 1024 + 100] ^= 1;
+            }
+            n if n.starts_with("vmdk") => {
+                // The grain directory's offset, in the header (or, when that says "at the end", the
+                // footer's copy 1024 bytes before the end).
+                let at_end = bytes[56..64] == [0xff; 8];
+                let at = if at_end { bytes.len() - 1024 } else { 0 };
+                bytes[at + 56..at + 64].copy_from_slice(&(1u64 << 40).to_le_bytes());
+            }
+            _ => bytes.truncate(bytes.len() - 100),
+        }
+        fs::write(&img, &bytes).unwrap();
+        let line = refused(&img, name);
+        assert!(line.contains("damaged"), "{name}: {line}");
+        fs::write(&img, &good[..65536]).unwrap();
+        refused(&img, &format!("{name} cut short"));
     }
 }
 
@@ -147,7 +322,7 @@ fn formats_not_served_are_refused_in_one_line() {
     let raw = s.path("raw.img");
     mkfs(&raw, 16 << 20, &[]);
     let mnt = s.mkdir("mnt");
-    for (fmt, word) in [("vmdk", "VMDK"), ("vhdx", "VHDX"), ("vpc", "VHD")] {
+    for (fmt, word) in [("vpc", "VHD"), ("vdi", "VDI")] {
         let img = s.path(&format!("disk.{fmt}"));
         qemu_img(&[OsStr::new("convert"), OsStr::new("-O"), OsStr::new(fmt), raw.as_os_str(), img.as_os_str()]);
         let out = ext4box_mount(&img, &mnt, "ro");
@@ -177,4 +352,41 @@ fn formats_not_served_are_refused_in_one_line() {
     assert!(!out.status.success() && lines.len() == 1, "{}", output_text(&out));
     assert!(mountinfo_entry(&mnt).is_none());
     assert!(fs::read(&overlay).unwrap() == before, "a refused qcow2 image was changed");
+}
+
+/// A VHDX whose log holds an entry not yet written in place (its host crashed) is refused read-only,
+/// as qemu refuses it; once `qemu-img check -r all` has replayed the log it mounts. The dirty log is
+/// made from a real one: qemu-io writes (which go through the log), then the current header is given
+/// the log entry's GUID back, as it was between the log write and the in-place write.
+#[test]
+fn a_vhdx_with_a_log_to_replay_is_refused_until_it_is_replayed() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("fmt-vhdx-log");
+    let (raw, _) = populated_raw(&s, "4096");
+    let img = convert(&raw, "vhdx-dynamic", &s);
+    run_ok(Command::new("qemu-io").args(["-c", "write -P 0x55 90M 1M"]).arg(&img));
+    let mut b = fs::read(&img).unwrap();
+    let seq = |b: &[u8], h: usize| u64::from_le_bytes(b[h + 8..h + 16].try_into().unwrap());
+    let current = if seq(&b, 128 << 10) > seq(&b, 64 << 10) { 128 << 10 } else { 64 << 10 };
+    let log = u64::from_le_bytes(b[current + 72..current + 80].try_into().unwrap()) as usize;
+    assert_eq!(&b[log..log + 4], b"loge", "qemu-io left no log entry to work from");
+    let guid = b[log + 32..log + 48].to_vec();
+    b[current + 48..current + 64].copy_from_slice(&guid);
+    b[current + 4..current + 8].fill(0);
+    let sum = crc32c::crc32c(&b[current..current + 4096]);
+    b[current + 4..current + 8].copy_from_slice(&sum.to_le_bytes());
+    fs::write(&img, &b).unwrap();
+    let out = Command::new("qemu-img").arg("info").arg(&img).output().unwrap();
+    assert!(!out.status.success(), "qemu opens the dirty VHDX read-only:\n{}", output_text(&out));
+    let mnt = s.mkdir("mnt");
+    let out = ext4box_mount(&img, &mnt, "ro");
+    let lines = stderr_lines(&out);
+    assert!(!out.status.success() && lines.len() == 1 && lines[0].contains("log"), "{}", output_text(&out));
+    assert!(mountinfo_entry(&mnt).is_none());
+    run_ok(Command::new("qemu-img").args(["check", "-r", "all"]).arg(&img));
+    let m = ext4box_mount_ok(&img, &mnt, "ro");
+    assert_eq!(fs::read(mnt.join("hello")).unwrap(), b"hello from a VM disk\n");
+    m.unmount();
 }

@@ -116,31 +116,31 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
     }
 }
 
-/// The device the engine reads: the image as it is (raw) or the virtual disk inside a qcow2 image, then
-/// the partition or offset within it; and why it must be read-only when the format cannot be written.
-/// Runs confined: the format's metadata and the partition table are read from the image like
+/// The device the engine reads: the image as it is (raw) or the virtual disk inside a VM disk format,
+/// then the partition or offset within it; and why it must be read-only when the format cannot be
+/// written. Runs confined: the format's metadata and the partition table are read from the image like
 /// everything else.
 fn open_device(
     image: File,
     args: &WorkerArgs,
     block_device: bool,
-) -> Result<(Box<dyn ext4::BlockDevice>, Option<&'static str>), String> {
-    use crate::image::{self, Format, Qcow2Device};
+) -> Result<(Box<dyn ext4::BlockDevice>, Option<String>), String> {
+    use crate::image::{self, Format, Window};
     use std::os::unix::fs::FileExt;
     let format = match args.tuning.format {
         Format::Auto => {
-            let mut first = [0u8; 8];
+            let mut first = vec![0u8; image::DETECT_BYTES];
             let n = image.read_at(&mut first, 0).map_err(|e| format!("cannot read the image: {e}"))?;
             image::detect(&first[..n])?
         }
         f => f,
     };
-    if format == Format::Qcow2 {
-        let disk = Qcow2Device::open(image)?;
-        tracing::info!(size = disk.size(), "serving the virtual disk of a qcow2 image");
-        let (offset, len) = region(args, disk.size(), &|off, buf| ext4::BlockDevice::read_exact_at(&disk, buf, off))?;
-        let disk = disk.window(offset, len)?;
-        return Ok((Box::new(disk), Some("qcow2 images are served read-only for now (docs/usage.md, VM disks)")));
+    if format != Format::Raw {
+        let disk = image::open_virtual_disk(format, image)?;
+        tracing::info!(format = format.name(), size = disk.size(), "serving the virtual disk of a VM disk image");
+        let (offset, len) = region(args, disk.size(), &|off, buf| disk.read_exact_at(buf, off))?;
+        let disk = Window::new(disk, offset, len)?;
+        return Ok((Box::new(disk), Some(image::read_only_reason(format))));
     }
     let (offset, len) = region(args, image_size(&image)?, &|off, buf| image.read_exact_at(buf, off))?;
     let dev = FileDevice::with_range(image, offset, len).map_err(|e| format!("{e}"))?;
