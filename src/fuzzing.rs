@@ -123,16 +123,32 @@ pub fn sparse_image(data: &[u8]) {
 }
 
 /// Opens `data` as an image in `format` and reads its virtual disk at its start, middle and end, and
-/// where a filesystem's superblock would be.
+/// where a filesystem's superblock would be. A qcow2 image that passes the check for writing is then
+/// written at those places (allocating clusters and refcount blocks) and must read back what was
+/// written.
 fn virtual_disk_reads(format: crate::image::Format, data: &[u8]) {
     use crate::ext4::BlockDevice;
     use crate::image::MemImage;
-    let Ok(disk) = crate::image::open_virtual_disk(format, MemImage::new(data.to_vec(), data.len())) else { return };
+    let image = MemImage::new(data.to_vec(), data.len().saturating_mul(2).max(1 << 20));
+    let Ok((disk, read_only)) = crate::image::open_virtual_disk(format, image, true) else { return };
     let size = disk.size();
     let mut buf = vec![0u8; 65536];
-    for at in [0, 1024, 4095, size / 2, size.saturating_sub(65536), size.saturating_sub(100)] {
+    let places = [0, 1024, 4095, size / 2, size.saturating_sub(65536), size.saturating_sub(100)];
+    for at in places {
         let n = (size - at.min(size)).min(buf.len() as u64) as usize;
         let _ = disk.read_exact_at(&mut buf[..n], at);
+    }
+    if read_only.is_none() {
+        for (i, at) in places.into_iter().enumerate() {
+            let n = (size - at.min(size)).min(4096) as usize;
+            let pattern = vec![0xa0 | i as u8; n];
+            if disk.write_all_at(&pattern, at).is_ok() && disk.flush().is_ok() {
+                let mut back = vec![0u8; n];
+                if disk.read_exact_at(&mut back, at).is_ok() {
+                    assert!(back == pattern, "a qcow2 write at {at} did not read back");
+                }
+            }
+        }
     }
     let _ = disk.flush();
 }

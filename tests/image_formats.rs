@@ -1,8 +1,9 @@
 //! Images inside VM disk formats: qcow2 (versions 2 and 3, compressed clusters), VMDK (monolithicSparse,
 //! streamOptimized), VHDX (dynamic, fixed) and Android sparse images, with a partition inside or not,
-//! read through the confined worker exactly as the kernel reads the raw form. They stay read-only for
-//! now (a read-write mount says so and leaves the image untouched, `qemu-img check` clean); VHD, VMDK
-//! descriptors and damaged images are refused in one line.
+//! read through the confined worker exactly as the kernel reads the raw form. qcow2 images are written
+//! (`qemu-img check`, e2fsck and the kernel judge the result) unless their refcounts cannot be vouched
+//! for; the other formats stay read-only (a read-write mount says so and leaves the image untouched).
+//! VHD, VDI, VMDK descriptors and damaged images are refused in one line.
 //! Images come from the real `mkfs.ext4 -d`, `qemu-img convert` (Debian's qemu-utils) and `img2simg`
 //! (android-sdk-libsparse-utils). Needs root, /dev/fuse, qemu-img and img2simg.
 
@@ -86,31 +87,108 @@ fn qcow2_images_read_as_the_kernel_reads_their_raw_form() {
     }
 }
 
-/// qcow2 is served read-only for now (see src/image.rs): a read-write mount says so in one line and
-/// mounts read-only, writes answer EROFS, and the image stays byte for byte what it was.
+/// qcow2 images are written: files created, overwritten, removed and renamed through ext4box in
+/// each shape qemu-img makes (v3, v2, compressed clusters rewritten, 4 KiB clusters, lazy refcounts),
+/// then `qemu-img check` clean, converted back to raw, `e2fsck -fn` clean, and the kernel reads what
+/// ext4box showed.
 #[test]
-fn qcow2_images_mount_read_only_and_stay_untouched() {
+fn qcow2_images_are_written_and_qemu_img_check_stays_clean() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("fmt-qcow2-rw");
+    let (raw, _) = populated_raw(&s, "4096");
+    let mnt = s.mkdir("mnt");
+    let shapes: [(&str, &[&str]); 5] = [
+        ("v3", &[]),
+        ("v2", &["-o", "compat=0.10"]),
+        ("compressed", &["-c"]),
+        ("small-clusters", &["-o", "cluster_size=4096"]),
+        ("lazy", &["-o", "lazy_refcounts=on"]),
+    ];
+    for (name, extra) in shapes {
+        let img = s.path(&format!("{name}.qcow2"));
+        let mut args: Vec<&OsStr> = vec![OsStr::new("convert"), OsStr::new("-O"), OsStr::new("qcow2")];
+        args.extend(extra.iter().map(OsStr::new));
+        args.extend([raw.as_os_str(), img.as_os_str()]);
+        qemu_img(&args);
+        // noatime: the walk below reads every file, and must leave what it compares as it was.
+        let out = ext4box_mount(&img, &mnt, "noatime");
+        assert!(out.status.success() && stderr_lines(&out).is_empty(), "{name}: {}", output_text(&out));
+        let m = Ext4boxMount::adopt(&mnt);
+        fs::write(mnt.join("new"), pseudo_random(11, 5 << 20)).unwrap();
+        fs::create_dir(mnt.join("made")).unwrap();
+        for i in 0..50 {
+            fs::write(mnt.join(format!("made/f{i}")), pseudo_random(i, 3000 + i as usize * 100)).unwrap();
+        }
+        // Overwriting a file rewrites its clusters (compressed ones are copied out first).
+        let f = fs::OpenOptions::new().write(true).open(mnt.join("big")).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &pseudo_random(12, 100_000), 1 << 20).unwrap();
+        drop(f);
+        fs::remove_file(mnt.join("dir/inner")).unwrap();
+        fs::rename(mnt.join("hello"), mnt.join("made/hello")).unwrap();
+        let written = walk(&mnt, &WalkOpts::default());
+        m.unmount();
+        qcow2_check(&img);
+        let back = s.path(&format!("{name}.raw"));
+        qemu_img(&[OsStr::new("convert"), OsStr::new("-O"), OsStr::new("raw"), img.as_os_str(), back.as_os_str()]);
+        assert_fsck_clean(&back);
+        let kernel = kernel_walk(&back, &s, &format!("kernel-{name}"));
+        assert_walks_equal(&format!("ext4box ({name} qcow2)"), &written, "kernel (converted back)", &kernel);
+        // And mounted again, ext4box reads what it wrote.
+        let m = ext4box_mount_ok(&img, &mnt, "ro");
+        assert_walks_equal("first mount", &written, "second mount", &walk(&mnt, &WalkOpts::default()));
+        m.unmount();
+    }
+}
+
+/// An image the refcount check cannot vouch for (internal snapshots; a refcount too low) mounts
+/// read-only with one line saying why and naming `qemu-img check -r all`, and stays untouched.
+#[test]
+fn qcow2_images_that_cannot_be_written_safely_mount_read_only() {
     if !require_root_and_fuse() {
         return;
     }
     let s = Scratch::new("fmt-qcow2-ro");
     let (raw, _) = populated_raw(&s, "1024");
-    let img = s.path("disk.qcow2");
-    qemu_img(&[OsStr::new("convert"), OsStr::new("-O"), OsStr::new("qcow2"), raw.as_os_str(), img.as_os_str()]);
-    let before = fs::read(&img).unwrap();
     let mnt = s.mkdir("mnt");
-    let out = ext4box_mount(&img, &mnt, "");
-    assert!(out.status.success(), "{}", output_text(&out));
-    let lines = stderr_lines(&out);
-    assert!(lines.len() == 1 && lines[0].contains("read-only") && lines[0].contains("qcow2"), "{lines:?}");
-    let m = Ext4boxMount::adopt(&mnt);
-    let e = fs::write(mnt.join("new"), b"x").unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
-    assert!(mountinfo_entry(&mnt).unwrap().mount_opts.split(',').any(|o| o == "ro"), "the mount is not read-only");
-    assert_eq!(fs::read(mnt.join("hello")).unwrap(), b"hello from a VM disk\n");
-    m.unmount();
-    assert!(fs::read(&img).unwrap() == before, "a read-only qcow2 mount changed the image");
-    qcow2_check(&img);
+    let snap = s.path("snap.qcow2");
+    qemu_img(&[OsStr::new("convert"), OsStr::new("-O"), OsStr::new("qcow2"), raw.as_os_str(), snap.as_os_str()]);
+    qemu_img(&[OsStr::new("snapshot"), OsStr::new("-c"), OsStr::new("before"), snap.as_os_str()]);
+    // A refcount too low: the refcount of the last cluster (a data cluster, as qemu-img convert lays
+    // images out) is set to 0, so imago would hand it out again.
+    let low = s.path("low.qcow2");
+    qemu_img(&[OsStr::new("convert"), OsStr::new("-O"), OsStr::new("qcow2"), raw.as_os_str(), low.as_os_str()]);
+    let mut b = fs::read(&low).unwrap();
+    let be64 = |b: &[u8], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+    let cluster_bits = u32::from_be_bytes(b[20..24].try_into().unwrap());
+    let reftable = be64(&b, 48) as usize;
+    let block = be64(&b, reftable) as usize;
+    let last = (b.len() >> cluster_bits) - 1;
+    assert!(last < 1 << (cluster_bits - 1), "the image needs more than one refcount block");
+    b[block + last * 2..block + last * 2 + 2].fill(0);
+    fs::write(&low, &b).unwrap();
+    let out = Command::new("qemu-img").arg("check").arg(&low).output().unwrap();
+    assert!(!out.status.success(), "qemu-img check finds no error in the damaged image:\n{}", output_text(&out));
+    for (img, why) in [(&snap, "snapshots"), (&low, "refcount")] {
+        let before = fs::read(img).unwrap();
+        let out = ext4box_mount(img, &mnt, "");
+        assert!(out.status.success(), "{why}: {}", output_text(&out));
+        let lines = stderr_lines(&out);
+        assert!(
+            lines.len() == 1
+                && lines[0].contains("read-only")
+                && lines[0].contains(why)
+                && lines[0].contains("qemu-img check"),
+            "{why}: {lines:?}"
+        );
+        let m = Ext4boxMount::adopt(&mnt);
+        let e = fs::write(mnt.join("new"), b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        assert_eq!(fs::read(mnt.join("hello")).unwrap(), b"hello from a VM disk\n");
+        m.unmount();
+        assert!(fs::read(img).unwrap() == before, "a read-only qcow2 mount changed the image ({why})");
+    }
 }
 
 /// The VM disk formats besides qcow2, each as its tool makes it from a raw image: (name, tool's
@@ -166,7 +244,7 @@ fn vmdk_vhdx_and_android_sparse_images_read_as_the_kernel_reads_their_raw_form()
     }
 }
 
-/// Like qcow2, they are served read-only: a read-write mount says so in one line, writes answer EROFS,
+/// They are served read-only: a read-write mount says so in one line, writes answer EROFS,
 /// and the image stays byte for byte what it was.
 #[test]
 fn vmdk_vhdx_and_android_sparse_images_mount_read_only_and_stay_untouched() {

@@ -6,13 +6,15 @@
 //! through [`Positioned`] (pread, pwrite and fdatasync on the descriptor the launcher opened: no paths,
 //! so an image that needs another file, a backing file or a parent disk, is refused).
 //!
-//! Every format but raw is served read-only for now; [`Window`] narrows any of them to a partition.
+//! qcow2 is read and written; VMDK, VHDX and Android sparse images are read only. [`Window`] narrows
+//! any of them to a partition.
 //! Formats not served (VHD, VDI) are recognised by their magic number and refused with the command that
 //! converts them, rather than read as a filesystem that is not there.
 
 mod android_sparse;
 mod mapped;
 mod qcow2;
+mod qcow2_check;
 mod vhdx;
 mod vmdk;
 
@@ -110,21 +112,26 @@ pub fn detect(first: &[u8]) -> Result<Format, String> {
     Ok(Format::Raw)
 }
 
-/// Opens the virtual disk of an image in `format` (not raw): its metadata read and checked. Read-only.
-pub fn open_virtual_disk<P: Positioned + 'static>(format: Format, image: P) -> Result<Box<dyn BlockDevice>, String> {
-    let disk: Box<dyn BlockDevice> = match format {
-        Format::Qcow2 => Box::new(Qcow2Device::open(image)?),
-        Format::Vmdk => Box::new(MappedDisk::new(image, vmdk::Vmdk::open)?),
-        Format::Vhdx => Box::new(MappedDisk::new(image, vhdx::Vhdx::open)?),
-        Format::Sparse => Box::new(MappedDisk::new(image, android_sparse::Sparse::open)?),
+/// Opens the virtual disk of an image in `format` (not raw): its metadata read and checked. qcow2 is
+/// opened for writing when `writable` and the image can be written safely; everything else read-only.
+/// The second value says why a `writable` disk is read-only.
+pub fn open_virtual_disk<P: Positioned + 'static>(
+    format: Format,
+    image: P,
+    writable: bool,
+) -> Result<(Box<dyn BlockDevice>, Option<String>), String> {
+    let read_only =
+        || writable.then(|| format!("{} images are served read-only (docs/usage.md, VM disks)", format.title()));
+    Ok(match format {
+        Format::Qcow2 => {
+            let (disk, why) = Qcow2Device::open(image, writable)?;
+            (Box::new(disk), why)
+        }
+        Format::Vmdk => (Box::new(MappedDisk::new(image, vmdk::Vmdk::open)?), read_only()),
+        Format::Vhdx => (Box::new(MappedDisk::new(image, vhdx::Vhdx::open)?), read_only()),
+        Format::Sparse => (Box::new(MappedDisk::new(image, android_sparse::Sparse::open)?), read_only()),
         Format::Auto | Format::Raw => return Err("a raw image has no virtual disk to open".into()),
-    };
-    Ok(disk)
-}
-
-/// Why a mount of `format` is read-only: every format but raw is, for now (docs/usage.md, VM disks).
-pub fn read_only_reason(format: Format) -> String {
-    format!("{} images are served read-only for now (docs/usage.md, VM disks)", format.title())
+    })
 }
 
 /// A window of `len` bytes from `base` of another device: a partition or an offset inside a virtual

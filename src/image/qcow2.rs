@@ -1,7 +1,9 @@
 //! qcow2, QEMU's and libvirt's format, read through `imago` (a Rust library for VM disk images by a
-//! QEMU block-layer maintainer). Served read-only for now: fuzzing imago 0.2.6 found that allocating a
-//! cluster in a damaged image can recurse until the stack overflows, which no error path can catch, and
-//! a panic on a damaged header, which [`guarded`] turns into an error. imago reads the image only
+//! QEMU block-layer maintainer), read and written. Fuzzing imago 0.2.6 found that allocating a cluster
+//! in a damaged image can recurse until the stack overflows, which no error path can catch: so an image
+//! is written only after it passes `qcow2_check` (its refcounts agree with its metadata), and is
+//! served read-only otherwise. It also found a panic on a damaged header, which [`guarded`] turns into
+//! an error. imago reads the image only
 //! through [`ImageStorage`], which does nothing but pread, pwrite and fdatasync on the descriptor the
 //! launcher opened (no paths, so a backing file is refused: it would have to be opened by name).
 
@@ -15,6 +17,7 @@ use imago::storage::drivers::CommonStorageHelper;
 use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Storage};
 
 use super::Positioned;
+use super::qcow2_check::check_for_writing;
 use crate::ext4::BlockDevice;
 
 /// An image as imago's storage: positioned reads and writes and fdatasync, nothing else (the confined
@@ -101,22 +104,38 @@ impl<P: Positioned + 'static> Storage for ImageStorage<P> {
 pub struct Qcow2Device<P: Positioned + 'static = File> {
     access: FormatAccess<ImageStorage<P>>,
     size: u64,
+    writable: bool,
 }
 
 impl<P: Positioned + 'static> Qcow2Device<P> {
-    /// Opens `image` as qcow2, read-only (see the module comment): its header and tables are read and
-    /// checked by imago. A backing file, an external data file or an unknown incompatible feature fails
-    /// here.
-    pub fn open(image: P) -> Result<Qcow2Device<P>, String> {
+    /// Opens `image` as qcow2: its header and tables are read and checked by imago. A backing file, an
+    /// external data file or an unknown incompatible feature (the dirty and corrupt bits among them)
+    /// fails here. For `writable`, the image must first pass [`check_for_writing`]; if it does not, it
+    /// is opened read-only and the second value says why.
+    pub fn open(image: P, writable: bool) -> Result<(Qcow2Device<P>, Option<String>), String> {
+        let refused = match writable {
+            true => check_for_writing(&image).err().map(|why| {
+                format!("the qcow2 image cannot be written safely ({why}); `qemu-img check -r all` may repair it")
+            }),
+            false => None,
+        };
+        let write = writable && refused.is_none();
         let qcow2 = guarded("opening it", || {
             Qcow2::<ImageStorage<P>>::builder(ImageStorage::new(image))
-                .write(false)
+                .write(write)
                 .open(DenyImplicitOpenGate::default())
         })
         .map_err(|e| format!("cannot open the qcow2 image: {e}"))?;
         let access = FormatAccess::new(qcow2);
         let size = access.size();
-        Ok(Qcow2Device { access, size })
+        Ok((Qcow2Device { access, size, writable: write }, refused))
+    }
+
+    fn check(&self, offset: u64, len: usize) -> io::Result<()> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(super::past_the_end(offset, len)),
+        }
     }
 }
 
@@ -134,9 +153,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
 
 impl<P: Positioned + 'static> BlockDevice for Qcow2Device<P> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.size) {
-            return Err(super::past_the_end(offset, buf.len()));
-        }
+        self.check(offset, buf.len())?;
         guarded("a read", || self.access.read(buf, offset))
     }
 
@@ -144,11 +161,25 @@ impl<P: Positioned + 'static> BlockDevice for Qcow2Device<P> {
         self.size
     }
 
-    fn write_all_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
-        Err(io::Error::from_raw_os_error(libc::EROFS))
+    /// Writes through imago, which allocates clusters and updates the L2 tables and refcounts in its
+    /// caches; [`flush`](Self::flush) writes those out.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        self.check(offset, buf.len())?;
+        guarded("a write", || self.access.write(buf, offset))
     }
 
+    /// Writes imago's cached metadata (refcount blocks before the L2 tables that need them), then
+    /// fdatasync: the engine's journal commits rely on this ordering point.
     fn flush(&self) -> io::Result<()> {
-        Ok(())
+        if !self.writable {
+            return Ok(());
+        }
+        guarded("a flush", || {
+            self.access.flush()?;
+            self.access.sync()
+        })
     }
 }

@@ -136,11 +136,11 @@ fn open_device(
         f => f,
     };
     if format != Format::Raw {
-        let disk = image::open_virtual_disk(format, image)?;
+        let (disk, read_only) = image::open_virtual_disk(format, image, !args.read_only)?;
         tracing::info!(format = format.name(), size = disk.size(), "serving the virtual disk of a VM disk image");
         let (offset, len) = region(args, disk.size(), &|off, buf| disk.read_exact_at(buf, off))?;
         let disk = Window::new(disk, offset, len)?;
-        return Ok((Box::new(disk), Some(image::read_only_reason(format))));
+        return Ok((Box::new(disk), read_only));
     }
     let (offset, len) = region(args, image_size(&image)?, &|off, buf| image.read_exact_at(buf, off))?;
     let dev = FileDevice::with_range(image, offset, len).map_err(|e| format!("{e}"))?;
