@@ -87,8 +87,8 @@ pub fn partition_table(data: &[u8]) {
 }
 
 /// A qcow2 image's metadata (header, extensions, L1 and L2 tables, compressed clusters) as imago opens
-/// and reads it in the worker, which serves qcow2 read-only (see `crate::image`): the virtual disk read
-/// at a few places, then the ext4 filesystem inside it opened and walked like `image_read`.
+/// it in the worker: the virtual disk read at a few places and, when the image passes the check for
+/// writing, written and discarded (see `virtual_disk_reads`).
 pub fn qcow2_image(data: &[u8]) {
     // imago panics on some damaged images; the worker's calls into it turn a panic into an error
     // (`image::guarded`, catch_unwind). The fuzzer's panic hook would abort before that unwinding, so it
@@ -125,7 +125,8 @@ pub fn sparse_image(data: &[u8]) {
 /// Opens `data` as an image in `format` and reads its virtual disk at its start, middle and end, and
 /// where a filesystem's superblock would be. A qcow2 image that passes the check for writing is then
 /// written at those places (allocating clusters and refcount blocks) and must read back what was
-/// written.
+/// written; then its first half is discarded (clusters freed, punched out of the image), after which
+/// the first cluster reads as zeros and what was written in the second half still reads back.
 fn virtual_disk_reads(format: crate::image::Format, data: &[u8]) {
     use crate::ext4::BlockDevice;
     use crate::image::MemImage;
@@ -139,13 +140,35 @@ fn virtual_disk_reads(format: crate::image::Format, data: &[u8]) {
         let _ = disk.read_exact_at(&mut buf[..n], at);
     }
     if read_only.is_none() {
+        // The bytes each successful write left, later writes over earlier ones (the places overlap
+        // on small disks); a write that failed leaves its range unknown.
+        let mut expected = std::collections::BTreeMap::<u64, u8>::new();
         for (i, at) in places.into_iter().enumerate() {
             let n = (size - at.min(size)).min(4096) as usize;
             let pattern = vec![0xa0 | i as u8; n];
+            let range = at..at + n as u64;
             if disk.write_all_at(&pattern, at).is_ok() && disk.flush().is_ok() {
                 let mut back = vec![0u8; n];
                 if disk.read_exact_at(&mut back, at).is_ok() {
                     assert!(back == pattern, "a qcow2 write at {at} did not read back");
+                }
+                expected.extend(range.map(|b| (b, pattern[0])));
+            } else {
+                expected.retain(|b, _| !range.contains(b));
+            }
+        }
+        let half = size / 2;
+        if disk.discard(0, half).is_ok() {
+            let mut first = vec![0u8; 512.min(size as usize)];
+            if half >= 2 << 20 && disk.read_exact_at(&mut first, 0).is_ok() {
+                assert!(first.iter().all(|&b| b == 0), "a discarded qcow2 cluster does not read as zeros");
+            }
+            let kept: Vec<(u64, u8)> = expected.range(half..).map(|(&b, &v)| (b, v)).collect();
+            for run in kept.chunk_by(|a, b| a.0 + 1 == b.0) {
+                let mut back = vec![0u8; run.len()];
+                if disk.read_exact_at(&mut back, run[0].0).is_ok() {
+                    let lost = run.iter().zip(&back).find(|((_, want), got)| want != *got);
+                    assert!(lost.is_none(), "a discard of the first half lost a write at {:?}", lost.map(|l| l.0.0));
                 }
             }
         }

@@ -170,7 +170,20 @@ fn qcow2_images_that_cannot_be_written_safely_mount_read_only() {
     fs::write(&low, &b).unwrap();
     let out = Command::new("qemu-img").arg("check").arg(&low).output().unwrap();
     assert!(!out.status.success(), "qemu-img check finds no error in the damaged image:\n{}", output_text(&out));
-    for (img, why) in [(&snap, "snapshots"), (&low, "refcount")] {
+    // A data cluster shared by two L2 entries, its refcount 2 to match: a discard of one would punch
+    // the other's data out of the file.
+    let shared = s.path("shared.qcow2");
+    qemu_img(&[OsStr::new("convert"), OsStr::new("-O"), OsStr::new("qcow2"), raw.as_os_str(), shared.as_os_str()]);
+    let mut b = fs::read(&shared).unwrap();
+    let l2 = (be64(&b, be64(&b, 40) as usize) & 0x00ff_ffff_ffff_fe00) as usize;
+    let data = (be64(&b, l2) & 0x00ff_ffff_ffff_fe00) as usize;
+    assert!(data != 0 && be64(&b, l2 + 8) != 0, "the first two clusters are not both allocated");
+    b.copy_within(l2..l2 + 8, l2 + 8);
+    let block = be64(&b, be64(&b, 48) as usize) as usize;
+    let at = block + (data >> cluster_bits) * 2;
+    b[at..at + 2].copy_from_slice(&2u16.to_be_bytes());
+    fs::write(&shared, &b).unwrap();
+    for (img, why) in [(&snap, "snapshots"), (&low, "refcount"), (&shared, "more than one L2 entry")] {
         let before = fs::read(img).unwrap();
         let out = ext4box_mount(img, &mnt, "");
         assert!(out.status.success(), "{why}: {}", output_text(&out));

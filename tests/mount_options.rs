@@ -425,7 +425,8 @@ fn block_device_mounts_as_fuseblk() {
     }
     let _loop = Loop(dev.clone());
     let (mnt, mnt2) = (s.mkdir("mnt"), s.mkdir("mnt2"));
-    let m = ext4box_mount_ok_fstype(Path::new(&dev), &mnt, "fuseblk.ext4box");
+    let m = ext4box_mount_ok(Path::new(&dev), &mnt, "");
+    assert_eq!(mountinfo_entry(&mnt).unwrap().fstype, "fuseblk.ext4box");
     fs::write(mnt.join("on-a-block-device"), b"yes").unwrap();
     let out = ext4box_mount(Path::new(&dev), &mnt2, "");
     assert!(!out.status.success(), "a second mount of a mounted block device must fail");
@@ -433,15 +434,6 @@ fn block_device_mounts_as_fuseblk() {
     assert!(stderr_lines(&out)[0].contains("busy"), "{}", output_text(&out));
     m.unmount();
     assert_fsck_clean(Path::new(&dev));
-}
-
-/// As `ext4box_mount_ok`, for a mount whose fstype is `fstype`.
-fn ext4box_mount_ok_fstype(img: &Path, mnt: &Path, fstype: &str) -> Ext4boxMount {
-    let out = ext4box_mount(img, mnt, "");
-    assert!(out.status.success(), "mount failed:\n{}", output_text(&out));
-    let mi = mountinfo_entry(mnt).expect("mounted");
-    assert_eq!(mi.fstype, fstype);
-    Ext4boxMount { mnt: mnt.to_path_buf(), pids: server_pids(mnt) }
 }
 
 /// A pipe whose write end crosses exec (the test plays a caller that hands it to ext4box).

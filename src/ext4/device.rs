@@ -25,8 +25,20 @@ pub struct FileDevice {
     file: File,
     base: u64,
     size: u64,
-    /// Discards punch holes (an image file, or a block device whose mount asked for `discard`).
-    punch: bool,
+    discard: Discard,
+}
+
+/// How a [`FileDevice`] passes a discard on to its storage.
+#[derive(Clone, Copy)]
+pub enum Discard {
+    /// Not at all: the device answers `Unsupported` (a block device whose mount did not ask for
+    /// `discard`).
+    Off,
+    /// By punching a hole in the file (an image file).
+    PunchHole,
+    /// By a call the owner supplies (a block device's BLKDISCARD, an ioctl the engine does not make),
+    /// given the file and its absolute byte range.
+    With(fn(&File, u64, u64) -> std::io::Result<()>),
 }
 
 impl FileDevice {
@@ -36,7 +48,7 @@ impl FileDevice {
         let size = total.checked_sub(base).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "offset lies past the end of the image")
         })?;
-        Ok(FileDevice { file, base, size, punch: true })
+        Ok(FileDevice { file, base, size, discard: Discard::PunchHole })
     }
 
     /// Wraps `len` bytes of an open file from byte `base` (a partition): nothing outside is read or written.
@@ -48,12 +60,12 @@ impl FileDevice {
                 "the partition lies past the end of the image",
             ));
         }
-        Ok(FileDevice { file, base, size: len, punch: true })
+        Ok(FileDevice { file, base, size: len, discard: Discard::PunchHole })
     }
 
-    /// Whether discards reach the storage (off for a block device unless its mount says `discard`).
-    pub fn punch_holes(mut self, on: bool) -> FileDevice {
-        self.punch = on;
+    /// How discards reach the storage (punching holes unless told otherwise).
+    pub fn discarding(mut self, how: Discard) -> FileDevice {
+        self.discard = how;
         self
     }
 }
@@ -99,15 +111,22 @@ impl BlockDevice for FileDevice {
     }
 
     fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        if !self.punch {
+        if matches!(self.discard, Discard::Off) {
             return Err(std::io::ErrorKind::Unsupported.into());
         }
         self.check(offset, usize::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?)?;
-        let at = i64::try_from(self.base + offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-        let n = i64::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-        use nix::fcntl::{FallocateFlags, fallocate};
-        let mode = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
-        fallocate(&self.file, mode, at, n).map_err(std::io::Error::from)
+        let at = self.base.checked_add(offset).ok_or(std::io::ErrorKind::InvalidInput)?;
+        match self.discard {
+            Discard::Off => Err(std::io::ErrorKind::Unsupported.into()),
+            Discard::PunchHole => {
+                let at = i64::try_from(at).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+                let n = i64::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+                use nix::fcntl::{FallocateFlags, fallocate};
+                let mode = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+                fallocate(&self.file, mode, at, n).map_err(std::io::Error::from)
+            }
+            Discard::With(call) => call(&self.file, at, len),
+        }
     }
 }
 

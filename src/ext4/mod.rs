@@ -36,7 +36,7 @@ pub mod txn;
 pub mod xattr;
 pub mod xattr_write;
 
-pub use device::{BlockDevice, FileDevice};
+pub use device::{BlockDevice, Discard, FileDevice};
 pub use error::{Error, Object, Result};
 pub use fs::{DirEntry, ErrorBehavior, FileKind, Filesystem, MountOptions, StatFs};
 pub use inode::{Inode, InodeNo, Timestamp};

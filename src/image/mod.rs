@@ -12,6 +12,7 @@
 //! converts them, rather than read as a filesystem that is not there.
 
 mod android_sparse;
+mod block_device;
 mod mapped;
 mod qcow2;
 mod qcow2_check;
@@ -22,6 +23,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+pub use block_device::blkdiscard;
 pub use mapped::MappedDisk;
 pub use qcow2::{ImageStorage, Qcow2Device};
 
@@ -230,6 +232,27 @@ pub trait Positioned: Send + Sync {
     /// The image's length in bytes.
     fn byte_len(&self) -> io::Result<u64>;
     fn sync(&self) -> io::Result<()>;
+    /// Gives `len` bytes at `offset` back to the storage (they read as zeros afterwards), keeping the
+    /// length: a format's freed clusters no longer take space in the image file.
+    fn punch(&self, offset: u64, len: u64) -> io::Result<()>;
+}
+
+impl<T: Positioned + ?Sized> Positioned for std::sync::Arc<T> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_all_at(buf, offset)
+    }
+    fn byte_len(&self) -> io::Result<u64> {
+        (**self).byte_len()
+    }
+    fn sync(&self) -> io::Result<()> {
+        (**self).sync()
+    }
+    fn punch(&self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).punch(offset, len)
+    }
 }
 
 impl Positioned for File {
@@ -246,6 +269,13 @@ impl Positioned for File {
     }
     fn sync(&self) -> io::Result<()> {
         self.sync_data()
+    }
+    fn punch(&self, offset: u64, len: u64) -> io::Result<()> {
+        let at = i64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let n = i64::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        use nix::fcntl::{FallocateFlags, fallocate};
+        let mode = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        fallocate(self, mode, at, n).map_err(io::Error::from)
     }
 }
 
@@ -284,6 +314,13 @@ impl Positioned for MemImage {
         Ok(self.bytes.lock().map_err(|_| io::Error::other("poisoned"))?.len() as u64)
     }
     fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn punch(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut v = self.bytes.lock().map_err(|_| io::Error::other("poisoned"))?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(v.len());
+        let end = usize::try_from(offset.saturating_add(len)).unwrap_or(usize::MAX).min(v.len());
+        v[start..end.max(start)].fill(0);
         Ok(())
     }
 }

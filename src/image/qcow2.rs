@@ -10,11 +10,12 @@
 use std::fmt;
 use std::fs::File;
 use std::io;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use imago::io_buffers::{IoVector, IoVectorMut};
 use imago::qcow2::Qcow2;
 use imago::storage::drivers::CommonStorageHelper;
-use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Storage};
+use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Mapping, Storage};
 
 use super::Positioned;
 use super::qcow2_check::check_for_writing;
@@ -102,10 +103,20 @@ impl<P: Positioned + 'static> Storage for ImageStorage<P> {
 
 /// A qcow2 image as the engine's device: its guest view (the virtual disk).
 pub struct Qcow2Device<P: Positioned + 'static = File> {
-    access: FormatAccess<ImageStorage<P>>,
+    /// Reads and writes share it; a discard holds it alone, because freeing clusters breaks the
+    /// mappings a concurrent read or write may hold (imago asks for `&mut` there).
+    access: RwLock<FormatAccess<ImageStorage<Arc<P>>>>,
+    /// The image imago's storage holds too, for punching freed clusters out (imago frees them in
+    /// its refcounts only).
+    image: Arc<P>,
     size: u64,
+    cluster: u64,
     writable: bool,
 }
+
+/// A discard frees this much of the virtual disk at a time: it bounds the host ranges remembered
+/// between learning where the clusters are and punching them out.
+const DISCARD_CHUNK: u64 = 64 << 20;
 
 impl<P: Positioned + 'static> Qcow2Device<P> {
     /// Opens `image` as qcow2: its header and tables are read and checked by imago. A backing file, an
@@ -120,15 +131,59 @@ impl<P: Positioned + 'static> Qcow2Device<P> {
             false => None,
         };
         let write = writable && refused.is_none();
+        let mut header = [0u8; 24];
+        super::read_exact(&image, &mut header, 0).map_err(|e| format!("cannot read the qcow2 header: {e}"))?;
+        let cluster_bits = u32::from_be_bytes([header[20], header[21], header[22], header[23]]);
+        let image = Arc::new(image);
         let qcow2 = guarded("opening it", || {
-            Qcow2::<ImageStorage<P>>::builder(ImageStorage::new(image))
+            Qcow2::<ImageStorage<Arc<P>>>::builder(ImageStorage::new(image.clone()))
                 .write(write)
                 .open(DenyImplicitOpenGate::default())
         })
         .map_err(|e| format!("cannot open the qcow2 image: {e}"))?;
         let access = FormatAccess::new(qcow2);
         let size = access.size();
-        Ok((Qcow2Device { access, size, writable: write }, refused))
+        // imago opened it, so the cluster size is one qcow2 allows (512 B to 2 MiB).
+        let cluster = 1u64.checked_shl(cluster_bits).filter(|c| (512..=2 << 20).contains(c)).ok_or("cluster size")?;
+        Ok((Qcow2Device { access: RwLock::new(access), image, size, cluster, writable: write }, refused))
+    }
+
+    fn access(&self) -> io::Result<RwLockReadGuard<'_, FormatAccess<ImageStorage<Arc<P>>>>> {
+        self.access.read().map_err(|_| io::Error::other("the qcow2 device is poisoned"))
+    }
+
+    /// Frees the whole clusters of `[start, end)` of the virtual disk (they read as zeros afterwards:
+    /// there is no backing file) and punches the host clusters that held them out of the image file.
+    /// A host cluster is punched only when its mapping is writable, i.e. referenced by this one guest
+    /// cluster (qcow2's COPIED flag; `qcow2_check` refuses images whose data clusters are shared), and
+    /// only after the mapping is gone, under the lock no read or write holds meanwhile.
+    fn discard_clusters(&self, start: u64, end: u64) -> io::Result<()> {
+        let mut access = self.access.write().map_err(|_| io::Error::other("the qcow2 device is poisoned"))?;
+        let mut host: Vec<(u64, u64)> = Vec::new();
+        let mut at = start;
+        while at < end {
+            let (mapping, n) = access.get_mapping(at, end - at)?;
+            if n == 0 {
+                break;
+            }
+            if let Mapping::Raw { offset, writable: true, .. } = mapping {
+                match host.last_mut() {
+                    Some((s, l)) if *s + *l == offset => *l += n,
+                    _ => host.push((offset, n)),
+                }
+            }
+            at += n;
+        }
+        access.discard_to_backing(start, end - start)?;
+        for (offset, len) in host {
+            match self.image.punch(offset, len) {
+                Ok(()) => {}
+                // The clusters are free either way; only the space stays taken.
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn check(&self, offset: u64, len: usize) -> io::Result<()> {
@@ -154,7 +209,8 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
 impl<P: Positioned + 'static> BlockDevice for Qcow2Device<P> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.check(offset, buf.len())?;
-        guarded("a read", || self.access.read(buf, offset))
+        let access = self.access()?;
+        guarded("a read", || access.read(buf, offset))
     }
 
     fn size(&self) -> u64 {
@@ -168,7 +224,8 @@ impl<P: Positioned + 'static> BlockDevice for Qcow2Device<P> {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
         self.check(offset, buf.len())?;
-        guarded("a write", || self.access.write(buf, offset))
+        let access = self.access()?;
+        guarded("a write", || access.write(buf, offset))
     }
 
     /// Writes imago's cached metadata (refcount blocks before the L2 tables that need them), then
@@ -177,9 +234,29 @@ impl<P: Positioned + 'static> BlockDevice for Qcow2Device<P> {
         if !self.writable {
             return Ok(());
         }
+        let access = self.access()?;
         guarded("a flush", || {
-            self.access.flush()?;
-            self.access.sync()
+            access.flush()?;
+            access.sync()
         })
+    }
+
+    /// Frees the whole clusters inside the range (`fstrim`, `-o discard`); the parts of a cluster at
+    /// either end keep their data, as a discard allows. With no backing file (refused), a freed
+    /// cluster reads as zeros, on qcow2 v2 images too.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        self.check(offset, usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?)?;
+        let start = offset.next_multiple_of(self.cluster);
+        let end = (offset + len) / self.cluster * self.cluster;
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(DISCARD_CHUNK);
+            guarded("a discard", || self.discard_clusters(at, at + n))?;
+            at += n;
+        }
+        Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! The check a qcow2 image passes before it is opened for writing, as `qemu-img check` does it: every
 //! cluster's reference count, recomputed from the metadata that references it (the header cluster,
 //! the refcount table and its blocks, the L1 table, the L2 tables and the data and compressed clusters
-//! they map), must be at least what the refcount blocks store, and every reference must lie inside the
-//! image. A leak (a stored count higher than the references) is harmless and allowed, as qemu allows
+//! they map), must be at least what the refcount blocks store, every reference must lie inside the
+//! image, and a data cluster must be referenced by nothing else (with no snapshots, qemu's images
+//! never share one; a discard punches a freed data cluster out of the file). A leak (a stored count higher than the references) is harmless and allowed, as qemu allows
 //! it. Writing is what makes this needed: imago allocates clusters by the stored counts, so a count
 //! too low would hand a live cluster out again, and missing refcount blocks can make its allocation
 //! recurse without bound (found by fuzzing).
@@ -90,7 +91,7 @@ pub(super) fn check_for_writing(image: &dyn Positioned) -> Result<(), String> {
                 let end = (offset & !511) + sectors * 512;
                 counts.add(offset, end - offset, "a compressed cluster")?;
             } else if entry & L1_OFFSET_MASK != 0 {
-                counts.add(entry & L1_OFFSET_MASK, cluster, "a data cluster")?;
+                counts.add_data(entry & L1_OFFSET_MASK)?;
             }
         }
     }
@@ -115,7 +116,8 @@ pub(super) fn check_for_writing(image: &dyn Positioned) -> Result<(), String> {
             }
         }
     }
-    for (c, (&want, &have)) in counts.refs.iter().zip(&stored).enumerate() {
+    for (c, (&refs, &have)) in counts.refs.iter().zip(&stored).enumerate() {
+        let want = if refs == DATA { 1 } else { refs };
         if have < want {
             return Err(format!("cluster {c} is referenced {want} times, its refcount is {have}"));
         }
@@ -147,7 +149,10 @@ fn read_table(image: &dyn Positioned, at: u64, len: u64) -> Result<Vec<u8>, Stri
     Ok(b)
 }
 
-/// References counted per cluster.
+/// The count of a cluster a data cluster's L2 entry references, which nothing else may reference.
+const DATA: u16 = u16::MAX;
+
+/// References counted per cluster ([`DATA`] for a data cluster's).
 struct Counts {
     refs: Vec<u16>,
     cluster_bits: u32,
@@ -164,8 +169,30 @@ impl Counts {
         }
         for c in offset >> self.cluster_bits..=(end - 1) >> self.cluster_bits {
             let r = &mut self.refs[c as usize];
-            *r = r.checked_add(1).ok_or_else(|| format!("cluster {c} is referenced too often"))?;
+            if *r == DATA {
+                return Err(format!("cluster {c} holds data and also {what}"));
+            }
+            *r = r
+                .checked_add(1)
+                .filter(|&n| n != DATA)
+                .ok_or_else(|| format!("cluster {c} is referenced too often"))?;
         }
         Ok(())
+    }
+
+    /// Counts the reference of an L2 entry to the data cluster at `offset`, which must be its only one.
+    fn add_data(&mut self, offset: u64) -> Result<(), String> {
+        let c = (offset >> self.cluster_bits) as usize;
+        if self.refs.get(c) == Some(&DATA) {
+            return Err(format!("data cluster {c} is referenced by more than one L2 entry"));
+        }
+        self.add(offset, 1, "a data cluster")?;
+        match self.refs[c] {
+            1 => {
+                self.refs[c] = DATA;
+                Ok(())
+            }
+            _ => Err(format!("data cluster {c} is also a table or a compressed cluster")),
+        }
     }
 }

@@ -144,7 +144,12 @@ fn open_device(
     }
     let (offset, len) = region(args, image_size(&image)?, &|off, buf| image.read_exact_at(buf, off))?;
     let dev = FileDevice::with_range(image, offset, len).map_err(|e| format!("{e}"))?;
-    Ok((Box::new(dev.punch_holes(!block_device || args.tuning.discard)), None))
+    let discard = match (block_device, args.tuning.discard) {
+        (false, _) => ext4::Discard::PunchHole,
+        (true, true) => ext4::Discard::With(image::blkdiscard),
+        (true, false) => ext4::Discard::Off,
+    };
+    Ok((Box::new(dev.discarding(discard)), None))
 }
 
 /// Where the filesystem lies in a disk of `size` bytes (first byte, length): partition N of its table
@@ -166,8 +171,8 @@ fn region(
 
 fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Result<(), String> {
     let fuse = File::from(fuse);
-    // Asked before confinement (fstat is not in the worker's policy): a block device gets discards only
-    // when the mount says `discard`, an image file always (FITRIM punches holes in it).
+    // Asked before confinement (fstat is not in the worker's policy): a block device gets discards
+    // (BLKDISCARD) only when the mount says `discard`, an image file always (FITRIM punches holes in it).
     let block_device = image.metadata().is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()));
     // The rings of FUSE over io_uring are made before confinement, which forbids making them.
     let plan = match args.tuning.transport {

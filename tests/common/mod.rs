@@ -500,14 +500,17 @@ pub struct Ext4boxMount {
     pub pids: Vec<i32>,
 }
 
-/// Mounts with ext4box and checks the mount is live: exit 0, the mount point
-/// is in mountinfo as fstype fuse.ext4box, and a server process serves it.
+/// Mounts with ext4box and checks the mount is live: exit 0, the mount point is in mountinfo as
+/// fstype fuse.ext4box (fuseblk.ext4box for a block device), and a server process serves it.
 pub fn ext4box_mount_ok(img: &Path, mnt: &Path, opts: &str) -> Ext4boxMount {
     let out = ext4box_mount(img, mnt, opts);
     assert!(out.status.success(), "ext4box mount {img:?} {mnt:?} -o {opts:?} failed:\n{}", output_text(&out));
     let mi = mountinfo_entry(mnt)
         .unwrap_or_else(|| panic!("ext4box mount returned 0 but {mnt:?} is not in /proc/self/mountinfo"));
-    assert_eq!(mi.fstype, "fuse.ext4box", "fstype of the ext4box mount at {mnt:?} (mountinfo: {mi:?})");
+    use std::os::unix::fs::FileTypeExt;
+    let block_device = fs::metadata(img).is_ok_and(|m| m.file_type().is_block_device());
+    let fstype = if block_device { "fuseblk.ext4box" } else { "fuse.ext4box" };
+    assert_eq!(mi.fstype, fstype, "fstype of the ext4box mount at {mnt:?} (mountinfo: {mi:?})");
     let pids = server_pids(mnt);
     assert!(!pids.is_empty(), "no live ext4box server process whose command line names {mnt:?} after mount");
     Ext4boxMount { mnt: mnt.to_path_buf(), pids }
