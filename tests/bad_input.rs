@@ -182,8 +182,8 @@ fn unknown_option() {
 }
 
 /// A read-write mount of an image with a feature the engine cannot write (quota, whose files it would
-/// have to keep up to date; a journal on an external device, which it cannot open) goes ahead read-only,
-/// with one line naming the reason.
+/// have to keep up to date; a journal on an external device, which it cannot open) or a damaged orphan
+/// file goes ahead read-only, with one line naming the reason.
 #[test]
 fn unwritable_feature_mounts_read_only_with_a_message() {
     if !require_root_and_fuse() {
@@ -196,7 +196,17 @@ fn unwritable_feature_mounts_read_only_with_a_message() {
     mkfs(&external, 32 << 20, &[]);
     debugfs_w(&external, "ssv journal_dev 0x801");
     debugfs_w(&external, "ssv journal_inum 0");
-    for (img, word) in [(&quota, "quota"), (&external, "external device")] {
+    // An orphan file block without its magic: the kernel refuses the mount, e2fsck rebuilds the file.
+    let orphans = s.path("orphan-file.img");
+    mkfs(&orphans, 32 << 20, &["-b", "4096", "-O", "orphan_file"]);
+    let block: u64 = debugfs(&orphans, "bmap <12> 0").trim().parse().expect("the orphan file's first block");
+    std::os::unix::fs::FileExt::write_all_at(
+        &fs::OpenOptions::new().write(true).open(&orphans).unwrap(),
+        &[0; 8],
+        block * 4096 + 4088,
+    )
+    .unwrap();
+    for (img, word) in [(&quota, "quota"), (&external, "external device"), (&orphans, "orphan file")] {
         unwritable_mounts_read_only(&s, img, word);
     }
 }

@@ -10,7 +10,10 @@ pub enum Object {
     Inode(u32),
     ExtentTree(u32),
     BlockMap(u32),
-    DirBlock { ino: u32, lblk: u64 },
+    DirBlock {
+        ino: u32,
+        lblk: u64,
+    },
     Htree(u32),
     Xattr(u32),
     XattrBlock(u64),
@@ -18,6 +21,8 @@ pub enum Object {
     InlineData(u32),
     FileData(u32),
     Journal,
+    /// Block `n` of the orphan file.
+    OrphanFile(u64),
 }
 
 impl fmt::Display for Object {
@@ -36,6 +41,7 @@ impl fmt::Display for Object {
             Object::InlineData(i) => write!(f, "inline data of inode {i}"),
             Object::FileData(i) => write!(f, "data of inode {i}"),
             Object::Journal => write!(f, "journal"),
+            Object::OrphanFile(n) => write!(f, "orphan file block {n}"),
         }
     }
 }

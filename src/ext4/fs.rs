@@ -153,6 +153,8 @@ pub struct Filesystem {
     overhead: u64,
     /// The journal writes go through (read-write mounts of images with an internal journal).
     pub(crate) log: Option<super::journal_write::Log>,
+    /// The orphan file, mapped (read-write mounts of images with `orphan_file`).
+    pub(crate) orphan_file: Option<super::orphan_file::OrphanFile>,
     /// `errors=`.
     errors: Mutex<ErrorBehavior>,
     /// Set when a corruption found on a writable mount turned the filesystem read-only: why.
@@ -270,6 +272,7 @@ impl Filesystem {
             discard: std::sync::atomic::AtomicBool::new(false),
             overhead: 0,
             log: None,
+            orphan_file: None,
             errors: Mutex::new(match super::bytes::le16(&raw_for_errors, 0x3C) {
                 1 => ErrorBehavior::Continue,
                 3 => ErrorBehavior::Panic,
@@ -300,6 +303,12 @@ impl Filesystem {
         // nothing reachable in it.
         if fs.inode(super::ROOT_INO)?.kind != Kind::Directory {
             return Err(Error::corrupt(Object::Inode(super::ROOT_INO.0), "the root directory is not a directory"));
+        }
+        if fs.read_only.is_none() && fs.sb.has_compat(COMPAT_ORPHAN_FILE) {
+            match super::orphan_file::OrphanFile::open(&fs) {
+                Ok(file) => fs.orphan_file = Some(file),
+                Err(why) => fs.read_only = Some(format!("{why}; run e2fsck")),
+            }
         }
         if fs.read_only.is_none() && fs.sb.has_compat(COMPAT_HAS_JOURNAL) {
             match super::journal_write::Log::open(&fs) {
@@ -1110,7 +1119,9 @@ fn feature_write_refusal(sb: &Superblock) -> Option<String> {
         | RO_COMPAT_PROJECT;
     // needs_recovery is the journal's state, not a feature of the format: `write_refusal` handles it.
     let incompat = sb.feature_incompat & !INCOMPAT_WRITE & !INCOMPAT_RECOVER;
-    let ro_compat = sb.feature_ro_compat & !RO_COMPAT_WRITE;
+    // orphan_present says the orphan file may hold orphans: they are processed at mount.
+    let orphans = if sb.has_compat(COMPAT_ORPHAN_FILE) { RO_COMPAT_ORPHAN_PRESENT } else { 0 };
+    let ro_compat = sb.feature_ro_compat & !RO_COMPAT_WRITE & !orphans;
     let mut names = features::names(features::Kind::Incompat, incompat);
     names.extend(features::names(features::Kind::RoCompat, ro_compat));
     if names.is_empty() {

@@ -30,6 +30,7 @@ pub mod journal;
 pub mod journal_write;
 pub mod ops;
 pub mod orphan;
+pub mod orphan_file;
 pub mod superblock;
 pub mod trim;
 pub mod txn;

@@ -321,7 +321,7 @@ impl Filesystem {
         changeable_dir(&dir)?;
         let mut inode = self.new_inode(&mut tx, &dir, NewInode { mode: (new.mode & 0o7777) | 0o100000, ..new })?;
         inode.links_count = 0;
-        tx.orphan_add(&mut inode);
+        tx.orphan_add(&mut inode)?;
         let written = tx.write_inode(&inode)?;
         self.doomed.lock().unwrap_or_else(|p| p.into_inner()).insert(inode.ino.0);
         tx.commit()?;
@@ -336,7 +336,7 @@ impl Filesystem {
         if inode.links_count > 0 {
             tx.write_inode(inode)?;
         } else if self.ref_count(inode.ino) > 0 {
-            tx.orphan_add(inode);
+            tx.orphan_add(inode)?;
             tx.write_inode(inode)?;
             self.doomed.lock().unwrap_or_else(|p| p.into_inner()).insert(inode.ino.0);
         } else {

@@ -14,7 +14,7 @@ use super::block_group::{self, GroupDesc};
 use super::bytes_mut::{put16, put32};
 use super::checksum::crc32c;
 use super::error::{Error, Object, Result};
-use super::features::{INCOMPAT_64BIT, INCOMPAT_RECOVER};
+use super::features::{INCOMPAT_64BIT, INCOMPAT_RECOVER, RO_COMPAT_ORPHAN_PRESENT};
 use super::fs::{Filesystem, SbState};
 use super::inode::{Inode, InodeNo, Timestamp};
 use super::superblock::{STATE_ERROR, STATE_VALID, SUPERBLOCK_OFFSET};
@@ -96,6 +96,11 @@ impl Filesystem {
                 let state = super::bytes::le16(&st.raw, 0x3A) & !STATE_VALID;
                 put16(&mut st.raw, 0x3A, state);
             }
+            if self.orphan_file.is_some() {
+                // As the kernel: the orphan file may hold orphans while the mount lasts.
+                let ro_compat = super::bytes::le32(&st.raw, 0x64) | RO_COMPAT_ORPHAN_PRESENT;
+                put32(&mut st.raw, 0x64, ro_compat);
+            }
             self.store_superblock(&mut st, None)?;
         }
         self.dev.flush()?;
@@ -126,6 +131,13 @@ impl Filesystem {
         let state = super::bytes::le16(&st.raw, 0x3A) | STATE_VALID | if errored { STATE_ERROR } else { 0 };
         let incompat = super::bytes::le32(&st.raw, 0x60) & !INCOMPAT_RECOVER;
         put32(&mut st.raw, 0x60, incompat);
+        if let Some(file) = &self.orphan_file {
+            // The orphan file is empty unless errors stopped the orphans' deletion above.
+            if file.first(self)?.is_none() {
+                let ro_compat = super::bytes::le32(&st.raw, 0x64) & !RO_COMPAT_ORPHAN_PRESENT;
+                put32(&mut st.raw, 0x64, ro_compat);
+            }
+        }
         self.store_superblock(&mut st, Some(state))?;
         self.dev.flush()?;
         Ok(())

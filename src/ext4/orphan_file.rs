@@ -1,0 +1,145 @@
+//! The orphan file (`orphan_file`; `Documentation/filesystems/ext4/orphan.rst`): an inode named by the
+//! superblock's `s_orphan_file_inum` whose blocks hold the numbers of orphan inodes, so that putting an
+//! inode on the orphan list changes one block of that file instead of the superblock and a chain of
+//! inodes. Each block is an array of `__le32` inode numbers (0: a free slot) and an 8-byte tail: the
+//! magic `0x0b10ca04`, then with metadata_csum a crc32c seeded with the orphan file inode's checksum
+//! seed, over the block's physical number (`__le64`) and the array.
+//!
+//! The file's blocks are mapped once, at mount, and never change (the kernel neither grows nor shrinks
+//! the file); their contents go through the transaction's view like any metadata, so a transaction
+//! dropped without committing leaves no slot taken. When every slot is taken the chain is used, as in
+//! the kernel. While a read-write mount lasts, the superblock says `orphan_present`; a clean unmount
+//! with no slot taken clears it.
+
+use super::bytes::le32;
+use super::bytes_mut::put32;
+use super::checksum::crc32c;
+use super::error::{Error, Object, Result};
+use super::fs::{Filesystem, Mapping};
+use super::inode::{FileKind, InodeNo};
+use super::txn::Txn;
+
+/// `ob_magic`, in the tail of every orphan file block.
+const MAGIC: u32 = 0x0b10_ca04;
+/// The tail: `ob_magic` and `ob_checksum`.
+const TAIL: usize = 8;
+/// More blocks than mke2fs ever makes (its largest orphan file is 8 MiB): a bound on what is mapped.
+const MAX_BLOCKS: u64 = 1 << 16;
+
+/// The orphan file's layout, fixed while mounted.
+pub(crate) struct OrphanFile {
+    /// The physical block of each block of the file, in order.
+    blocks: Vec<u64>,
+    /// The orphan file inode's checksum seed (crc32c of the filesystem seed, its number, its generation).
+    seed: u32,
+    /// Whether the blocks carry checksums (metadata_csum).
+    checksummed: bool,
+}
+
+impl OrphanFile {
+    /// Maps and checks the orphan file of a filesystem with `orphan_file`: every block allocated, with
+    /// the magic and, with metadata_csum, a good checksum. The error says what is wrong (the mount then
+    /// stays read-only, as the kernel refuses it; e2fsck rebuilds the file).
+    pub(crate) fn open(fs: &Filesystem) -> std::result::Result<OrphanFile, String> {
+        let ino = fs.sb.orphan_file_inum;
+        if ino == 0 || ino > fs.sb.inodes_count {
+            return Err(format!("the superblock names inode {ino} as its orphan file"));
+        }
+        let inode = fs.inode(InodeNo(ino)).map_err(|e| format!("the orphan file: {e}"))?;
+        let bs = u64::from(fs.sb.block_size);
+        if inode.kind != FileKind::Regular || inode.size % bs != 0 || inode.size / bs > MAX_BLOCKS {
+            return Err(format!("the orphan file (inode {ino}) is not a regular file of whole blocks"));
+        }
+        let mut blocks = Vec::new();
+        for lblk in 0..inode.size / bs {
+            match fs.map(&inode, lblk).map_err(|e| format!("the orphan file: {e}"))? {
+                Mapping::Mapped { pblk, unwritten: false, .. } => blocks.push(pblk),
+                _ => return Err(format!("block {lblk} of the orphan file (inode {ino}) is not allocated")),
+            }
+        }
+        let file = OrphanFile { blocks, seed: inode.csum_seed, checksummed: fs.sb.has_metadata_csum() };
+        for &pblk in &file.blocks {
+            let block = fs.meta_block(pblk, Object::OrphanFile(pblk)).map_err(|e| format!("the orphan file: {e}"))?;
+            file.verify(&block, pblk).map_err(|e| format!("the orphan file: {e}"))?;
+        }
+        Ok(file)
+    }
+
+    /// Inode slots in one block.
+    fn slots(&self, block: &[u8]) -> usize {
+        (block.len() - TAIL) / 4
+    }
+
+    fn checksum(&self, block: &[u8], pblk: u64) -> u32 {
+        let c = crc32c(self.seed, &pblk.to_le_bytes());
+        crc32c(c, &block[..self.slots(block) * 4])
+    }
+
+    fn verify(&self, block: &[u8], pblk: u64) -> Result<()> {
+        let tail = block.len() - TAIL;
+        if le32(block, tail) != MAGIC {
+            return Err(Error::corrupt(Object::OrphanFile(pblk), "bad magic"));
+        }
+        if self.checksummed && le32(block, tail + 4) != self.checksum(block, pblk) {
+            return Err(Error::Checksum(Object::OrphanFile(pblk)));
+        }
+        Ok(())
+    }
+
+    /// Reads block `pblk` as the operation in progress sees it, checked again (it may have left the
+    /// cache and been read anew since the mount checked it).
+    fn read(&self, fs: &Filesystem, pblk: u64) -> Result<std::sync::Arc<Vec<u8>>> {
+        let block = fs.meta_block(pblk, Object::OrphanFile(pblk))?;
+        self.verify(&block, pblk)?;
+        Ok(block)
+    }
+
+    fn seal_and_put(&self, tx: &mut Txn<'_>, pblk: u64, mut block: Vec<u8>) {
+        if self.checksummed {
+            let c = self.checksum(&block, pblk);
+            let tail = block.len() - TAIL;
+            put32(&mut block, tail + 4, c);
+        }
+        tx.put(pblk, block);
+    }
+
+    /// Writes `ino` into the first free slot; `false` when every slot is taken (the caller then uses
+    /// the chain).
+    pub(crate) fn add(&self, tx: &mut Txn<'_>, ino: u32) -> Result<bool> {
+        for &pblk in &self.blocks {
+            let block = self.read(tx.fs(), pblk)?;
+            if let Some(slot) = (0..self.slots(&block)).find(|&i| le32(&block, i * 4) == 0) {
+                let mut block = block.as_ref().clone();
+                put32(&mut block, slot * 4, ino);
+                self.seal_and_put(tx, pblk, block);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Frees the slot that holds `ino`; `false` when none does (it is on the chain, then).
+    pub(crate) fn remove(&self, tx: &mut Txn<'_>, ino: u32) -> Result<bool> {
+        for &pblk in &self.blocks {
+            let block = self.read(tx.fs(), pblk)?;
+            if let Some(slot) = (0..self.slots(&block)).find(|&i| le32(&block, i * 4) == ino) {
+                let mut block = block.as_ref().clone();
+                put32(&mut block, slot * 4, 0);
+                self.seal_and_put(tx, pblk, block);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The first inode number in a taken slot, if any.
+    pub(crate) fn first(&self, fs: &Filesystem) -> Result<Option<u32>> {
+        for &pblk in &self.blocks {
+            let block = self.read(fs, pblk)?;
+            if let Some(ino) = (0..self.slots(&block)).map(|i| le32(&block, i * 4)).find(|&n| n != 0) {
+                return Ok(Some(ino));
+            }
+        }
+        Ok(None)
+    }
+}
