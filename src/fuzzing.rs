@@ -222,7 +222,14 @@ pub fn fuse_request(data: &[u8]) {
 fn open(data: &[u8], read_only: bool) -> Option<Filesystem> {
     let dev = crate::ext4::device::MemDevice::new(data.to_vec());
     // A small cache: eviction paths run too, and memory stays bounded.
-    let opts = MountOptions { read_only, cache_bytes: 256 << 10, inode_cache: 256, ..MountOptions::default() };
+    let opts = MountOptions {
+        read_only,
+        cache_bytes: 256 << 10,
+        inode_cache: 256,
+        // A fuzz input must not wait seconds for multiple mount protection.
+        mmp_sleep: |_| {},
+        ..MountOptions::default()
+    };
     Filesystem::open(Box::new(dev), &opts).ok()
 }
 

@@ -13,6 +13,11 @@ pub trait BlockDevice: Send + Sync {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
     /// Makes everything written so far durable.
     fn flush(&self) -> std::io::Result<()>;
+    /// As [`BlockDevice::read_exact_at`], for bytes another host may have written meanwhile (the MMP
+    /// block): past any cache this host keeps of them.
+    fn read_fresh(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.read_exact_at(buf, offset)
+    }
     /// Tells the storage that `len` bytes at `offset` hold nothing (free blocks): an image file punches
     /// them out, so it takes no space. Devices that cannot answer `Unsupported`.
     fn discard(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
@@ -108,6 +113,17 @@ impl BlockDevice for FileDevice {
 
     fn flush(&self) -> std::io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn read_fresh(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.check(offset, buf.len())?;
+        // Drops this host's cached pages of the range (they are clean: every write is flushed), so the
+        // read goes to the device, where another host's write is.
+        let at = i64::try_from(self.base + offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        let len = i64::try_from(buf.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+        posix_fadvise(&self.file, at, len, PosixFadviseAdvice::POSIX_FADV_DONTNEED).map_err(std::io::Error::from)?;
+        self.file.read_exact_at(buf, self.base + offset)
     }
 
     fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {

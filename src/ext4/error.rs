@@ -23,6 +23,8 @@ pub enum Object {
     Journal,
     /// Block `n` of the orphan file.
     OrphanFile(u64),
+    /// The multiple mount protection block.
+    Mmp,
 }
 
 impl fmt::Display for Object {
@@ -42,6 +44,7 @@ impl fmt::Display for Object {
             Object::FileData(i) => write!(f, "data of inode {i}"),
             Object::Journal => write!(f, "journal"),
             Object::OrphanFile(n) => write!(f, "orphan file block {n}"),
+            Object::Mmp => write!(f, "MMP block"),
         }
     }
 }
@@ -75,6 +78,9 @@ pub enum Error {
     NotSupported,
     #[error("read-only filesystem")]
     ReadOnly,
+    /// Another node or e2fsck has the image (multiple mount protection): the message says who.
+    #[error("{0}")]
+    Busy(String),
     #[error("no space left on device")]
     NoSpace,
     #[error("file exists")]
@@ -114,6 +120,7 @@ impl Error {
             Error::NameTooLong => 36,                          // ENAMETOOLONG
             Error::NoAttr => 61,                               // ENODATA
             Error::ReadOnly => 30,                             // EROFS
+            Error::Busy(_) => 16,                              // EBUSY
             Error::NoSpace => 28,                              // ENOSPC
             Error::Exists => 17,                               // EEXIST
             Error::NotEmpty => 39,                             // ENOTEMPTY

@@ -17,6 +17,7 @@ use super::features::{self, *};
 use super::inline_data;
 use super::inode::{FileKind as Kind, Inode, InodeNo, Timestamp, flags};
 use super::journal::{BlockSource, Journal, OverlayDevice};
+use super::mmp::{self, Mmp};
 use super::superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use super::{acl, block_map, dir_htree, extent, xattr};
 
@@ -39,11 +40,22 @@ pub struct MountOptions {
     /// Open for reading only. A read-write open of an image with features the engine cannot write
     /// falls back to read-only, with the reason in [`Filesystem::read_only_reason`].
     pub read_only: bool,
+    /// Who this mount is, written into the MMP block of a read-write mount of an `mmp` image.
+    pub mmp_owner: mmp::Owner,
+    /// How taking the MMP block waits ([`mmp::sleep`]; fuzzing does not wait).
+    pub mmp_sleep: mmp::Sleep,
 }
 
 impl Default for MountOptions {
     fn default() -> Self {
-        MountOptions { norecovery: false, cache_bytes: 64 << 20, inode_cache: 65536, read_only: true }
+        MountOptions {
+            norecovery: false,
+            cache_bytes: 64 << 20,
+            inode_cache: 65536,
+            read_only: true,
+            mmp_owner: mmp::Owner::default(),
+            mmp_sleep: mmp::sleep,
+        }
     }
 }
 
@@ -163,6 +175,9 @@ pub struct Filesystem {
     pub(crate) aborted: Mutex<Option<String>>,
     /// Set when a corruption was found under `errors=panic`.
     must_stop: std::sync::atomic::AtomicBool,
+    /// The MMP block this mount keeps updated (read-write mounts of `mmp` images); taken away when
+    /// another node took the image, so that it is not released over that node's sequence.
+    mmp: Mutex<Option<Mmp>>,
     /// Told when the filesystem turns read-only while mounted.
     read_only_hook: std::sync::OnceLock<ReadOnlyHook>,
 }
@@ -172,7 +187,41 @@ impl Filesystem {
     ///
     /// A journal that needs recovery is replayed first (unless `opts.norecovery`): onto the image when
     /// the mount will write it, into memory otherwise, so a read-only mount never writes the image.
+    ///
+    /// A read-write open of an `mmp` image first takes its MMP block (see [`mmp`]), before the journal
+    /// replay writes anything, and fails with [`Error::Busy`] when another node has the image.
     pub fn open(dev: Box<dyn BlockDevice>, opts: &MountOptions) -> Result<Filesystem> {
+        let (_, sb) = read_superblock(&*dev)?;
+        let will_write =
+            !opts.read_only && feature_write_refusal(&sb).is_none() && !(sb.needs_recovery() && opts.norecovery);
+        if !(will_write && sb.has_incompat(INCOMPAT_MMP)) {
+            return Filesystem::open_recovered(dev, opts);
+        }
+        check_features(&sb)?;
+        // The device is shared with the attempt below, so that the block is released when it fails.
+        let dev: Arc<dyn BlockDevice> = Arc::from(dev);
+        let taken = Mmp::protect(&*dev, &sb, &opts.mmp_owner, opts.mmp_sleep)?;
+        match Filesystem::open_recovered(Box::new(SharedDevice(dev.clone())), opts) {
+            Ok(fs) if fs.read_only.is_none() => {
+                *fs.mmp.lock().unwrap_or_else(|p| p.into_inner()) = Some(taken);
+                Ok(fs)
+            }
+            Ok(fs) => {
+                // Turned out read-only (a damaged descriptor, orphan file or journal): nothing writes.
+                taken.release(&*dev)?;
+                Ok(fs)
+            }
+            Err(e) => {
+                if let Err(r) = taken.release(&*dev) {
+                    tracing::warn!(error = %r, "multiple mount protection: could not release the MMP block");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Filesystem::open`] once the MMP block, if any, is held: replays the journal as needed.
+    fn open_recovered(dev: Box<dyn BlockDevice>, opts: &MountOptions) -> Result<Filesystem> {
         let (_, sb) = read_superblock(&*dev)?;
         if !sb.needs_recovery() || opts.norecovery {
             return Filesystem::open_as_is(dev, opts);
@@ -281,6 +330,7 @@ impl Filesystem {
             errored: Mutex::new(None),
             aborted: Mutex::new(None),
             must_stop: std::sync::atomic::AtomicBool::new(false),
+            mmp: Mutex::new(None),
             read_only_hook: std::sync::OnceLock::new(),
             sb,
         };
@@ -320,6 +370,36 @@ impl Filesystem {
             fs.mount_rw()?;
         }
         Ok(fs)
+    }
+
+    /// Whether this mount keeps an MMP block updated: the caller must then call [`Filesystem::mmp_tick`]
+    /// about every second.
+    pub fn has_mmp(&self) -> bool {
+        self.mmp.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Updates the MMP block when its interval has passed (kmmpd). When another node wrote it, that node
+    /// has the image: this mount stops writing at once, and leaves the block as that node wrote it.
+    pub fn mmp_tick(&self) {
+        let mut slot = self.mmp.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mmp) = slot.as_mut().filter(|m| m.due()) else { return };
+        match mmp.update(&*self.dev) {
+            Ok(()) => {}
+            Err(Error::Busy(why)) => {
+                *slot = None;
+                drop(slot);
+                self.abort(&why);
+            }
+            Err(e) => tracing::warn!(error = %e, "multiple mount protection: could not update the MMP block"),
+        }
+    }
+
+    /// Releases the MMP block, if this mount holds it: the last write of an unmount.
+    pub(crate) fn release_mmp(&self) -> Result<()> {
+        match self.mmp.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(mmp) => mmp.release(&*self.dev),
+            None => Ok(()),
+        }
     }
 
     /// Tells the engine that the caller's kernel keeps regular files' mtime and ctime (see the field).
@@ -1108,7 +1188,8 @@ fn feature_write_refusal(sb: &Superblock) -> Option<String> {
         | INCOMPAT_EA_INODE
         | INCOMPAT_CSUM_SEED
         | INCOMPAT_LARGEDIR
-        | INCOMPAT_INLINE_DATA;
+        | INCOMPAT_INLINE_DATA
+        | INCOMPAT_MMP;
     const RO_COMPAT_WRITE: u32 = RO_COMPAT_SPARSE_SUPER
         | RO_COMPAT_LARGE_FILE
         | RO_COMPAT_HUGE_FILE
@@ -1128,5 +1209,29 @@ fn feature_write_refusal(sb: &Superblock) -> Option<String> {
         None
     } else {
         Some(format!("the engine cannot write images with feature(s): {}", names.join(", ")))
+    }
+}
+
+/// A device shared between a filesystem and its opener (which releases the MMP block should the open fail).
+struct SharedDevice(Arc<dyn BlockDevice>);
+
+impl BlockDevice for SharedDevice {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+    fn read_fresh(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_fresh(buf, offset)
+    }
+    fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.0.discard(offset, len)
     }
 }

@@ -28,6 +28,7 @@ pub mod inline_data;
 pub mod inode;
 pub mod journal;
 pub mod journal_write;
+pub mod mmp;
 pub mod ops;
 pub mod orphan;
 pub mod orphan_file;

@@ -1,6 +1,6 @@
 //! The superblock (`struct ext4_super_block`): 1024 bytes at byte 1024 of the filesystem.
 
-use super::bytes::{le16, le32, slice, u8_at};
+use super::bytes::{le16, le32, le64, slice, u8_at};
 use super::checksum::crc32c;
 use super::error::{Error, Object, Result};
 use super::features::*;
@@ -59,6 +59,10 @@ pub struct Superblock {
     pub backup_bgs: [u32; 2],
     pub checksum_seed: u32,
     pub orphan_file_inum: u32,
+    /// Seconds between updates of the MMP block (`s_mmp_update_interval`), with `mmp`.
+    pub mmp_update_interval: u16,
+    /// The MMP block (`s_mmp_block`), with `mmp`.
+    pub mmp_block: u64,
     pub encoding: u16,
     /// Metadata overhead in clusters, when mke2fs recorded it (`s_overhead_clusters`).
     pub overhead_clusters: u32,
@@ -129,6 +133,8 @@ impl Superblock {
             backup_bgs: [le32(b, 0x24C), le32(b, 0x250)],
             checksum_seed: le32(b, 0x270),
             orphan_file_inum: le32(b, 0x280),
+            mmp_update_interval: le16(b, 0x166),
+            mmp_block: le64(b, 0x168),
             encoding: le16(b, 0x27C),
             overhead_clusters: le32(b, 0x248),
         };

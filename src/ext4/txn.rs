@@ -108,8 +108,15 @@ impl Filesystem {
     }
 
     /// Commits the journal and writes the final superblock (exact free counts, clean state, no
-    /// recovery needed), flushing: a clean unmount.
+    /// recovery needed), flushing: a clean unmount. Then releases the MMP block, whatever became of the
+    /// rest: nothing writes the image after this.
     pub fn close(&self) -> Result<()> {
+        let closed = self.write_final_state();
+        let released = self.release_mmp();
+        closed.and(released)
+    }
+
+    fn write_final_state(&self) -> Result<()> {
         let errored = self.errored.lock().unwrap_or_else(|p| p.into_inner()).is_some();
         let aborted = self.aborted.lock().unwrap_or_else(|p| p.into_inner()).is_some();
         if self.read_only.is_some() || aborted {

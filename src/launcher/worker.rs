@@ -169,11 +169,23 @@ fn region(
     }
 }
 
+/// This host's name and the image's file name, as the kernel writes its node and device names into the
+/// MMP block: what another host that finds the image busy is told.
+fn mmp_owner(image: &File) -> ext4::mmp::Owner {
+    use std::os::fd::AsRawFd;
+    let node = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", image.as_raw_fd())).unwrap_or_default();
+    let device = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    ext4::mmp::Owner { node, device }
+}
+
 fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Result<(), String> {
     let fuse = File::from(fuse);
     // Asked before confinement (fstat is not in the worker's policy): a block device gets discards
     // (BLKDISCARD) only when the mount says `discard`, an image file always (FITRIM punches holes in it).
     let block_device = image.metadata().is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()));
+    // Who this mount is, for the MMP block of an `mmp` image: asked before confinement too.
+    let mmp_owner = mmp_owner(&image);
     // The rings of FUSE over io_uring are made before confinement, which forbids making them.
     let plan = match args.tuning.transport {
         TransportPolicy::Classic => RingPlan::Classic("-o transport=classic".into()),
@@ -203,6 +215,7 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
         norecovery: args.norecovery,
         read_only: args.read_only || format_read_only.is_some(),
         cache_bytes: t.cache_size.map_or(defaults.cache_bytes, |c| usize::try_from(c).unwrap_or(usize::MAX)),
+        mmp_owner,
         ..defaults
     };
     let fs = Arc::new(Filesystem::open(dev, &opts).map_err(|e| e.to_string())?);

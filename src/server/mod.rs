@@ -98,29 +98,35 @@ const ENXIO: i32 = 6;
 const EACCES: i32 = 13;
 const ERANGE: i32 = 34;
 
-/// Starts the thread that commits the journal once its commit interval has passed (`commit=`), as the
-/// kernel's jbd2 thread does. It holds only a weak reference and ends when the filesystem is gone.
+/// Starts the filesystem's housekeeping threads: the journal's commit once its interval has passed
+/// (`commit=`), as the kernel's jbd2 thread does, and the MMP block's updates, as its kmmpd (a thread of
+/// its own, so that a long commit does not make an update late). Each holds only a weak reference and
+/// ends when the filesystem is gone.
 pub fn spawn_committer(fs: &Arc<Filesystem>) {
-    if !fs.is_journaled() || fs.is_read_only() {
-        return;
-    }
-    let weak = Arc::downgrade(fs);
-    // A condition variable nobody signals is a sleep built on futex, which the seccomp policy allows.
-    let tick = std::sync::Arc::new((std::sync::Mutex::new(()), std::sync::Condvar::new()));
-    let spawned = std::thread::Builder::new().name("journal-commit".into()).spawn(move || {
-        loop {
-            {
-                let guard = tick.0.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = tick.1.wait_timeout(guard, Duration::from_secs(1));
-            }
-            let Some(fs) = weak.upgrade() else { return };
+    if fs.is_journaled() && !fs.is_read_only() {
+        spawn_ticker(fs, "journal-commit", "journal commits happen on fsync and unmount only", |fs| {
             if let Err(e) = fs.commit_if_due() {
                 tracing::error!(error = %e, "journal commit failed");
             }
+        });
+    }
+    if fs.has_mmp() {
+        spawn_ticker(fs, "mmp", "the MMP block is not updated: other nodes may take the image", Filesystem::mmp_tick);
+    }
+}
+
+/// Calls `tick` on the filesystem every second while it lives.
+fn spawn_ticker(fs: &Arc<Filesystem>, name: &str, without: &'static str, tick: fn(&Filesystem)) {
+    let weak = Arc::downgrade(fs);
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+        loop {
+            crate::ext4::mmp::sleep(Duration::from_secs(1));
+            let Some(fs) = weak.upgrade() else { return };
+            tick(&fs);
         }
     });
     if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the journal commit thread: commits happen on fsync and unmount only");
+        tracing::error!(error = %e, "cannot start the {name} thread: {without}");
     }
 }
 
