@@ -271,3 +271,73 @@ fn commit_interval_commits_without_fsync_and_the_kernel_replays_the_log() {
         assert_walks_equal("e2fsck's replay", &by_e2fsck, "the kernel's replay", &by_kernel);
     }
 }
+
+/// A crash with files unlinked while open leaves them on the orphan chain (or in the orphan file). The
+/// kernel's read-write mount deletes them; ext4box's read-only mount does the same in memory: the free
+/// counts are the kernel's after its recovery, and the image file is unchanged.
+#[test]
+fn a_read_only_mount_cleans_up_the_orphans_a_crash_left_in_memory() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new("journal-ro-orphans");
+    let make = scratch.mkdir("make");
+    for (name, args) in [
+        ("chain", &["-b", "4096", "-O", "^orphan_file"][..]),
+        ("orphan-file", &["-b", "1024", "-O", "orphan_file"][..]),
+    ] {
+        let img = scratch.path(&format!("{name}.img"));
+        mkfs(&img, 64 << 20, args);
+        kernel_mount(&img, &make, "");
+        fs::write(make.join("keep"), b"kept\n").unwrap();
+        for i in 0..3 {
+            fs::write(make.join(format!("gone{i}")), pseudo_random(i, 4 << 20)).unwrap();
+        }
+        run_ok(&mut Command::new("sync"));
+        // Unlinked while open, their unlink committed to the journal, their blocks still allocated.
+        let held: Vec<File> = (0..3)
+            .map(|i| {
+                let p = make.join(format!("gone{i}"));
+                let f = File::open(&p).unwrap();
+                fs::remove_file(&p).unwrap();
+                f
+            })
+            .collect();
+        File::open(make.join("keep")).unwrap().sync_all().unwrap();
+        let root = File::open(&make).unwrap();
+        let flag = EXT4_GOING_FLAGS_LOGFLUSH;
+        assert_eq!(unsafe { libc::ioctl(root.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flag) }, 0);
+        let crashed = img.with_extension("crashed");
+        fs::copy(&img, &crashed).unwrap();
+        drop((held, root));
+        kernel_umount(&make);
+        fs::rename(&crashed, &img).unwrap();
+        assert!(fs_features(&img).iter().any(|f| f == "needs_recovery"), "{name}: no journal to recover");
+
+        // The kernel's view after its own recovery and orphan cleanup (on a copy: it writes).
+        let reference = scratch.path(&format!("{name}-kernel.img"));
+        fs::copy(&img, &reference).unwrap();
+        kernel_mount(&reference, &make, "");
+        let k = statvfs(&make).unwrap();
+        kernel_umount(&make);
+
+        let before = sha(&img);
+        let emnt = scratch.mkdir(&format!("{name}-e"));
+        let m = ext4box_mount_ok(&img, &emnt, "ro");
+        let e = statvfs(&emnt).unwrap();
+        assert_eq!(fs::read(emnt.join("keep")).unwrap(), b"kept\n");
+        assert!(!emnt.join("gone0").exists());
+        m.unmount();
+        assert_eq!(
+            (e.f_bfree, e.f_ffree),
+            (k.f_bfree, k.f_ffree),
+            "{name}: free blocks and inodes of ext4box's read-only mount, then the kernel's after recovery"
+        );
+        assert_eq!(before, sha(&img), "{name}: a read-only mount changed the image file");
+        // The orphans' 12 MiB are used on the image as it is.
+        let m = ext4box_mount_ok(&img, &emnt, "ro,norecovery");
+        let unreplayed = statvfs(&emnt).unwrap();
+        m.unmount();
+        assert!(unreplayed.f_bfree < e.f_bfree, "{name}: the crash left no orphan blocks: the test cleans up nothing");
+    }
+}

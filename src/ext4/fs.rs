@@ -224,6 +224,9 @@ impl Filesystem {
     fn open_recovered(dev: Box<dyn BlockDevice>, opts: &MountOptions) -> Result<Filesystem> {
         let (_, sb) = read_superblock(&*dev)?;
         if !sb.needs_recovery() || opts.norecovery {
+            if opts.read_only && !opts.norecovery && has_orphans(&sb) {
+                return Filesystem::open_read_only(dev, sb.block_size, std::collections::BTreeMap::new(), opts);
+            }
             return Filesystem::open_as_is(dev, opts);
         }
         check_features(&sb)?;
@@ -250,11 +253,19 @@ impl Filesystem {
             };
             clear_needs_recovery(&mut home[sb_offset..sb_offset + SUPERBLOCK_SIZE]);
             blocks.insert(sb_block, BlockSource::Data(home));
-            let overlay = OverlayDevice::new(dev, block_size, blocks);
-            return Filesystem::open_as_is(
-                Box::new(overlay),
-                &MountOptions { norecovery: true, read_only: true, ..opts.clone() },
-            );
+            // And the journal emptied, as recovery leaves it (an orphan cleanup in memory writes it).
+            let mut jblock = vec![0u8; block_size as usize];
+            let at = jsb_block
+                .checked_mul(u64::from(block_size))
+                .ok_or(Error::corrupt(Object::Journal, "superblock location"))?;
+            dev.read_exact_at(&mut jblock, at)?;
+            let emptied = jsb.emptied(&raw_jsb, replay.next_sequence);
+            jblock
+                .get_mut(..emptied.len())
+                .ok_or(Error::corrupt(Object::Journal, "superblock size"))?
+                .copy_from_slice(&emptied);
+            blocks.insert(jsb_block, BlockSource::Data(jblock));
+            return Filesystem::open_read_only(dev, block_size, blocks, opts);
         }
         // Read-write: write the replayed blocks home, empty the journal, then clear needs_recovery,
         // flushing between the steps so a crash in the middle leaves a journal that replays again.
@@ -270,6 +281,57 @@ impl Filesystem {
         dev.write_all_at(&raw, SUPERBLOCK_OFFSET)?;
         dev.flush()?;
         Filesystem::open_as_is(dev, opts)
+    }
+
+    /// Opens `dev` read-only as the replayed `blocks` over it leave it. Orphans are then cleaned up as
+    /// the kernel's read-only mounts clean them up (files unlinked while open deleted, truncations
+    /// finished), into memory (at most the metadata cache's size of written blocks), so that the image
+    /// itself is never written. When the engine cannot write the image's features, or the cleanup fails
+    /// (a damaged orphan, the memory bound), the filesystem is read with its orphans, and a line says so.
+    fn open_read_only(
+        dev: Box<dyn BlockDevice>,
+        block_size: u32,
+        blocks: std::collections::BTreeMap<u64, BlockSource>,
+        opts: &MountOptions,
+    ) -> Result<Filesystem> {
+        let ro = MountOptions { norecovery: true, read_only: true, ..opts.clone() };
+        let dev: Arc<dyn BlockDevice> = Arc::from(dev);
+        let overlay = OverlayDevice::new(Box::new(SharedDevice(dev.clone())), block_size, blocks.clone());
+        let (_, sb) = read_superblock(&overlay)?;
+        if has_orphans(&sb) && !opts.norecovery && feature_write_refusal(&sb).is_none() {
+            let scratch = Arc::new(OverlayDevice::scratch(
+                Box::new(SharedDevice(dev.clone())),
+                block_size,
+                blocks,
+                opts.cache_bytes,
+            ));
+            let shared: Arc<dyn BlockDevice> = scratch.clone();
+            match Filesystem::clean_up_orphans(Box::new(SharedDevice(shared)), &ro) {
+                Ok(()) => match Arc::try_unwrap(scratch) {
+                    Ok(cleaned) => return Filesystem::open_as_is(Box::new(cleaned.freeze()), &ro),
+                    Err(_) => tracing::warn!("orphans cleaned up in memory, but the result is still in use"),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "orphans left as they are on this read-only mount: their cleanup failed")
+                }
+            }
+        }
+        Filesystem::open_as_is(Box::new(overlay), &ro)
+    }
+
+    /// A read-write open and clean unmount of `dev` (an in-memory overlay): the orphans' cleanup and
+    /// the final superblock, as a read-write mount would write them.
+    fn clean_up_orphans(dev: Box<dyn BlockDevice>, ro: &MountOptions) -> Result<()> {
+        let rw = MountOptions { read_only: false, ..ro.clone() };
+        let fs = Filesystem::open_as_is(dev, &rw)?;
+        if let Some(why) = fs.read_only_reason() {
+            return Err(Error::Unsupported(why));
+        }
+        fs.close()?;
+        match fs.read_only_reason() {
+            Some(why) => Err(Error::Unsupported(why)),
+            None => Ok(()),
+        }
     }
 
     /// Gives back the device (the probe mount used to read the journal).
@@ -1176,6 +1238,11 @@ fn write_refusal(sb: &Superblock) -> Option<String> {
         return Some("the journal needs recovery and -o norecovery was given".into());
     }
     feature_write_refusal(sb)
+}
+
+/// Whether the superblock says orphans may wait for cleanup: the orphan chain, or `orphan_present`.
+fn has_orphans(sb: &Superblock) -> bool {
+    sb.last_orphan != 0 || (sb.has_compat(COMPAT_ORPHAN_FILE) && sb.has_ro_compat(RO_COMPAT_ORPHAN_PRESENT))
 }
 
 /// Why the engine cannot write an image with these features (`None`: it can).

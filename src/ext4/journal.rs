@@ -13,6 +13,7 @@
 //! block numbers, not contents, so its memory is a few dozen bytes per logged block whatever the block size.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, RwLock};
 
 use super::checksum::crc32c;
 use super::device::BlockDevice;
@@ -567,15 +568,39 @@ impl<'a> Journal<'a> {
 
 /// A device seen through a replay: what a read-only mount of an image whose journal needs recovery
 /// reads, so the image itself is never written. Replayed blocks are read from their logged copies.
+///
+/// A [`OverlayDevice::scratch`] overlay also takes writes, into memory and up to a bound: the
+/// orphan cleanup a read-only mount does, as the kernel's does, without writing the image.
 pub struct OverlayDevice {
     inner: Box<dyn BlockDevice>,
     block_size: u32,
-    blocks: BTreeMap<u64, BlockSource>,
+    blocks: RwLock<BTreeMap<u64, BlockSource>>,
+    /// Bytes of written blocks still allowed in memory; `None`: writes are refused.
+    room: Option<Mutex<usize>>,
 }
 
 impl OverlayDevice {
     pub fn new(inner: Box<dyn BlockDevice>, block_size: u32, blocks: BTreeMap<u64, BlockSource>) -> OverlayDevice {
-        OverlayDevice { inner, block_size, blocks }
+        OverlayDevice { inner, block_size, blocks: RwLock::new(blocks), room: None }
+    }
+
+    /// An overlay that keeps up to `room` bytes of written blocks in memory; a write past that fails.
+    pub fn scratch(
+        inner: Box<dyn BlockDevice>,
+        block_size: u32,
+        blocks: BTreeMap<u64, BlockSource>,
+        room: usize,
+    ) -> OverlayDevice {
+        OverlayDevice { inner, block_size, blocks: RwLock::new(blocks), room: Some(Mutex::new(room)) }
+    }
+
+    /// The overlay as it now stands, for reading only.
+    pub fn freeze(self) -> OverlayDevice {
+        OverlayDevice { room: None, ..self }
+    }
+
+    fn blocks(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, BlockSource>> {
+        self.blocks.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -587,7 +612,7 @@ impl BlockDevice for OverlayDevice {
         let bs = u64::from(self.block_size);
         let first = offset / bs;
         let last = end.div_ceil(bs);
-        for (&nr, source) in self.blocks.range(first..last) {
+        for (&nr, source) in self.blocks().range(first..last) {
             let start = nr * bs;
             // The overlap of [start, start + block) with [offset, end).
             let lo = start.max(offset);
@@ -605,8 +630,38 @@ impl BlockDevice for OverlayDevice {
         self.inner.size()
     }
 
-    fn write_all_at(&self, _buf: &[u8], _offset: u64) -> std::io::Result<()> {
-        Err(std::io::Error::new(std::io::ErrorKind::ReadOnlyFilesystem, "replayed journal overlay is read-only"))
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let Some(room) = &self.room else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ReadOnlyFilesystem,
+                "replayed journal overlay is read-only",
+            ));
+        };
+        let bs = u64::from(self.block_size);
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.size())
+            .ok_or(std::io::ErrorKind::InvalidInput)?;
+        let mut room = room.lock().unwrap_or_else(|p| p.into_inner());
+        let mut nr = offset / bs;
+        while nr * bs < end {
+            let start = nr * bs;
+            let mut block = vec![0u8; self.block_size as usize];
+            self.read_exact_at(&mut block, start)?;
+            let lo = start.max(offset);
+            let hi = (start + bs).min(end);
+            block[(lo - start) as usize..(hi - start) as usize]
+                .copy_from_slice(&buf[(lo - offset) as usize..(hi - offset) as usize]);
+            let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+            if !matches!(blocks.get(&nr), Some(BlockSource::Data(_))) {
+                *room = room.checked_sub(block.len()).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::OutOfMemory, "the in-memory overlay is full")
+                })?;
+            }
+            blocks.insert(nr, BlockSource::Data(block));
+            nr += 1;
+        }
+        Ok(())
     }
 
     fn flush(&self) -> std::io::Result<()> {
