@@ -59,6 +59,7 @@ image ext3-journal 3M -t ext3 -b 1024 -J size=1 -N 256
 image ext4-journal 3M -t ext4 -b 1024 -J size=1 -N 256
 image ext4-2k 2M -t ext4 -b 2048 -O ^has_journal -N 256
 image ext4-mmp 1M -t ext4 -b 1024 -O ^has_journal,mmp -N 256
+image ext4-ea-inode 1M -t ext4 -b 1024 -O ^has_journal,ea_inode -N 256
 
 # Kernel-made: a journal that needs recovery and an orphan list, as a crash leaves them.
 if [[ $EUID -eq 0 ]]; then

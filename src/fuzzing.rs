@@ -482,6 +482,11 @@ pub fn image_write(data: &[u8]) {
         }
         check(fs.write(*ino, 1 << 20, &[1u8; 70_000]).map(|_| ()));
         check(fs.set_xattr(*ino, b"user.fuzz", Some(&[7u8; 100]), 0));
+        // Too large for the inode and a block: an EA inode with ea_inode (ENOSPC without), then changed.
+        if n % 2 == 1 {
+            check(fs.set_xattr(*ino, b"user.large", Some(&vec![n as u8; 20_000]), 0));
+            check(fs.set_xattr(*ino, b"user.large", Some(&vec![9u8; if n == 3 { 30_000 } else { 10 }]), 0));
+        }
     }
     if let Some((ino, _)) = made.first() {
         check(fs.setattr(*ino, SetAttr { size: Some(5000), ..SetAttr::default() }).map(|_| ()));

@@ -349,6 +349,26 @@ impl Filesystem {
         Ok(written)
     }
 
+    /// Writes `data` as the whole contents of `inode`, a new regular file without blocks, within `tx`
+    /// (an EA inode's value).
+    pub(crate) fn fill_new_file(&self, tx: &mut Txn<'_>, inode: &mut Inode, data: &[u8]) -> Result<()> {
+        let bs = u64::from(self.sb.block_size);
+        let n = (data.len() as u64).div_ceil(bs);
+        let mut map = MapEdit::load(self, inode)?;
+        let mut last_goal = goal(self, inode, &map, 0);
+        let mut done = 0;
+        while done < n {
+            let (pblk, got) = tx.alloc_blocks(last_goal, n - done)?;
+            self.write_blocks(pblk, done, got, 0, data)?;
+            map.insert(tx, inode, done, pblk, got, false)?;
+            last_goal = pblk + got;
+            done += got;
+        }
+        map.store(tx, inode, last_goal)?;
+        inode.size = data.len() as u64;
+        Ok(())
+    }
+
     /// Frees everything an inode holds (data, tree blocks, xattr block) and the inode itself.
     pub(crate) fn delete_inode(&self, tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
         let holds_blocks = match inode.kind {
@@ -361,7 +381,7 @@ impl Filesystem {
             map.remove(tx, inode, 0, u64::MAX)?;
             map.store(tx, inode, 0)?;
         }
-        xattr_write::release_block(tx, inode)?;
+        xattr_write::release_all(tx, inode)?;
         let is_dir = inode.kind == FileKind::Directory;
         inode.links_count = 0;
         inode.size = 0;

@@ -19,6 +19,7 @@ pub mod dir_block;
 pub mod dir_hash;
 pub mod dir_htree;
 pub mod dir_write;
+pub mod ea_inode;
 pub mod error;
 pub mod extent;
 pub mod features;

@@ -1,10 +1,13 @@
 //! Writing extended attributes: set and remove, in the inode body first and in one external block for
-//! what does not fit, with the block's reference count honoured (a shared block is copied, not changed).
+//! what does not fit, with the block's reference count honoured (a shared block is copied, not changed);
+//! with `ea_inode`, a value that fits neither goes into an EA inode of its own (see `ea_inode`).
 
 use super::bytes::le32;
 use super::bytes_mut::{put16, put32};
 use super::checksum::crc32c;
+use super::ea_inode;
 use super::error::{Error, Object, Result};
+use super::features::INCOMPAT_EA_INODE;
 use super::inode::Inode;
 use super::txn::Txn;
 use super::xattr::{self, BLOCK_CHECKSUM, BLOCK_HEADER, ENTRY_HEADER, Entry, INDEX_SYSTEM, Value, XATTR_MAGIC};
@@ -24,15 +27,23 @@ fn value_size(e: &Entry) -> usize {
     }
 }
 
-/// The kernel's `ext4_xattr_hash_entry`: name bytes, then the value's 32-bit words.
+/// The kernel's `ext4_xattr_hash_entry`: name bytes, then the value's 32-bit words. An EA-inode entry
+/// keeps the hash it was given (made of the EA inode's hash by [`hash_entry`]).
 fn entry_hash(e: &Entry) -> u32 {
-    let Value::Stored(v) = &e.value else { return e.hash };
+    match &e.value {
+        Value::Stored(v) => hash_entry(&e.name, v),
+        Value::EaInode { .. } => e.hash,
+    }
+}
+
+/// The entry hash of `name` with `value` (zero-padded to whole 32-bit words).
+fn hash_entry(name: &[u8], value: &[u8]) -> u32 {
     let mut h: u32 = 0;
-    for &c in &e.name {
+    for &c in name {
         h = (h << 5) ^ (h >> 27) ^ u32::from(c);
     }
-    let mut padded = v.clone();
-    padded.resize((v.len() + 3) & !3, 0);
+    let mut padded = value.to_vec();
+    padded.resize((value.len() + 3) & !3, 0);
     for w in padded.chunks_exact(4) {
         h = (h << 16) ^ (h >> 16) ^ le32(w, 0);
     }
@@ -67,7 +78,10 @@ fn layout(entries: &[Entry], len: usize, start: usize, base: usize, hashes: bool
                 put32(&mut b, pos + 8, *size);
             }
         }
-        put32(&mut b, pos + 12, if hashes { entry_hash(e) } else { 0 });
+        // In the inode body a stored value's hash may be 0 (the kernel does not check it there); an
+        // EA-inode entry's is always checked.
+        let ea = matches!(e.value, Value::EaInode { .. });
+        put32(&mut b, pos + 12, if hashes || ea { entry_hash(e) } else { 0 });
         b[pos + ENTRY_HEADER..pos + ENTRY_HEADER + e.name.len()].copy_from_slice(&e.name);
         pos += entry_size(e);
     }
@@ -128,6 +142,32 @@ fn block_entries(tx: &Txn<'_>, inode: &Inode) -> Result<(Vec<Entry>, u32)> {
     Ok((xattr::parse_block(&block, inode.file_acl, seed, obj)?, le32(&block, 4)))
 }
 
+/// The EA inodes `entries` name.
+fn ea_inodes(entries: &[Entry]) -> impl Iterator<Item = u32> + '_ {
+    entries.iter().filter_map(|e| match e.value {
+        Value::EaInode { ino, .. } => Some(ino),
+        Value::Stored(_) => None,
+    })
+}
+
+/// Drops every attribute of `inode` that lies outside its body: its reference to the attribute block,
+/// and the references its entries (and the block's, with the block's last reference) hold to EA
+/// inodes. For an inode being deleted.
+pub fn release_all(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
+    if tx.fs().sb.has_incompat(INCOMPAT_EA_INODE) {
+        let ibody = xattr::parse_ibody(&inode.xattr_area, Object::Xattr(inode.ino.0))?;
+        let (blk, refcount) = block_entries(tx, inode)?;
+        let mut named: Vec<u32> = ea_inodes(&ibody).collect();
+        if refcount <= 1 {
+            named.extend(ea_inodes(&blk));
+        }
+        for ino in named {
+            ea_inode::drop_ref(tx, ino)?;
+        }
+    }
+    release_block(tx, inode)
+}
+
 /// Drops `inode`'s reference to its attribute block (freeing the block with the last reference).
 pub fn release_block(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
     if inode.file_acl == 0 {
@@ -183,11 +223,18 @@ pub fn set(
     if (flags & XATTR_REPLACE != 0 || value.is_none()) && !exists {
         return Err(Error::NoAttr);
     }
-    let old = in_body.map(|i| &ibody[i]).or(in_block.map(|i| &blk[i]));
-    if old.is_some_and(|e| matches!(e.value, Value::EaInode { .. })) {
-        // Values in EA inodes are read, but not rewritten by this engine.
-        return Err(Error::NotSupported);
+    // An EA inode the old value was in loses this entry's reference (one in a shared block keeps the
+    // block's, which stays with the other inodes).
+    if let Some(Value::EaInode { size, .. }) =
+        in_body.map(|i| &ibody[i]).or(in_block.map(|i| &blk[i])).map(|e| &e.value)
+    {
+        inode.blocks_512 = inode.blocks_512.saturating_sub(ea_inode::owner_charge(*size, tx.fs().block_size()));
     }
+    let old_ea = match (in_body.map(|i| &ibody[i]), in_block.map(|i| &blk[i])) {
+        (Some(e), _) => ea_inodes(std::slice::from_ref(e)).next(),
+        (None, Some(e)) if refcount <= 1 => ea_inodes(std::slice::from_ref(e)).next(),
+        _ => None,
+    };
     if let Some(i) = in_body {
         ibody.remove(i);
     }
@@ -196,23 +243,56 @@ pub fn set(
         blk.remove(i);
     }
     let area_len = inode.xattr_area.len();
+    let bs = tx.fs().block_size() as usize;
     let mut block_changed = block_changed;
+    let mut new_ea = None;
     if let Some(v) = value {
-        let e = Entry { index, name: name.to_vec(), value: Value::Stored(v.to_vec()), hash: 0 };
-        ibody.push(e.clone());
-        if encode_ibody(&ibody, area_len).is_none() {
+        let mut e = Entry { index, name: name.to_vec(), value: Value::Stored(v.to_vec()), hash: 0 };
+        // Where `e` fits: `Some(false)` in the body, `Some(true)` in the block (then added to either).
+        let fits = |ibody: &mut Vec<Entry>, blk: &mut Vec<Entry>, e: &Entry| {
+            ibody.push(e.clone());
+            if encode_ibody(ibody, area_len).is_some() {
+                return Some(false);
+            }
             ibody.pop();
-            blk.push(e);
-            block_changed = true;
+            blk.push(e.clone());
+            if encode_block(&mut blk.clone(), bs, 1).is_some() {
+                return Some(true);
+            }
+            blk.pop();
+            None
+        };
+        let mut placed = fits(&mut ibody, &mut blk, &e);
+        if placed.is_none() {
+            if !tx.fs().sb.has_incompat(INCOMPAT_EA_INODE) || v.is_empty() {
+                return Err(Error::NoSpace);
+            }
+            // Too large for the body and the block: the value gets an inode of its own.
+            let (ino, hash) = ea_inode::create(tx, inode, v)?;
+            e.value = Value::EaInode { ino: ino.0, size: v.len() as u32 };
+            e.hash = hash_entry(&e.name, &hash.to_le_bytes());
+            placed = fits(&mut ibody, &mut blk, &e);
+            new_ea = Some(ino.0);
+            inode.blocks_512 += ea_inode::owner_charge(v.len() as u32, tx.fs().block_size());
         }
+        block_changed |= placed.ok_or(Error::NoSpace)?;
     }
     inode.xattr_area = encode_ibody(&ibody, area_len).ok_or(Error::NoSpace)?;
+    if let Some(ino) = old_ea {
+        ea_inode::drop_ref(tx, ino)?;
+    }
     if !block_changed {
         return Ok(());
     }
-    let bs = tx.fs().block_size() as usize;
     if blk.is_empty() {
         return release_block(tx, inode);
+    }
+    if inode.file_acl != 0 && refcount > 1 {
+        // The shared block is copied for this inode: the copy's entries hold references of their own.
+        let copied: Vec<u32> = ea_inodes(&blk).filter(|&i| Some(i) != new_ea).collect();
+        for ino in copied {
+            ea_inode::add_ref(tx, ino)?;
+        }
     }
     let mut new = encode_block(&mut blk, bs, 1).ok_or(Error::NoSpace)?;
     let nr = if inode.file_acl != 0 && refcount <= 1 {
