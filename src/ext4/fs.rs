@@ -441,18 +441,20 @@ impl Filesystem {
     }
 
     /// Updates the MMP block when its interval has passed (kmmpd). When another node wrote it, that node
-    /// has the image: this mount stops writing at once, and leaves the block as that node wrote it.
+    /// has the image: this mount stops writing at once, and leaves the block as that node wrote it. So it
+    /// does, as the kernel's kmmpd, when the block cannot be read or written: the mount can no longer
+    /// tell that the image is still its own.
     pub fn mmp_tick(&self) {
         let mut slot = self.mmp.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mmp) = slot.as_mut().filter(|m| m.due()) else { return };
-        match mmp.update(&*self.dev) {
-            Ok(()) => {}
-            Err(Error::Busy(why)) => {
-                *slot = None;
-                drop(slot);
-                self.abort(&why);
-            }
-            Err(e) => tracing::warn!(error = %e, "multiple mount protection: could not update the MMP block"),
+        if let Err(e) = mmp.update(&*self.dev) {
+            *slot = None;
+            drop(slot);
+            let why = match e {
+                Error::Busy(why) => why,
+                e => format!("multiple mount protection: the MMP block cannot be updated ({e})"),
+            };
+            self.abort(&why);
         }
     }
 

@@ -154,7 +154,9 @@ fn ea_inodes(entries: &[Entry]) -> impl Iterator<Item = u32> + '_ {
 /// and the references its entries (and the block's, with the block's last reference) hold to EA
 /// inodes. For an inode being deleted.
 pub fn release_all(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
-    if tx.fs().sb.has_incompat(INCOMPAT_EA_INODE) {
+    // An EA inode holds no attributes of its own: entries a damaged one has are not followed (one naming
+    // itself would otherwise delete it again and again).
+    if tx.fs().sb.has_incompat(INCOMPAT_EA_INODE) && !inode.has_flag(super::inode::flags::EA_INODE) {
         let ibody = xattr::parse_ibody(&inode.xattr_area, Object::Xattr(inode.ino.0))?;
         let (blk, refcount) = block_entries(tx, inode)?;
         let mut named: Vec<u32> = ea_inodes(&ibody).collect();
