@@ -61,7 +61,7 @@ image ext4-2k 2M -t ext4 -b 2048 -O ^has_journal -N 256
 image ext4-mmp 1M -t ext4 -b 1024 -O ^has_journal,mmp -N 256
 image ext4-ea-inode 1M -t ext4 -b 1024 -O ^has_journal,ea_inode -N 256
 
-# Kernel-made: a journal that needs recovery and an orphan list, as a crash leaves them.
+# Kernel-made: a journal that needs recovery and an orphan list, as a crash leaves them; an encrypted tree.
 if [[ $EUID -eq 0 ]]; then
     for kind in ext4 ext3; do
         img="$WORK/dirty-$kind.img"
@@ -86,8 +86,24 @@ PY
         for t in "${IMAGE_TARGETS[@]}"; do cp "$img" "$OUT/$t/dirty-$kind.img"; done
         n=$((n + 1))
     done
+    # An encrypted tree (e4crypt's v1 policy): names, symlink targets and contents are ciphertext on disk,
+    # read as no-key names.
+    img="$WORK/encrypt.img"
+    rm -f "$img"
+    mke2fs -q -F -t ext4 -b 1024 -O ^has_journal,encrypt -N 256 "$img" 1M
+    mount -o loop "$img" "$WORK/mnt"
+    mkdir "$WORK/mnt/s"
+    echo fuzzing-passphrase | e4crypt add_key -S 0x0123456789abcdef "$WORK/mnt/s" >/dev/null
+    mkdir "$WORK/mnt/s/big" && for i in $(seq 1 100); do echo "$i" >"$WORK/mnt/s/big/entry-$i"; done
+    echo hello >"$WORK/mnt/s/hello"
+    echo long >"$WORK/mnt/s/$(printf 'n%.0s' $(seq 1 200))"
+    ln -s hello "$WORK/mnt/s/fast-link"
+    ln -s "$(printf 'long/%.0s' $(seq 1 30))target" "$WORK/mnt/s/slow-link"
+    umount "$WORK/mnt"
+    for t in "${IMAGE_TARGETS[@]}"; do cp "$img" "$OUT/$t/encrypt.img"; done
+    n=$((n + 1))
 else
-    echo "seeds: not root: the kernel-made dirty images are left out" >&2
+    echo "seeds: not root: the kernel-made dirty and encrypted images are left out" >&2
 fi
 
 # The e2fsprogs corpus, up to 2 MiB an image.

@@ -24,14 +24,32 @@ struct Level {
     at: usize,
 }
 
-/// Looks up `name` in the hash-indexed directory `dir`, searching each candidate leaf with `search_leaf`.
+/// The hash an htree directory's index is ordered by (`dx_root`'s hash version with the superblock's
+/// signedness); `None` when the root block cannot be read or names an unknown hash.
+pub fn root_hash_version(fs: &Filesystem, dir: &Inode) -> Option<HashVersion> {
+    let root = fs.dir_block(dir, 0).ok()??;
+    let version = HashVersion::from_disk(u8_at(&root, ROOT_INFO + 4))?;
+    Some(version.with_unsigned(fs.superblock().unsigned_dir_hash()))
+}
+
+/// What an htree lookup searches by.
+#[derive(Debug, Clone, Copy)]
+pub enum Probe<'a> {
+    /// A name, hashed with the directory's hash.
+    Name(&'a [u8]),
+    /// A hash already known: a no-key name of an encrypted directory carries its entry's hash (see
+    /// [`super::fscrypt`]), since the name it was made from cannot be hashed without the ciphertext.
+    Hash(u32),
+}
+
+/// Looks up `probe` in the hash-indexed directory `dir`, searching each candidate leaf with `search_leaf`.
 ///
 /// A malformed index is reported as corruption of [`Object::Htree`], so the caller may fall back to a linear
 /// scan as the kernel does; a bad checksum is an error of its own.
 pub fn lookup<T>(
     fs: &Filesystem,
     dir: &Inode,
-    name: &[u8],
+    probe: Probe<'_>,
     mut search_leaf: impl FnMut(u64) -> Result<Option<T>>,
 ) -> Result<Option<T>> {
     let obj = Object::Htree(dir.ino.0);
@@ -49,7 +67,10 @@ pub fn lookup<T>(
     }
     let sb = fs.superblock();
     let version = version.with_unsigned(sb.unsigned_dir_hash());
-    let (hash, _) = dir_hash(name, version, &sb.hash_seed);
+    let hash = match probe {
+        Probe::Name(name) => dir_hash(name, version, &sb.hash_seed).0,
+        Probe::Hash(hash) => hash,
+    };
 
     let mut path: Vec<Level> = Vec::with_capacity(levels + 1);
     let mut level = open_level(fs, dir, root, ROOT_INFO + info_length, obj)?;

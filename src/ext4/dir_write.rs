@@ -293,7 +293,7 @@ impl Filesystem {
             Ok(None)
         };
         if self.is_htree_dir(dir) {
-            match super::dir_htree::lookup(self, dir, name, search) {
+            match super::dir_htree::lookup(self, dir, super::dir_htree::Probe::Name(name), search) {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => return Err(Error::NotFound),
                 Err(Error::Corrupt { object: Object::Htree(_), .. }) => {}

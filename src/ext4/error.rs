@@ -95,6 +95,9 @@ pub enum Error {
     TooBig,
     #[error("numerical result out of range")]
     Range,
+    /// An encrypted file's contents need its key, which a FUSE server never has.
+    #[error("required key not available")]
+    NoKey,
 }
 
 /// `EUCLEAN`, which the kernel's ext4 calls `EFSCORRUPTED`.
@@ -128,6 +131,7 @@ impl Error {
             Error::NotPermitted => 1,                          // EPERM
             Error::TooBig => 27,                               // EFBIG
             Error::Range => 34,                                // ERANGE
+            Error::NoKey => 126,                               // ENOKEY
         }
     }
 

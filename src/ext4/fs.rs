@@ -12,8 +12,10 @@ use super::block_group::{self, GroupDesc};
 use super::cache::ClockCache;
 use super::device::BlockDevice;
 use super::dir_block::{self, DirentIter};
+use super::dir_hash::{HashVersion, dir_hash};
 use super::error::{Error, Object, Result};
 use super::features::{self, *};
+use super::fscrypt::{self, NoKeyName};
 use super::inline_data;
 use super::inode::{FileKind as Kind, Inode, InodeNo, Timestamp, flags};
 use super::journal::{BlockSource, Journal, OverlayDevice};
@@ -706,11 +708,26 @@ impl Filesystem {
         }
     }
 
+    /// Whether `inode` may be opened: an encrypted regular file cannot be without its key (ENOKEY), as the
+    /// kernel's `fscrypt_file_open`.
+    pub fn check_open(&self, inode: &Inode) -> Result<()> {
+        if inode.kind == Kind::Regular && inode.has_flag(flags::ENCRYPT) {
+            return Err(Error::NoKey);
+        }
+        Ok(())
+    }
+
+    /// Whether some inodes may be encrypted, so that opening them must be checked (`check_open`).
+    pub fn has_encryption(&self) -> bool {
+        self.sb.has_incompat(INCOMPAT_ENCRYPT)
+    }
+
     /// Reads up to `len` bytes of `inode`'s data from byte `offset`; short at the end of the file.
     pub fn read(&self, inode: &Inode, offset: u64, len: usize) -> Result<Vec<u8>> {
         if inode.kind == Kind::Directory {
             return Err(Error::IsDir);
         }
+        self.check_open(inode)?;
         if offset >= inode.size {
             return Ok(Vec::new());
         }
@@ -747,8 +764,20 @@ impl Filesystem {
         Ok(())
     }
 
-    /// The target of a symlink.
+    /// The target of a symlink; for an encrypted one, the no-key encoding of its ciphertext, as the kernel
+    /// shows it without the key.
     pub fn readlink(&self, inode: &Inode) -> Result<Vec<u8>> {
+        let stored = self.stored_link_target(inode)?;
+        if !inode.has_flag(flags::ENCRYPT) {
+            return Ok(stored);
+        }
+        let ciphertext = fscrypt::symlink_ciphertext(&stored)
+            .ok_or_else(|| Error::corrupt(Object::Symlink(inode.ino.0), "encrypted symlink length out of range"))?;
+        Ok(fscrypt::nokey_name(ciphertext, None))
+    }
+
+    /// A symlink's target as stored.
+    fn stored_link_target(&self, inode: &Inode) -> Result<Vec<u8>> {
         let obj = Object::Symlink(inode.ino.0);
         if inode.kind != Kind::Symlink {
             return Err(Error::Invalid);
@@ -808,11 +837,11 @@ impl Filesystem {
         )
     }
 
-    /// Searches one directory block (or inline region) for `name`.
-    fn search_block(&self, buf: &[u8], name: &[u8], obj: Object) -> Result<Option<InodeNo>> {
+    /// Searches one directory block (or inline region) for the wanted entry.
+    fn search_block(&self, buf: &[u8], wanted: &Wanted, obj: Object) -> Result<Option<InodeNo>> {
         for d in self.dirents(buf, obj) {
             let d = d?;
-            if d.inode != 0 && d.name == name {
+            if d.inode != 0 && wanted.matches(d.name) {
                 return Ok(Some(InodeNo(d.inode)));
             }
         }
@@ -838,12 +867,23 @@ impl Filesystem {
         if name.len() > NAME_MAX {
             return Err(Error::NameTooLong);
         }
+        let wanted = if dir.has_flag(flags::ENCRYPT) && name != b"." && name != b".." {
+            // Without the key, only no-key names (as listed) can be looked up.
+            Wanted::NoKey(NoKeyName::parse(name).ok_or(Error::NotFound)?)
+        } else {
+            Wanted::Name(name)
+        };
         if dir.has_flag(flags::INLINE_DATA) {
-            return self.lookup_inline(dir, name);
+            return self.lookup_inline(dir, &wanted);
         }
         if self.is_htree(dir) {
-            let found = dir_htree::lookup(self, dir, name, |lblk| match self.leaf_block(dir, lblk)? {
-                Some(b) => self.search_block(&b, name, Object::DirBlock { ino: dir.ino.0, lblk }),
+            let probe = match &wanted {
+                Wanted::Name(name) => dir_htree::Probe::Name(name),
+                Wanted::NoKey(NoKeyName::Whole(ciphertext)) => dir_htree::Probe::Name(ciphertext),
+                Wanted::NoKey(NoKeyName::Long { hash, .. }) => dir_htree::Probe::Hash(*hash),
+            };
+            let found = dir_htree::lookup(self, dir, probe, |lblk| match self.leaf_block(dir, lblk)? {
+                Some(b) => self.search_block(&b, &wanted, Object::DirBlock { ino: dir.ino.0, lblk }),
                 None => Ok(None),
             });
             match found {
@@ -859,7 +899,7 @@ impl Filesystem {
         for lblk in DirWalk::new(self, dir, 0) {
             let lblk = lblk?;
             if let Some(block) = self.leaf_block_for_scan(dir, lblk)? {
-                if let Some(ino) = self.search_block(&block, name, Object::DirBlock { ino: dir.ino.0, lblk })? {
+                if let Some(ino) = self.search_block(&block, &wanted, Object::DirBlock { ino: dir.ino.0, lblk })? {
                     return Ok(ino);
                 }
             }
@@ -884,16 +924,16 @@ impl Filesystem {
         self.leaf_block(dir, lblk)
     }
 
-    fn lookup_inline(&self, dir: &Inode, name: &[u8]) -> Result<InodeNo> {
+    fn lookup_inline(&self, dir: &Inode, wanted: &Wanted) -> Result<InodeNo> {
         let d = inline_data::dir(dir)?;
-        if name == b"." {
+        if let Wanted::Name(b".") = wanted {
             return Ok(dir.ino);
         }
-        if name == b".." {
+        if let Wanted::Name(b"..") = wanted {
             return Ok(InodeNo(d.parent));
         }
         for region in &d.regions {
-            if let Some(ino) = self.search_block(region, name, Object::InlineData(dir.ino.0))? {
+            if let Some(ino) = self.search_block(region, wanted, Object::InlineData(dir.ino.0))? {
                 return Ok(ino);
             }
         }
@@ -912,6 +952,7 @@ impl Filesystem {
         if dir.has_flag(flags::INLINE_DATA) {
             return self.read_dir_inline(dir, cookie, emit);
         }
+        let names = self.listed_names(dir);
         let bs = u64::from(self.sb.block_size);
         for lblk in DirWalk::new(self, dir, cookie / bs) {
             let lblk = lblk?;
@@ -941,8 +982,15 @@ impl Filesystem {
                 if pos < cookie || d.inode == 0 {
                     continue;
                 }
-                let entry =
-                    DirEntry { ino: InodeNo(d.inode), kind: self.dirent_kind(d.file_type), name: d.name.to_vec() };
+                let name = match names.shown(d.name, obj) {
+                    Ok(name) => name,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping a damaged directory entry");
+                        self.corruption_found(&e);
+                        continue;
+                    }
+                };
+                let entry = DirEntry { ino: InodeNo(d.inode), kind: self.dirent_kind(d.file_type), name };
                 if emit(entry, pos + d.rec_len as u64) {
                     return Ok(());
                 }
@@ -960,6 +1008,7 @@ impl Filesystem {
             }
         }
         let obj = Object::InlineData(dir.ino.0);
+        let names = self.listed_names(dir);
         for (region, start) in d.regions.iter().zip(inline_data::REGION_START) {
             for e in self.dirents(region, obj) {
                 let e = e?;
@@ -967,14 +1016,38 @@ impl Filesystem {
                 if pos < cookie || e.inode == 0 {
                     continue;
                 }
-                let entry =
-                    DirEntry { ino: InodeNo(e.inode), kind: self.dirent_kind(e.file_type), name: e.name.to_vec() };
+                let entry = DirEntry {
+                    ino: InodeNo(e.inode),
+                    kind: self.dirent_kind(e.file_type),
+                    name: names.shown(e.name, obj)?,
+                };
                 if emit(entry, pos + e.rec_len as u64) {
                     return Ok(());
                 }
             }
         }
         Ok(())
+    }
+
+    /// How `dir`'s entries are named in listings: as stored, or (encrypted) as the kernel's no-key names,
+    /// which carry the entry's hash when the kernel lists the directory in hash order: its `is_dx_dir`
+    /// (dir_index, and an htree, a single block or inline data), hashed with the htree's hash or else the
+    /// superblock's default, as `ext4_htree_fill_tree`.
+    fn listed_names(&self, dir: &Inode) -> ListedNames {
+        if !dir.has_flag(flags::ENCRYPT) {
+            return ListedNames::AsStored;
+        }
+        let single_block = dir.size == u64::from(self.sb.block_size);
+        let hashed = self.sb.has_compat(COMPAT_DIR_INDEX)
+            && (dir.has_flag(flags::INDEX) || single_block || dir.has_flag(flags::INLINE_DATA));
+        let version = if !hashed {
+            None
+        } else if dir.has_flag(flags::INDEX) {
+            dir_htree::root_hash_version(self, dir)
+        } else {
+            HashVersion::from_disk(self.sb.def_hash_version).map(|v| v.with_unsigned(self.sb.unsigned_dir_hash()))
+        };
+        ListedNames::NoKey { hash: version.map(|v| (v, self.sb.hash_seed)) }
     }
 
     fn dirent_kind(&self, t: u8) -> Option<FileKind> {
@@ -1171,13 +1244,52 @@ impl Iterator for DirWalk<'_> {
     }
 }
 
+/// What a lookup searches a directory for.
+enum Wanted<'a> {
+    /// A name as stored.
+    Name(&'a [u8]),
+    /// In an encrypted directory, the entry a no-key name stands for.
+    NoKey(NoKeyName),
+}
+
+impl Wanted<'_> {
+    fn matches(&self, disk: &[u8]) -> bool {
+        match self {
+            Wanted::Name(name) => disk == *name,
+            Wanted::NoKey(n) => n.matches(disk),
+        }
+    }
+}
+
+/// How a directory's entries are named in a listing (`Filesystem::listed_names`).
+enum ListedNames {
+    AsStored,
+    /// Encrypted: no-key names, with the entries' hashes when the listing is in hash order.
+    NoKey {
+        hash: Option<(HashVersion, [u32; 4])>,
+    },
+}
+
+impl ListedNames {
+    fn shown(&self, disk: &[u8], obj: Object) -> Result<Vec<u8>> {
+        match self {
+            ListedNames::AsStored => Ok(disk.to_vec()),
+            ListedNames::NoKey { .. } if disk == b"." || disk == b".." => Ok(disk.to_vec()),
+            ListedNames::NoKey { .. } if disk.len() < fscrypt::MIN_CIPHERTEXT => {
+                Err(Error::corrupt(obj, "encrypted name shorter than a cipher block"))
+            }
+            ListedNames::NoKey { hash } => {
+                let pair = hash.map(|(version, seed)| dir_hash(disk, version, &seed));
+                Ok(fscrypt::nokey_name(disk, pair))
+            }
+        }
+    }
+}
+
 /// Refuses images whose incompatible features the engine cannot read, naming them.
 fn check_features(sb: &Superblock) -> Result<()> {
     if sb.has_incompat(INCOMPAT_JOURNAL_DEV) {
         return Err(Error::Unsupported("this is an external journal device, not a filesystem".into()));
-    }
-    if sb.has_incompat(INCOMPAT_ENCRYPT) {
-        return Err(Error::Unsupported("encrypted filesystems (encrypt feature) cannot be read".into()));
     }
     if sb.has_incompat(INCOMPAT_CASEFOLD) {
         return Err(Error::Unsupported("case-insensitive directories (casefold feature) are not supported".into()));

@@ -329,6 +329,16 @@ impl Inode {
         self.flags & f != 0
     }
 
+    /// The size `stat` reports: `i_size`, except that an encrypted symlink reports the length of the
+    /// no-key name its target reads as (the kernel's `fscrypt_symlink_getattr`), so the two agree.
+    pub fn stat_size(&self) -> u64 {
+        if self.kind == FileKind::Symlink && self.has_flag(flags::ENCRYPT) {
+            super::fscrypt::nokey_symlink_len(self.size)
+        } else {
+            self.size
+        }
+    }
+
     /// Permission bits and setuid/setgid/sticky (the low 12 bits of `i_mode`).
     pub fn perm(&self) -> u16 {
         self.mode & 0o7777

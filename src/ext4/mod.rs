@@ -25,6 +25,7 @@ pub mod extent;
 pub mod features;
 pub mod file;
 pub mod fs;
+pub mod fscrypt;
 pub mod inline_data;
 pub mod inode;
 pub mod journal;

@@ -47,7 +47,7 @@ const STATX_FLAGS: &[(u32, u64)] = &[
 pub fn attr(inode: &Inode, block_size: u32) -> FileAttr {
     FileAttr {
         ino: u64::from(inode.ino.0),
-        size: inode.size,
+        size: inode.stat_size(),
         blocks: inode.blocks_512,
         atime: time(inode.atime),
         mtime: time(inode.mtime),

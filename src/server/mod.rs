@@ -250,16 +250,24 @@ impl Server {
         Err(Errno(ENOSYS))
     }
 
-    /// open: on a writable mount, refuses what ext4 would refuse for the inode's flags (the kernel cannot
-    /// see them). The kernel's lookup reference, not the open, keeps an unlinked file alive.
+    /// open: refuses what ext4 would refuse for the inode's flags (the kernel cannot see them): encrypted
+    /// files, and on a writable mount writes to immutable and append-only ones. The kernel's lookup reference, not the open, keeps an unlinked file alive.
     pub fn open(&self, nodeid: INodeNo, flags: i32) -> Reply<u64> {
-        if !self.writable() {
-            return Err(Errno(ENOSYS));
-        }
         let ino = attr::inode_of(nodeid);
+        if !self.writable() {
+            // Encrypted files cannot be opened (ENOKEY): that needs every open, so ENOSYS is kept for
+            // images without them.
+            if !self.fs.has_encryption() {
+                return Err(Errno(ENOSYS));
+            }
+            let _g = self.fs.shared();
+            self.checked(self.fs.check_open(&*self.checked(self.fs.user_inode(ino))?))?;
+            return Ok(0);
+        }
         let reading_stale = {
             let _g = self.fs.shared();
             let inode = self.checked(self.fs.user_inode(ino))?;
+            self.checked(self.fs.check_open(&inode))?;
             // The kernel does not know the inode flags of a FUSE file: refuse here what it would refuse for
             // ext4 (writing an immutable file; anything but appending to an append-only one).
             let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
