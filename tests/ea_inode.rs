@@ -128,13 +128,3 @@ fn values_the_kernel_shares_between_files_are_released_one_reference_at_a_time()
     assert_fsck_clean(&img);
     assert_eq!(inodes_used(&img), base - 2, "c and the EA inode of its last reference are gone");
 }
-
-fn remove_xattr(p: &Path, name: &str) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let name = std::ffi::CString::new(name).unwrap();
-    if unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}

@@ -308,6 +308,7 @@ impl Txn<'_> {
             }
         })?;
         self.update_state(false, |s| s.free_inodes = s.free_inodes.saturating_sub(1));
+        self.allocated_inode(InodeNo(ino as u32));
         Ok(InodeNo(ino as u32))
     }
 
@@ -321,6 +322,7 @@ impl Txn<'_> {
         if !bit(&bm, i) {
             return Err(Error::corrupt(Object::Inode(ino.0), "freeing an inode that is already free"));
         }
+        self.freeing_inode(ino);
         set_bit(&mut bm, i, false);
         self.put_inode_bitmap(g, nr, bm)?;
         self.update_group(g, |d| {

@@ -18,8 +18,10 @@ use super::bytes::le32;
 use super::bytes_mut::put32;
 use super::checksum::crc32c;
 use super::error::{Error, Object, Result};
+use super::fs::Filesystem;
 use super::inode::{FileKind, Inode, InodeNo, Timestamp, flags};
 use super::txn::{Txn, inode_mut};
+use super::xattr::Value;
 
 const VERSION_LO: usize = 0x24;
 const CTIME: usize = 0xC;
@@ -98,4 +100,16 @@ pub(crate) fn drop_ref(tx: &mut Txn<'_>, ino: u32) -> Result<()> {
     set_refs(&mut ea, n);
     tx.write_inode(&ea)?;
     Ok(())
+}
+
+impl Filesystem {
+    /// How many of `inode`'s attribute entries name EA inodes: the kernel counts each as one of the
+    /// owner's inodes in its quota.
+    pub(crate) fn ea_inode_refs(&self, inode: &Inode) -> Result<i64> {
+        if !self.sb.has_incompat(super::features::INCOMPAT_EA_INODE) {
+            return Ok(0);
+        }
+        let entries = self.xattr_entries(inode)?;
+        Ok(entries.iter().filter(|e| matches!(e.value, Value::EaInode { .. })).count() as i64)
+    }
 }

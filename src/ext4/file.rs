@@ -44,7 +44,7 @@ impl MapEdit {
     }
 
     /// Maps `len` blocks from `lblk` to `pblk..` (a hole before) and counts them in `i_blocks`.
-    fn insert(
+    pub(crate) fn insert(
         &mut self,
         tx: &mut Txn<'_>,
         inode: &mut Inode,

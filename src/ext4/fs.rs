@@ -169,6 +169,8 @@ pub struct Filesystem {
     pub(crate) log: Option<super::journal_write::Log>,
     /// The orphan file, mapped (read-write mounts of images with `orphan_file`).
     pub(crate) orphan_file: Option<super::orphan_file::OrphanFile>,
+    /// The quota files whose usage writes keep up to date (`quota` feature, writable mounts).
+    pub(crate) quota: Option<super::quota::QuotaFiles>,
     /// `errors=`.
     errors: Mutex<ErrorBehavior>,
     /// Set when a corruption found on a writable mount turned the filesystem read-only: why.
@@ -386,6 +388,7 @@ impl Filesystem {
             overhead: 0,
             log: None,
             orphan_file: None,
+            quota: None,
             errors: Mutex::new(match super::bytes::le16(&raw_for_errors, 0x3C) {
                 1 => ErrorBehavior::Continue,
                 3 => ErrorBehavior::Panic,
@@ -422,6 +425,14 @@ impl Filesystem {
             match super::orphan_file::OrphanFile::open(&fs) {
                 Ok(file) => fs.orphan_file = Some(file),
                 Err(why) => fs.read_only = Some(format!("{why}; run e2fsck")),
+            }
+        }
+        if fs.read_only.is_none() {
+            if let Some(files) = super::quota::QuotaFiles::from_superblock(&fs.sb) {
+                match files.check(&fs) {
+                    Ok(()) => fs.quota = Some(files),
+                    Err(e) => fs.read_only = Some(format!("the quota files cannot be updated ({e}); run e2fsck")),
+                }
             }
         }
         if fs.read_only.is_none() && fs.sb.has_compat(COMPAT_HAS_JOURNAL) {
@@ -1055,7 +1066,7 @@ impl Filesystem {
     }
 
     /// All attribute entries of `inode`: the in-inode ones, then those of its xattr block.
-    fn xattr_entries(&self, inode: &Inode) -> Result<Vec<xattr::Entry>> {
+    pub(crate) fn xattr_entries(&self, inode: &Inode) -> Result<Vec<xattr::Entry>> {
         let obj = Object::Xattr(inode.ino.0);
         let mut entries = xattr::parse_ibody(&inode.xattr_area, obj)?;
         if inode.file_acl != 0 {
@@ -1378,7 +1389,8 @@ fn feature_write_refusal(sb: &Superblock) -> Option<String> {
         | RO_COMPAT_DIR_NLINK
         | RO_COMPAT_EXTRA_ISIZE
         | RO_COMPAT_METADATA_CSUM
-        | RO_COMPAT_PROJECT;
+        | RO_COMPAT_PROJECT
+        | RO_COMPAT_QUOTA;
     // needs_recovery is the journal's state, not a feature of the format: `write_refusal` handles it.
     let incompat = sb.feature_incompat & !INCOMPAT_WRITE & !INCOMPAT_RECOVER;
     // orphan_present says the orphan file may hold orphans: they are processed at mount.

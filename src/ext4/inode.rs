@@ -329,6 +329,12 @@ impl Inode {
         self.flags & f != 0
     }
 
+    /// The project id (`i_projid`), 0 when the inode is too small to hold one.
+    pub fn projid(&self) -> u32 {
+        const I_PROJID: usize = 0x9C;
+        if 128 + usize::from(self.extra_isize) >= I_PROJID + 4 { super::bytes::le32(&self.raw, I_PROJID) } else { 0 }
+    }
+
     /// The size `stat` reports: `i_size`, except that an encrypted symlink reports the length of the
     /// no-key name its target reads as (the kernel's `fscrypt_symlink_getattr`), so the two agree.
     pub fn stat_size(&self) -> u64 {

@@ -34,6 +34,7 @@ pub mod mmp;
 pub mod ops;
 pub mod orphan;
 pub mod orphan_file;
+pub mod quota;
 pub mod superblock;
 pub mod trim;
 pub mod txn;

@@ -59,6 +59,9 @@ pub struct Superblock {
     pub backup_bgs: [u32; 2],
     pub checksum_seed: u32,
     pub orphan_file_inum: u32,
+    /// The quota files, user, group and project (`s_usr_quota_inum`, `s_grp_quota_inum`,
+    /// `s_prj_quota_inum`), with `quota`.
+    pub quota_inums: [u32; 3],
     /// Seconds between updates of the MMP block (`s_mmp_update_interval`), with `mmp`.
     pub mmp_update_interval: u16,
     /// The MMP block (`s_mmp_block`), with `mmp`.
@@ -133,6 +136,7 @@ impl Superblock {
             backup_bgs: [le32(b, 0x24C), le32(b, 0x250)],
             checksum_seed: le32(b, 0x270),
             orphan_file_inum: le32(b, 0x280),
+            quota_inums: [le32(b, 0x240), le32(b, 0x244), le32(b, 0x26C)],
             mmp_update_interval: le16(b, 0x166),
             mmp_block: le64(b, 0x168),
             encoding: le16(b, 0x27C),

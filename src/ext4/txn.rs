@@ -7,7 +7,7 @@
 //! committing (an error part way) throws the changes away: the pending blocks, the inodes it cached, and the
 //! group descriptor and superblock fields it changed. Journaling replaces `commit`'s body, not its callers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLockWriteGuard};
 
 use super::block_group::{self, GroupDesc};
@@ -17,6 +17,7 @@ use super::error::{Error, Object, Result};
 use super::features::{INCOMPAT_64BIT, INCOMPAT_RECOVER, RO_COMPAT_ORPHAN_PRESENT};
 use super::fs::{Filesystem, SbState};
 use super::inode::{Inode, InodeNo, Timestamp};
+use super::quota::{Charge, Deltas};
 use super::superblock::{STATE_ERROR, STATE_VALID, SUPERBLOCK_OFFSET};
 
 /// A write operation in progress.
@@ -30,6 +31,11 @@ pub struct Txn<'a> {
     committed: bool,
     /// Block ranges this operation freed (kept from reuse until the journal commits them).
     pub(crate) freed: Vec<(u64, u64)>,
+    /// Quota usage this operation moved, written into the quota files at commit.
+    quota: Deltas,
+    /// Inodes this operation allocated and has not written yet: their records on disk are free slots,
+    /// which charge nothing.
+    fresh: HashSet<u32>,
 }
 
 impl Filesystem {
@@ -48,6 +54,8 @@ impl Filesystem {
             sb_dirty: false,
             committed: false,
             freed: Vec::new(),
+            quota: Deltas::default(),
+            fresh: HashSet::new(),
         })
     }
 
@@ -219,8 +227,9 @@ impl<'a> Txn<'a> {
         self.fs.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(nr, Arc::new(data));
     }
 
-    /// Writes `inode` into its inode table block and the inode cache.
+    /// Writes `inode` into its inode table block and the inode cache, moving its quota charge.
     pub fn write_inode(&mut self, inode: &Inode) -> Result<Arc<Inode>> {
+        self.recharge(inode)?;
         let (nr, off) = self.fs.inode_location(inode.ino)?;
         let mut block = self.block(nr, Object::Inode(inode.ino.0))?;
         let rec = inode.encode(&self.fs.sb);
@@ -234,6 +243,61 @@ impl<'a> Txn<'a> {
         self.fs.inodes.insert(inode.ino.0, parsed.clone());
         self.inodes.push(inode.ino.0);
         Ok(parsed)
+    }
+
+    /// Moves the quota charge of `inode` from what its record says now to what `new` will.
+    fn recharge(&mut self, new: &Inode) -> Result<()> {
+        let Some(files) = &self.fs.quota else { return Ok(()) };
+        let after = files.charge(&self.fs.sb, new);
+        let before = if self.fresh.remove(&new.ino.0) {
+            None
+        } else {
+            // A record that cannot be read charged nothing the engine knows of.
+            self.fs.inode(new.ino).ok().and_then(|old| files.charge(&self.fs.sb, &old))
+        };
+        if before == after {
+            return Ok(());
+        }
+        if let Some(c) = before {
+            self.quota.add(&c, -1);
+        }
+        if let Some(c) = after {
+            self.quota.add(&c, 1);
+        }
+        // The EA inodes an owner names count as its inodes: they go with it to a new owner.
+        if let (Some(b), Some(a)) = (before, after) {
+            if b.ids != a.ids {
+                let n = self.fs.ea_inode_refs(new)?;
+                self.quota.add(&Charge { inodes: n, space: 0, ..b }, -1);
+                self.quota.add(&Charge { inodes: n, space: 0, ..a }, 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Charges `owner` for `n` more EA inodes (negative: fewer), which the kernel counts as its inodes.
+    pub(crate) fn charge_ea_inodes(&mut self, owner: &Inode, n: i64) {
+        if let Some(c) = self.fs.quota.as_ref().and_then(|f| f.charge(&self.fs.sb, owner)) {
+            self.quota.add(&Charge { inodes: n, space: 0, ..c }, 1);
+        }
+    }
+
+    /// An inode this operation allocated: until written, it charges nothing.
+    pub(crate) fn allocated_inode(&mut self, ino: InodeNo) {
+        if self.fs.quota.is_some() {
+            self.fresh.insert(ino.0);
+        }
+    }
+
+    /// An inode this operation frees: its record's charge is released.
+    pub(crate) fn freeing_inode(&mut self, ino: InodeNo) {
+        let Some(files) = &self.fs.quota else { return };
+        if self.fresh.remove(&ino.0) {
+            return;
+        }
+        if let Some(c) = self.fs.inode(ino).ok().and_then(|cur| files.charge(&self.fs.sb, &cur)) {
+            self.quota.add(&c, -1);
+        }
     }
 
     /// Changes group `g`'s descriptor and writes it into its descriptor block.
@@ -281,6 +345,12 @@ impl<'a> Txn<'a> {
     /// Ends the operation: hands the pending blocks to the journal's running transaction, or without a
     /// journal writes them home in block order; they become the cached versions.
     pub fn commit(mut self) -> Result<()> {
+        if let Some(files) = &self.fs.quota {
+            let deltas = std::mem::take(&mut self.quota);
+            if !deltas.is_empty() {
+                super::quota::apply(&mut self, files, &deltas)?;
+            }
+        }
         let pending: Vec<(u64, Arc<Vec<u8>>)> = {
             let mut p = self.fs.pending.lock().unwrap_or_else(|p| p.into_inner());
             let mut v: Vec<_> = p.drain().collect();

@@ -768,6 +768,17 @@ pub fn get_xattr(p: &Path, name: &[u8]) -> Result<Vec<u8>, i32> {
     Err(libc::ERANGE)
 }
 
+/// `lremovexattr(2)`.
+pub fn remove_xattr(p: &Path, name: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    if unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn set_xattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let c = cpath(p);
     let n = CString::new(name).unwrap();

@@ -1,0 +1,120 @@
+//! Quota images (`-O quota`, with project quota too): ext4box mounts them read-write and keeps the
+//! usage in the hidden quota files exact through every kind of change (files written, grown, truncated,
+//! hard-linked, unlinked also while open, renamed over, chowned and chgrped across hundreds of ids so that
+//! the quota trees grow, xattr blocks, EA inodes, directories made and removed). After the unmount
+//! `e2fsck -fn`, which recomputes every id's usage and compares it with the files, is clean, and the
+//! kernel reads the tree back as ext4box does. Needs root (loop mounts, chown) and /dev/fuse.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::lchown;
+use std::path::Path;
+
+use common::*;
+
+/// Changes of every kind the quota files must follow, in `mnt`.
+fn workload(mnt: &Path, with_ea_inodes: bool) {
+    let d = mnt.join("owners");
+    fs::create_dir(&d).unwrap();
+    // 300 owners: more ids than a data block of the quota tree holds (14), across three tree branches.
+    for i in 0..300u32 {
+        let f = d.join(format!("f{i}"));
+        fs::write(&f, pseudo_random(u64::from(i), (i as usize % 7) * 3000)).unwrap();
+        lchown(&f, Some(1000 + i), Some(2000 + i % 50)).unwrap();
+    }
+    // Owners change: the charge moves from id to id.
+    for i in (0..300u32).step_by(3) {
+        lchown(d.join(format!("f{i}")), Some(5000), None).unwrap();
+    }
+    for i in (0..300u32).step_by(5) {
+        lchown(d.join(format!("f{i}")), None, Some(7000)).unwrap();
+    }
+    // Growing, truncating, deleting.
+    let mut f = fs::OpenOptions::new().append(true).open(d.join("f1")).unwrap();
+    f.write_all(&pseudo_random(9, 200_000)).unwrap();
+    drop(f);
+    fs::OpenOptions::new().write(true).open(d.join("f2")).unwrap().set_len(1).unwrap();
+    fs::OpenOptions::new().write(true).open(d.join("f4")).unwrap().set_len(5_000_000).unwrap();
+    for i in (10..300u32).step_by(10) {
+        fs::remove_file(d.join(format!("f{i}"))).unwrap();
+    }
+    // A hard link counts once; renaming over a file deletes it; a file unlinked while open is deleted at
+    // its last close.
+    fs::hard_link(d.join("f11"), mnt.join("link")).unwrap();
+    fs::rename(d.join("f13"), d.join("f14")).unwrap();
+    let open = fs::File::create(mnt.join("open-unlinked")).unwrap();
+    lchown(mnt.join("open-unlinked"), Some(4242), Some(4242)).unwrap();
+    (&open).write_all(&pseudo_random(3, 50_000)).unwrap();
+    open.sync_all().unwrap();
+    fs::remove_file(mnt.join("open-unlinked")).unwrap();
+    drop(open);
+    // Directories, symlinks and attribute blocks owned by others.
+    let sub = mnt.join("sub");
+    fs::create_dir(&sub).unwrap();
+    for i in 0..200 {
+        fs::write(sub.join(format!("entry-with-a-long-name-{i}")), b"x").unwrap();
+    }
+    lchown(&sub, Some(3000), Some(3000)).unwrap();
+    fs::create_dir(mnt.join("gone")).unwrap();
+    lchown(mnt.join("gone"), Some(3001), Some(3001)).unwrap();
+    fs::remove_dir(mnt.join("gone")).unwrap();
+    std::os::unix::fs::symlink("t/".repeat(100), mnt.join("slow-link")).unwrap();
+    lchown(mnt.join("slow-link"), Some(3002), Some(3002)).unwrap();
+    set_xattr(&d.join("f5"), "user.block", &pseudo_random(5, 600)).unwrap();
+    set_xattr(&d.join("f6"), "user.block", &pseudo_random(6, 600)).unwrap();
+    set_xattr(&d.join("f6"), "user.block", b"small now").unwrap();
+    if with_ea_inodes {
+        // Values in EA inodes count as their owner's blocks and inodes, and move with a new owner.
+        set_xattr(&d.join("f7"), "user.big", &pseudo_random(7, 30_000)).unwrap();
+        set_xattr(&d.join("f8"), "user.big", &pseudo_random(8, 30_000)).unwrap();
+        lchown(d.join("f8"), Some(6000), Some(6000)).unwrap();
+        set_xattr(&d.join("f9"), "user.big", &pseudo_random(9, 30_000)).unwrap();
+        remove_xattr(&d.join("f9"), "user.big").unwrap();
+        set_xattr(&d.join("f11"), "user.big", &pseudo_random(11, 30_000)).unwrap();
+        fs::remove_file(d.join("f11")).unwrap();
+        fs::remove_file(mnt.join("link")).unwrap();
+    }
+}
+
+#[test]
+fn quota_usage_stays_exact_through_every_kind_of_change() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let shapes: [(&str, &[&str], bool); 3] = [
+        ("4k", &["-b", "4096", "-O", "quota"], false),
+        (
+            "1k-project",
+            &["-b", "1024", "-I", "256", "-O", "quota,project", "-E", "quotatype=usrquota:grpquota:prjquota"],
+            false,
+        ),
+        ("ea-inode", &["-b", "4096", "-O", "quota,ea_inode"], true),
+    ];
+    for (name, args, ea) in shapes {
+        let s = Scratch::new(&format!("quota-{name}"));
+        let img = s.path("img");
+        mkfs(&img, 128 << 20, args);
+        let mnt = s.mkdir("mnt");
+        let m = ext4box_mount_ok(&img, &mnt, "");
+        workload(&mnt, ea);
+        m.unmount();
+        // e2fsck recomputes the usage of every id and compares it with the quota files.
+        let out =
+            run_timeout(std::process::Command::new("e2fsck").arg("-fn").arg(&img), std::time::Duration::from_secs(300))
+                .unwrap();
+        let text = output_text(&out);
+        assert!(out.status.success() && !text.contains("QUOTA"), "{name}: e2fsck -fn:\n{text}");
+
+        let k = s.mkdir("kernel");
+        kernel_mount(&img, &k, "ro");
+        let expected = walk(&k, &WalkOpts::default());
+        kernel_umount(&k);
+        let m = ext4box_mount_ok(&img, &mnt, "ro");
+        let seen = walk(&mnt, &WalkOpts::default());
+        m.unmount();
+        assert_walks_equal("kernel", &expected, "ext4box", &seen);
+        assert!(expected.entries.len() > 450, "{name}: the tree is there: {} entries", expected.entries.len());
+    }
+}
