@@ -228,6 +228,8 @@ fn open(data: &[u8], read_only: bool) -> Option<Filesystem> {
         inode_cache: 256,
         // A fuzz input must not wait seconds for multiple mount protection.
         mmp_sleep: |_| {},
+        // Limits read from the image's quota files are checked on every charge.
+        quota_limits: [true; 3],
         ..MountOptions::default()
     };
     Filesystem::open(Box::new(dev), &opts).ok()
@@ -464,7 +466,9 @@ pub fn image_write(data: &[u8]) {
     let mut made = Vec::new();
     for i in 0..24u32 {
         let name = format!("fuzz-{i}-{}", "n".repeat((i as usize * 7) % 60));
-        match fs.mknod(root, name.as_bytes(), file) {
+        // Owners spread over ids: quota files get new entries (and tree blocks) for them.
+        let owned = NewInode { uid: i * 4099, gid: i % 5, ..file };
+        match fs.mknod(root, name.as_bytes(), owned) {
             Ok(inode) => made.push((inode.ino, name)),
             Err(e) => check(Err(e)),
         }
@@ -490,6 +494,11 @@ pub fn image_write(data: &[u8]) {
     }
     if let Some((ino, _)) = made.first() {
         check(fs.setattr(*ino, SetAttr { size: Some(5000), ..SetAttr::default() }).map(|_| ()));
+    }
+    for (n, (ino, _)) in made.iter().enumerate().skip(4).take(4) {
+        check(
+            fs.setattr(*ino, SetAttr { uid: Some(70_000 + n as u32), gid: Some(9), ..SetAttr::default() }).map(|_| ()),
+        );
     }
     if let (Some((_, a)), Some((_, b))) = (made.get(1), made.get(2)) {
         check(fs.rename(root, a.as_bytes(), root, format!("{b}-renamed").as_bytes(), 0));

@@ -118,3 +118,99 @@ fn quota_usage_stays_exact_through_every_kind_of_change() {
         assert!(expected.entries.len() > 450, "{name}: the tree is there: {} entries", expected.entries.len());
     }
 }
+
+/// Sets the limits of `id` in quota file inode `qino` of `img` (unmounted): block limits in KiB, inode
+/// limits in inodes. The id must have an entry (some usage). No tool here sets limits on an unmounted
+/// image (the kernel here has no quota format to mount it read-write), so the entry is patched in place.
+fn set_limits(img: &Path, qino: u32, id: u32, blocks: (u64, u64), inodes: (u64, u64)) {
+    use std::os::unix::fs::FileExt;
+    let bs: u64 = run_ok(std::process::Command::new("dumpe2fs").arg("-h").arg(img))
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:").map(|v| v.trim().parse().unwrap()))
+        .unwrap();
+    let list = debugfs(img, &format!("blocks <{qino}>"));
+    let f = fs::OpenOptions::new().read(true).write(true).open(img).unwrap();
+    let mut patched = 0;
+    for pblk in list.split_whitespace().map(|b| b.parse::<u64>().unwrap()) {
+        let mut block = vec![0u8; bs as usize];
+        f.read_exact_at(&mut block, pblk * bs).unwrap();
+        for q in (0..bs as usize).step_by(1024) {
+            for slot in (q + 16..q + 1024 - 71).step_by(72) {
+                let e = &mut block[slot..slot + 72];
+                let le = |e: &[u8], at: usize| u64::from_le_bytes(e[at..at + 8].try_into().unwrap());
+                if u32::from_le_bytes(e[..4].try_into().unwrap()) != id || le(e, 24) == 0 {
+                    continue;
+                }
+                for (at, v) in [(8, inodes.1), (16, inodes.0), (32, blocks.1), (40, blocks.0)] {
+                    e[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                }
+                patched += 1;
+            }
+        }
+        f.write_all_at(&block, pblk * bs).unwrap();
+    }
+    assert_eq!(patched, 1, "one entry for id {id} in quota inode {qino}");
+}
+
+/// Runs `script` with `sh -c` as `uid:gid`.
+fn sh_as(uid: u32, gid: u32, script: &str) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh").arg("-c").arg(script).uid(uid).gid(gid).output().unwrap()
+}
+
+#[test]
+fn limits_are_enforced_with_usrquota_and_grpquota_and_root_is_exempt() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("quota-limits");
+    let img = s.path("img");
+    mkfs(&img, 128 << 20, &["-b", "4096", "-O", "quota"]);
+    let mnt = s.mkdir("mnt");
+    // Entries for the ids whose limits are set below.
+    let m = ext4box_mount_ok(&img, &mnt, "");
+    fs::create_dir(mnt.join("u")).unwrap();
+    fs::set_permissions(mnt.join("u"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    fs::write(mnt.join("u/mine"), b"x").unwrap();
+    lchown(mnt.join("u/mine"), Some(1000), Some(1000)).unwrap();
+    fs::write(mnt.join("u/group"), b"x").unwrap();
+    lchown(mnt.join("u/group"), Some(1001), Some(2000)).unwrap();
+    m.unmount();
+    // uid 1000: at most 1 MiB and 4 inodes; gid 2000: a soft limit of 1 MiB (7 days' grace) only.
+    set_limits(&img, 3, 1000, (0, 1024), (0, 4));
+    set_limits(&img, 4, 2000, (1024, 0), (0, 0));
+
+    // Other users must reach the mount point.
+    fs::set_permissions(mnt.parent().unwrap(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let m = ext4box_mount_ok(&img, &mnt, "usrquota,grpquota,allow_other");
+    let out = sh_as(1000, 1000, &format!("dd if=/dev/zero of={}/u/big bs=64k count=32", mnt.display()));
+    assert!(!out.status.success(), "writing 2 MiB past a 1 MiB hard limit fails");
+    assert!(output_text(&out).contains("Disk quota exceeded"), "{}", output_text(&out));
+    let big = fs::metadata(mnt.join("u/big")).unwrap().len();
+    assert!(big > 0 && big <= 1 << 20, "written up to the limit: {big}");
+    // Inodes: mine and big are two of four.
+    let out = sh_as(1000, 1000, &format!("cd {}/u && touch a && touch b && touch c", mnt.display()));
+    assert!(output_text(&out).contains("Disk quota exceeded"), "{}", output_text(&out));
+    assert!(mnt.join("u/b").exists() && !mnt.join("u/c").exists());
+    // Root is not held: a file of uid 1000 grows past the limit when root writes it.
+    fs::write(mnt.join("u/rootwritten"), pseudo_random(1, 3 << 20)).unwrap();
+    lchown(mnt.join("u/rootwritten"), Some(1000), Some(1000)).unwrap();
+    fs::OpenOptions::new().append(true).open(mnt.join("u/rootwritten")).unwrap().write_all(&[1; 100_000]).unwrap();
+    // A soft limit only starts the grace period.
+    let out = sh_as(1001, 2000, &format!("dd if=/dev/zero of={}/u/soft bs=64k count=32 conv=fsync", mnt.display()));
+    assert!(out.status.success(), "past a soft limit within its grace: {}", output_text(&out));
+    // Freed space is given back: under the limit again, uid 1000 can write.
+    fs::remove_file(mnt.join("u/rootwritten")).unwrap();
+    fs::remove_file(mnt.join("u/big")).unwrap();
+    let out = sh_as(1000, 1000, &format!("dd if=/dev/zero of={}/u/again bs=64k count=8", mnt.display()));
+    assert!(out.status.success(), "{}", output_text(&out));
+    m.unmount();
+
+    let out =
+        run_timeout(std::process::Command::new("e2fsck").arg("-fn").arg(&img), std::time::Duration::from_secs(300))
+            .unwrap();
+    assert!(out.status.success() && !output_text(&out).contains("QUOTA"), "e2fsck -fn:\n{}", output_text(&out));
+    let users = debugfs(&img, "lq user");
+    let line = users.lines().find(|l| l.split_whitespace().next() == Some("1000")).unwrap();
+    assert_eq!(line.split_whitespace().nth(4), Some("4"), "mine, a, b, again: {users}");
+}

@@ -95,6 +95,9 @@ pub enum Error {
     TooBig,
     #[error("numerical result out of range")]
     Range,
+    /// A quota limit the mount enforces would be passed.
+    #[error("disk quota exceeded")]
+    QuotaExceeded,
     /// An encrypted file's contents need its key, which a FUSE server never has.
     #[error("required key not available")]
     NoKey,
@@ -132,6 +135,7 @@ impl Error {
             Error::TooBig => 27,                               // EFBIG
             Error::Range => 34,                                // ERANGE
             Error::NoKey => 126,                               // ENOKEY
+            Error::QuotaExceeded => 122,                       // EDQUOT
         }
     }
 

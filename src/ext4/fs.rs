@@ -46,6 +46,9 @@ pub struct MountOptions {
     pub mmp_owner: mmp::Owner,
     /// How taking the MMP block waits ([`mmp::sleep`]; fuzzing does not wait).
     pub mmp_sleep: mmp::Sleep,
+    /// Quota types (user, group, project) whose limits are enforced (`usrquota`, `grpquota`, `prjquota`,
+    /// as the kernel's ext4 options): usage is always tracked, limits only when asked.
+    pub quota_limits: [bool; 3],
 }
 
 impl Default for MountOptions {
@@ -57,6 +60,7 @@ impl Default for MountOptions {
             read_only: true,
             mmp_owner: mmp::Owner::default(),
             mmp_sleep: mmp::sleep,
+            quota_limits: [false; 3],
         }
     }
 }
@@ -428,7 +432,7 @@ impl Filesystem {
             }
         }
         if fs.read_only.is_none() {
-            if let Some(files) = super::quota::QuotaFiles::from_superblock(&fs.sb) {
+            if let Some(files) = super::quota::QuotaFiles::from_superblock(&fs.sb, opts.quota_limits) {
                 match files.check(&fs) {
                     Ok(()) => fs.quota = Some(files),
                     Err(e) => fs.read_only = Some(format!("the quota files cannot be updated ({e}); run e2fsck")),
@@ -726,6 +730,12 @@ impl Filesystem {
             return Err(Error::NoKey);
         }
         Ok(())
+    }
+
+    /// Whether quota limits are enforced: a write may then fail with EDQUOT, which only reaches the
+    /// writer if the write is not cached by the kernel first.
+    pub fn enforces_quota_limits(&self) -> bool {
+        self.quota.as_ref().is_some_and(|q| q.limits.contains(&true))
     }
 
     /// Whether some inodes may be encrypted, so that opening them must be checked (`check_open`).

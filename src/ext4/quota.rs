@@ -16,7 +16,13 @@
 //! An entry (`v2r1_disk_dqblk`): id, limits (inodes, 1 KiB blocks), current inodes, current space in
 //! bytes, grace deadlines. An all-zero entry is free, so a used one that would be all zero gets
 //! `itime` 1, as the kernel's `v2r1_mem2diskdqblk` does.
+//!
+//! Limits are enforced only for the types the mount asks for (`usrquota`, `grpquota`, `prjquota`), as
+//! the kernel's `check_bdq`/`check_idq`: a charge that would pass a hard limit fails with EDQUOT, one
+//! that passes a soft limit starts its grace period and fails once the period is over; callers with
+//! root's uid are exempt, as the kernel exempts CAP_SYS_RESOURCE.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use super::bytes::{le16, le32, le64};
@@ -49,9 +55,19 @@ const ENTRY: usize = 72;
 const ENTRIES_PER_BLOCK: usize = (QBLK - DATA_HEADER) / ENTRY;
 /// Offsets in an entry.
 const E_ID: usize = 0;
+const E_IHARD: usize = 8;
+const E_ISOFT: usize = 16;
 const E_CURINODES: usize = 24;
+const E_BHARD: usize = 32;
+const E_BSOFT: usize = 40;
 const E_CURSPACE: usize = 48;
+const E_BTIME: usize = 56;
 const E_ITIME: usize = 64;
+/// Grace periods in the info (`dqi_bgrace`, `dqi_igrace`).
+const INFO_BGRACE: usize = 8;
+const INFO_IGRACE: usize = 8 + 4;
+/// Block limits are in 1 KiB units (`QIF_DQBLKSIZE`).
+const LIMIT_UNIT: u64 = 1024;
 /// More blocks than this in a quota file is damage (2^32 ids fill fewer than 2^28 + tree blocks).
 const MAX_BLOCKS: u32 = 1 << 29;
 
@@ -82,23 +98,53 @@ impl Deltas {
     pub fn is_empty(&self) -> bool {
         self.0.values().all(|&d| d == (0, 0))
     }
+
+    fn get(&self, t: usize, id: u32) -> (i64, i64) {
+        self.0.get(&(t, id)).copied().unwrap_or_default()
+    }
+}
+
+thread_local! {
+    /// Whether the request this thread serves comes from root, which quota limits do not hold.
+    static PRIVILEGED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, marks this thread's operations as those of a caller limits do or do not hold (the
+/// server sets it per request from the caller's uid; the engine knows no callers otherwise).
+pub struct Caller {
+    before: bool,
+}
+
+impl Caller {
+    pub fn enter(privileged: bool) -> Caller {
+        Caller { before: PRIVILEGED.with(|p| p.replace(privileged)) }
+    }
+}
+
+impl Drop for Caller {
+    fn drop(&mut self) {
+        PRIVILEGED.with(|p| p.set(self.before));
+    }
 }
 
 /// The quota files of a filesystem, by type (`None`: that type is not tracked).
 #[derive(Debug, Clone)]
 pub struct QuotaFiles {
     pub inodes: [Option<InodeNo>; TYPES],
+    /// The types whose limits are enforced.
+    pub limits: [bool; TYPES],
 }
 
 impl QuotaFiles {
     /// The tracked types the superblock names; `None` without the quota feature.
-    pub fn from_superblock(sb: &Superblock) -> Option<QuotaFiles> {
+    pub fn from_superblock(sb: &Superblock, limits: [bool; TYPES]) -> Option<QuotaFiles> {
         if !sb.has_ro_compat(RO_COMPAT_QUOTA) {
             return None;
         }
         let some = |n: u32| (n != 0).then_some(InodeNo(n));
         let prj = if sb.has_ro_compat(RO_COMPAT_PROJECT) { some(sb.quota_inums[2]) } else { None };
-        Some(QuotaFiles { inodes: [some(sb.quota_inums[0]), some(sb.quota_inums[1]), prj] })
+        let inodes = [some(sb.quota_inums[0]), some(sb.quota_inums[1]), prj];
+        Some(QuotaFiles { limits: std::array::from_fn(|t| limits[t] && inodes[t].is_some()), inodes })
     }
 
     fn is_quota_file(&self, ino: InodeNo) -> bool {
@@ -142,6 +188,60 @@ impl QuotaFiles {
     }
 }
 
+/// How a charge grew for one quota type: the id charged more, and by how much.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Growth {
+    pub id: u32,
+    pub space: i64,
+    pub inodes: i64,
+}
+
+impl Growth {
+    /// Per type, what moving from charge `before` to `after` adds to `after`'s ids: the difference where
+    /// the id stays, all of `after` where it changes (the new owner is charged it all).
+    pub fn of(before: Option<&Charge>, after: &Charge) -> [Growth; TYPES] {
+        std::array::from_fn(|t| match before {
+            Some(b) if b.ids[t] == after.ids[t] => {
+                Growth { id: after.ids[t], space: after.space - b.space, inodes: after.inodes - b.inodes }
+            }
+            _ => Growth { id: after.ids[t], space: after.space, inodes: after.inodes },
+        })
+    }
+}
+
+/// Fails with EDQUOT when the usage `deltas` make would pass an enforced limit of an id charged more
+/// (`check_bdq`, `check_idq`).
+pub(crate) fn check_limits(tx: &Txn<'_>, files: &QuotaFiles, deltas: &Deltas, grown: &[Growth; TYPES]) -> Result<()> {
+    if PRIVILEGED.with(Cell::get) {
+        return Ok(());
+    }
+    let now = super::inode::Timestamp::now().sec.max(0) as u64;
+    for t in (0..TYPES).filter(|&t| files.limits[t]) {
+        let grown = grown[t];
+        if grown.space <= 0 && grown.inodes <= 0 {
+            continue;
+        }
+        let (Some(ino), id) = (files.inodes[t], grown.id) else { continue };
+        let file = QuotaFile { ino, inode: inode_mut(tx, ino)?, grown: false };
+        let Some((q, at)) = file.find(tx, id)? else { continue };
+        let blk = file.read(tx, q)?;
+        let e = &blk[at..at + ENTRY];
+        let (space, inodes) = deltas.get(t, id);
+        let over = |cur: usize, delta: i64, hard: usize, soft: usize, time: usize, unit: u64| {
+            let usage = le64(e, cur).saturating_add_signed(delta);
+            let (hard, soft) = (le64(e, hard).saturating_mul(unit), le64(e, soft).saturating_mul(unit));
+            let deadline = le64(e, time);
+            (hard != 0 && usage > hard) || (soft != 0 && usage > soft && deadline != 0 && now >= deadline)
+        };
+        if (grown.space > 0 && over(E_CURSPACE, space, E_BHARD, E_BSOFT, E_BTIME, LIMIT_UNIT))
+            || (grown.inodes > 0 && over(E_CURINODES, inodes, E_IHARD, E_ISOFT, E_ITIME, 1))
+        {
+            return Err(Error::QuotaExceeded);
+        }
+    }
+    Ok(())
+}
+
 /// Writes `deltas` into the quota files, through `tx`.
 pub(crate) fn apply(tx: &mut Txn<'_>, files: &QuotaFiles, deltas: &Deltas) -> Result<()> {
     for (t, ino) in files.inodes.iter().enumerate() {
@@ -157,7 +257,7 @@ pub(crate) fn apply(tx: &mut Txn<'_>, files: &QuotaFiles, deltas: &Deltas) -> Re
         }
         let mut file = QuotaFile { ino, inode: inode_mut(tx, ino)?, grown: false };
         for (id, (space, inodes)) in changes {
-            file.add_usage(tx, id, space, inodes)?;
+            file.add_usage(tx, id, space, inodes, files.limits[t])?;
         }
         if file.grown {
             tx.write_inode(&file.inode)?;
@@ -179,17 +279,33 @@ impl QuotaFile {
         Object::Inode(self.ino.0)
     }
 
-    /// Adds to id `id`'s usage, making its entry when it has none.
-    fn add_usage(&mut self, tx: &mut Txn<'_>, id: u32, space: i64, inodes: i64) -> Result<()> {
+    /// Adds to id `id`'s usage, making its entry when it has none; keeps the grace deadlines as the
+    /// kernel: started when usage passes a soft limit (limits enforced), cleared when it is back under.
+    fn add_usage(&mut self, tx: &mut Txn<'_>, id: u32, space: i64, inodes: i64, enforced: bool) -> Result<()> {
         let (q, at) = match self.find(tx, id)? {
             Some(found) => found,
             None => self.insert(tx, id)?,
         };
+        let head = self.read(tx, 0)?;
         let mut blk = self.read(tx, q)?;
         let e = &mut blk[at..at + ENTRY];
         let add = |old: u64, d: i64| old.saturating_add_signed(d);
-        put64(e, E_CURSPACE, add(le64(e, E_CURSPACE), space));
-        put64(e, E_CURINODES, add(le64(e, E_CURINODES), inodes));
+        let now = super::inode::Timestamp::now().sec.max(0) as u64;
+        for (cur, d, soft, time, unit, grace) in [
+            (E_CURSPACE, space, E_BSOFT, E_BTIME, LIMIT_UNIT, INFO_BGRACE),
+            (E_CURINODES, inodes, E_ISOFT, E_ITIME, 1, INFO_IGRACE),
+        ] {
+            let usage = add(le64(e, cur), d);
+            put64(e, cur, usage);
+            let soft = le64(e, soft).saturating_mul(unit);
+            if soft != 0 && usage > soft {
+                if enforced && le64(e, time) == 0 {
+                    put64(e, time, now + u64::from(le32(&head, grace)));
+                }
+            } else if soft != 0 || le64(e, time) > 1 {
+                put64(e, time, 0);
+            }
+        }
         if e.iter().all(|&b| b == 0) {
             put64(e, E_ITIME, 1);
         }

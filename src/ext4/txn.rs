@@ -17,7 +17,7 @@ use super::error::{Error, Object, Result};
 use super::features::{INCOMPAT_64BIT, INCOMPAT_RECOVER, RO_COMPAT_ORPHAN_PRESENT};
 use super::fs::{Filesystem, SbState};
 use super::inode::{Inode, InodeNo, Timestamp};
-use super::quota::{Charge, Deltas};
+use super::quota::{Charge, Deltas, Growth};
 use super::superblock::{STATE_ERROR, STATE_VALID, SUPERBLOCK_OFFSET};
 
 /// A write operation in progress.
@@ -258,28 +258,50 @@ impl<'a> Txn<'a> {
         if before == after {
             return Ok(());
         }
+        let mut moves = Vec::new();
         if let Some(c) = before {
-            self.quota.add(&c, -1);
+            moves.push((c, -1));
         }
         if let Some(c) = after {
-            self.quota.add(&c, 1);
+            moves.push((c, 1));
         }
         // The EA inodes an owner names count as its inodes: they go with it to a new owner.
+        let mut after_all = after;
         if let (Some(b), Some(a)) = (before, after) {
             if b.ids != a.ids {
                 let n = self.fs.ea_inode_refs(new)?;
-                self.quota.add(&Charge { inodes: n, space: 0, ..b }, -1);
-                self.quota.add(&Charge { inodes: n, space: 0, ..a }, 1);
+                moves.push((Charge { inodes: n, space: 0, ..b }, -1));
+                moves.push((Charge { inodes: n, space: 0, ..a }, 1));
+                after_all = Some(Charge { inodes: a.inodes + n, ..a });
+            }
+        }
+        let grown = after_all.map(|a| Growth::of(before.as_ref(), &a));
+        self.charge(&moves, grown.as_ref())
+    }
+
+    /// Applies quota moves (charges, each with its sign) to this operation's deltas, unless `grown`, the
+    /// growth they make, passes an enforced limit: then nothing is moved and the operation fails.
+    fn charge(&mut self, moves: &[(Charge, i64)], grown: Option<&[Growth; 3]>) -> Result<()> {
+        for (c, sign) in moves {
+            self.quota.add(c, *sign);
+        }
+        if let (Some(files), Some(grown)) = (&self.fs.quota, grown) {
+            if let Err(e) = super::quota::check_limits(self, files, &self.quota, grown) {
+                for (c, sign) in moves {
+                    self.quota.add(c, -sign);
+                }
+                return Err(e);
             }
         }
         Ok(())
     }
 
     /// Charges `owner` for `n` more EA inodes (negative: fewer), which the kernel counts as its inodes.
-    pub(crate) fn charge_ea_inodes(&mut self, owner: &Inode, n: i64) {
-        if let Some(c) = self.fs.quota.as_ref().and_then(|f| f.charge(&self.fs.sb, owner)) {
-            self.quota.add(&Charge { inodes: n, space: 0, ..c }, 1);
-        }
+    pub(crate) fn charge_ea_inodes(&mut self, owner: &Inode, n: i64) -> Result<()> {
+        let Some(c) = self.fs.quota.as_ref().and_then(|f| f.charge(&self.fs.sb, owner)) else { return Ok(()) };
+        let c = Charge { inodes: n, space: 0, ..c };
+        let grown = Growth::of(None, &c);
+        self.charge(&[(c, 1)], Some(&grown))
     }
 
     /// An inode this operation allocated: until written, it charges nothing.

@@ -161,7 +161,7 @@ pub fn release_all(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
         let (blk, refcount) = block_entries(tx, inode)?;
         let mut named: Vec<u32> = ea_inodes(&ibody).collect();
         // Every entry naming an EA inode counts as one of the owner's inodes, in a shared block too.
-        tx.charge_ea_inodes(inode, -((named.len() + ea_inodes(&blk).count()) as i64));
+        tx.charge_ea_inodes(inode, -((named.len() + ea_inodes(&blk).count()) as i64))?;
         if refcount <= 1 {
             named.extend(ea_inodes(&blk));
         }
@@ -233,7 +233,7 @@ pub fn set(
         in_body.map(|i| &ibody[i]).or(in_block.map(|i| &blk[i])).map(|e| &e.value)
     {
         inode.blocks_512 = inode.blocks_512.saturating_sub(ea_inode::owner_charge(*size, tx.fs().block_size()));
-        tx.charge_ea_inodes(inode, -1);
+        tx.charge_ea_inodes(inode, -1)?;
     }
     let old_ea = match (in_body.map(|i| &ibody[i]), in_block.map(|i| &blk[i])) {
         (Some(e), _) => ea_inodes(std::slice::from_ref(e)).next(),
@@ -279,7 +279,7 @@ pub fn set(
             placed = fits(&mut ibody, &mut blk, &e);
             new_ea = Some(ino.0);
             inode.blocks_512 += ea_inode::owner_charge(v.len() as u32, tx.fs().block_size());
-            tx.charge_ea_inodes(inode, 1);
+            tx.charge_ea_inodes(inode, 1)?;
         }
         block_changed |= placed.ok_or(Error::NoSpace)?;
     }

@@ -51,6 +51,9 @@ pub struct MountOptions {
     pub format: crate::image::Format,
     /// Discard blocks as they are freed (`discard`), as the kernel's ext4 option.
     pub discard: bool,
+    /// Enforce the limits of the user, group, project quota files (`usrquota` or `quota`, `grpquota`,
+    /// `prjquota`; `noquota` clears them), as the kernel's ext4 options. Usage is tracked regardless.
+    pub quota_limits: [bool; 3],
 }
 
 /// The environment variable that sets the default of `transport=`.
@@ -149,6 +152,7 @@ impl Default for MountOptions {
             transport: TransportPolicy::Auto,
             format: crate::image::Format::Auto,
             discard: false,
+            quota_limits: [false; 3],
         }
     }
 }
@@ -289,6 +293,10 @@ impl MountOptions {
                 "format" => o.format = crate::image::Format::parse(need()?)?,
                 "discard" => flag(value).map(|_| o.discard = true)?,
                 "nodiscard" => flag(value).map(|_| o.discard = false)?,
+                "usrquota" | "quota" => flag(value).map(|_| o.quota_limits[0] = true)?,
+                "grpquota" => flag(value).map(|_| o.quota_limits[1] = true)?,
+                "prjquota" => flag(value).map(|_| o.quota_limits[2] = true)?,
+                "noquota" => flag(value).map(|_| o.quota_limits = [false; 3])?,
                 "lockfile" => o.lockfile = Some(std::path::PathBuf::from(need()?)),
                 "nolock" => flag(value).map(|_| o.nolock = true)?,
                 "notify_pipe" => {
@@ -368,6 +376,7 @@ impl MountOptions {
             transport: self.transport,
             format: self.format,
             discard: self.discard,
+            quota_limits: self.quota_limits,
         }
     }
 
@@ -411,7 +420,12 @@ pub struct WorkerTuning {
     pub format: crate::image::Format,
     /// Discard blocks as they are freed (`discard`).
     pub discard: bool,
+    /// Quota types whose limits are enforced (user, group, project).
+    pub quota_limits: [bool; 3],
 }
+
+/// The tuning names of the enforced quota types, in the engine's order (user, group, project).
+const QUOTA_LIMIT_NAMES: [&str; 3] = ["usrquota", "grpquota", "prjquota"];
 
 impl WorkerTuning {
     pub fn encode(&self) -> String {
@@ -449,6 +463,11 @@ impl WorkerTuning {
         if self.discard {
             v.push("discard".into());
         }
+        for (on, name) in self.quota_limits.iter().zip(QUOTA_LIMIT_NAMES) {
+            if *on {
+                v.push(name.into());
+            }
+        }
         v.join(",")
     }
 
@@ -480,6 +499,9 @@ impl WorkerTuning {
                 ("transport", true) => t.transport = TransportPolicy::parse(v.unwrap_or_default())?,
                 ("format", true) => t.format = crate::image::Format::parse(v.unwrap_or_default())?,
                 ("discard", false) => t.discard = true,
+                (name, false) if QUOTA_LIMIT_NAMES.contains(&name) => {
+                    t.quota_limits[QUOTA_LIMIT_NAMES.iter().position(|n| *n == name).unwrap_or(0)] = true
+                }
                 _ => return Err(format!("unknown tuning {item:?}")),
             }
         }
@@ -505,8 +527,12 @@ mod tests {
 
     #[test]
     fn fuse2fs_options_and_the_worker_tuning_round_trip() {
-        let o = MountOptions::parse("umask=027,fakeroot,errors=panic,cache_size=8M,minixdf,subtype=img,lockfile=/x")
-            .unwrap();
+        let o = MountOptions::parse(
+            "umask=027,fakeroot,errors=panic,cache_size=8M,minixdf,subtype=img,lockfile=/x,usrquota,prjquota",
+        )
+        .unwrap();
+        assert_eq!(o.quota_limits, [true, false, true]);
+        assert_eq!(MountOptions::parse("quota,grpquota,noquota").unwrap().quota_limits, [false; 3]);
         assert_eq!(o.umask, Some(0o27));
         assert!(o.fakeroot && !o.default_permissions, "fakeroot leaves the checks to the server");
         assert_eq!(o.cache_size, Some(8 << 20));

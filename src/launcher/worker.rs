@@ -216,6 +216,7 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
         read_only: args.read_only || format_read_only.is_some(),
         cache_bytes: t.cache_size.map_or(defaults.cache_bytes, |c| usize::try_from(c).unwrap_or(usize::MAX)),
         mmp_owner,
+        quota_limits: t.quota_limits,
         ..defaults
     };
     let fs = Arc::new(Filesystem::open(dev, &opts).map_err(|e| e.to_string())?);

@@ -102,8 +102,13 @@ impl Handler for Dispatcher {
         // On a writable mount the kernel also caches writes (writeback cache): small writes coalesce
         // into large ones, and size and mtime are kept by the kernel, which is the only writer. And the
         // umask is left to the engine (DONT_MASK), so that a parent's default ACL can take its place.
+        // Not when quota limits are enforced: EDQUOT must reach write(2), as on ext4, and writes the
+        // kernel sends back later carry the flusher's uid (root's, which limits do not hold).
         if s.writable() {
-            wanted |= init_flags::WRITEBACK_CACHE | init_flags::DONT_MASK;
+            wanted |= init_flags::DONT_MASK;
+            if !s.enforces_quota_limits() {
+                wanted |= init_flags::WRITEBACK_CACHE;
+            }
         }
         wanted
     }
@@ -144,6 +149,8 @@ impl Handler for Dispatcher {
         }
         let node = NodeId(req.nodeid());
         let who = (req.uid(), req.gid());
+        // Quota limits do not hold root (the kernel exempts CAP_SYS_RESOURCE; uid 0 stands for it here).
+        let _caller = crate::ext4::quota::Caller::enter(who.0 == 0);
         match req.op {
             O::Init(_) | O::Interrupt { .. } => Response::Error(libc::EIO),
             O::Destroy => Response::ok(),

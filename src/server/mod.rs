@@ -161,6 +161,10 @@ impl Server {
         !self.fs.is_read_only()
     }
 
+    pub fn enforces_quota_limits(&self) -> bool {
+        self.fs.enforces_quota_limits()
+    }
+
     /// Writes the clean superblock: called once the session ends.
     pub fn shutdown(&self) {
         if let Err(e) = self.fs.close() {
