@@ -60,6 +60,12 @@ image ext4-journal 3M -t ext4 -b 1024 -J size=1 -N 256
 image ext4-2k 2M -t ext4 -b 2048 -O ^has_journal -N 256
 image ext4-mmp 1M -t ext4 -b 1024 -O ^has_journal,mmp -N 256
 image ext4-ea-inode 1M -t ext4 -b 1024 -O ^has_journal,ea_inode -N 256
+image ext4-casefold 1M -t ext4 -b 1024 -O ^has_journal,casefold -N 256
+# The big directory made case-insensitive, its htree rebuilt on folded hashes.
+debugfs -w -R "set_inode_field /big-dir flags 0x40081000" "$WORK/ext4-casefold.img" >/dev/null 2>&1 || true
+e2fsck -fyD "$WORK/ext4-casefold.img" >/dev/null 2>&1 || true
+for t in "${IMAGE_TARGETS[@]}"; do cp "$WORK/ext4-casefold.img" "$OUT/$t/ext4-casefold.img"; done
+image ext4-quota 1M -t ext4 -b 1024 -O ^has_journal,quota,project -I 256 -N 256 -E quotatype=usrquota:grpquota:prjquota
 
 # Kernel-made: a journal that needs recovery and an orphan list, as a crash leaves them; an encrypted tree.
 if [[ $EUID -eq 0 ]]; then

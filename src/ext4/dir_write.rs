@@ -234,6 +234,11 @@ impl Filesystem {
         ino: InodeNo,
         kind: FileKind,
     ) -> Result<()> {
+        if self.casefolded(dir) {
+            if let Some(enc) = self.casefold {
+                enc.check_new_name(name)?;
+            }
+        }
         self.unline_dir(tx, dir)?;
         let ftype = file_type_byte(kind);
         if self.is_htree_dir(dir) {
@@ -279,13 +284,14 @@ impl Filesystem {
     /// Where entry `name` is: its block and byte offset, and the offset of the entry before it in that
     /// block (if any).
     fn locate(&self, dir: &Inode, name: &[u8]) -> Result<(u64, usize, Option<usize>)> {
+        let wanted = self.wanted(dir, name)?;
         let search = |lblk: u64| -> Result<Option<(u64, usize, Option<usize>)>> {
             let Some(block) = self.leaf_for_write(dir, lblk)? else { return Ok(None) };
             let obj = Object::DirBlock { ino: dir.ino.0, lblk };
             let mut prev = None;
             for d in self.dirents(&block[..self.leaf_space()], obj) {
                 let d = d?;
-                if d.inode != 0 && d.name == name {
+                if d.inode != 0 && wanted.matches(d.name) {
                     return Ok(Some((lblk, d.offset, prev)));
                 }
                 prev = Some(d.offset);
@@ -293,7 +299,7 @@ impl Filesystem {
             Ok(None)
         };
         if self.is_htree_dir(dir) {
-            match super::dir_htree::lookup(self, dir, super::dir_htree::Probe::Name(name), search) {
+            match super::dir_htree::lookup(self, dir, wanted.probe(), search) {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => return Err(Error::NotFound),
                 Err(Error::Corrupt { object: Object::Htree(_), .. }) => {}
@@ -395,9 +401,11 @@ impl Filesystem {
         Ok(empty)
     }
 
-    fn name_hash(&self, version: u8, name: &[u8]) -> Result<u32> {
+    /// The htree hash of `name` in `dir`: of its casefolded form in a casefolded directory.
+    fn name_hash(&self, dir: &Inode, version: u8, name: &[u8]) -> Result<u32> {
         let v = HashVersion::from_disk(version).ok_or(Error::NotSupported)?.with_unsigned(self.sb.unsigned_dir_hash());
-        Ok(dir_hash(name, v, &self.sb.hash_seed).0)
+        let folded = self.casefolded(dir).then(|| super::casefold::fold(name)).flatten();
+        Ok(dir_hash(folded.as_deref().unwrap_or(name), v, &self.sb.hash_seed).0)
     }
 
     /// Turns a full one-block linear directory into an htree: block 0 becomes the index root and its
@@ -447,7 +455,7 @@ impl Filesystem {
         if levels >= max_levels || u8_at(&root, ROOT_INFO + 5) != 8 {
             return Err(Error::corrupt(obj, "bad dx_root info"));
         }
-        let hash = self.name_hash(version, name)?;
+        let hash = self.name_hash(dir, version, name)?;
         // The path from the root to the leaf: (logical block, count offset, position).
         let mut path: Vec<(u64, usize, usize)> = Vec::new();
         let (mut lblk, mut co) = (0u64, ROOT_COUNT);
@@ -488,7 +496,7 @@ impl Filesystem {
         for d in self.dirents(&leaf[..self.leaf_space()], Object::DirBlock { ino: dir.ino.0, lblk: leaf_lblk }) {
             let d = d?;
             if d.inode != 0 {
-                let h = self.name_hash(version, d.name)?;
+                let h = self.name_hash(dir, version, d.name)?;
                 ents.push(Ent { ino: d.inode, ftype: d.file_type, name: d.name.to_vec(), hash: h });
             }
         }

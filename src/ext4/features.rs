@@ -84,7 +84,8 @@ pub const INCOMPAT_READ: u32 = INCOMPAT_FILETYPE
     | INCOMPAT_CSUM_SEED
     | INCOMPAT_LARGEDIR
     | INCOMPAT_INLINE_DATA
-    | INCOMPAT_ENCRYPT;
+    | INCOMPAT_ENCRYPT
+    | INCOMPAT_CASEFOLD;
 
 /// Names of the bits set in `mask` of the given kind, unknown bits as hex.
 pub fn names(kind: Kind, mask: u32) -> Vec<String> {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::block_group::{self, GroupDesc};
 use super::cache::ClockCache;
+use super::casefold::FoldedName;
 use super::device::BlockDevice;
 use super::dir_block::{self, DirentIter};
 use super::dir_hash::{HashVersion, dir_hash};
@@ -175,6 +176,8 @@ pub struct Filesystem {
     pub(crate) orphan_file: Option<super::orphan_file::OrphanFile>,
     /// The quota files whose usage writes keep up to date (`quota` feature, writable mounts).
     pub(crate) quota: Option<super::quota::QuotaFiles>,
+    /// The name encoding of casefolded directories (`casefold` feature).
+    pub(crate) casefold: Option<super::casefold::Encoding>,
     /// `errors=`.
     errors: Mutex<ErrorBehavior>,
     /// Set when a corruption found on a writable mount turned the filesystem read-only: why.
@@ -393,6 +396,7 @@ impl Filesystem {
             log: None,
             orphan_file: None,
             quota: None,
+            casefold: super::casefold::Encoding::from_superblock(&sb)?,
             errors: Mutex::new(match super::bytes::le16(&raw_for_errors, 0x3C) {
                 1 => ErrorBehavior::Continue,
                 3 => ErrorBehavior::Panic,
@@ -888,22 +892,12 @@ impl Filesystem {
         if name.len() > NAME_MAX {
             return Err(Error::NameTooLong);
         }
-        let wanted = if dir.has_flag(flags::ENCRYPT) && name != b"." && name != b".." {
-            // Without the key, only no-key names (as listed) can be looked up.
-            Wanted::NoKey(NoKeyName::parse(name).ok_or(Error::NotFound)?)
-        } else {
-            Wanted::Name(name)
-        };
+        let wanted = self.wanted(dir, name)?;
         if dir.has_flag(flags::INLINE_DATA) {
             return self.lookup_inline(dir, &wanted);
         }
         if self.is_htree(dir) {
-            let probe = match &wanted {
-                Wanted::Name(name) => dir_htree::Probe::Name(name),
-                Wanted::NoKey(NoKeyName::Whole(ciphertext)) => dir_htree::Probe::Name(ciphertext),
-                Wanted::NoKey(NoKeyName::Long { hash, .. }) => dir_htree::Probe::Hash(*hash),
-            };
-            let found = dir_htree::lookup(self, dir, probe, |lblk| match self.leaf_block(dir, lblk)? {
+            let found = dir_htree::lookup(self, dir, wanted.probe(), |lblk| match self.leaf_block(dir, lblk)? {
                 Some(b) => self.search_block(&b, &wanted, Object::DirBlock { ino: dir.ino.0, lblk }),
                 None => Ok(None),
             });
@@ -1048,6 +1042,26 @@ impl Filesystem {
             }
         }
         Ok(())
+    }
+
+    /// Whether `dir` finds names case-insensitively (`casefold` and `chattr +F`).
+    pub fn casefolded(&self, dir: &Inode) -> bool {
+        self.casefold.is_some() && dir.has_flag(flags::CASEFOLD)
+    }
+
+    /// What looking `name` up in `dir` searches for: the name, its no-key form, or its folded form.
+    pub(crate) fn wanted<'n>(&self, dir: &Inode, name: &'n [u8]) -> Result<Wanted<'n>> {
+        if name == b"." || name == b".." {
+            return Ok(Wanted::Name(name));
+        }
+        if dir.has_flag(flags::ENCRYPT) {
+            // Without the key, only no-key names (as listed) can be looked up.
+            return Ok(Wanted::NoKey(NoKeyName::parse(name).ok_or(Error::NotFound)?));
+        }
+        match self.casefold {
+            Some(enc) if dir.has_flag(flags::CASEFOLD) => Ok(Wanted::Folded(FoldedName::new(name, enc))),
+            _ => Ok(Wanted::Name(name)),
+        }
     }
 
     /// How `dir`'s entries are named in listings: as stored, or (encrypted) as the kernel's no-key names,
@@ -1266,18 +1280,31 @@ impl Iterator for DirWalk<'_> {
 }
 
 /// What a lookup searches a directory for.
-enum Wanted<'a> {
+pub(crate) enum Wanted<'a> {
     /// A name as stored.
     Name(&'a [u8]),
     /// In an encrypted directory, the entry a no-key name stands for.
     NoKey(NoKeyName),
+    /// In a casefolded directory, any name with the same folded form.
+    Folded(FoldedName),
 }
 
 impl Wanted<'_> {
-    fn matches(&self, disk: &[u8]) -> bool {
+    pub(crate) fn matches(&self, disk: &[u8]) -> bool {
         match self {
             Wanted::Name(name) => disk == *name,
             Wanted::NoKey(n) => n.matches(disk),
+            Wanted::Folded(n) => n.matches(disk),
+        }
+    }
+
+    /// What the htree is searched by.
+    pub(crate) fn probe(&self) -> dir_htree::Probe<'_> {
+        match self {
+            Wanted::Name(name) => dir_htree::Probe::Name(name),
+            Wanted::NoKey(NoKeyName::Whole(ciphertext)) => dir_htree::Probe::Name(ciphertext),
+            Wanted::NoKey(NoKeyName::Long { hash, .. }) => dir_htree::Probe::Hash(*hash),
+            Wanted::Folded(n) => dir_htree::Probe::Name(n.hash_input()),
         }
     }
 }
@@ -1312,9 +1339,13 @@ fn check_features(sb: &Superblock) -> Result<()> {
     if sb.has_incompat(INCOMPAT_JOURNAL_DEV) {
         return Err(Error::Unsupported("this is an external journal device, not a filesystem".into()));
     }
-    if sb.has_incompat(INCOMPAT_CASEFOLD) {
-        return Err(Error::Unsupported("case-insensitive directories (casefold feature) are not supported".into()));
+    if sb.has_incompat(INCOMPAT_CASEFOLD) && sb.has_incompat(INCOMPAT_ENCRYPT) {
+        // Encrypted casefolded directories keep a SipHash of the plaintext name in each entry.
+        return Err(Error::Unsupported(
+            "encrypted case-insensitive directories (encrypt with casefold) are not supported".into(),
+        ));
     }
+    super::casefold::Encoding::from_superblock(sb)?;
     let unknown = sb.feature_incompat & !INCOMPAT_READ;
     if unknown != 0 {
         let names = features::names(features::Kind::Incompat, unknown).join(", ");
@@ -1391,7 +1422,8 @@ fn feature_write_refusal(sb: &Superblock) -> Option<String> {
         | INCOMPAT_CSUM_SEED
         | INCOMPAT_LARGEDIR
         | INCOMPAT_INLINE_DATA
-        | INCOMPAT_MMP;
+        | INCOMPAT_MMP
+        | INCOMPAT_CASEFOLD;
     const RO_COMPAT_WRITE: u32 = RO_COMPAT_SPARSE_SUPER
         | RO_COMPAT_LARGE_FILE
         | RO_COMPAT_HUGE_FILE

@@ -13,6 +13,7 @@ pub mod block_map;
 pub mod bytes;
 pub mod bytes_mut;
 pub mod cache;
+pub mod casefold;
 pub mod checksum;
 pub mod device;
 pub mod dir_block;

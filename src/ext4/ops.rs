@@ -153,6 +153,11 @@ impl Filesystem {
         if let (Some(default), FileKind::Directory) = (&inherited, kind) {
             xattr_write::set(tx, &mut inode, xattr::INDEX_POSIX_ACL_DEFAULT, b"", Some(&acl::encode_disk(default)), 0)?;
         }
+        // A casefolded directory's subdirectories are casefolded too (`EXT4_FL_INHERITED`, kept for
+        // directories only).
+        if kind == FileKind::Directory && self.casefolded(parent) {
+            inode.flags |= flags::CASEFOLD;
+        }
         let extents = self.sb.has_incompat(INCOMPAT_EXTENTS);
         match kind {
             FileKind::Regular | FileKind::Directory if extents => {
@@ -664,6 +669,18 @@ impl Filesystem {
             && (inode.flags ^ new) & USER_MODIFIABLE & !protected != 0
         {
             return Err(Error::NotPermitted);
+        }
+        // As the kernel: case-insensitivity is set and cleared only on empty directories.
+        if (inode.flags ^ new) & flags::CASEFOLD != 0 {
+            if self.casefold.is_none() {
+                return Err(Error::NotSupported);
+            }
+            if inode.kind != FileKind::Directory {
+                return Err(Error::NotDir);
+            }
+            if !self.dir_is_empty(&inode)? {
+                return Err(Error::NotEmpty);
+            }
         }
         inode.flags = (inode.flags & !USER_MODIFIABLE) | (new & USER_MODIFIABLE);
         self.touch(&mut inode, false);

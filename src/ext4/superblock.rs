@@ -67,6 +67,8 @@ pub struct Superblock {
     /// The MMP block (`s_mmp_block`), with `mmp`.
     pub mmp_block: u64,
     pub encoding: u16,
+    /// `s_encoding_flags` (strict mode), with casefold.
+    pub encoding_flags: u16,
     /// Metadata overhead in clusters, when mke2fs recorded it (`s_overhead_clusters`).
     pub overhead_clusters: u32,
 }
@@ -140,6 +142,7 @@ impl Superblock {
             mmp_update_interval: le16(b, 0x166),
             mmp_block: le64(b, 0x168),
             encoding: le16(b, 0x27C),
+            encoding_flags: le16(b, 0x27E),
             overhead_clusters: le32(b, 0x248),
         };
         sb.validate()?;

@@ -62,8 +62,16 @@ impl Dispatcher {
         Ttl { entry: t.entry, attr: t.attr }
     }
 
-    fn entry(&self, (attr, generation): (FileAttr, u64)) -> Entry {
-        Entry { nodeid: attr.ino, generation, attr, ttl: self.ttl() }
+    /// Timeouts for names in directory `parent`. In a case-insensitive directory the kernel must not
+    /// keep names: its dentry cache compares them case-sensitively, so a name cached under one spelling
+    /// would outlive the entry removed or replaced under another.
+    fn ttl_in(&self, parent: NodeId) -> Ttl {
+        let t = self.ttl();
+        if self.server.is_casefolded(parent) { Ttl { entry: Default::default(), ..t } } else { t }
+    }
+
+    fn entry(&self, parent: NodeId, (attr, generation): (FileAttr, u64)) -> Entry {
+        Entry { nodeid: attr.ino, generation, attr, ttl: self.ttl_in(parent) }
     }
 
     /// Whether the request is one a user started (and so subject to `allow_root`).
@@ -154,7 +162,7 @@ impl Handler for Dispatcher {
         match req.op {
             O::Init(_) | O::Interrupt { .. } => Response::Error(libc::EIO),
             O::Destroy => Response::ok(),
-            O::Lookup { name } => reply(s.lookup(node, name), |e| Response::entry(&self.entry(e))),
+            O::Lookup { name } => reply(s.lookup(node, name), |e| Response::entry(&self.entry(node, e))),
             O::Forget { nlookup } => {
                 s.forget(node, nlookup);
                 Response::None
@@ -192,19 +200,19 @@ impl Handler for Dispatcher {
             }
             O::Readlink => reply(s.readlink(node), Response::Data),
             O::Symlink { name, target } => {
-                reply(s.symlink(node, name, target, who.0, who.1), |e| Response::entry(&self.entry(e)))
+                reply(s.symlink(node, name, target, who.0, who.1), |e| Response::entry(&self.entry(node, e)))
             }
-            O::Mknod { arg, name } => {
-                reply(s.mknod(node, name, arg.mode, arg.umask, arg.rdev, who), |e| Response::entry(&self.entry(e)))
-            }
+            O::Mknod { arg, name } => reply(s.mknod(node, name, arg.mode, arg.umask, arg.rdev, who), |e| {
+                Response::entry(&self.entry(node, e))
+            }),
             O::Mkdir { arg, name } => {
-                reply(s.mkdir(node, name, arg.mode, arg.umask, who.0, who.1), |e| Response::entry(&self.entry(e)))
+                reply(s.mkdir(node, name, arg.mode, arg.umask, who.0, who.1), |e| Response::entry(&self.entry(node, e)))
             }
             O::Unlink { name } => empty(s.unlink(node, name)),
             O::Rmdir { name } => empty(s.rmdir(node, name)),
             O::Rename { newdir, flags, name, newname } => empty(s.rename(node, name, NodeId(newdir), newname, flags)),
             O::Link { oldnodeid, newname } => {
-                reply(s.link(NodeId(oldnodeid), node, newname), |e| Response::entry(&self.entry(e)))
+                reply(s.link(NodeId(oldnodeid), node, newname), |e| Response::entry(&self.entry(node, e)))
             }
             // The kernel is the only writer, so its page cache stays valid across opens.
             O::Open(a) => reply(s.open(node, a.flags as i32), |fh| {
@@ -213,10 +221,10 @@ impl Handler for Dispatcher {
             // Declined like open on a read-only mount: the kernel then caches the directory's contents.
             O::Opendir(_) => reply(s.opendir(), |fh| Response::of(&abi::OpenOut { fh, ..Default::default() })),
             O::Create { arg, name } => reply(s.create(node, name, arg.mode, arg.umask, who), |(e, fh)| {
-                Response::pair(&self.entry(e).to_abi(), &abi::OpenOut { fh, ..Default::default() })
+                Response::pair(&self.entry(node, e).to_abi(), &abi::OpenOut { fh, ..Default::default() })
             }),
             O::Tmpfile(arg) => reply(s.tmpfile(node, arg.mode, arg.umask, who), |(e, fh)| {
-                Response::pair(&self.entry(e).to_abi(), &abi::OpenOut { fh, ..Default::default() })
+                Response::pair(&self.entry(node, e).to_abi(), &abi::OpenOut { fh, ..Default::default() })
             }),
             O::Read(a) => reply(s.read(node, a.offset, a.size), Response::Data),
             O::Write { arg, data } => {
@@ -255,7 +263,7 @@ impl Handler for Dispatcher {
             }
             O::Readdirplus(a) => {
                 let mut buf = DirBuffer::new(a.size);
-                let ttl = self.ttl();
+                let ttl = self.ttl_in(node);
                 let r = s.readdirplus(node, a.offset, &mut |_, next, name, attr, generation, cacheable| {
                     let ttl = if cacheable { ttl } else { Ttl { entry: Default::default(), attr: Default::default() } };
                     buf.push_plus(&Entry { nodeid: attr.ino, generation, attr: *attr, ttl }, next, name)

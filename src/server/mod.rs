@@ -161,6 +161,12 @@ impl Server {
         !self.fs.is_read_only()
     }
 
+    /// Whether `nodeid` is a case-insensitive directory (an unreadable one is not).
+    pub fn is_casefolded(&self, nodeid: INodeNo) -> bool {
+        let _g = self.fs.shared();
+        self.fs.user_inode(attr::inode_of(nodeid)).is_ok_and(|d| self.fs.casefolded(&d))
+    }
+
     pub fn enforces_quota_limits(&self) -> bool {
         self.fs.enforces_quota_limits()
     }
