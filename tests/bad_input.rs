@@ -181,8 +181,8 @@ fn unknown_option() {
     }
 }
 
-/// A read-write mount of an image with a feature the engine cannot write (quota, whose files it would
-/// have to keep up to date; a journal on an external device, which it cannot open) or a damaged orphan
+/// A read-write mount of an image with a feature the engine cannot write (bigalloc, whose clusters
+/// it does not allocate; a journal on an external device, which it cannot open) or a damaged orphan
 /// file goes ahead read-only, with one line naming the reason.
 #[test]
 fn unwritable_feature_mounts_read_only_with_a_message() {
@@ -190,8 +190,8 @@ fn unwritable_feature_mounts_read_only_with_a_message() {
         return;
     }
     let s = Scratch::new("bad-rw-feature");
-    let quota = s.path("quota.img");
-    mkfs(&quota, 32 << 20, &["-O", "quota"]);
+    let bigalloc = s.path("bigalloc.img");
+    mkfs(&bigalloc, 32 << 20, &["-b", "4096", "-O", "bigalloc"]);
     let external = s.path("external-journal.img");
     mkfs(&external, 32 << 20, &[]);
     debugfs_w(&external, "ssv journal_dev 0x801");
@@ -206,7 +206,7 @@ fn unwritable_feature_mounts_read_only_with_a_message() {
         block * 4096 + 4088,
     )
     .unwrap();
-    for (img, word) in [(&quota, "quota"), (&external, "external device"), (&orphans, "orphan file")] {
+    for (img, word) in [(&bigalloc, "bigalloc"), (&external, "external device"), (&orphans, "orphan file")] {
         unwritable_mounts_read_only(&s, img, word);
     }
 }
