@@ -28,8 +28,11 @@ rust_image=localhost/rust-local:$(sha256sum Cargo.lock | cut -c1-12)
 if ! "${P[@]}" image exists "$rust_image"; then
     "${P[@]}" images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/rust-local:' | xargs -r "${P[@]}" rmi -f > /dev/null 2>&1 || true
     root=$CTR_DIR/rustroot
-    rm -rf "$root"
-    cp -a "$CTR_DIR/rootfs" "$root"
+    rm -rf "$root" && mkdir -p "$root"
+    # From the base image itself, not debootstrap's tree: that may have been cleaned away since.
+    cid=$("${P[@]}" create localhost/debian:bookworm true)
+    "${P[@]}" export "$cid" | tar -C "$root" -x
+    "${P[@]}" rm "$cid" > /dev/null
     cp /etc/resolv.conf "$root/etc/resolv.conf"
     chroot "$root" sh -c 'export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq gcc libc6-dev' > "$CTR_DIR/gcc.log" 2>&1
     toolchain=$(rustc --print sysroot)
