@@ -92,6 +92,30 @@ PY
         for t in "${IMAGE_TARGETS[@]}"; do cp "$img" "$OUT/$t/dirty-$kind.img"; done
         n=$((n + 1))
     done
+    # Fast commits after the last full commit (fsyncs, then a shutdown that does not flush the log).
+    img="$WORK/dirty-fast-commit.img"
+    rm -f "$img"
+    mke2fs -q -F -t ext4 -b 1024 -J size=1 -O fast_commit -N 256 "$img" 3M
+    mount -o loop "$img" "$WORK/mnt"
+    mkdir "$WORK/mnt/d" && for i in $(seq 1 20); do echo "$i" >"$WORK/mnt/d/f$i"; done
+    sync -f "$WORK/mnt"
+    python3 - "$WORK/mnt" <<'PY'
+import fcntl, os, struct, sys
+mnt = sys.argv[1]
+for i, size in enumerate([10, 3000, 20000]):
+    with open(os.path.join(mnt, f"new{i}"), "wb") as f:
+        f.write(os.urandom(size)); os.fsync(f.fileno())
+with open(os.path.join(mnt, "d/f1"), "ab") as f:
+    f.write(b"appended"); os.fsync(f.fileno())
+fd = os.open(os.path.join(mnt, "new2"), os.O_RDWR); os.ftruncate(fd, 5000); os.fsync(fd); os.close(fd)
+os.link(os.path.join(mnt, "new0"), os.path.join(mnt, "d/link"))
+fd = os.open(os.path.join(mnt, "new0"), os.O_RDONLY); os.fsync(fd); os.close(fd)
+fd = os.open(mnt, os.O_RDONLY)
+fcntl.ioctl(fd, 0x8004587D, struct.pack("I", 2))  # EXT4_IOC_SHUTDOWN, log not flushed
+PY
+    umount "$WORK/mnt"
+    for t in "${IMAGE_TARGETS[@]}"; do cp "$img" "$OUT/$t/dirty-fast-commit.img"; done
+    n=$((n + 1))
     # An encrypted tree (e4crypt's v1 policy): names, symlink targets and contents are ciphertext on disk,
     # read as no-key names.
     img="$WORK/encrypt.img"

@@ -235,6 +235,47 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Sets blocks `start..start + len` to `used` in the bitmaps whatever they said, counting only the bits
+    /// that change: for a replay that knows the final owner of every block it touched (fast commits),
+    /// where a block may already be in the state asked for.
+    pub(crate) fn set_blocks_state(&mut self, start: u64, len: u64, used: bool) -> Result<()> {
+        let sb = self.fs().sb.clone();
+        self.fs().check_range(start, len, Object::GroupDescriptor(0))?;
+        let mut b = start;
+        while b < start + len {
+            let g = sb.group_of_block(b) as u32;
+            let base = sb.group_first_block(u64::from(g));
+            let n = (start + len - b).min(base + sb.blocks_in_group(u64::from(g)) - b);
+            let (nr, mut bm) = self.block_bitmap(g)?;
+            let mut changed = 0u32;
+            for i in b - base..b - base + n {
+                if bit(&bm, i) != used {
+                    set_bit(&mut bm, i, used);
+                    changed += 1;
+                }
+            }
+            if changed > 0 {
+                self.put_block_bitmap(g, nr, bm)?;
+                self.update_group(g, |d| {
+                    d.free_blocks_count = if used {
+                        d.free_blocks_count.saturating_sub(changed)
+                    } else {
+                        d.free_blocks_count.saturating_add(changed)
+                    }
+                })?;
+                self.update_state(false, |s| {
+                    s.free_blocks = if used {
+                        s.free_blocks.saturating_sub(u64::from(changed))
+                    } else {
+                        s.free_blocks + u64::from(changed)
+                    }
+                });
+            }
+            b += n;
+        }
+        Ok(())
+    }
+
     /// Group `g`'s inode bitmap, built when the group has none yet.
     fn inode_bitmap(&mut self, g: u32) -> Result<(u64, Vec<u8>)> {
         let fs = self.fs();
@@ -296,20 +337,49 @@ impl Txn<'_> {
         }
         set_bit(&mut bm, i, true);
         self.put_inode_bitmap(g, nr, bm)?;
+        self.count_new_inode(g, i, is_dir)?;
+        self.allocated_inode(InodeNo(ino as u32));
+        Ok(InodeNo(ino as u32))
+    }
+
+    /// Marks inode `ino` in use when its bit is clear (the kernel's `ext4_mark_inode_used`, for replay):
+    /// a given number, where [`Txn::alloc_inode`] picks one.
+    pub(crate) fn claim_inode(&mut self, ino: InodeNo, is_dir: bool) -> Result<()> {
+        let sb = self.fs().sb.clone();
+        if ino.0 < sb.first_ino || ino.0 > sb.inodes_count {
+            return Err(Error::corrupt(Object::Inode(ino.0), "inode number out of range"));
+        }
+        let index = u64::from(ino.0 - 1);
+        let ipg = u64::from(sb.inodes_per_group);
+        let g = (index / ipg) as u32;
+        let i = index % ipg;
+        let (nr, mut bm) = self.inode_bitmap(g)?;
+        if bit(&bm, i) {
+            return Ok(());
+        }
+        set_bit(&mut bm, i, true);
+        self.put_inode_bitmap(g, nr, bm)?;
+        self.count_new_inode(g, i, is_dir)?;
+        self.allocated_inode(ino);
+        Ok(())
+    }
+
+    /// The descriptor and superblock counts of inode `i` of group `g` newly in use.
+    fn count_new_inode(&mut self, g: u32, i: u64, is_dir: bool) -> Result<()> {
+        let ipg = self.fs().sb.inodes_per_group;
         let csums = self.uses_group_csums();
         self.update_group(g, |d| {
-            d.free_inodes_count -= 1;
+            d.free_inodes_count = d.free_inodes_count.saturating_sub(1);
             if is_dir {
                 d.used_dirs_count += 1;
             }
             // Inodes past `ipg - itable_unused` are known to be unused: keep the mark behind the new one.
-            if csums && i as u32 >= sb.inodes_per_group - d.itable_unused.min(sb.inodes_per_group) {
-                d.itable_unused = sb.inodes_per_group - i as u32 - 1;
+            if csums && i as u32 >= ipg - d.itable_unused.min(ipg) {
+                d.itable_unused = ipg - i as u32 - 1;
             }
         })?;
         self.update_state(false, |s| s.free_inodes = s.free_inodes.saturating_sub(1));
-        self.allocated_inode(InodeNo(ino as u32));
-        Ok(InodeNo(ino as u32))
+        Ok(())
     }
 
     /// Returns inode `ino` to its group's bitmap.

@@ -9,7 +9,7 @@ use super::fs::{Filesystem, Mapping};
 use super::inode::Inode;
 use super::txn::Txn;
 
-const EXT4_EXT_MAGIC: u16 = 0xF30A;
+pub(super) const EXT4_EXT_MAGIC: u16 = 0xF30A;
 /// The kernel never builds trees deeper than this (`EXT4_MAX_EXTENT_DEPTH`); deeper means corruption,
 /// and the bound keeps a cyclic tree from looping.
 pub const MAX_DEPTH: u16 = 5;

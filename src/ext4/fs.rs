@@ -250,47 +250,60 @@ impl Filesystem {
         };
         let block_size = probe.block_size();
         let dev = probe.into_device();
+        let mut blocks = replay.blocks;
+        // The replayed image as the kernel leaves it after recovery: needs_recovery cleared.
+        let (sb_block, sb_offset) = superblock_block(block_size);
+        let mut home = match blocks.get(&sb_block) {
+            Some(source) => source.read(&*dev, block_size)?,
+            None => {
+                let mut b = vec![0u8; block_size as usize];
+                dev.read_exact_at(&mut b, sb_block * u64::from(block_size))?;
+                b
+            }
+        };
+        clear_needs_recovery(&mut home[sb_offset..sb_offset + SUPERBLOCK_SIZE]);
+        blocks.insert(sb_block, BlockSource::Data(home));
+        // And the journal emptied, as recovery leaves it.
+        let mut jblock = vec![0u8; block_size as usize];
+        let at = jsb_block
+            .checked_mul(u64::from(block_size))
+            .ok_or(Error::corrupt(Object::Journal, "superblock location"))?;
+        dev.read_exact_at(&mut jblock, at)?;
+        let emptied = jsb.emptied(&raw_jsb, replay.next_sequence);
+        jblock
+            .get_mut(..emptied.len())
+            .ok_or(Error::corrupt(Object::Journal, "superblock size"))?
+            .copy_from_slice(&emptied);
+        blocks.insert(jsb_block, BlockSource::Data(jblock));
+        let dev: Arc<dyn BlockDevice> = Arc::from(dev);
+        if !replay.fast_commits.is_empty() {
+            if let Some(why) = feature_write_refusal(&sb) {
+                return Err(Error::Unsupported(format!(
+                    "the journal holds fast commits, which ext4box replays only on images it can write ({why}); \
+                     run e2fsck, or mount with -o ro,norecovery to read the image without the journal's last changes"
+                )));
+            }
+            blocks = Filesystem::replay_in_memory(dev.clone(), block_size, blocks, &replay.fast_commits, opts)
+                .map_err(journal_error)?;
+        }
         if opts.read_only || feature_write_refusal(&sb).is_some() {
-            let mut blocks = replay.blocks;
-            // The replayed image as the kernel leaves it after recovery: needs_recovery cleared.
-            let (sb_block, sb_offset) = superblock_block(block_size);
-            let mut home = match blocks.get(&sb_block) {
-                Some(source) => source.read(&*dev, block_size)?,
-                None => {
-                    let mut b = vec![0u8; block_size as usize];
-                    dev.read_exact_at(&mut b, sb_block * u64::from(block_size))?;
-                    b
-                }
-            };
-            clear_needs_recovery(&mut home[sb_offset..sb_offset + SUPERBLOCK_SIZE]);
-            blocks.insert(sb_block, BlockSource::Data(home));
-            // And the journal emptied, as recovery leaves it (an orphan cleanup in memory writes it).
-            let mut jblock = vec![0u8; block_size as usize];
-            let at = jsb_block
-                .checked_mul(u64::from(block_size))
-                .ok_or(Error::corrupt(Object::Journal, "superblock location"))?;
-            dev.read_exact_at(&mut jblock, at)?;
-            let emptied = jsb.emptied(&raw_jsb, replay.next_sequence);
-            jblock
-                .get_mut(..emptied.len())
-                .ok_or(Error::corrupt(Object::Journal, "superblock size"))?
-                .copy_from_slice(&emptied);
-            blocks.insert(jsb_block, BlockSource::Data(jblock));
-            return Filesystem::open_read_only(dev, block_size, blocks, opts);
+            return Filesystem::open_read_only(Box::new(SharedDevice(dev)), block_size, blocks, opts);
         }
-        // Read-write: write the replayed blocks home, empty the journal, then clear needs_recovery,
-        // flushing between the steps so a crash in the middle leaves a journal that replays again.
-        for (nr, source) in &replay.blocks {
-            let data = source.read(&*dev, block_size)?;
-            dev.write_all_at(&data, nr * u64::from(block_size))?;
+        // Read-write: write the replayed blocks home, then the emptied journal, then the superblock
+        // without needs_recovery, flushing between the steps so a crash in the middle leaves a journal
+        // that replays again.
+        let bs = u64::from(block_size);
+        for (nr, source) in blocks.iter().filter(|(nr, _)| **nr != sb_block && **nr != jsb_block) {
+            dev.write_all_at(&source.read(&*dev, block_size)?, nr * bs)?;
         }
         dev.flush()?;
-        dev.write_all_at(&jsb.emptied(&raw_jsb, replay.next_sequence), jsb_block * u64::from(block_size))?;
-        dev.flush()?;
-        let (mut raw, _) = read_superblock(&*dev)?; // as replayed, validated again
-        clear_needs_recovery(&mut raw);
-        dev.write_all_at(&raw, SUPERBLOCK_OFFSET)?;
-        dev.flush()?;
+        for nr in [jsb_block, sb_block] {
+            if let Some(source) = blocks.get(&nr) {
+                dev.write_all_at(&source.read(&*dev, block_size)?, nr * bs)?;
+                dev.flush()?;
+            }
+        }
+        let dev: Box<dyn BlockDevice> = Box::new(SharedDevice(dev));
         Filesystem::open_as_is(dev, opts)
     }
 
@@ -328,6 +341,37 @@ impl Filesystem {
             }
         }
         Filesystem::open_as_is(Box::new(overlay), &ro)
+    }
+
+    /// The replayed `blocks` with fast commits `tags` replayed over them, in memory (at most the
+    /// metadata cache's size of written blocks): a read-write open of the overlay, the replay, and a
+    /// clean unmount, whose blocks are then what recovery writes home (or what a read-only mount reads).
+    fn replay_in_memory(
+        dev: Arc<dyn BlockDevice>,
+        block_size: u32,
+        blocks: std::collections::BTreeMap<u64, BlockSource>,
+        tags: &[super::fast_commit::Tag],
+        opts: &MountOptions,
+    ) -> Result<std::collections::BTreeMap<u64, BlockSource>> {
+        let scratch =
+            Arc::new(OverlayDevice::scratch(Box::new(SharedDevice(dev)), block_size, blocks, opts.cache_bytes));
+        {
+            let shared: Arc<dyn BlockDevice> = scratch.clone();
+            let rw = MountOptions { read_only: false, norecovery: true, ..opts.clone() };
+            let fs = Filesystem::open_as_is(Box::new(SharedDevice(shared)), &rw)?;
+            if let Some(why) = fs.read_only_reason() {
+                return Err(Error::Unsupported(why));
+            }
+            fs.replay_fast_commits(tags)?;
+            fs.close()?;
+            if let Some(why) = fs.read_only_reason() {
+                return Err(Error::Unsupported(why));
+            }
+        }
+        match Arc::try_unwrap(scratch) {
+            Ok(overlay) => Ok(overlay.into_blocks()),
+            Err(_) => Err(Error::Unsupported("the fast-commit replay is still in use".into())),
+        }
     }
 
     /// A read-write open and clean unmount of `dev` (an in-memory overlay): the orphans' cleanup and

@@ -299,6 +299,8 @@ pub struct Replay {
     pub next_sequence: u32,
     /// Logged blocks skipped because their checksum did not match (the kernel skips them too).
     pub bad_blocks: u32,
+    /// The changes of the fast commits after the last full commit, to replay once the blocks are home.
+    pub fast_commits: Vec<super::fast_commit::Tag>,
 }
 
 /// The journal inode, opened for reading its log blocks.
@@ -455,18 +457,29 @@ impl<'a> Journal<'a> {
         Ok(log_block)
     }
 
+    /// The complete fast commits of transaction `tid` in the fast-commit area (none without one).
+    fn fast_commits(&self, tid: u32) -> Result<Vec<super::fast_commit::Tag>> {
+        if !self.sb.has_fast_commit() {
+            return Ok(Vec::new());
+        }
+        let mut scan = super::fast_commit::Scanner::new(tid);
+        // jbd2's `j_fc_first`: the block after the log's end is left unused.
+        for n in self.sb.log_end().saturating_add(1)..self.sb.maxlen {
+            if !scan.feed(&self.read_log(n)?)? {
+                break;
+            }
+        }
+        if let Some(why) = scan.torn {
+            tracing::warn!(why, "journal: the last fast commit is incomplete and is not replayed");
+        }
+        Ok(scan.finish())
+    }
+
     /// Scans the log and gathers what replay must write. Nothing is written.
     pub fn recover(&self) -> Result<Replay> {
         let mut replay = Replay { next_sequence: self.sb.sequence, ..Replay::default() };
         if self.sb.start == 0 {
             return Ok(replay); // an empty journal
-        }
-        if self.sb.incompat & INCOMPAT_FAST_COMMIT != 0 {
-            return Err(Error::Unsupported(
-                "the journal uses fast commits, which ext4box cannot replay; run e2fsck, or mount with \
-                 -o norecovery to read the image without the journal's last changes"
-                    .into(),
-            ));
         }
         // Pass 1: the complete transactions, their logged blocks, and revoke records.
         let mut transactions: Vec<(u32, Vec<LoggedBlock>)> = Vec::new();
@@ -542,7 +555,11 @@ impl<'a> Journal<'a> {
             }
         }
         replay.transactions = u32::try_from(transactions.len()).unwrap_or(u32::MAX);
-        replay.next_sequence = sequence;
+        // The fast commits made after the last full commit carry its successor's number.
+        replay.fast_commits = self.fast_commits(sequence)?;
+        // As jbd2 and e2fsck: the log restarts one past that number, so that no fast commit left in
+        // the area can ever match the transaction that follows the next crash.
+        replay.next_sequence = sequence.wrapping_add(1);
         // Pass 2: copy each logged block home unless a revoke at least as new cancels it.
         let blocks_count = self.fs.superblock().blocks_count;
         for (seq, logged) in &transactions {
@@ -592,6 +609,11 @@ impl OverlayDevice {
         room: usize,
     ) -> OverlayDevice {
         OverlayDevice { inner, block_size, blocks: RwLock::new(blocks), room: Some(Mutex::new(room)) }
+    }
+
+    /// The blocks the overlay replaces, as it now stands.
+    pub fn into_blocks(self) -> BTreeMap<u64, BlockSource> {
+        self.blocks.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The overlay as it now stands, for reading only.

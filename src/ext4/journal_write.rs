@@ -113,9 +113,6 @@ impl Log {
         if jsb.has_v1_checksums() {
             return Err("the journal uses v1 commit checksums, which ext4box does not write".into());
         }
-        if jsb.has_fast_commit() {
-            return Err("the journal has a fast-commit area, which ext4box cannot keep consistent".into());
-        }
         if !jsb.is_64bit() && fs.sb.blocks_count > u64::from(u32::MAX) {
             return Err("the journal cannot name blocks past 2^32 (no 64bit journal feature)".into());
         }

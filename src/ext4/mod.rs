@@ -23,6 +23,7 @@ pub mod dir_write;
 pub mod ea_inode;
 pub mod error;
 pub mod extent;
+pub mod fast_commit;
 pub mod features;
 pub mod file;
 pub mod fs;

@@ -1,0 +1,188 @@
+//! Fast-commit replay: images made with `mkfs.ext4 -O fast_commit`, written by the kernel with an
+//! fsync-heavy workload after a sync (so the last changes live only in fast commits), then shut down
+//! with the log flushed. debugfs must show live fast commits (tid one past the last full commit); the
+//! kernel's own replay of a copy is the reference (e2fsprogs 1.47's e2fsck cannot replay some of them).
+//!
+//! - `ro` replays into memory: the tree equals the kernel's, the image file is unchanged.
+//! - `rw` replays onto the image: `e2fsck -fn` is clean, needs_recovery is gone, the kernel reads the
+//!   same tree; a file written after the replay is there too.
+//!
+//! Needs root (loop mounts, the shutdown ioctl) and /dev/fuse.
+
+mod common;
+
+use common::*;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+
+const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
+/// Flushing the log would make a full commit of everything; the fsyncs made the workload durable.
+const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
+
+fn write_synced(path: &Path, data: &[u8]) {
+    let mut f = File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Changes each made durable by its own fsync: fast commits, unless the kernel falls back to a full one.
+fn fsync_workload(mnt: &Path) {
+    // First what makes the next commit a full one (an unlink, a directory's fsync).
+    fs::remove_file(mnt.join("old/f2")).unwrap();
+    File::open(mnt.join("old")).unwrap().sync_all().unwrap();
+    write_synced(&mnt.join("new-small"), b"hello, fast commit\n");
+    write_synced(&mnt.join("new-big"), &pseudo_random(1, 200_000));
+    let mut f = OpenOptions::new().append(true).open(mnt.join("old/f1")).unwrap();
+    f.write_all(b"appended after the sync\n").unwrap();
+    f.sync_all().unwrap();
+    let f = OpenOptions::new().write(true).open(mnt.join("old/big")).unwrap();
+    f.write_all_at(&pseudo_random(2, 12_000), 50_000).unwrap();
+    f.sync_all().unwrap();
+    let f = OpenOptions::new().write(true).open(mnt.join("old/shrink")).unwrap();
+    f.set_len(10_000).unwrap();
+    f.sync_all().unwrap();
+    let mut f = File::create(mnt.join("sparse")).unwrap();
+    f.seek(SeekFrom::Start(3 << 20)).unwrap();
+    f.write_all(b"the tail of a sparse file").unwrap();
+    f.sync_all().unwrap();
+    fs::hard_link(mnt.join("new-small"), mnt.join("old/hard")).unwrap();
+    File::open(mnt.join("new-small")).unwrap().sync_all().unwrap();
+    for i in 0..20 {
+        write_synced(&mnt.join(format!("old/many{i}")), &pseudo_random(10 + i, (i as usize) * 1500));
+    }
+    let f = OpenOptions::new().write(true).open(mnt.join("new-big")).unwrap();
+    f.set_len(70_000).unwrap();
+    f.write_all_at(b"rewritten", 1000).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// A kernel-written fast_commit image whose last changes are only in fast commits.
+fn make_dirty(img: &Path, mnt: &Path) {
+    kernel_mount(img, mnt, "");
+    fs::create_dir(mnt.join("old")).unwrap();
+    for i in 1..=3 {
+        fs::write(mnt.join(format!("old/f{i}")), format!("old file {i}\n")).unwrap();
+    }
+    fs::write(mnt.join("old/big"), pseudo_random(3, 400_000)).unwrap();
+    fs::write(mnt.join("old/shrink"), pseudo_random(4, 300_000)).unwrap();
+    run_ok(&mut Command::new("sync"));
+    fsync_workload(mnt);
+    let f = File::open(mnt).unwrap();
+    let flag = EXT4_GOING_FLAGS_NOLOGFLUSH;
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flag) };
+    assert_eq!(rc, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
+    drop(f);
+    let crashed = img.with_extension("crashed");
+    fs::copy(img, &crashed).unwrap();
+    kernel_umount(mnt);
+    fs::rename(&crashed, img).unwrap();
+    assert!(fs_features(img).iter().any(|f| f == "needs_recovery"), "the shutdown left no journal to recover");
+}
+
+/// How many fast-commit tails debugfs lists for the transaction after the last full commit.
+fn live_fast_commits(img: &Path) -> usize {
+    let out = run_ok(Command::new("debugfs").arg("-c").arg("-R").arg("logdump").arg(img));
+    let last_full = out
+        .lines()
+        .rev()
+        .filter(|l| l.starts_with("Found expected sequence") && l.contains("commit block"))
+        .find_map(|l| l.split_whitespace().nth(3)?.trim_end_matches(',').parse::<u32>().ok())
+        .expect("no full commit in the log");
+    let tail = format!("tag TAIL, tid {}", last_full + 1);
+    out.lines().filter(|l| l.trim() == tail).count()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// `w` with the directory times a replay sets (the kernel's link and unlink replay stamp the directory
+/// with the time of the replay: fast commits do not record directories) replaced by a marker.
+fn replay_times(mut w: Walk, crashed: i64) -> Walk {
+    for e in &mut w.entries {
+        if let Ok(st) = &mut e.stat {
+            if st.kind == "dir" && st.mtime.0 >= crashed {
+                assert!(st.ctime.0 >= crashed, "{:?}: mtime set by the replay, ctime not", e.path);
+                (st.mtime, st.ctime) = ((-1, 0), (-1, 0));
+            }
+        }
+    }
+    w
+}
+
+fn check(scratch: &Scratch, name: &str, mkfs_args: &[&str]) {
+    let dirty = scratch.path(&format!("{name}.img"));
+    mkfs(&dirty, 64 << 20, mkfs_args);
+    let kmnt = scratch.mkdir(&format!("{name}-k"));
+    let emnt = scratch.mkdir(&format!("{name}-e"));
+    make_dirty(&dirty, &kmnt);
+    let crashed = now();
+    let live = live_fast_commits(&dirty);
+    assert!(
+        live >= 3,
+        "{name}: the workload left {live} live fast commits; the test needs some:\n{}",
+        run_ok(Command::new("debugfs").arg("-c").arg("-R").arg("logdump").arg(&dirty))
+    );
+
+    // The kernel's replay is the reference, and must itself leave a clean image.
+    let reference = scratch.path(&format!("{name}-ref.img"));
+    fs::copy(&dirty, &reference).unwrap();
+    kernel_mount(&reference, &kmnt, "");
+    kernel_umount(&kmnt);
+    assert_fsck_clean(&reference);
+    kernel_mount(&reference, &kmnt, "ro");
+    let expected = replay_times(walk(&kmnt, &WalkOpts::default()), crashed);
+    kernel_umount(&kmnt);
+
+    let ro = scratch.path(&format!("{name}-ro.img"));
+    fs::copy(&dirty, &ro).unwrap();
+    let before = hash_path(&ro);
+    let m = ext4box_mount_ok(&ro, &emnt, "ro");
+    let seen = replay_times(walk(&emnt, &WalkOpts::default()), crashed);
+    m.unmount();
+    assert_walks_equal(&format!("{name}: the kernel's replay"), &expected, &format!("{name}: ext4box ro"), &seen);
+    assert_eq!(before, hash_path(&ro), "{name}: a read-only mount changed the image file");
+
+    let rw = scratch.path(&format!("{name}-rw.img"));
+    fs::copy(&dirty, &rw).unwrap();
+    let m = ext4box_mount_ok(&rw, &emnt, "rw,noatime");
+    let seen = replay_times(walk(&emnt, &WalkOpts::default()), crashed);
+    fs::write(emnt.join("after-replay"), b"written by ext4box after the replay\n").unwrap();
+    m.unmount();
+    assert_walks_equal(&format!("{name}: the kernel's replay"), &expected, &format!("{name}: ext4box rw"), &seen);
+    assert_fsck_clean(&rw);
+    assert!(!fs_features(&rw).iter().any(|f| f == "needs_recovery"), "{name}: needs_recovery left set");
+    kernel_mount(&rw, &kmnt, "ro");
+    let after = walk(&kmnt, &WalkOpts::default());
+    let extra = fs::read(kmnt.join("after-replay"));
+    kernel_umount(&kmnt);
+    assert_eq!(extra.unwrap(), b"written by ext4box after the replay\n");
+    let after = Walk { entries: after.entries.into_iter().filter(|e| e.path != b"after-replay").collect(), ..after };
+    let mut after = replay_times(after, crashed);
+    // ext4box's own write after the replay changed the root's times again.
+    for (e, x) in after.entries.iter_mut().zip(&expected.entries) {
+        if e.path.is_empty() {
+            *e = x.clone();
+        }
+    }
+    assert_walks_equal(
+        &format!("{name}: the kernel's replay"),
+        &expected,
+        &format!("{name}: after ext4box rw"),
+        &after,
+    );
+}
+
+#[test]
+fn kernel_fast_commits_replay_as_the_kernel_does() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new("fast-commit");
+    check(&scratch, "fc-4k", &["-O", "fast_commit"]);
+    check(&scratch, "fc-1k", &["-b", "1024", "-O", "fast_commit"]);
+}
