@@ -214,3 +214,65 @@ fn limits_are_enforced_with_usrquota_and_grpquota_and_root_is_exempt() {
     let line = users.lines().find(|l| l.split_whitespace().next() == Some("1000")).unwrap();
     assert_eq!(line.split_whitespace().nth(4), Some("4"), "mine, a, b, again: {users}");
 }
+
+#[test]
+fn a_project_directory_hands_down_its_project_and_keeps_other_projects_out() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("quota-projinherit");
+    let img = s.path("img");
+    mkfs(&img, 64 << 20, &["-b", "4096", "-I", "256", "-O", "quota,project", "-E", "quotatype=prjquota"]);
+    let mnt = s.mkdir("mnt");
+    let m = ext4box_mount_ok(&img, &mnt, "");
+    fs::create_dir(mnt.join("proj")).unwrap();
+    fs::write(mnt.join("outside"), b"project 0").unwrap();
+    m.unmount();
+    // No tool here sets a project id on an unmounted image but debugfs (the kernel here cannot mount a
+    // quota image read-write): project 42, and PROJINHERIT with the extents flag the directory has.
+    let flags = debugfs(&img, "stat /proj")
+        .lines()
+        .find_map(|l| {
+            l.split("Flags: ").nth(1).map(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).unwrap())
+        })
+        .unwrap();
+    debugfs_w(&img, &format!("set_inode_field /proj flags {:#x}", flags | 0x2000_0000));
+    debugfs_w(&img, "set_inode_field /proj projid 42");
+    // e2fsck moves the directory's usage to project 42 in the quota file (exit 1: corrected).
+    let out = std::process::Command::new("e2fsck").arg("-fy").arg(&img).output().unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 1)), "e2fsck -fy:\n{}", output_text(&out));
+
+    let m = ext4box_mount_ok(&img, &mnt, "");
+    fs::write(mnt.join("proj/file"), pseudo_random(1, 100_000)).unwrap();
+    fs::create_dir(mnt.join("proj/sub")).unwrap();
+    fs::write(mnt.join("proj/sub/deeper"), b"also project 42").unwrap();
+    std::os::unix::fs::symlink("file", mnt.join("proj/link")).unwrap();
+    let exdev = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+    assert_eq!(exdev(fs::hard_link(mnt.join("outside"), mnt.join("proj/hard"))), Some(libc::EXDEV));
+    assert_eq!(exdev(fs::rename(mnt.join("outside"), mnt.join("proj/moved"))), Some(libc::EXDEV));
+    // Out of the project is allowed, as in the kernel (the file keeps its project).
+    fs::rename(mnt.join("proj/sub/deeper"), mnt.join("left")).unwrap();
+    m.unmount();
+
+    let out =
+        run_timeout(std::process::Command::new("e2fsck").arg("-fn").arg(&img), std::time::Duration::from_secs(300))
+            .unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success() && !text.contains("QUOTA"), "e2fsck -fn:\n{text}");
+    // The kernel's view: lsattr -p prints each file's project id and flags.
+    let k = s.mkdir("kernel");
+    kernel_mount(&img, &k, "ro");
+    let project = |p: &str| -> (u32, String) {
+        let out = run_ok(std::process::Command::new("lsattr").arg("-pd").arg(k.join(p)));
+        let mut w = out.split_whitespace();
+        (w.next().unwrap().parse().unwrap(), w.next().unwrap().to_string())
+    };
+    let results: Vec<_> = ["proj/file", "proj/sub", "left", "outside"].iter().map(|p| project(p)).collect();
+    kernel_umount(&k);
+    assert_eq!(results[0].0, 42, "a new file takes its directory's project");
+    assert!(!results[0].1.contains('P'), "the flag is for directories, as the kernel's: {}", results[0].1);
+    assert_eq!(results[1].0, 42, "so does a new directory");
+    assert!(results[1].1.contains('P'), "which inherits the flag: {}", results[1].1);
+    assert_eq!(results[2].0, 42, "a file moved out keeps its project");
+    assert_eq!(results[3].0, 0, "files outside stay in project 0");
+}

@@ -98,6 +98,9 @@ pub enum Error {
     /// A quota limit the mount enforces would be passed.
     #[error("disk quota exceeded")]
     QuotaExceeded,
+    /// A link or rename into a project directory from another project.
+    #[error("invalid cross-device link")]
+    CrossDevice,
     /// An encrypted file's contents need its key, which a FUSE server never has.
     #[error("required key not available")]
     NoKey,
@@ -136,6 +139,7 @@ impl Error {
             Error::Range => 34,                                // ERANGE
             Error::NoKey => 126,                               // ENOKEY
             Error::QuotaExceeded => 122,                       // EDQUOT
+            Error::CrossDevice => 18,                          // EXDEV
         }
     }
 

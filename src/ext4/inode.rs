@@ -25,11 +25,15 @@ pub mod flags {
     pub const VERITY: u32 = 0x100000;
     pub const EA_INODE: u32 = 0x200000;
     pub const INLINE_DATA: u32 = 0x1000_0000;
+    /// Files made in the directory take its project id (and directories this flag).
+    pub const PROJINHERIT: u32 = 0x2000_0000;
     pub const CASEFOLD: u32 = 0x4000_0000;
 }
 
 /// Size of the base inode record (`EXT4_GOOD_OLD_INODE_SIZE`).
 pub const GOOD_OLD_INODE_SIZE: usize = 128;
+/// `i_projid`, in the extra fields.
+const I_PROJID: usize = 0x9C;
 /// Size of `i_block`: 15 block pointers, or an extent tree root, or inline data.
 pub const I_BLOCK_SIZE: usize = 60;
 const I_BLOCK_OFFSET: usize = 0x28;
@@ -331,8 +335,20 @@ impl Inode {
 
     /// The project id (`i_projid`), 0 when the inode is too small to hold one.
     pub fn projid(&self) -> u32 {
-        const I_PROJID: usize = 0x9C;
-        if 128 + usize::from(self.extra_isize) >= I_PROJID + 4 { super::bytes::le32(&self.raw, I_PROJID) } else { 0 }
+        if self.has_projid_field() { le32(&self.raw, I_PROJID) } else { 0 }
+    }
+
+    /// Sets `i_projid`; false when the record has no room for it (then the id is 0, as the kernel's).
+    pub fn set_projid(&mut self, id: u32) -> bool {
+        if !self.has_projid_field() || self.raw.len() < I_PROJID + 4 {
+            return false;
+        }
+        put32(&mut self.raw, I_PROJID, id);
+        true
+    }
+
+    fn has_projid_field(&self) -> bool {
+        GOOD_OLD_INODE_SIZE + usize::from(self.extra_isize) >= I_PROJID + 4
     }
 
     /// The size `stat` reports: `i_size`, except that an encrypted symlink reports the length of the

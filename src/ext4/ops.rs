@@ -64,6 +64,15 @@ const USER_MODIFIABLE: u32 = 0x604B_C0FF;
 /// Inode flags FS_IOC_GETFLAGS shows (`EXT4_FL_USER_VISIBLE`).
 const USER_VISIBLE: u32 = 0x705B_DFFF;
 
+/// `EXDEV` when `inode` would get a name in project directory `dir` (`chattr +P`) of another project:
+/// its blocks would count against the wrong project (the kernel's check in link and rename).
+fn check_project(dir: &Inode, inode: &Inode) -> Result<()> {
+    if dir.has_flag(flags::PROJINHERIT) && dir.projid() != inode.projid() {
+        return Err(Error::CrossDevice);
+    }
+    Ok(())
+}
+
 fn check_name(name: &[u8]) -> Result<()> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
         return Err(Error::Invalid);
@@ -157,6 +166,14 @@ impl Filesystem {
         // directories only).
         if kind == FileKind::Directory && self.casefolded(parent) {
             inode.flags |= flags::CASEFOLD;
+        }
+        // A project directory (`chattr +P`) hands down its project id, and the flag to subdirectories
+        // only (the kernel's `ext4_mask_flags`: it is a directory flag).
+        if parent.has_flag(flags::PROJINHERIT) {
+            inode.set_projid(parent.projid());
+            if kind == FileKind::Directory {
+                inode.flags |= flags::PROJINHERIT;
+            }
         }
         let extents = self.sb.has_incompat(INCOMPAT_EXTENTS);
         match kind {
@@ -297,6 +314,7 @@ impl Filesystem {
         if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
             return Err(Error::NotPermitted);
         }
+        check_project(&dir, &inode)?;
         if inode.links_count >= LINK_MAX {
             return Err(Error::TooManyLinks);
         }
@@ -427,6 +445,11 @@ impl Filesystem {
         };
         if src.has_flag(flags::IMMUTABLE) || src.has_flag(flags::APPEND) {
             return Err(Error::NotPermitted);
+        }
+        // As the kernel's ext4_rename: nothing enters a project directory from another project.
+        check_project(&ddir, &src)?;
+        if let (true, Some(dst)) = (rflags & RENAME_EXCHANGE != 0, &dst) {
+            check_project(&sdir, dst)?;
         }
         let moved_dir = src.kind == FileKind::Directory && parent != newparent;
         if rflags & RENAME_EXCHANGE != 0 {
