@@ -346,8 +346,11 @@ impl Txn<'_> {
     /// a given number, where [`Txn::alloc_inode`] picks one.
     pub(crate) fn claim_inode(&mut self, ino: InodeNo, is_dir: bool) -> Result<()> {
         let sb = self.fs().sb.clone();
-        if ino.0 < sb.first_ino || ino.0 > sb.inodes_count {
+        if ino.0 == 0 || ino.0 > sb.inodes_count {
             return Err(Error::corrupt(Object::Inode(ino.0), "inode number out of range"));
+        }
+        if ino.0 < sb.first_ino {
+            return Ok(()); // a reserved inode is always in use
         }
         let index = u64::from(ino.0 - 1);
         let ipg = u64::from(sb.inodes_per_group);

@@ -176,6 +176,10 @@ impl Scanner {
                         if ee_len > EXT_INIT_MAX_LEN { (ee_len - EXT_INIT_MAX_LEN, true) } else { (ee_len, false) };
                     let pblk = (u64::from(le16(val, 10)) << 32) | u64::from(le32(val, 12));
                     let e = Extent { lblk: le32(val, 4), len, pblk, unwritten };
+                    // An extent past the last logical block (2^32) no file can hold.
+                    if len == 0 || e.end() > 1 << 32 {
+                        return Ok(self.stop("a range record past the last logical block"));
+                    }
                     Some(Tag::AddRange { ino: le32(val, 0), extent: e })
                 }
                 TAG_DEL_RANGE if len == 12 => {
