@@ -8,7 +8,7 @@
 //! intact and names the transaction after the last full commit in the log; a torn last commit is an
 //! `fsync` that never returned, and is dropped.
 //!
-//! Replay ([`Filesystem::replay_fast_commits`]) does what the kernel's `ext4_fc_replay_*` do, through
+//! Replay (`Filesystem::replay_fast_commits`) does what the kernel's `ext4_fc_replay_*` do, through
 //! the engine's own transactions, on a filesystem opened read-write over the replayed log: records
 //! naming inodes that do not exist are skipped, as the kernel skips them. The block bitmaps are set
 //! from the result, as the kernel's `ext4_fc_set_bitmaps_and_counters`: every block a replayed inode or

@@ -37,6 +37,7 @@ pub mod ops;
 pub mod orphan;
 pub mod orphan_file;
 pub mod quota;
+pub mod recovery;
 pub mod superblock;
 pub mod trim;
 pub mod txn;
