@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -230,9 +229,6 @@ fn unwritable_mounts_read_only(s: &Scratch, img: &Path, word: &str) {
     assert_eq!(hash_path(img), before, "a read-only mount changed the image");
 }
 
-const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D; // _IOR('X', 125, __u32)
-const EXT4_GOING_FLAGS_LOGFLUSH: u32 = 1;
-
 /// An image whose journal needs recovery, made by the kernel: files written,
 /// then the filesystem shut down after flushing the log, then unmounted.
 fn image_needing_recovery(s: &Scratch) -> std::path::PathBuf {
@@ -246,11 +242,7 @@ fn image_needing_recovery(s: &Scratch) -> std::path::PathBuf {
     for i in 0..50 {
         fs::write(pm.join(format!("dir/late-{i}")), pseudo_random(i, 3000)).unwrap();
     }
-    let root = fs::File::open(&pm).unwrap();
-    let flags = EXT4_GOING_FLAGS_LOGFLUSH;
-    let r = unsafe { libc::ioctl(root.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flags) };
-    assert_eq!(r, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
-    drop(root);
+    kernel_shutdown(&pm, EXT4_GOING_FLAGS_LOGFLUSH);
     kernel_umount(&pm);
     assert!(
         fs_features(&img).iter().any(|f| f == "needs_recovery"),

@@ -15,13 +15,8 @@ use common::*;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::process::Command;
-
-const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
-/// Flushing the log would make a full commit of everything; the fsyncs made the workload durable.
-const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
 
 fn write_synced(path: &Path, data: &[u8]) {
     let mut f = File::create(path).unwrap();
@@ -71,16 +66,8 @@ fn make_dirty(img: &Path, mnt: &Path) {
     fs::write(mnt.join("old/shrink"), pseudo_random(4, 300_000)).unwrap();
     run_ok(&mut Command::new("sync"));
     fsync_workload(mnt);
-    let f = File::open(mnt).unwrap();
-    let flag = EXT4_GOING_FLAGS_NOLOGFLUSH;
-    let rc = unsafe { libc::ioctl(f.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flag) };
-    assert_eq!(rc, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
-    drop(f);
-    let crashed = img.with_extension("crashed");
-    fs::copy(img, &crashed).unwrap();
-    kernel_umount(mnt);
-    fs::rename(&crashed, img).unwrap();
-    assert!(fs_features(img).iter().any(|f| f == "needs_recovery"), "the shutdown left no journal to recover");
+    // Flushing the log would make a full commit of everything; the fsyncs made the workload durable.
+    kernel_crash(img, mnt, EXT4_GOING_FLAGS_NOLOGFLUSH);
 }
 
 /// How many fast-commit tails debugfs lists for the transaction after the last full commit.

@@ -13,13 +13,8 @@ mod common;
 
 use common::*;
 use std::fs::{self, File};
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::process::Command;
-
-/// `EXT4_IOC_SHUTDOWN`, and its flag that flushes the log but not the filesystem.
-const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
-const EXT4_GOING_FLAGS_LOGFLUSH: u32 = 1;
 
 fn sha(path: &Path) -> u64 {
     hash_path(path)
@@ -69,18 +64,7 @@ fn make_dirty(img: &Path, mnt: &Path, wrap: bool) {
     // fsync commits the running transaction to the journal; the flusher writes blocks home only after
     // ~30 s, so until then these changes exist only in the log.
     File::open(mnt.join("later/small")).unwrap().sync_all().unwrap();
-    let f = File::open(mnt).unwrap();
-    let flag = EXT4_GOING_FLAGS_LOGFLUSH;
-    let rc = unsafe { libc::ioctl(f.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flag) };
-    assert_eq!(rc, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
-    drop(f);
-    // The image as a crash leaves it: the committed blocks are in the log, and (until the flusher or the
-    // umount writes them) not yet home. Umounting would write them home, so copy the image first.
-    let crashed = img.with_extension("crashed");
-    fs::copy(img, &crashed).unwrap();
-    kernel_umount(mnt);
-    fs::rename(&crashed, img).unwrap();
-    assert!(fs_features(img).iter().any(|f| f == "needs_recovery"), "the shutdown left no journal to recover");
+    kernel_crash(img, mnt, EXT4_GOING_FLAGS_LOGFLUSH);
 }
 
 /// Whether the live part of the log runs past the journal's end and on from its start, per debugfs.
@@ -304,12 +288,10 @@ fn a_read_only_mount_cleans_up_the_orphans_a_crash_left_in_memory() {
             })
             .collect();
         File::open(make.join("keep")).unwrap().sync_all().unwrap();
-        let root = File::open(&make).unwrap();
-        let flag = EXT4_GOING_FLAGS_LOGFLUSH;
-        assert_eq!(unsafe { libc::ioctl(root.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flag) }, 0);
+        kernel_shutdown(&make, EXT4_GOING_FLAGS_LOGFLUSH);
         let crashed = img.with_extension("crashed");
         fs::copy(&img, &crashed).unwrap();
-        drop((held, root));
+        drop(held);
         kernel_umount(&make);
         fs::rename(&crashed, &img).unwrap();
         assert!(fs_features(&img).iter().any(|f| f == "needs_recovery"), "{name}: no journal to recover");

@@ -45,6 +45,21 @@ fn first_clear(b: &[u8], from: u64, to: u64) -> Option<u64> {
     None
 }
 
+/// The part of a block range inside one group: blocks `start..start + len`, bits `first..` of the
+/// group's bitmap.
+struct GroupSpan {
+    group: u32,
+    start: u64,
+    first: u64,
+    len: u64,
+}
+
+impl GroupSpan {
+    fn bits(&self) -> std::ops::Range<u64> {
+        self.first..self.first + self.len
+    }
+}
+
 impl Txn<'_> {
     fn uses_group_csums(&self) -> bool {
         let sb = &self.fs().sb;
@@ -210,27 +225,40 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Frees `len` blocks from `start` (they may span groups).
-    pub fn free_blocks(&mut self, start: u64, len: u64) -> Result<()> {
-        let sb = self.fs().sb.clone();
+    /// Blocks `start..start + len` (checked to lie inside the filesystem) cut at group boundaries.
+    fn group_spans(&self, start: u64, len: u64) -> Result<Vec<GroupSpan>> {
+        let sb = &self.fs().sb;
         self.fs().check_range(start, len, Object::GroupDescriptor(0))?;
+        let mut spans = Vec::new();
         let mut b = start;
         while b < start + len {
             let g = sb.group_of_block(b) as u32;
             let base = sb.group_first_block(u64::from(g));
             let n = (start + len - b).min(base + sb.blocks_in_group(u64::from(g)) - b);
-            let (nr, mut bm) = self.block_bitmap(g)?;
-            for i in b - base..b - base + n {
+            spans.push(GroupSpan { group: g, start: b, first: b - base, len: n });
+            b += n;
+        }
+        Ok(spans)
+    }
+
+    /// Frees `len` blocks from `start` (they may span groups).
+    pub fn free_blocks(&mut self, start: u64, len: u64) -> Result<()> {
+        for span in self.group_spans(start, len)? {
+            let (nr, mut bm) = self.block_bitmap(span.group)?;
+            for i in span.bits() {
                 if !bit(&bm, i) {
-                    return Err(Error::corrupt(Object::GroupDescriptor(g), "freeing a block that is already free"));
+                    return Err(Error::corrupt(
+                        Object::GroupDescriptor(span.group),
+                        "freeing a block that is already free",
+                    ));
                 }
                 set_bit(&mut bm, i, false);
             }
-            self.put_block_bitmap(g, nr, bm)?;
-            self.freed.push((b, n));
-            self.update_group(g, |d| d.free_blocks_count = d.free_blocks_count.saturating_add(n as u32))?;
+            let n = span.len;
+            self.put_block_bitmap(span.group, nr, bm)?;
+            self.freed.push((span.start, n));
+            self.update_group(span.group, |d| d.free_blocks_count = d.free_blocks_count.saturating_add(n as u32))?;
             self.update_state(false, |s| s.free_blocks += n);
-            b += n;
         }
         Ok(())
     }
@@ -239,16 +267,11 @@ impl Txn<'_> {
     /// that change: for a replay that knows the final owner of every block it touched (fast commits),
     /// where a block may already be in the state asked for.
     pub(crate) fn set_blocks_state(&mut self, start: u64, len: u64, used: bool) -> Result<()> {
-        let sb = self.fs().sb.clone();
-        self.fs().check_range(start, len, Object::GroupDescriptor(0))?;
-        let mut b = start;
-        while b < start + len {
-            let g = sb.group_of_block(b) as u32;
-            let base = sb.group_first_block(u64::from(g));
-            let n = (start + len - b).min(base + sb.blocks_in_group(u64::from(g)) - b);
+        for span in self.group_spans(start, len)? {
+            let g = span.group;
             let (nr, mut bm) = self.block_bitmap(g)?;
             let mut changed = 0u32;
-            for i in b - base..b - base + n {
+            for i in span.bits() {
                 if bit(&bm, i) != used {
                     set_bit(&mut bm, i, used);
                     changed += 1;
@@ -271,7 +294,6 @@ impl Txn<'_> {
                     }
                 });
             }
-            b += n;
         }
         Ok(())
     }

@@ -390,6 +390,31 @@ pub fn kernel_mount(img: &Path, mnt: &Path, opts: &str) {
     run_ok(Command::new("mount").arg("-o").arg(o).arg(img).arg(mnt));
 }
 
+/// `EXT4_IOC_SHUTDOWN` (`_IOR('X', 125, __u32)`) and its flags: flush the log first (the running
+/// transaction becomes a full commit), or stop with the log as it is (what fsync made durable only).
+pub const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
+pub const EXT4_GOING_FLAGS_LOGFLUSH: u32 = 1;
+pub const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
+
+/// Stops the kernel's ext4 mounted at `mnt` as a crash would (`EXT4_IOC_SHUTDOWN` with `flag`):
+/// nothing more reaches the image.
+pub fn kernel_shutdown(mnt: &Path, flag: u32) {
+    let f = File::open(mnt).unwrap();
+    let rc = unsafe { libc::ioctl(std::os::unix::io::AsRawFd::as_raw_fd(&f), EXT4_IOC_SHUTDOWN as _, &flag) };
+    assert_eq!(rc, 0, "EXT4_IOC_SHUTDOWN: {}", io::Error::last_os_error());
+}
+
+/// [`kernel_shutdown`], then `img` kept as the crash left it: copied before the umount (which would
+/// write the committed blocks home) and put back after. Its journal must need recovery.
+pub fn kernel_crash(img: &Path, mnt: &Path, flag: u32) {
+    kernel_shutdown(mnt, flag);
+    let crashed = img.with_extension("crashed");
+    fs::copy(img, &crashed).unwrap();
+    kernel_umount(mnt);
+    fs::rename(&crashed, img).unwrap();
+    assert!(fs_features(img).iter().any(|f| f == "needs_recovery"), "the shutdown left no journal to recover");
+}
+
 /// `umount MNT`, retried for a few seconds: a process that another test
 /// thread is spawning can briefly hold a copy of our descriptors.
 pub fn kernel_umount(mnt: &Path) {
