@@ -180,17 +180,21 @@ fn unknown_option() {
     }
 }
 
-/// A read-write mount of an image with a feature the engine cannot write (bigalloc, whose clusters
-/// it does not allocate; a journal on an external device, which it cannot open) or a damaged orphan
-/// file goes ahead read-only, with one line naming the reason.
+/// A read-write mount of an image with a feature the engine cannot write (verity, whose Merkle trees
+/// it does not build; a journal on an external device, which it cannot open), with bigalloc but without
+/// extents (the kernel refuses those), or with a damaged orphan file goes ahead read-only, with one line
+/// naming the reason.
 #[test]
 fn unwritable_feature_mounts_read_only_with_a_message() {
     if !require_root_and_fuse() {
         return;
     }
     let s = Scratch::new("bad-rw-feature");
-    let bigalloc = s.path("bigalloc.img");
+    let verity = s.path("verity.img");
+    mkfs(&verity, 32 << 20, &["-b", "4096", "-O", "verity"]);
+    let bigalloc = s.path("bigalloc-no-extents.img");
     mkfs(&bigalloc, 32 << 20, &["-b", "4096", "-O", "bigalloc"]);
+    run_ok(std::process::Command::new("debugfs").args(["-w", "-R", "feature -extent"]).arg(&bigalloc));
     let external = s.path("external-journal.img");
     mkfs(&external, 32 << 20, &[]);
     debugfs_w(&external, "ssv journal_dev 0x801");
@@ -205,7 +209,9 @@ fn unwritable_feature_mounts_read_only_with_a_message() {
         block * 4096 + 4088,
     )
     .unwrap();
-    for (img, word) in [(&bigalloc, "bigalloc"), (&external, "external device"), (&orphans, "orphan file")] {
+    for (img, word) in
+        [(&verity, "verity"), (&bigalloc, "bigalloc"), (&external, "external device"), (&orphans, "orphan file")]
+    {
         unwritable_mounts_read_only(&s, img, word);
     }
 }

@@ -437,3 +437,9 @@ fn ext4_quota_user_group_project() {
         4000,
     );
 }
+
+#[test]
+fn ext4_bigalloc_clusters() {
+    run("diff-bigalloc-4k", &["-b", "4096", "-O", "bigalloc", "-C", "16384"], 512 << 20, 0x5EED_0007, 4000);
+    run("diff-bigalloc-1k", &["-b", "1024", "-O", "bigalloc", "-C", "16384"], 256 << 20, 0x5EED_0008, 3000);
+}

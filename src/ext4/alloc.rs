@@ -1,5 +1,9 @@
 //! Block and inode allocation from the group bitmaps.
 //!
+//! A block bitmap has one bit per cluster: a block without bigalloc, `2^cluster_bits` blocks with it,
+//! and the group descriptors count free clusters. Everything here takes and returns block numbers; a
+//! range of blocks stands for the clusters it touches.
+//!
 //! Data goes near a goal block (the file's previous block, or its inode's group) in the longest free run
 //! found there, so files stay contiguous; new directories are spread over groups with room (a simple form
 //! of the kernel's Orlov allocator), and files are placed in their directory's group. Groups whose bitmaps
@@ -45,19 +49,13 @@ fn first_clear(b: &[u8], from: u64, to: u64) -> Option<u64> {
     None
 }
 
-/// The part of a block range inside one group: blocks `start..start + len`, bits `first..` of the
-/// group's bitmap.
+/// The part of a block range inside one group: blocks `start..start + len`, and the bits of the
+/// group's bitmap for the clusters they touch.
 struct GroupSpan {
     group: u32,
     start: u64,
-    first: u64,
     len: u64,
-}
-
-impl GroupSpan {
-    fn bits(&self) -> std::ops::Range<u64> {
-        self.first..self.first + self.len
-    }
+    bits: std::ops::Range<u64>,
 }
 
 impl Txn<'_> {
@@ -80,7 +78,8 @@ impl Txn<'_> {
         // bitmaps and inode table when they lie inside it, and the bits past the group's end.
         let mut b = vec![0u8; sb.block_size as usize];
         let base = sb.group_first_block(u64::from(g));
-        for i in 0..sb.base_meta_blocks(u64::from(g)) {
+        let bits = sb.cluster_bits();
+        for i in 0..sb.base_meta_blocks(u64::from(g)).div_ceil(sb.cluster_ratio()) {
             set_bit(&mut b, i, true);
         }
         let itable_blocks =
@@ -89,27 +88,35 @@ impl Txn<'_> {
         for (start, len) in own {
             for blk in start..start.saturating_add(len) {
                 if sb.group_of_block(blk) == u64::from(g) {
-                    set_bit(&mut b, blk - base, true);
+                    set_bit(&mut b, (blk - base) >> bits, true);
                 }
             }
         }
-        mark_end(&mut b, sb.blocks_in_group(u64::from(g)));
+        mark_end(&mut b, sb.clusters_in_group(u64::from(g)));
         self.update_group(g, |d| d.flags &= !BG_BLOCK_UNINIT)?;
         Ok((d.block_bitmap, b))
     }
 
     fn put_block_bitmap(&mut self, g: u32, nr: u64, b: Vec<u8>) -> Result<()> {
         let sb = &self.fs().sb;
-        let csum = block_group::bitmap_checksum(sb, &b, sb.blocks_per_group);
+        let csum = block_group::bitmap_checksum(sb, &b, sb.clusters_per_group());
         self.put(nr, b);
         self.update_group(g, |d| d.block_bitmap_csum = csum)
     }
 
-    /// Allocates up to `want` contiguous blocks, as near `goal` as possible: returns the first block and the
-    /// number allocated (at least one), or `ENOSPC`.
-    pub fn alloc_blocks(&mut self, goal: u64, want: u64) -> Result<(u64, u64)> {
+    /// One block for metadata (an extent tree node, an xattr block, an indirect block) near `goal`. With
+    /// bigalloc it takes a cluster of its own, as the kernel's `ext4_new_meta_blocks`: the caller charges
+    /// the owner [`Superblock::cluster_sectors`](super::superblock::Superblock::cluster_sectors).
+    pub fn alloc_meta_block(&mut self, goal: u64) -> Result<u64> {
+        Ok(self.alloc_clusters(goal, 1)?.0)
+    }
+
+    /// Allocates up to `want` contiguous clusters, as near block `goal` as possible: returns the first
+    /// block of the first cluster and the number of clusters allocated (at least one), or `ENOSPC`.
+    pub fn alloc_clusters(&mut self, goal: u64, want: u64) -> Result<(u64, u64)> {
         let sb = self.fs().sb.clone();
         let groups = sb.group_count();
+        let bits = sb.cluster_bits();
         let goal = goal.clamp(u64::from(sb.first_data_block), sb.blocks_count - 1);
         let g0 = sb.group_of_block(goal);
         for step in 0..=groups {
@@ -122,10 +129,10 @@ impl Txn<'_> {
             }
             let (nr, mut bm) = self.block_bitmap(g)?;
             let base = sb.group_first_block(u64::from(g));
-            let end = sb.blocks_in_group(u64::from(g));
-            let search = self.without_busy(&bm, base, end);
+            let end = sb.clusters_in_group(u64::from(g));
+            let search = self.without_busy(&bm, g);
             // In the goal's group, search from the goal onwards first, then from the group's start.
-            let start = if step == 0 { goal - base } else { 0 };
+            let start = if step == 0 { (goal - base) >> bits } else { 0 };
             let Some(first) = first_clear(&search, start, end).or_else(|| first_clear(&search, 0, start.min(end)))
             else {
                 continue;
@@ -134,8 +141,8 @@ impl Txn<'_> {
             while len < want && first + len < end && !bit(&search, first + len) {
                 len += 1;
             }
-            let blk = base + first;
-            self.refuse_metadata(g, blk, len)?;
+            let blk = base + (first << bits);
+            self.refuse_metadata(g, blk, len << bits)?;
             if u64::from(d.free_blocks_count) < len {
                 return Err(Error::corrupt(Object::GroupDescriptor(g), "free block count below the bitmap's"));
             }
@@ -144,25 +151,27 @@ impl Txn<'_> {
             }
             self.put_block_bitmap(g, nr, bm)?;
             self.update_group(g, |d| d.free_blocks_count -= len as u32)?;
-            self.update_state(false, |s| s.free_blocks = s.free_blocks.saturating_sub(len));
+            self.update_state(false, |s| s.free_clusters = s.free_clusters.saturating_sub(len));
             return Ok((blk, len));
         }
         // Blocks freed by operations not yet committed to the journal become free for good at the commit.
         if self.fs().log.as_ref().is_some_and(|log| log.has_busy()) {
             self.fs().commit_journal()?;
-            return self.alloc_blocks(goal, want);
+            return self.alloc_clusters(goal, want);
         }
         Err(Error::NoSpace)
     }
 
-    /// The block bitmap of the group starting at `base` (`len` blocks) with the blocks freed since the
-    /// last journal commit marked in use: they are not handed out before that commit (a crash before it
-    /// would leave their old owner pointing at the new owner's contents).
-    fn without_busy<'b>(&self, bm: &'b [u8], base: u64, len: u64) -> std::borrow::Cow<'b, [u8]> {
+    /// Group `g`'s block bitmap `bm` with the clusters freed since the last journal commit marked in
+    /// use: they are not handed out before that commit (a crash before it would leave their old owner
+    /// pointing at the new owner's contents).
+    fn without_busy<'b>(&self, bm: &'b [u8], g: u32) -> std::borrow::Cow<'b, [u8]> {
         let Some(log) = &self.fs().log else {
             return std::borrow::Cow::Borrowed(bm);
         };
-        let end = base + len;
+        let sb = &self.fs().sb;
+        let (base, bits) = (sb.group_first_block(u64::from(g)), sb.cluster_bits());
+        let end = base + sb.blocks_in_group(u64::from(g));
         let mut ranges = log.busy_in(base, end);
         ranges.extend(self.freed.iter().filter_map(|&(s, l)| {
             let (s, e) = (s.max(base), s.saturating_add(l).min(end));
@@ -173,15 +182,16 @@ impl Txn<'_> {
         }
         let mut masked = bm.to_vec();
         for (s, e) in ranges {
-            for b in s..e {
-                set_bit(&mut masked, b - base, true);
+            for c in (s - base) >> bits..=(e - 1 - base) >> bits {
+                set_bit(&mut masked, c, true);
             }
         }
         std::borrow::Cow::Owned(masked)
     }
 
-    /// Group `g`'s runs of free blocks (first block, count), blocks freed since the last commit counted
-    /// as in use; `None` for a group that cannot be trusted (damaged descriptor) or has none free.
+    /// Group `g`'s runs of free blocks (first block, count: whole free clusters), blocks freed since the
+    /// last commit counted as in use; `None` for a group that cannot be trusted (damaged descriptor) or
+    /// has none free.
     pub(crate) fn free_runs(&mut self, g: u32) -> Result<Option<Vec<(u64, u64)>>> {
         let sb = self.fs().sb.clone();
         let Some(d) = self.fs().group(g) else { return Ok(None) };
@@ -190,8 +200,9 @@ impl Txn<'_> {
         }
         let (_, bm) = self.block_bitmap(g)?;
         let base = sb.group_first_block(u64::from(g));
-        let len = sb.blocks_in_group(u64::from(g));
-        let search = self.without_busy(&bm, base, len);
+        let (len, blocks, bits) =
+            (sb.clusters_in_group(u64::from(g)), sb.blocks_in_group(u64::from(g)), sb.cluster_bits());
+        let search = self.without_busy(&bm, g);
         let mut runs = Vec::new();
         let mut i = 0;
         while let Some(first) = first_clear(&search, i, len) {
@@ -199,7 +210,8 @@ impl Txn<'_> {
             while first + n < len && !bit(&search, first + n) {
                 n += 1;
             }
-            runs.push((base + first, n));
+            let start = first << bits;
+            runs.push((base + start, ((first + n) << bits).min(blocks) - start));
             i = first + n;
         }
         Ok(Some(runs))
@@ -225,27 +237,31 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Blocks `start..start + len` (checked to lie inside the filesystem) cut at group boundaries.
+    /// Blocks `start..start + len` (checked to lie inside the filesystem) cut at group boundaries
+    /// (groups hold whole clusters).
     fn group_spans(&self, start: u64, len: u64) -> Result<Vec<GroupSpan>> {
         let sb = &self.fs().sb;
         self.fs().check_range(start, len, Object::GroupDescriptor(0))?;
+        let bits = sb.cluster_bits();
         let mut spans = Vec::new();
         let mut b = start;
         while b < start + len {
             let g = sb.group_of_block(b) as u32;
             let base = sb.group_first_block(u64::from(g));
             let n = (start + len - b).min(base + sb.blocks_in_group(u64::from(g)) - b);
-            spans.push(GroupSpan { group: g, start: b, first: b - base, len: n });
+            let bits = (b - base) >> bits..((b + n - 1 - base) >> bits) + 1;
+            spans.push(GroupSpan { group: g, start: b, len: n, bits });
             b += n;
         }
         Ok(spans)
     }
 
-    /// Frees `len` blocks from `start` (they may span groups).
+    /// Frees the clusters holding blocks `start..start + len` (they may span groups). With bigalloc the
+    /// caller knows no block of them is still in use (see `MapEdit::remove`).
     pub fn free_blocks(&mut self, start: u64, len: u64) -> Result<()> {
         for span in self.group_spans(start, len)? {
             let (nr, mut bm) = self.block_bitmap(span.group)?;
-            for i in span.bits() {
+            for i in span.bits.clone() {
                 if !bit(&bm, i) {
                     return Err(Error::corrupt(
                         Object::GroupDescriptor(span.group),
@@ -254,11 +270,11 @@ impl Txn<'_> {
                 }
                 set_bit(&mut bm, i, false);
             }
-            let n = span.len;
+            let n = span.bits.end - span.bits.start;
             self.put_block_bitmap(span.group, nr, bm)?;
-            self.freed.push((span.start, n));
+            self.freed.push((span.start, span.len));
             self.update_group(span.group, |d| d.free_blocks_count = d.free_blocks_count.saturating_add(n as u32))?;
-            self.update_state(false, |s| s.free_blocks += n);
+            self.update_state(false, |s| s.free_clusters += n);
         }
         Ok(())
     }
@@ -271,7 +287,7 @@ impl Txn<'_> {
             let g = span.group;
             let (nr, mut bm) = self.block_bitmap(g)?;
             let mut changed = 0u32;
-            for i in span.bits() {
+            for i in span.bits {
                 if bit(&bm, i) != used {
                     set_bit(&mut bm, i, used);
                     changed += 1;
@@ -287,10 +303,10 @@ impl Txn<'_> {
                     }
                 })?;
                 self.update_state(false, |s| {
-                    s.free_blocks = if used {
-                        s.free_blocks.saturating_sub(u64::from(changed))
+                    s.free_clusters = if used {
+                        s.free_clusters.saturating_sub(u64::from(changed))
                     } else {
-                        s.free_blocks + u64::from(changed)
+                        s.free_clusters + u64::from(changed)
                     }
                 });
             }

@@ -21,6 +21,7 @@ pub struct GroupDesc {
     pub block_bitmap: u64,
     pub inode_bitmap: u64,
     pub inode_table: u64,
+    /// Free clusters (`bg_free_blocks_count`: blocks without bigalloc).
     pub free_blocks_count: u32,
     pub free_inodes_count: u32,
     pub used_dirs_count: u32,

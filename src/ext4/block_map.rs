@@ -125,7 +125,7 @@ pub fn set_block(tx: &mut Txn<'_>, inode: &mut Inode, lblk: u64, pblk: u64) -> R
 }
 
 fn new_indirect(tx: &mut Txn<'_>, inode: &mut Inode, goal: u64) -> Result<u32> {
-    let (nr, _) = tx.alloc_blocks(goal, 1)?;
+    let nr = tx.alloc_meta_block(goal)?;
     let nr32 = u32::try_from(nr).map_err(|_| Error::TooBig)?;
     tx.put(nr, vec![0u8; tx.fs().block_size() as usize]);
     inode.blocks_512 += u64::from(tx.fs().block_size() / 512);

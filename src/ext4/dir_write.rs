@@ -163,9 +163,8 @@ impl Filesystem {
             Some(Ok(Mapping::Mapped { pblk, .. })) => pblk + 1,
             _ => self.sb.group_first_block(u64::from((dir.ino.0 - 1) / self.sb.inodes_per_group)),
         };
-        let (pblk, _) = tx.alloc_blocks(goal, 1)?;
+        let (pblk, _) = map.allocate(tx, dir, lblk, 1, goal, false)?;
         tx.put(pblk, content);
-        map.insert_block(tx, dir, lblk, pblk)?;
         map.store(tx, dir, pblk)?;
         dir.size += bs;
         Ok(lblk)
@@ -612,12 +611,5 @@ impl Filesystem {
         let mut p = parent_path;
         p.push((target, NODE_COUNT, pos));
         self.dx_insert(tx, dir, &mut p, hash, child, levels, max_levels)
-    }
-}
-
-impl MapEdit {
-    /// Maps one more block of a directory (a hole before).
-    pub(crate) fn insert_block(&mut self, tx: &mut Txn<'_>, inode: &mut Inode, lblk: u64, pblk: u64) -> Result<()> {
-        self.insert_pub(tx, inode, lblk, pblk, 1)
     }
 }

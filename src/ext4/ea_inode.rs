@@ -20,6 +20,7 @@ use super::checksum::crc32c;
 use super::error::{Error, Object, Result};
 use super::fs::Filesystem;
 use super::inode::{FileKind, Inode, InodeNo, Timestamp, flags};
+use super::superblock::Superblock;
 use super::txn::{Txn, inode_mut};
 use super::xattr::Value;
 
@@ -43,10 +44,11 @@ fn set_refs(ea: &mut Inode, n: u64) {
 }
 
 /// What an entry naming an EA inode value of `size` bytes adds to its owner's `i_blocks` (512-byte
-/// units): the kernel charges the owner the blocks the value takes (its quota charge), and e2fsck
-/// (`size_to_quota_blocks`) expects them there.
-pub(crate) fn owner_charge(size: u32, block_size: u32) -> u64 {
-    u64::from(size).div_ceil(u64::from(block_size)) * u64::from(block_size / 512)
+/// units): the kernel charges the owner the clusters the value takes (its quota charge,
+/// `round_up_cluster`), and e2fsck (`size_to_quota_blocks`) expects them there.
+pub(crate) fn owner_charge(size: u32, sb: &Superblock) -> u64 {
+    let cluster_bytes = u64::from(sb.block_size) << sb.cluster_bits();
+    u64::from(size).div_ceil(cluster_bytes) * sb.cluster_sectors()
 }
 
 /// Makes a new EA inode holding `value`, for an attribute of `owner`, with one reference. Returns its

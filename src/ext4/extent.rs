@@ -357,7 +357,7 @@ pub fn store(tx: &mut Txn<'_>, inode: &mut Inode, list: &[Extent], mut old_tree:
         for chunk in level.chunks(per_node) {
             let nr = match old_tree.pop() {
                 Some(nr) => nr,
-                None => tx.alloc_blocks(goal, 1)?.0,
+                None => tx.alloc_meta_block(goal)?,
             };
             used += 1;
             let mut node = vec![0u8; bs];
@@ -398,7 +398,8 @@ pub fn store(tx: &mut Txn<'_>, inode: &mut Inode, list: &[Extent], mut old_tree:
     for nr in old_tree {
         tx.free_blocks(nr, 1)?;
     }
-    let per_block = u64::from(fs.block_size() / 512);
+    // Each tree block takes a cluster of its own.
+    let per_block = fs.sb.cluster_sectors();
     inode.blocks_512 = (inode.blocks_512 + used * per_block).saturating_sub(old_count * per_block);
     Ok(())
 }

@@ -43,53 +43,82 @@ impl MapEdit {
         }
     }
 
-    /// Maps `len` blocks from `lblk` to `pblk..` (a hole before) and counts them in `i_blocks`.
-    pub(crate) fn insert(
+    /// Allocates and maps up to `want` blocks of the hole at `lblk`, near block `goal`; returns the first
+    /// block and how many were mapped (at least one). `i_blocks` counts what was newly allocated.
+    ///
+    /// With bigalloc a logical cluster lives in one physical cluster, block for block (the kernel's
+    /// `get_implied_cluster_alloc`): a hole in a cluster the file already has takes its blocks there, at
+    /// no charge; otherwise whole clusters are allocated and charged, and the blocks keep their offset in
+    /// the cluster.
+    pub(crate) fn allocate(
         &mut self,
         tx: &mut Txn<'_>,
         inode: &mut Inode,
         lblk: u64,
-        pblk: u64,
-        len: u64,
+        want: u64,
+        goal: u64,
         unwritten: bool,
-    ) -> Result<()> {
-        inode.blocks_512 += len * u64::from(tx.fs().block_size() / 512);
-        match self {
-            MapEdit::Extents { list, dirty, .. } => {
-                let lblk = u32::try_from(lblk).map_err(|_| Error::TooBig)?;
-                extent::insert(list, Extent { lblk, len: len as u32, pblk, unwritten });
-                *dirty = true;
-                Ok(())
+    ) -> Result<(u64, u64)> {
+        let sb = tx.fs().sb.clone();
+        let (bits, ratio) = (sb.cluster_bits(), sb.cluster_ratio());
+        let list = match self {
+            MapEdit::Indirect if bits > 0 => {
+                return Err(Error::corrupt(Object::Inode(inode.ino.0), "block-mapped file on a bigalloc filesystem"));
             }
             MapEdit::Indirect => {
-                for i in 0..len {
+                let (pblk, got) = tx.alloc_clusters(goal, want)?;
+                inode.blocks_512 += got * sb.cluster_sectors();
+                for i in 0..got {
                     block_map::set_block(tx, inode, lblk + i, pblk + i)?;
                 }
-                Ok(())
+                return Ok((pblk, got));
             }
+            MapEdit::Extents { list, dirty, .. } => {
+                *dirty = true;
+                list
+            }
+        };
+        let lblk32 = u32::try_from(lblk).map_err(|_| Error::TooBig)?;
+        let mut want = match extent::find(list, lblk) {
+            (Some(_), _) => return Err(Error::corrupt(Object::Inode(inode.ino.0), "allocating a mapped block")),
+            (None, Some(next)) => want.min(u64::from(next.lblk) - lblk),
+            (None, None) => want,
         }
+        .min((1 << 32) - lblk)
+        .max(1);
+        let offset = lblk & (ratio - 1);
+        let (pblk, got, clusters) = match cluster_home(list, lblk - offset, ratio, inode)? {
+            Some(home) => (home + offset, want.min(ratio - offset), 0),
+            None => {
+                // The last cluster touched may already be the file's (a hole ending inside it): stop before it.
+                let last = (lblk + want - 1) & !(ratio - 1);
+                if last > lblk && cluster_home(list, last, ratio, inode)?.is_some() {
+                    want = last - lblk;
+                }
+                let (first, n) = tx.alloc_clusters(goal, (offset + want).div_ceil(ratio))?;
+                (first + offset, want.min((n << bits) - offset), n)
+            }
+        };
+        inode.blocks_512 += clusters * sb.cluster_sectors();
+        extent::insert(list, Extent { lblk: lblk32, len: got as u32, pblk, unwritten });
+        Ok((pblk, got))
     }
 
-    pub(crate) fn insert_pub(
-        &mut self,
-        tx: &mut Txn<'_>,
-        inode: &mut Inode,
-        lblk: u64,
-        pblk: u64,
-        len: u64,
-    ) -> Result<()> {
-        self.insert(tx, inode, lblk, pblk, len, false)
-    }
-
-    /// Unmaps and frees logical blocks `from..to`.
+    /// Unmaps logical blocks `from..to` and frees the clusters left with no block of the file (with
+    /// bigalloc a cluster at either end of a freed run may still hold blocks outside it).
     pub(crate) fn remove(&mut self, tx: &mut Txn<'_>, inode: &mut Inode, from: u64, to: u64) -> Result<()> {
         match self {
             MapEdit::Extents { list, dirty, .. } => {
                 let freed = extent::remove_range(list, from, to);
-                for (start, len) in freed {
-                    tx.free_blocks(start, len)?;
-                    inode.blocks_512 = inode.blocks_512.saturating_sub(len * u64::from(tx.fs().block_size() / 512));
-                    *dirty = true;
+                if freed.is_empty() {
+                    return Ok(());
+                }
+                *dirty = true;
+                let sb = tx.fs().sb.clone();
+                for (first, last) in unused_clusters(&freed, list, sb.cluster_bits()) {
+                    let n = last - first + 1;
+                    tx.free_blocks(first << sb.cluster_bits(), n << sb.cluster_bits())?;
+                    inode.blocks_512 = inode.blocks_512.saturating_sub(n * sb.cluster_sectors());
                 }
                 Ok(())
             }
@@ -111,6 +140,59 @@ impl MapEdit {
         }
         Ok(())
     }
+}
+
+/// The first block of the physical cluster that logical cluster `first..first + ratio` of `list` lives
+/// in, if any of its blocks is mapped. A cluster mapped out of step (block offsets that differ) is
+/// corruption: e2fsck's "misaligned cluster".
+fn cluster_home(list: &[Extent], first: u64, ratio: u64, inode: &Inode) -> Result<Option<u64>> {
+    if ratio == 1 {
+        return Ok(None);
+    }
+    let at = list.partition_point(|e| e.end() <= first);
+    let Some(e) = list.get(at).filter(|e| u64::from(e.lblk) < first + ratio) else { return Ok(None) };
+    let l = u64::from(e.lblk).max(first);
+    let p = e.pblk + (l - u64::from(e.lblk));
+    if (p ^ l) & (ratio - 1) != 0 {
+        return Err(Error::corrupt(Object::Inode(inode.ino.0), "a cluster is mapped out of step with its blocks"));
+    }
+    Ok(Some(p - (l - first)))
+}
+
+/// The clusters (first and last, inclusive runs in cluster numbers) of the physical runs `freed` that no
+/// extent left in `list` still uses, for cluster size `2^bits` blocks.
+fn unused_clusters(freed: &[(u64, u64)], list: &[Extent], bits: u32) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = freed.iter().map(|&(s, l)| (s >> bits, (s + l - 1) >> bits)).collect();
+    runs.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for (a, b) in runs {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 + 1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    if bits == 0 {
+        return merged;
+    }
+    // Only the clusters at the ends of a run can be shared with blocks outside it.
+    let ends: std::collections::BTreeSet<u64> = merged.iter().flat_map(|&(a, b)| [a, b]).collect();
+    let mut kept = std::collections::HashSet::<u64>::new();
+    for e in list {
+        let (a, b) = (e.pblk >> bits, (e.pblk + u64::from(e.len).max(1) - 1) >> bits);
+        kept.extend(ends.range(a..=b));
+    }
+    merged
+        .into_iter()
+        .filter_map(|(mut a, mut b)| {
+            if kept.contains(&a) {
+                a += 1;
+            }
+            if kept.contains(&b) && b > 0 {
+                b -= 1;
+            }
+            (a <= b).then_some((a, b))
+        })
+        .collect()
 }
 
 /// The largest number of blocks a file may hold: 2^32 - 1 with extents (the kernel's `EXT_MAX_BLOCKS`,
@@ -195,9 +277,8 @@ impl Filesystem {
                     let n = len.unwrap_or(u64::MAX).min(span);
                     let mut done = 0;
                     while done < n {
-                        let (pblk, got) = tx.alloc_blocks(last_goal, n - done)?;
+                        let (pblk, got) = map.allocate(&mut tx, &mut inode, lblk + done, n - done, last_goal, false)?;
                         self.write_blocks(pblk, lblk + done, got, offset, data)?;
-                        map.insert(&mut tx, &mut inode, lblk + done, pblk, got, false)?;
                         last_goal = pblk + got;
                         done += got;
                     }
@@ -328,8 +409,7 @@ impl Filesystem {
                         let n = len.unwrap_or(u64::MAX).min(to - lblk);
                         let mut done = 0;
                         while done < n {
-                            let (pblk, got) = tx.alloc_blocks(g, n - done)?;
-                            map.insert(&mut tx, &mut inode, lblk + done, pblk, got, true)?;
+                            let (pblk, got) = map.allocate(&mut tx, &mut inode, lblk + done, n - done, g, true)?;
                             g = pblk + got;
                             done += got;
                         }
@@ -358,9 +438,8 @@ impl Filesystem {
         let mut last_goal = goal(self, inode, &map, 0);
         let mut done = 0;
         while done < n {
-            let (pblk, got) = tx.alloc_blocks(last_goal, n - done)?;
+            let (pblk, got) = map.allocate(tx, inode, done, n - done, last_goal, false)?;
             self.write_blocks(pblk, done, got, 0, data)?;
-            map.insert(tx, inode, done, pblk, got, false)?;
             last_goal = pblk + got;
             done += got;
         }
@@ -409,12 +488,11 @@ pub(crate) fn unline(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
         inode.i_block = extent::empty_root();
     }
     if !data.is_empty() {
-        let (pblk, _) = tx.alloc_blocks(goal(fs, inode, &MapEdit::Indirect, 0), 1)?;
+        let mut map = MapEdit::load(fs, inode)?;
+        let (pblk, _) = map.allocate(tx, inode, 0, 1, goal(fs, inode, &MapEdit::Indirect, 0), false)?;
         let mut block = vec![0u8; fs.sb.block_size as usize];
         block[..data.len()].copy_from_slice(&data);
         fs.dev.write_all_at(&block, pblk * u64::from(fs.sb.block_size))?;
-        let mut map = MapEdit::load(fs, inode)?;
-        map.insert(tx, inode, 0, pblk, 1, false)?;
         map.store(tx, inode, pblk)?;
     }
     Ok(())

@@ -133,7 +133,8 @@ pub struct StatFs {
 #[derive(Debug, Clone)]
 pub(crate) struct SbState {
     pub raw: Vec<u8>,
-    pub free_blocks: u64,
+    /// Free clusters (blocks without bigalloc), the sum of the group descriptors' counts.
+    pub free_clusters: u64,
     pub free_inodes: u64,
     pub last_orphan: u32,
 }
@@ -218,7 +219,7 @@ impl Filesystem {
         let read_only = if opts.read_only { Some("mounted read-only".to_string()) } else { write_refusal(&sb) };
         let raw_for_errors = raw.clone();
         let state = SbState {
-            free_blocks: sb.free_blocks_count,
+            free_clusters: sb.free_blocks_count >> sb.cluster_bits(),
             free_inodes: u64::from(sb.free_inodes_count),
             last_orphan: sb.last_orphan,
             raw,
@@ -261,7 +262,7 @@ impl Filesystem {
         // The superblock's free counts are only a hint while mounted; the group descriptors are exact.
         {
             let st = fs.state.get_mut().unwrap_or_else(|p| p.into_inner());
-            st.free_blocks = groups.iter().map(|g| u64::from(g.free_blocks_count)).sum();
+            st.free_clusters = groups.iter().map(|g| u64::from(g.free_blocks_count)).sum();
             st.free_inodes = groups.iter().map(|g| u64::from(g.free_inodes_count)).sum();
         }
         if fs.read_only.is_none() {
@@ -1031,16 +1032,20 @@ impl Filesystem {
     /// statfs(2) figures: the block and inode counts, and the free counts summed over the groups.
     /// statfs(2) as the kernel's ext4 reports it by default (bsddf): the metadata overhead is not counted
     /// in the size, and what is available leaves out the reserved blocks and the kernel's small reserve
-    /// pool (2% of the blocks, at most 4096 clusters, on extent filesystems).
+    /// pool (2% of the clusters, at most 4096, on extent filesystems).
     pub fn statfs(&self) -> StatFs {
-        let (free_blocks, free_inodes) = {
+        let (free_clusters, free_inodes) = {
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            (st.free_blocks, st.free_inodes)
+            (st.free_clusters, st.free_inodes)
         };
         // Group descriptors count free clusters; a cluster is several blocks with bigalloc.
-        let free_blocks =
-            (free_blocks << self.sb.log_cluster_size.saturating_sub(self.sb.log_block_size)).min(self.sb.blocks_count);
-        let resv_pool = if self.sb.has_incompat(INCOMPAT_EXTENTS) { (self.sb.blocks_count / 50).min(4096) } else { 0 };
+        let free_blocks = (free_clusters << self.sb.cluster_bits()).min(self.sb.blocks_count);
+        let bits = self.sb.cluster_bits();
+        let resv_pool = if self.sb.has_incompat(INCOMPAT_EXTENTS) {
+            ((self.sb.blocks_count >> bits) / 50).min(4096) << bits
+        } else {
+            0
+        };
         StatFs {
             block_size: self.sb.block_size,
             blocks: self.sb.blocks_count.saturating_sub(self.overhead),
@@ -1251,7 +1256,8 @@ pub(super) fn feature_write_refusal(sb: &Superblock) -> Option<String> {
         | RO_COMPAT_EXTRA_ISIZE
         | RO_COMPAT_METADATA_CSUM
         | RO_COMPAT_PROJECT
-        | RO_COMPAT_QUOTA;
+        | RO_COMPAT_QUOTA
+        | RO_COMPAT_BIGALLOC;
     // needs_recovery is the journal's state, not a feature of the format: `write_refusal` handles it.
     let incompat = sb.feature_incompat & !INCOMPAT_WRITE & !INCOMPAT_RECOVER;
     // orphan_present says the orphan file may hold orphans: they are processed at mount.
@@ -1259,9 +1265,16 @@ pub(super) fn feature_write_refusal(sb: &Superblock) -> Option<String> {
     let ro_compat = sb.feature_ro_compat & !RO_COMPAT_WRITE & !orphans;
     let mut names = features::names(features::Kind::Incompat, incompat);
     names.extend(features::names(features::Kind::RoCompat, ro_compat));
-    if names.is_empty() {
-        None
-    } else {
-        Some(format!("the engine cannot write images with feature(s): {}", names.join(", ")))
+    if !names.is_empty() {
+        return Some(format!("the engine cannot write images with feature(s): {}", names.join(", ")));
     }
+    // The kernel mounts bigalloc only with extents and clusters that start at block 0 (its
+    // `ext4_fill_super` checks); the cluster arithmetic here assumes both.
+    if sb.has_ro_compat(RO_COMPAT_BIGALLOC) && !sb.has_incompat(INCOMPAT_EXTENTS) {
+        return Some("bigalloc without the extent feature".into());
+    }
+    if sb.has_ro_compat(RO_COMPAT_BIGALLOC) && sb.first_data_block != 0 {
+        return Some(format!("bigalloc with first data block {} (clusters start at block 0)", sb.first_data_block));
+    }
+    None
 }

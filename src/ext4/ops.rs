@@ -287,12 +287,11 @@ impl Filesystem {
                 inode.i_block = extent::empty_root();
             }
             let goal = self.sb.group_first_block(u64::from(self.group_of(inode.ino)));
-            let (pblk, _) = tx.alloc_blocks(goal, 1)?;
+            let mut map = MapEdit::load(self, &inode)?;
+            let (pblk, _) = map.allocate(&mut tx, &mut inode, 0, 1, goal, false)?;
             let mut block = vec![0u8; bs];
             block[..target.len()].copy_from_slice(target);
             self.dev.write_all_at(&block, pblk * bs as u64)?;
-            let mut map = MapEdit::load(self, &inode)?;
-            map.insert_pub(&mut tx, &mut inode, 0, pblk, 1)?;
             map.store(&mut tx, &mut inode, pblk)?;
         }
         let written = tx.write_inode(&inode)?;

@@ -458,9 +458,8 @@ impl QuotaFile {
                     Some(Ok(Mapping::Mapped { pblk, .. })) => pblk + 1,
                     _ => 0,
                 };
-                let (pblk, _) = tx.alloc_blocks(goal, 1)?;
+                let (pblk, _) = map.allocate(tx, &mut self.inode, lblk, 1, goal, false)?;
                 tx.put(pblk, vec![0; bs as usize]);
-                map.insert(tx, &mut self.inode, lblk, pblk, 1, false)?;
                 map.store(tx, &mut self.inode, pblk)?;
                 self.grown = true;
                 pblk

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use super::device::BlockDevice;
 use super::error::{Error, Object, Result};
-use super::features::{COMPAT_ORPHAN_FILE, INCOMPAT_MMP, INCOMPAT_RECOVER, RO_COMPAT_ORPHAN_PRESENT};
+use super::features::{
+    COMPAT_ORPHAN_FILE, INCOMPAT_MMP, INCOMPAT_RECOVER, RO_COMPAT_BIGALLOC, RO_COMPAT_ORPHAN_PRESENT,
+};
 use super::fs::{Filesystem, MountOptions, check_features, feature_write_refusal, read_superblock, superblock_block};
 use super::journal::{BlockSource, Journal, OverlayDevice};
 use super::mmp::Mmp;
@@ -98,7 +100,10 @@ impl Filesystem {
         blocks.insert(jsb_block, BlockSource::Data(jblock));
         let dev: Arc<dyn BlockDevice> = Arc::from(dev);
         if !replay.fast_commits.is_empty() {
-            if let Some(why) = feature_write_refusal(&sb) {
+            // Fast commits record block ranges and the replay keeps the bitmaps by block; with bigalloc a
+            // bit is a cluster several files' ranges may share, which that replay does not model.
+            let bigalloc = sb.has_ro_compat(RO_COMPAT_BIGALLOC).then(|| "not with bigalloc".to_string());
+            if let Some(why) = bigalloc.or_else(|| feature_write_refusal(&sb)) {
                 return Err(Error::Unsupported(format!(
                     "the journal holds fast commits, which ext4box replays only on images it can write ({why}); \
                      run e2fsck, or mount with -o ro,norecovery to read the image without the journal's last changes"

@@ -10,6 +10,9 @@ pub const SUPERBLOCK_OFFSET: u64 = 1024;
 /// Size of the superblock structure.
 pub const SUPERBLOCK_SIZE: usize = 1024;
 const EXT4_SUPER_MAGIC: u16 = 0xEF53;
+/// The largest cluster the kernel accepts, as log2 of blocks per cluster (its `EXT4_MAX_CLUSTER_LOG_SIZE`
+/// of 2^30 bytes over the smallest block).
+const MAX_CLUSTER_BITS: u32 = 20;
 /// `s_flags` bit: directory hashes use unsigned chars.
 const EXT2_FLAGS_UNSIGNED_HASH: u32 = 0x2;
 /// `s_state` bit: cleanly unmounted.
@@ -162,8 +165,15 @@ impl Superblock {
     fn validate(&self) -> Result<()> {
         let bad = |what| Err(Error::corrupt(Object::Superblock, what));
         // A bitmap block covers 8 * block size clusters; with bigalloc a cluster is several blocks.
-        let cluster_ratio = 1u32.checked_shl(self.log_cluster_size.saturating_sub(self.log_block_size)).unwrap_or(0);
+        if self.log_cluster_size < self.log_block_size || self.log_cluster_size - self.log_block_size > MAX_CLUSTER_BITS
+        {
+            return bad("cluster size out of range");
+        }
+        let cluster_ratio = 1u32 << self.cluster_bits();
         let max_bpg = self.block_size.saturating_mul(8).saturating_mul(cluster_ratio);
+        if self.blocks_per_group % cluster_ratio != 0 {
+            return bad("blocks per group is not a whole number of clusters");
+        }
         // mke2fs makes at least 256 blocks a group; fewer would let a small sparse image claim billions of
         // groups, each with a descriptor held in memory.
         if self.blocks_per_group < 256 || cluster_ratio == 0 || self.blocks_per_group > max_bpg {
@@ -202,6 +212,31 @@ impl Superblock {
     }
     pub fn has_ro_compat(&self, f: u32) -> bool {
         self.feature_ro_compat & f != 0
+    }
+
+    /// log2 of the blocks in a cluster, the unit of allocation: 0 without bigalloc.
+    pub fn cluster_bits(&self) -> u32 {
+        self.log_cluster_size.saturating_sub(self.log_block_size)
+    }
+
+    /// Blocks per cluster (1 without bigalloc).
+    pub fn cluster_ratio(&self) -> u64 {
+        1 << self.cluster_bits()
+    }
+
+    /// Clusters per group: the bits of a block bitmap that count.
+    pub fn clusters_per_group(&self) -> u32 {
+        self.blocks_per_group >> self.cluster_bits()
+    }
+
+    /// Clusters in group `g` (the last group may be short).
+    pub fn clusters_in_group(&self, g: u64) -> u64 {
+        self.blocks_in_group(g).div_ceil(self.cluster_ratio())
+    }
+
+    /// What one cluster adds to a file's `i_blocks` (512-byte units): files are charged whole clusters.
+    pub fn cluster_sectors(&self) -> u64 {
+        u64::from(self.block_size / 512) << self.cluster_bits()
     }
 
     /// Number of block groups: blocks after the first data block, divided by blocks per group, rounded up.

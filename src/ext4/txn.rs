@@ -62,9 +62,11 @@ impl Filesystem {
     /// The superblock as it should be on disk now: the raw copy with the live counters and `state`.
     pub(crate) fn superblock_bytes(&self, st: &SbState, state: Option<u16>) -> Vec<u8> {
         let mut b = st.raw.clone();
-        put32(&mut b, 0xC, st.free_blocks as u32);
+        // The superblock counts free blocks, the group descriptors free clusters (the kernel's `EXT4_C2B`).
+        let free_blocks = st.free_clusters << self.sb.cluster_bits();
+        put32(&mut b, 0xC, free_blocks as u32);
         if self.sb.has_incompat(INCOMPAT_64BIT) {
-            put32(&mut b, 0x158, (st.free_blocks >> 32) as u32);
+            put32(&mut b, 0x158, (free_blocks >> 32) as u32);
         }
         put32(&mut b, 0x10, st.free_inodes as u32);
         put32(&mut b, 0xE8, st.last_orphan);

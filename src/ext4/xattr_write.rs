@@ -189,7 +189,7 @@ pub fn release_block(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
         tx.put(nr, block);
     }
     inode.file_acl = 0;
-    inode.blocks_512 = inode.blocks_512.saturating_sub(u64::from(tx.fs().block_size() / 512));
+    inode.blocks_512 = inode.blocks_512.saturating_sub(tx.fs().sb.cluster_sectors());
     Ok(())
 }
 
@@ -232,7 +232,7 @@ pub fn set(
     if let Some(Value::EaInode { size, .. }) =
         in_body.map(|i| &ibody[i]).or(in_block.map(|i| &blk[i])).map(|e| &e.value)
     {
-        inode.blocks_512 = inode.blocks_512.saturating_sub(ea_inode::owner_charge(*size, tx.fs().block_size()));
+        inode.blocks_512 = inode.blocks_512.saturating_sub(ea_inode::owner_charge(*size, &tx.fs().sb));
         tx.charge_ea_inodes(inode, -1)?;
     }
     let old_ea = match (in_body.map(|i| &ibody[i]), in_block.map(|i| &blk[i])) {
@@ -278,7 +278,7 @@ pub fn set(
             e.hash = hash_entry(&e.name, &hash.to_le_bytes());
             placed = fits(&mut ibody, &mut blk, &e);
             new_ea = Some(ino.0);
-            inode.blocks_512 += ea_inode::owner_charge(v.len() as u32, tx.fs().block_size());
+            inode.blocks_512 += ea_inode::owner_charge(v.len() as u32, &tx.fs().sb);
             tx.charge_ea_inodes(inode, 1)?;
         }
         block_changed |= placed.ok_or(Error::NoSpace)?;
@@ -309,9 +309,9 @@ pub fn set(
         let goal = inode
             .file_acl
             .max(tx.fs().sb.group_first_block(u64::from((inode.ino.0 - 1) / tx.fs().sb.inodes_per_group)));
-        let (nr, _) = tx.alloc_blocks(goal, 1)?;
+        let nr = tx.alloc_meta_block(goal)?;
         inode.file_acl = nr;
-        inode.blocks_512 += u64::from(tx.fs().block_size() / 512);
+        inode.blocks_512 += tx.fs().sb.cluster_sectors();
         nr
     };
     seal_block(tx, nr, &mut new);
