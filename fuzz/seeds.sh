@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz/seeds.sh — builds the seed corpora in fuzz/corpus/<target>/ from real images:
 #   - small images made by mke2fs -d in the read-side shapes (1 KiB blocks, ext2 block maps, ext3,
-#     ext4 with metadata_csum, inline_data, htree directories (e2fsck -D), many-extent files, xattrs and
+#     ext4 with metadata_csum, inline_data, htree directories (e2fsck -D), many-extent files, bigalloc, xattrs and
 #     ACLs, fast and slow symlinks), at most 2 MiB each so a run executes quickly;
 #   - images whose journal needs recovery and whose orphan list is not empty, made by the kernel
 #     itself (loop mount, writes, an open unlinked file, EXT4_IOC_SHUTDOWN with the log flushed);
@@ -66,6 +66,7 @@ debugfs -w -R "set_inode_field /big-dir flags 0x40081000" "$WORK/ext4-casefold.i
 e2fsck -fyD "$WORK/ext4-casefold.img" >/dev/null 2>&1 || true
 for t in "${IMAGE_TARGETS[@]}"; do cp "$WORK/ext4-casefold.img" "$OUT/$t/ext4-casefold.img"; done
 image ext4-quota 1M -t ext4 -b 1024 -O ^has_journal,quota,project -I 256 -N 256 -E quotatype=usrquota:grpquota:prjquota
+image ext4-bigalloc 2M -t ext4 -b 1024 -O ^has_journal,bigalloc -C 4096 -N 256
 
 # Kernel-made: a journal that needs recovery and an orphan list, as a crash leaves them; an encrypted tree.
 if [[ $EUID -eq 0 ]]; then

@@ -173,3 +173,31 @@ fn kernel_fast_commits_replay_as_the_kernel_does() {
     check(&scratch, "fc-4k", &["-O", "fast_commit"]);
     check(&scratch, "fc-1k", &["-b", "1024", "-O", "fast_commit"]);
 }
+
+/// A bigalloc image whose journal holds live fast commits: their replay here keeps the bitmaps by block,
+/// which bigalloc's shared clusters break, so the mount is refused with one line naming the way out
+/// (`ro,norecovery`, which then mounts), and the image is left as it was.
+#[test]
+fn fast_commits_on_bigalloc_are_refused_in_one_line() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new("fast-commit-bigalloc");
+    let img = scratch.path("fc-bigalloc.img");
+    let mnt = scratch.mkdir("mnt");
+    mkfs(&img, 64 << 20, &["-O", "fast_commit,bigalloc", "-C", "16384"]);
+    make_dirty(&img, &mnt);
+    assert!(live_fast_commits(&img) >= 3, "the kernel left no live fast commits on the bigalloc image");
+    let before = hash_path(&img);
+    for opts in ["rw", "ro"] {
+        let out = ext4box_mount(&img, &mnt, opts);
+        assert!(!out.status.success(), "-o {opts} mounted an image whose fast commits it cannot replay");
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "-o {opts}: one line on stderr: {lines:?}");
+        assert!(lines[0].contains("bigalloc") && lines[0].contains("ro,norecovery"), "-o {opts}: {lines:?}");
+        assert!(mountinfo_entry(&mnt).is_none(), "-o {opts}: something is mounted");
+    }
+    assert_eq!(hash_path(&img), before, "a refused mount changed the image");
+    ext4box_mount_ok(&img, &mnt, "ro,norecovery").unmount();
+    assert_eq!(hash_path(&img), before, "an ro,norecovery mount changed the image");
+}

@@ -276,3 +276,59 @@ fn a_project_directory_hands_down_its_project_and_keeps_other_projects_out() {
     assert_eq!(results[2].0, 42, "a file moved out keeps its project");
     assert_eq!(results[3].0, 0, "files outside stay in project 0");
 }
+
+/// `chattr -p ID +P` and `lsattr -p` through ext4box (FS_IOC_FSSETXATTR / FSGETXATTR with fsx_projid):
+/// the project id and PROJINHERIT are set as the kernel sets them, the file's usage moves to the new
+/// project (e2fsck's project usage has no difference), files made in the directory inherit it, and the
+/// kernel reads the ids back. Without the project feature a non-zero id is EOPNOTSUPP.
+#[test]
+fn chattr_sets_project_ids_through_ext4box() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new("quota-chattr-project");
+    let img = s.path("img");
+    mkfs(&img, 64 << 20, &["-b", "4096", "-I", "256", "-O", "quota,project", "-E", "quotatype=prjquota"]);
+    let mnt = s.mkdir("mnt");
+    let m = ext4box_mount_ok(&img, &mnt, "");
+    fs::create_dir(mnt.join("proj")).unwrap();
+    fs::write(mnt.join("proj/before"), pseudo_random(1, 200_000)).unwrap();
+    run_ok(std::process::Command::new("chattr").args(["-p", "77", "+P"]).arg(mnt.join("proj")));
+    run_ok(std::process::Command::new("chattr").args(["-p", "77"]).arg(mnt.join("proj/before")));
+    fs::write(mnt.join("proj/after"), pseudo_random(2, 50_000)).unwrap();
+    let lsattr = |p: &Path| -> (u32, String) {
+        let out = run_ok(std::process::Command::new("lsattr").arg("-pd").arg(p));
+        let mut w = out.split_whitespace();
+        (w.next().unwrap().parse().unwrap(), w.next().unwrap().to_string())
+    };
+    let (id, flags) = lsattr(&mnt.join("proj"));
+    assert_eq!(id, 77, "lsattr -p through ext4box");
+    assert!(flags.contains('P'), "PROJINHERIT through ext4box: {flags}");
+    assert_eq!(lsattr(&mnt.join("proj/after")).0, 77, "a new file inherits the project set by chattr");
+    m.unmount();
+    let out =
+        run_timeout(std::process::Command::new("e2fsck").arg("-fn").arg(&img), std::time::Duration::from_secs(300))
+            .unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success() && !text.contains("QUOTA"), "e2fsck -fn:\n{text}");
+    let k = s.mkdir("kernel");
+    kernel_mount(&img, &k, "ro");
+    let seen: Vec<_> = ["proj", "proj/before", "proj/after"].iter().map(|p| lsattr(&k.join(p))).collect();
+    kernel_umount(&k);
+    assert!(seen.iter().all(|(id, _)| *id == 77), "the kernel's lsattr -p: {seen:?}");
+    assert!(seen[0].1.contains('P') && !seen[1].1.contains('P'), "the kernel's flags: {seen:?}");
+
+    let plain = s.path("plain");
+    mkfs(&plain, 32 << 20, &["-b", "4096"]);
+    let m = ext4box_mount_ok(&plain, &mnt, "");
+    fs::write(mnt.join("f"), b"x").unwrap();
+    let out = std::process::Command::new("chattr").args(["-p", "5"]).arg(mnt.join("f")).output().unwrap();
+    assert!(
+        !out.status.success() && output_text(&out).contains("Operation not supported"),
+        "chattr -p without the project feature:\n{}",
+        output_text(&out)
+    );
+    run_ok(std::process::Command::new("chattr").args(["-p", "0"]).arg(mnt.join("f")));
+    m.unmount();
+    assert_fsck_clean(&plain);
+}

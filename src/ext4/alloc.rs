@@ -49,12 +49,10 @@ fn first_clear(b: &[u8], from: u64, to: u64) -> Option<u64> {
     None
 }
 
-/// The part of a block range inside one group: blocks `start..start + len`, and the bits of the
-/// group's bitmap for the clusters they touch.
+/// The part of a block range inside one group: the bits of the group's bitmap for the clusters it
+/// touches.
 struct GroupSpan {
     group: u32,
-    start: u64,
-    len: u64,
     bits: std::ops::Range<u64>,
 }
 
@@ -250,7 +248,7 @@ impl Txn<'_> {
             let base = sb.group_first_block(u64::from(g));
             let n = (start + len - b).min(base + sb.blocks_in_group(u64::from(g)) - b);
             let bits = (b - base) >> bits..((b + n - 1 - base) >> bits) + 1;
-            spans.push(GroupSpan { group: g, start: b, len: n, bits });
+            spans.push(GroupSpan { group: g, bits });
             b += n;
         }
         Ok(spans)
@@ -272,7 +270,12 @@ impl Txn<'_> {
             }
             let n = span.bits.end - span.bits.start;
             self.put_block_bitmap(span.group, nr, bm)?;
-            self.freed.push((span.start, span.len));
+            // The whole clusters are free now (kept from reuse until the commit, then discarded).
+            let sb = &self.fs().sb;
+            let base = sb.group_first_block(u64::from(span.group));
+            let start = base + (span.bits.start << sb.cluster_bits());
+            let len = (n << sb.cluster_bits()).min(base + sb.blocks_in_group(u64::from(span.group)) - start);
+            self.freed.push((start, len));
             self.update_group(span.group, |d| d.free_blocks_count = d.free_blocks_count.saturating_add(n as u32))?;
             self.update_state(false, |s| s.free_clusters += n);
         }

@@ -104,6 +104,9 @@ pub enum Error {
     /// An encrypted file's contents need its key, which a FUSE server never has.
     #[error("required key not available")]
     NoKey,
+    /// A value the inode record has no room for (a project id in a record without the field).
+    #[error("value too large for defined data type")]
+    Overflow,
 }
 
 /// `EUCLEAN`, which the kernel's ext4 calls `EFSCORRUPTED`.
@@ -140,6 +143,7 @@ impl Error {
             Error::NoKey => 126,                               // ENOKEY
             Error::QuotaExceeded => 122,                       // EDQUOT
             Error::CrossDevice => 18,                          // EXDEV
+            Error::Overflow => 75,                             // EOVERFLOW
         }
     }
 

@@ -585,17 +585,20 @@ impl Server {
                 Ok(Vec::new())
             }
             // FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR: the kernel reads these around every SETFLAGS.
+            // `struct fsxattr`: fsx_xflags at 0, fsx_projid at 12 (`chattr -p`, `lsattr -p`).
             (0x58, 31) => {
-                let flags = {
+                let (flags, projid) = {
                     let _g = self.fs.shared();
-                    self.checked(self.fs.get_flags(ino))?
+                    (self.checked(self.fs.get_flags(ino))?, self.checked(self.fs.project(ino))?)
                 };
                 let mut out = vec![0u8; FSXATTR_SIZE];
                 out[..4].copy_from_slice(&xflags_of(flags).to_le_bytes());
+                out[12..16].copy_from_slice(&projid.to_le_bytes());
                 Ok(out)
             }
             (0x58, 32) => {
-                let x = input.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(Errno(EINVAL))?;
+                let word = |i: usize| input.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let (Some(x), Some(projid)) = (word(0), word(12)) else { return Err(Errno(EINVAL)) };
                 let current = {
                     let _g = self.fs.shared();
                     self.checked(self.fs.get_flags(ino))?
@@ -603,7 +606,9 @@ impl Server {
                 let mapped: u32 = XFLAG_MAP.iter().map(|&(_, f)| f).fold(0, |a, f| a | f);
                 let new =
                     (current & !mapped) | XFLAG_MAP.iter().filter(|&&(xf, _)| x & xf != 0).fold(0, |a, &(_, f)| a | f);
+                // The kernel's order (ext4_fileattr_set): the flags, then the project.
                 self.checked(self.fs.set_flags(ino, new, uid == 0))?;
+                self.checked(self.fs.set_project(ino, projid))?;
                 Ok(Vec::new())
             }
             // FITRIM (`fstrim`): discard the free blocks in the range, for root only, as in ext4. The
@@ -630,10 +635,13 @@ impl Server {
     }
 }
 
-/// `struct fsxattr` is 28 bytes; only `fsx_xflags` (the first word) carries anything here.
+/// `struct fsxattr` is 28 bytes; `fsx_xflags` (the first word) and `fsx_projid` (the fourth) carry
+/// anything here.
 const FSXATTR_SIZE: usize = 28;
-/// FS_XFLAG_* bits and the inode flags they stand for.
-const XFLAG_MAP: &[(u32, u32)] = &[(0x8, 0x10), (0x10, 0x20), (0x20, 0x8), (0x40, 0x80), (0x80, 0x40)];
+/// FS_XFLAG_* bits and the inode flags they stand for (the kernel's `ext4_xflags_to_iflags`):
+/// immutable, append, sync, noatime, nodump, projinherit.
+const XFLAG_MAP: &[(u32, u32)] =
+    &[(0x8, 0x10), (0x10, 0x20), (0x20, 0x8), (0x40, 0x80), (0x80, 0x40), (0x200, 0x2000_0000)];
 
 fn xflags_of(flags: u32) -> u32 {
     XFLAG_MAP.iter().filter(|&&(_, f)| flags & f != 0).fold(0, |a, &(x, _)| a | x)
