@@ -384,8 +384,10 @@ impl Txn<'_> {
     }
 
     /// Marks inode `ino` in use when its bit is clear (the kernel's `ext4_mark_inode_used`, for replay):
-    /// a given number, where [`Txn::alloc_inode`] picks one.
-    pub(crate) fn claim_inode(&mut self, ino: InodeNo, is_dir: bool) -> Result<()> {
+    /// a given number, where [`Txn::alloc_inode`] picks one. When the bit was already set and the inode
+    /// was (`was_dir`) or now is a directory but not both, the group's directory count follows (a
+    /// replay that gives a removed directory's number to a file, or the reverse).
+    pub(crate) fn claim_inode(&mut self, ino: InodeNo, is_dir: bool, was_dir: bool) -> Result<()> {
         let sb = self.fs().sb.clone();
         if ino.0 == 0 || ino.0 > sb.inodes_count {
             return Err(Error::corrupt(Object::Inode(ino.0), "inode number out of range"));
@@ -399,6 +401,12 @@ impl Txn<'_> {
         let i = index % ipg;
         let (nr, mut bm) = self.inode_bitmap(g)?;
         if bit(&bm, i) {
+            if is_dir != was_dir {
+                self.update_group(g, |d| {
+                    d.used_dirs_count =
+                        if is_dir { d.used_dirs_count.saturating_add(1) } else { d.used_dirs_count.saturating_sub(1) }
+                })?;
+            }
             return Ok(());
         }
         set_bit(&mut bm, i, true);

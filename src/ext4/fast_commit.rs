@@ -20,7 +20,7 @@ use super::bytes::{le16, le32};
 use super::checksum::crc32c;
 use super::error::{Error, Object, Result};
 use super::extent::{self, Extent};
-use super::fs::Filesystem;
+use super::fs::{Filesystem, Mapping};
 use super::inode::{FileKind, GOOD_OLD_INODE_SIZE, Inode, InodeNo, Timestamp, flags};
 use super::txn::Txn;
 
@@ -277,14 +277,17 @@ impl Filesystem {
         }
         tx.commit()?;
         let mut linked = BTreeSet::new();
+        let mut dirs = BTreeSet::new();
         for tag in tags {
             let mut tx = self.begin()?;
             self.replay_tag(&mut tx, tag)?;
             tx.commit()?;
             if let Tag::Creat(d) | Tag::Link(d) | Tag::Unlink(d) = tag {
                 linked.insert(d.ino);
+                dirs.extend([d.parent, d.ino]);
             }
         }
+        self.recount_dir_links(&dirs)?;
         // As eviction after the kernel's replay: inodes the commits left without a name are deleted.
         for &ino in owners.union(&linked) {
             let Ok(inode) = self.inode(InodeNo(ino)) else { continue };
@@ -322,6 +325,37 @@ impl Filesystem {
         tx.commit()
     }
 
+    /// Sets the link count of each directory of `dirs` (others are skipped) to what its entries make
+    /// it, as e2fsck counts: 2 and one for each subdirectory, 1 past `EXT4_LINK_MAX` (dir_nlink). The
+    /// kernel's replay of a mkdir or rmdir leaves the parent's count as it was before (e2fsck then
+    /// fixes it); here the replay ends consistent.
+    fn recount_dir_links(&self, dirs: &BTreeSet<u32>) -> Result<()> {
+        const LINK_MAX: u64 = 65000;
+        for &ino in dirs {
+            let Ok(dir) = self.inode(InodeNo(ino)) else { continue };
+            if dir.kind != FileKind::Directory || dir.links_count == 0 {
+                continue;
+            }
+            let mut subdirs = 0u64;
+            self.read_dir(&dir, 0, &mut |e, _| {
+                if e.name != b"." && e.name != b".." {
+                    let kind = e.kind.or_else(|| self.inode(e.ino).ok().map(|i| i.kind));
+                    subdirs += u64::from(kind == Some(FileKind::Directory));
+                }
+                false // all of them
+            })?;
+            let links = if subdirs + 2 > LINK_MAX { 1 } else { (subdirs + 2) as u16 };
+            if dir.links_count != links {
+                let mut dir = dir.as_ref().clone();
+                dir.links_count = links;
+                let mut tx = self.begin()?;
+                tx.write_inode(&dir)?;
+                tx.commit()?;
+            }
+        }
+        Ok(())
+    }
+
     /// The blocks inode `ino`'s extent tree maps and is made of; none when it is not in use or not
     /// extent-mapped.
     fn blocks_held(&self, ino: InodeNo) -> Result<Vec<(u64, u64)>> {
@@ -347,8 +381,14 @@ impl Filesystem {
                 let inode = self.inode(ino).map_err(|_| corrupt("a fast commit creates an inode it did not record"))?;
                 let mut inode = inode.as_ref().clone();
                 let is_dir = inode.kind == FileKind::Directory;
-                tx.claim_inode(ino, is_dir)?;
-                if is_dir && inode.size == 0 {
+                tx.claim_inode(ino, is_dir, is_dir)?;
+                // As the kernel's `ext4_init_new_dir` in its create replay: fast commits do not record
+                // directory blocks, so a directory made after the last full commit gets its `.` and `..`
+                // block here (its entries come from the commits' own records).
+                let unmapped = || -> Result<bool> { Ok(matches!(self.map(&inode, 0)?, Mapping::Hole { .. })) };
+                if is_dir && inode.has_flag(flags::EXTENTS) && (inode.size == 0 || unmapped()?) {
+                    inode.i_block = extent::empty_root();
+                    inode.size = 0;
                     self.init_dir(tx, &mut inode, InodeNo(d.parent))?;
                 }
                 self.replay_link(tx, d, &mut inode)?;
@@ -382,7 +422,9 @@ impl Filesystem {
                 (dir.mtime, dir.ctime) = (now, now);
                 tx.write_inode(&dir)?;
                 let mut inode = inode.as_ref().clone();
-                inode.links_count = inode.links_count.saturating_sub(1);
+                // A directory has one name (rmdir: it was empty); a file may have more.
+                inode.links_count =
+                    if inode.kind == FileKind::Directory { 0 } else { inode.links_count.saturating_sub(1) };
                 inode.ctime = now;
                 tx.write_inode(&inode)?;
                 Ok(())
@@ -435,10 +477,12 @@ impl Filesystem {
             // Inline data, a fast symlink's target, a device number: all in the record itself.
             rec[I_BLOCK].copy_from_slice(&fc[I_BLOCK]);
         }
+        // What the record held before (a directory removed by these commits may come back as a file).
+        let was_dir = self.inode(ino).is_ok_and(|old| old.kind == FileKind::Directory);
         super::inode::seal_record(&self.sb, ino, &mut rec);
         let inode = Inode::parse(&self.sb, ino, &rec)?;
         if inode.links_count > 0 || inode.mode != 0 {
-            tx.claim_inode(ino, inode.kind == FileKind::Directory)?;
+            tx.claim_inode(ino, inode.kind == FileKind::Directory, was_dir)?;
         }
         tx.write_inode(&inode)?;
         Ok(())

@@ -119,7 +119,11 @@ impl Filesystem {
         // without needs_recovery, flushing between the steps so a crash in the middle leaves a journal
         // that replays again.
         let bs = u64::from(block_size);
-        for (nr, source) in blocks.iter().filter(|(nr, _)| **nr != sb_block && **nr != jsb_block) {
+        // Logged copies first, while the log they are read from is as it was: blocks the fast-commit
+        // replay wrote may include the journal's own (its transactions went through the log too).
+        let home = blocks.iter().filter(|(nr, _)| **nr != sb_block && **nr != jsb_block);
+        let (logged, written): (Vec<_>, Vec<_>) = home.partition(|(_, s)| matches!(s, BlockSource::Log { .. }));
+        for (nr, source) in logged.into_iter().chain(written) {
             dev.write_all_at(&source.read(&*dev, block_size)?, nr * bs)?;
         }
         dev.flush()?;
