@@ -110,7 +110,7 @@ pub enum Error {
 }
 
 /// `EUCLEAN`, which the kernel's ext4 calls `EFSCORRUPTED`.
-pub const EUCLEAN: i32 = 117;
+pub const EUCLEAN: i32 = libc::EUCLEAN;
 
 impl Error {
     /// Shorthand for a corruption error.
@@ -121,29 +121,29 @@ impl Error {
     /// The errno a caller should report for this error.
     pub fn errno(&self) -> i32 {
         match self {
-            Error::Io(e) => e.raw_os_error().unwrap_or(libc_eio()),
+            Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             // A corrupt structure or a failed checksum is corruption of that object (EUCLEAN).
             Error::Corrupt { .. } | Error::Checksum(_) | Error::NotExt(_) => EUCLEAN,
-            Error::Unsupported(_) | Error::NotSupported => 95, // EOPNOTSUPP
-            Error::NotFound => 2,                              // ENOENT
-            Error::NotDir => 20,                               // ENOTDIR
-            Error::IsDir => 21,                                // EISDIR
-            Error::Invalid => 22,                              // EINVAL
-            Error::NameTooLong => 36,                          // ENAMETOOLONG
-            Error::NoAttr => 61,                               // ENODATA
-            Error::ReadOnly => 30,                             // EROFS
-            Error::Busy(_) => 16,                              // EBUSY
-            Error::NoSpace => 28,                              // ENOSPC
-            Error::Exists => 17,                               // EEXIST
-            Error::NotEmpty => 39,                             // ENOTEMPTY
-            Error::TooManyLinks => 31,                         // EMLINK
-            Error::NotPermitted => 1,                          // EPERM
-            Error::TooBig => 27,                               // EFBIG
-            Error::Range => 34,                                // ERANGE
-            Error::NoKey => 126,                               // ENOKEY
-            Error::QuotaExceeded => 122,                       // EDQUOT
-            Error::CrossDevice => 18,                          // EXDEV
-            Error::Overflow => 75,                             // EOVERFLOW
+            Error::Unsupported(_) | Error::NotSupported => libc::EOPNOTSUPP,
+            Error::NotFound => libc::ENOENT,
+            Error::NotDir => libc::ENOTDIR,
+            Error::IsDir => libc::EISDIR,
+            Error::Invalid => libc::EINVAL,
+            Error::NameTooLong => libc::ENAMETOOLONG,
+            Error::NoAttr => libc::ENODATA,
+            Error::ReadOnly => libc::EROFS,
+            Error::Busy(_) => libc::EBUSY,
+            Error::NoSpace => libc::ENOSPC,
+            Error::Exists => libc::EEXIST,
+            Error::NotEmpty => libc::ENOTEMPTY,
+            Error::TooManyLinks => libc::EMLINK,
+            Error::NotPermitted => libc::EPERM,
+            Error::TooBig => libc::EFBIG,
+            Error::Range => libc::ERANGE,
+            Error::NoKey => libc::ENOKEY,
+            Error::QuotaExceeded => libc::EDQUOT,
+            Error::CrossDevice => libc::EXDEV,
+            Error::Overflow => libc::EOVERFLOW,
         }
     }
 
@@ -151,10 +151,6 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corrupt { .. } | Error::Checksum(_))
     }
-}
-
-fn libc_eio() -> i32 {
-    5
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

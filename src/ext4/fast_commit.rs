@@ -411,10 +411,8 @@ impl Filesystem {
                 if dir.kind != FileKind::Directory {
                     return Ok(());
                 }
-                match self.lookup(&dir, &d.name) {
-                    Ok(found) if found == inode.ino => {}
-                    Ok(_) | Err(Error::NotFound) => return Ok(()), // gone already, or another file now
-                    Err(e) => return Err(e),
+                if self.find_entry(&dir, &d.name)? != Some(inode.ino) {
+                    return Ok(()); // gone already, or another file now
                 }
                 let mut dir = dir.as_ref().clone();
                 self.remove_entry(tx, &mut dir, &d.name)?;
@@ -438,10 +436,8 @@ impl Filesystem {
         if dir.kind != FileKind::Directory {
             return Ok(false);
         }
-        match self.lookup(&dir, &d.name) {
-            Ok(_) => return Ok(false),
-            Err(Error::NotFound) => {}
-            Err(e) => return Err(e),
+        if self.find_entry(&dir, &d.name)?.is_some() {
+            return Ok(false);
         }
         let mut dir = dir.as_ref().clone();
         self.add_entry(tx, &mut dir, &d.name, inode.ino, inode.kind)?;

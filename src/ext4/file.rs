@@ -353,9 +353,9 @@ impl Filesystem {
     /// fallocate(2): `mode` 0 or KEEP_SIZE (1) preallocates unwritten extents; PUNCH_HOLE (2, with
     /// KEEP_SIZE) frees the range; ZERO_RANGE (0x10) makes it read as zeros. Extent-mapped files only.
     pub fn fallocate(&self, ino: InodeNo, offset: u64, len: u64, mode: i32) -> Result<std::sync::Arc<Inode>> {
-        const KEEP_SIZE: i32 = 1;
-        const PUNCH_HOLE: i32 = 2;
-        const ZERO_RANGE: i32 = 0x10;
+        use libc::{
+            FALLOC_FL_KEEP_SIZE as KEEP_SIZE, FALLOC_FL_PUNCH_HOLE as PUNCH_HOLE, FALLOC_FL_ZERO_RANGE as ZERO_RANGE,
+        };
         let mut tx = self.begin()?;
         let mut inode = inode_mut(&tx, ino)?;
         if inode.kind != FileKind::Regular {

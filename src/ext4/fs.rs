@@ -771,6 +771,16 @@ impl Filesystem {
         Err(Error::NotFound)
     }
 
+    /// The inode `name` names in `dir`, `None` when no entry has that name: what tells a free name
+    /// (`None`) from a directory that cannot be read (its error), which must not count as free.
+    pub(crate) fn find_entry(&self, dir: &Inode, name: &[u8]) -> Result<Option<InodeNo>> {
+        match self.lookup(dir, name) {
+            Ok(ino) => Ok(Some(ino)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A block read during a linear scan: htree interior nodes (and the root's index) hold no entries
     /// beyond `.` and `..`, and carry a dx tail rather than a dirent tail.
     fn leaf_block_for_scan(&self, dir: &Inode, lblk: u64) -> Result<Option<Arc<Vec<u8>>>> {

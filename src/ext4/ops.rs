@@ -212,7 +212,7 @@ impl Filesystem {
         let mut tx = self.begin()?;
         let mut dir = inode_mut(&tx, parent)?;
         changeable_dir(&dir)?;
-        if self.lookup(&dir, name).is_ok() {
+        if self.find_entry(&dir, name)?.is_some() {
             return Err(Error::Exists);
         }
         let inode = self.new_inode(&mut tx, &dir, new)?;
@@ -241,7 +241,7 @@ impl Filesystem {
         let mut tx = self.begin()?;
         let mut dir = inode_mut(&tx, parent)?;
         changeable_dir(&dir)?;
-        if self.lookup(&dir, name).is_ok() {
+        if self.find_entry(&dir, name)?.is_some() {
             return Err(Error::Exists);
         }
         let dx = dir.has_flag(flags::INDEX);
@@ -273,7 +273,7 @@ impl Filesystem {
         let mut tx = self.begin()?;
         let mut dir = inode_mut(&tx, parent)?;
         changeable_dir(&dir)?;
-        if self.lookup(&dir, name).is_ok() {
+        if self.find_entry(&dir, name)?.is_some() {
             return Err(Error::Exists);
         }
         let mut inode = self.new_inode(&mut tx, &dir, NewInode { mode: 0o120777, ..new })?;
@@ -317,7 +317,7 @@ impl Filesystem {
         if inode.links_count >= LINK_MAX {
             return Err(Error::TooManyLinks);
         }
-        if self.lookup(&dir, name).is_ok() {
+        if self.find_entry(&dir, name)?.is_some() {
             return Err(Error::Exists);
         }
         if inode.links_count == 0 {
@@ -437,11 +437,7 @@ impl Filesystem {
         changeable_dir(&sdir)?;
         changeable_dir(&ddir)?;
         let src = inode_mut(&tx, self.lookup(&sdir, name)?)?;
-        let dst = match self.lookup(&ddir, newname) {
-            Ok(i) => Some(inode_mut(&tx, i)?),
-            Err(Error::NotFound) => None,
-            Err(e) => return Err(e),
-        };
+        let dst = self.find_entry(&ddir, newname)?.map(|i| inode_mut(&tx, i)).transpose()?;
         if src.has_flag(flags::IMMUTABLE) || src.has_flag(flags::APPEND) {
             return Err(Error::NotPermitted);
         }

@@ -13,8 +13,8 @@ use super::txn::Txn;
 use super::xattr::{self, BLOCK_CHECKSUM, BLOCK_HEADER, ENTRY_HEADER, Entry, INDEX_SYSTEM, Value, XATTR_MAGIC};
 
 /// `XATTR_CREATE` and `XATTR_REPLACE` from setxattr(2).
-pub const XATTR_CREATE: i32 = 1;
-pub const XATTR_REPLACE: i32 = 2;
+pub const XATTR_CREATE: i32 = libc::XATTR_CREATE;
+pub const XATTR_REPLACE: i32 = libc::XATTR_REPLACE;
 
 fn entry_size(e: &Entry) -> usize {
     (ENTRY_HEADER + e.name.len() + 3) & !3

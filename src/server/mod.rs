@@ -89,14 +89,7 @@ pub struct Server {
     invalidate: std::sync::OnceLock<Box<dyn Fn(InodeNo) + Send + Sync>>,
 }
 
-const SEEK_DATA: i32 = 3;
-const SEEK_HOLE: i32 = 4;
-const EROFS: i32 = 30;
-const ENOSYS: i32 = 38;
-const EINVAL: i32 = 22;
-const ENXIO: i32 = 6;
-const EACCES: i32 = 13;
-const ERANGE: i32 = 34;
+use libc::{EACCES, EINVAL, ENOSYS, ENXIO, ERANGE, EROFS, SEEK_DATA, SEEK_HOLE};
 
 /// Starts the filesystem's housekeeping threads: the journal's commit once its interval has passed
 /// (`commit=`), as the kernel's jbd2 thread does, and the MMP block's updates, as its kmmpd (a thread of
@@ -436,7 +429,7 @@ impl Server {
     /// access(2): the mode bits against the caller's uid and gid (FUSE passes no supplementary groups).
     /// Writing is refused on a read-only mount.
     pub fn access(&self, nodeid: INodeNo, mask: i32, uid: u32, gid: u32) -> Reply<()> {
-        const W_OK: i32 = 2;
+        use libc::W_OK;
         let _g = self.fs.shared();
         let inode = self.inode(nodeid)?;
         if mask & W_OK != 0 && !self.writable() {
@@ -571,7 +564,7 @@ impl Server {
 
     /// FS_IOC_GETFLAGS / FS_IOC_SETFLAGS (chattr, lsattr); other ioctls are ENOTTY.
     pub fn ioctl(&self, nodeid: INodeNo, cmd: u32, input: &[u8], uid: u32) -> Reply<Vec<u8>> {
-        const ENOTTY: i32 = 25;
+        use libc::ENOTTY;
         let ino = attr::inode_of(nodeid);
         // _IOC type 'f', number 1 (get) or 2 (set), whatever the size field says (int or long).
         match ((cmd >> 8) & 0xFF, cmd & 0xFF) {
