@@ -25,7 +25,7 @@ pub fn helper_for(argv0: &str) -> Option<Helper> {
     }
 }
 
-/// Runs as a helper with the arguments after argv[0]; returns the exit code (mount(8) passes it on:
+/// Runs as a helper with the arguments after `argv[0]`; returns the exit code (mount(8) passes it on:
 /// 0 success, 1 usage, 32 mount failure).
 pub fn run(helper: Helper, args: &[String]) -> i32 {
     let result = match helper {

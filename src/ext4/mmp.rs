@@ -7,7 +7,7 @@
 //! the open go on at once, `SEQ_FSCK` refuses it (e2fsck is running), anything else is waited on for
 //! about twice the check interval and refuses the open if it changed meanwhile (another node is
 //! writing). The opener then writes a random sequence, waits the same time, and refuses if that changed.
-//! While mounted, [`Mmp::update`] is kmmpd's loop body: the sequence goes up by one and the block is
+//! While mounted, `Mmp::update` is kmmpd's loop body: the sequence goes up by one and the block is
 //! written with this node's name. Unlike kmmpd, which reads the block back only when its own update came
 //! late, every update first checks that the block is still the one this mount wrote: a foreign write
 //! means another node took the image, and the mount stops writing. A clean unmount writes `SEQ_CLEAN`.

@@ -32,7 +32,7 @@ pub(super) trait Layout: Send + Sync {
     fn piece(&self, image: &dyn Positioned, offset: u64, max: u64) -> io::Result<(Piece, u64)>;
 }
 
-/// The virtual disk of an image whose format is a [`Layout`], as the engine's (read-only) device.
+/// The virtual disk of an image whose format is a `Layout`, as the engine's (read-only) device.
 pub struct MappedDisk<P> {
     image: P,
     layout: Box<dyn Layout>,

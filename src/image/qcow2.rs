@@ -121,7 +121,7 @@ const DISCARD_CHUNK: u64 = 64 << 20;
 impl<P: Positioned + 'static> Qcow2Device<P> {
     /// Opens `image` as qcow2: its header and tables are read and checked by imago. A backing file, an
     /// external data file or an unknown incompatible feature (the dirty and corrupt bits among them)
-    /// fails here. For `writable`, the image must first pass [`check_for_writing`]; if it does not, it
+    /// fails here. For `writable`, the image must first pass `check_for_writing`; if it does not, it
     /// is opened read-only and the second value says why.
     pub fn open(image: P, writable: bool) -> Result<(Qcow2Device<P>, Option<String>), String> {
         let refused = match writable {
