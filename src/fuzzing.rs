@@ -10,7 +10,7 @@
 use crate::ext4::fs::Mapping;
 use crate::ext4::inode::flags;
 use crate::ext4::ops::{NewInode, SetAttr};
-use crate::ext4::{ErrorBehavior, FileKind, Filesystem, InodeNo, MountOptions};
+use crate::ext4::{ErrorBehavior, FileKind, Filesystem, InodeNo, MountOptions, ReadView};
 
 /// Inodes looked at per run.
 const MAX_INODES: u32 = 256;
@@ -236,7 +236,7 @@ fn open(data: &[u8], read_only: bool) -> Option<Filesystem> {
 }
 
 /// The inodes a run looks at: the root, the first non-reserved ones, and those the root lists.
-fn inodes(fs: &Filesystem) -> Vec<InodeNo> {
+fn inodes(fs: &ReadView<'_>) -> Vec<InodeNo> {
     let count = fs.superblock().inodes_count;
     let mut v: Vec<InodeNo> = (1..=count.min(MAX_INODES)).map(InodeNo).collect();
     if let Ok(root) = fs.inode(crate::ext4::ROOT_INO) {
@@ -249,7 +249,7 @@ fn inodes(fs: &Filesystem) -> Vec<InodeNo> {
 }
 
 /// Maps `inode`'s blocks (bounded) and checks SEEK_DATA/SEEK_HOLE.
-fn map_all(fs: &Filesystem, inode: &crate::ext4::Inode) {
+fn map_all(fs: &ReadView<'_>, inode: &crate::ext4::Inode) {
     let bs = u64::from(fs.block_size());
     let blocks = inode.size.div_ceil(bs);
     let mut lblk = 0;
@@ -266,13 +266,13 @@ fn map_all(fs: &Filesystem, inode: &crate::ext4::Inode) {
     let _ = fs.seek_hole(inode, 0);
 }
 
-fn read_file(fs: &Filesystem, inode: &crate::ext4::Inode) {
+fn read_file(fs: &ReadView<'_>, inode: &crate::ext4::Inode) {
     if let Ok(v) = fs.read(inode, 0, MAX_READ) {
         assert!(v.len() <= MAX_READ, "read returned more than asked");
     }
 }
 
-fn list_dir(fs: &Filesystem, inode: &crate::ext4::Inode) -> Vec<Vec<u8>> {
+fn list_dir(fs: &ReadView<'_>, inode: &crate::ext4::Inode) -> Vec<Vec<u8>> {
     let mut names = Vec::new();
     let mut cookies = 0;
     let _ = fs.read_dir(inode, 0, &mut |e, _| {
@@ -283,7 +283,7 @@ fn list_dir(fs: &Filesystem, inode: &crate::ext4::Inode) -> Vec<Vec<u8>> {
     names
 }
 
-fn xattrs(fs: &Filesystem, inode: &crate::ext4::Inode) {
+fn xattrs(fs: &ReadView<'_>, inode: &crate::ext4::Inode) {
     if let Ok(names) = fs.list_xattrs(inode) {
         for n in names.iter().take(64) {
             let _ = fs.get_xattr(inode, n);
@@ -293,13 +293,13 @@ fn xattrs(fs: &Filesystem, inode: &crate::ext4::Inode) {
 }
 
 /// Runs `f` on every inode of interest whose flags and kind `want` accepts.
-fn each(data: &[u8], want: fn(&crate::ext4::Inode) -> bool, f: fn(&Filesystem, &crate::ext4::Inode)) {
+fn each(data: &[u8], want: fn(&crate::ext4::Inode) -> bool, f: fn(&ReadView<'_>, &crate::ext4::Inode)) {
     let Some(fs) = open(data, true) else { return };
-    let _g = fs.shared();
-    for ino in inodes(&fs) {
-        if let Ok(inode) = fs.inode(ino) {
+    let r = fs.reader();
+    for ino in inodes(&r) {
+        if let Ok(inode) = r.inode(ino) {
             if want(&inode) {
-                f(&fs, &inode);
+                f(&r, &inode);
             }
         }
     }
@@ -403,9 +403,9 @@ pub fn symlink(data: &[u8]) {
 /// Opening replays a journal that needs recovery: read-only into memory, and read-write onto a copy.
 pub fn journal(data: &[u8]) {
     if let Some(fs) = open(data, true) {
-        let _g = fs.shared();
-        if let Ok(root) = fs.inode(crate::ext4::ROOT_INO) {
-            let _ = list_dir(&fs, &root);
+        let r = fs.reader();
+        if let Ok(root) = r.inode(crate::ext4::ROOT_INO) {
+            let _ = list_dir(&r, &root);
         }
     }
     if let Some(fs) = open(data, false) {

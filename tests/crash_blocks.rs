@@ -158,8 +158,10 @@ fn run_workload(base: &[u8], seed: u64, ops: usize) -> (Vec<Event>, Vec<Durable>
             }
             5 if !churn.is_empty() => {
                 let (dir, name, _) = &churn[next(churn.len() as u64) as usize];
-                let dir_inode = fs.inode(*dir).unwrap();
-                let ino = fs.lookup(&dir_inode, name).unwrap();
+                let ino = {
+                    let r = fs.reader();
+                    r.lookup(&r.inode(*dir).unwrap(), name).unwrap()
+                };
                 fs.setattr(ino, SetAttr { size: Some(next(20_000)), ..SetAttr::default() }).expect("truncate");
             }
             6 if !churn.is_empty() => {
@@ -172,7 +174,10 @@ fn run_workload(base: &[u8], seed: u64, ops: usize) -> (Vec<Event>, Vec<Durable>
             }
             7 if !churn.is_empty() => {
                 let (dir, name, _) = &churn[next(churn.len() as u64) as usize];
-                let ino = fs.lookup(&fs.inode(*dir).unwrap(), name).unwrap();
+                let ino = {
+                    let r = fs.reader();
+                    r.lookup(&r.inode(*dir).unwrap(), name).unwrap()
+                };
                 let off = next(60_000);
                 fs.write(ino, off, &vec![(step % 251) as u8; next(9000) as usize + 1]).expect("overwrite");
             }
@@ -239,14 +244,16 @@ fn check_cut(scratch: &Scratch, image: &[u8], cut: usize, durable: &[Durable], w
     {
         let fs = Filesystem::open(Box::new(SharedDevice(shared.clone())), &rw())
             .unwrap_or_else(|e| panic!("{what}: the crash image does not mount: {e}"));
-        let root = fs.inode(ROOT_INO).unwrap();
+        let r = fs.reader();
+        let root = r.inode(ROOT_INO).unwrap();
         for d in &expected {
             let ino =
-                fs.lookup(&root, d.name.as_bytes()).unwrap_or_else(|e| panic!("{what}: fsynced {} lost: {e}", d.name));
-            let inode = fs.inode(ino).unwrap();
-            let got = fs.read(&inode, 0, d.content.len() + 1).unwrap();
+                r.lookup(&root, d.name.as_bytes()).unwrap_or_else(|e| panic!("{what}: fsynced {} lost: {e}", d.name));
+            let inode = r.inode(ino).unwrap();
+            let got = r.read(&inode, 0, d.content.len() + 1).unwrap();
             assert!(got == d.content, "{what}: fsynced {} has other content ({} bytes)", d.name, got.len());
         }
+        drop(r);
         fs.close().unwrap_or_else(|e| panic!("{what}: unmount after replay failed: {e}"));
     }
     let img = scratch.path("replayed.img");

@@ -427,9 +427,9 @@ impl Filesystem {
         self.must_stop.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Holds off write operations while the caller reads: every read-side method must be called with
-    /// this guard held (write operations take the lock exclusively themselves).
-    pub fn shared(&self) -> RwLockReadGuard<'_, ()> {
+    /// Holds off write operations while the caller reads (write operations take the lock exclusively
+    /// themselves); outside the engine, reads go through [`Filesystem::reader`], which holds it.
+    pub(in crate::ext4) fn shared(&self) -> RwLockReadGuard<'_, ()> {
         self.lock.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -519,7 +519,7 @@ impl Filesystem {
 
     /// Reads inode `ino` (through the inode cache). Any valid inode number is accepted; use
     /// [`Filesystem::user_inode`] for numbers that come from directory entries or the kernel.
-    pub fn inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
+    pub(in crate::ext4) fn inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
         if let Some(i) = self.inodes.get(&ino.0) {
             return Ok(i);
         }
@@ -554,7 +554,7 @@ impl Filesystem {
 
     /// Reads an inode that a directory entry or a caller named: reserved inodes (below `s_first_ino`,
     /// except the root) are internal and refused, as the kernel refuses them.
-    pub fn user_inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
+    pub(in crate::ext4) fn user_inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
         if ino != super::ROOT_INO && ino.0 < self.sb.first_ino {
             return Err(Error::corrupt(Object::Inode(ino.0), "reference to a reserved inode"));
         }
@@ -566,7 +566,7 @@ impl Filesystem {
     }
 
     /// Maps logical block `lblk` of `inode` to where it is on disk.
-    pub fn map(&self, inode: &Inode, lblk: u64) -> Result<Mapping> {
+    pub(in crate::ext4) fn map(&self, inode: &Inode, lblk: u64) -> Result<Mapping> {
         if inode.has_flag(flags::EXTENTS) {
             extent::map(self, inode, lblk)
         } else if inode.has_flag(flags::INLINE_DATA) {
@@ -578,7 +578,7 @@ impl Filesystem {
 
     /// Whether `inode` may be opened: an encrypted regular file cannot be without its key (ENOKEY), as the
     /// kernel's `fscrypt_file_open`.
-    pub fn check_open(&self, inode: &Inode) -> Result<()> {
+    pub(in crate::ext4) fn check_open(&self, inode: &Inode) -> Result<()> {
         if inode.kind == Kind::Regular && inode.has_flag(flags::ENCRYPT) {
             return Err(Error::NoKey);
         }
@@ -597,7 +597,7 @@ impl Filesystem {
     }
 
     /// Reads up to `len` bytes of `inode`'s data from byte `offset`; short at the end of the file.
-    pub fn read(&self, inode: &Inode, offset: u64, len: usize) -> Result<Vec<u8>> {
+    pub(in crate::ext4) fn read(&self, inode: &Inode, offset: u64, len: usize) -> Result<Vec<u8>> {
         if inode.kind == Kind::Directory {
             return Err(Error::IsDir);
         }
@@ -640,7 +640,7 @@ impl Filesystem {
 
     /// The target of a symlink; for an encrypted one, the no-key encoding of its ciphertext, as the kernel
     /// shows it without the key.
-    pub fn readlink(&self, inode: &Inode) -> Result<Vec<u8>> {
+    pub(in crate::ext4) fn readlink(&self, inode: &Inode) -> Result<Vec<u8>> {
         let stored = self.stored_link_target(inode)?;
         if !inode.has_flag(flags::ENCRYPT) {
             return Ok(stored);
@@ -734,7 +734,7 @@ impl Filesystem {
     }
 
     /// Looks `name` up in directory `dir`.
-    pub fn lookup(&self, dir: &Inode, name: &[u8]) -> Result<InodeNo> {
+    pub(in crate::ext4) fn lookup(&self, dir: &Inode, name: &[u8]) -> Result<InodeNo> {
         if dir.kind != Kind::Directory {
             return Err(Error::NotDir);
         }
@@ -819,7 +819,7 @@ impl Filesystem {
     ///
     /// Cookies are byte positions in the directory (for inline directories: 0 and 1 for `.` and `..`, then
     /// positions in `i_block` and `system.data`). A damaged block is skipped, as the kernel's readdir does.
-    pub fn read_dir(&self, dir: &Inode, cookie: u64, emit: &mut dyn FnMut(DirEntry, u64) -> bool) -> Result<()> {
+    pub(in crate::ext4) fn read_dir(&self, dir: &Inode, cookie: u64, emit: &mut dyn FnMut(DirEntry, u64) -> bool) -> Result<()> {
         if dir.kind != Kind::Directory {
             return Err(Error::NotDir);
         }
@@ -904,7 +904,7 @@ impl Filesystem {
     }
 
     /// Whether `dir` finds names case-insensitively (`casefold` and `chattr +F`).
-    pub fn casefolded(&self, dir: &Inode) -> bool {
+    pub(in crate::ext4) fn casefolded(&self, dir: &Inode) -> bool {
         self.casefold.is_some() && dir.has_flag(flags::CASEFOLD)
     }
 
@@ -962,12 +962,12 @@ impl Filesystem {
     }
 
     /// Names of the attributes programs may see, each as `prefix.name`.
-    pub fn list_xattrs(&self, inode: &Inode) -> Result<Vec<Vec<u8>>> {
+    pub(in crate::ext4) fn list_xattrs(&self, inode: &Inode) -> Result<Vec<Vec<u8>>> {
         Ok(self.xattr_entries(inode)?.iter().filter_map(xattr::Entry::full_name).collect())
     }
 
     /// The value of attribute `name` (ACLs converted to the xattr format programs expect).
-    pub fn get_xattr(&self, inode: &Inode, name: &[u8]) -> Result<Vec<u8>> {
+    pub(in crate::ext4) fn get_xattr(&self, inode: &Inode, name: &[u8]) -> Result<Vec<u8>> {
         let (index, suffix) = xattr::split_name(name).ok_or(Error::NotSupported)?;
         let entry = self
             .xattr_entries(inode)?
@@ -1001,12 +1001,12 @@ impl Filesystem {
     }
 
     /// The next offset at or after `offset` that holds data (`SEEK_DATA`), or `None` past the last data.
-    pub fn seek_data(&self, inode: &Inode, offset: u64) -> Result<Option<u64>> {
+    pub(in crate::ext4) fn seek_data(&self, inode: &Inode, offset: u64) -> Result<Option<u64>> {
         self.seek(inode, offset, true)
     }
 
     /// The next offset at or after `offset` inside a hole (`SEEK_HOLE`); the end of file counts as one.
-    pub fn seek_hole(&self, inode: &Inode, offset: u64) -> Result<Option<u64>> {
+    pub(in crate::ext4) fn seek_hole(&self, inode: &Inode, offset: u64) -> Result<Option<u64>> {
         self.seek(inode, offset, false)
     }
 

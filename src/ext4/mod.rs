@@ -37,6 +37,7 @@ pub mod ops;
 pub mod orphan;
 pub mod orphan_file;
 pub mod quota;
+pub mod read_view;
 pub mod recovery;
 pub mod superblock;
 pub mod trim;
@@ -48,6 +49,7 @@ pub use device::{BlockDevice, Discard, FileDevice};
 pub use error::{Error, Object, Result};
 pub use fs::{DirEntry, ErrorBehavior, FileKind, Filesystem, MountOptions, StatFs};
 pub use inode::{Inode, InodeNo, Timestamp};
+pub use read_view::ReadView;
 
 /// The root directory's inode number (`EXT4_ROOT_INO`).
 pub const ROOT_INO: InodeNo = InodeNo(2);

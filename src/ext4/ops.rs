@@ -670,7 +670,7 @@ impl Filesystem {
     }
 
     /// FS_IOC_GETFLAGS.
-    pub fn get_flags(&self, ino: InodeNo) -> Result<u32> {
+    pub(in crate::ext4) fn get_flags(&self, ino: InodeNo) -> Result<u32> {
         Ok(self.inode(ino)?.flags & USER_VISIBLE)
     }
 
@@ -707,7 +707,7 @@ impl Filesystem {
     }
 
     /// FS_IOC_FSGETXATTR's project id (`lsattr -p`).
-    pub fn project(&self, ino: InodeNo) -> Result<u32> {
+    pub(in crate::ext4) fn project(&self, ino: InodeNo) -> Result<u32> {
         Ok(self.inode(ino)?.projid())
     }
 

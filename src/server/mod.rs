@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::fuse::{FileAttr, FileType, NodeId as INodeNo};
 
 use crate::ext4::ops::{NewInode, SetAttr};
-use crate::ext4::{self, FileKind, Filesystem, Inode, InodeNo, StatFs};
+use crate::ext4::{self, FileKind, Filesystem, Inode, InodeNo, ReadView, StatFs};
 
 /// Receives one directory entry: (inode number, next offset, type, name); returns true when full.
 pub type DirEmit<'a> = dyn FnMut(u64, u64, FileType, &[u8]) -> bool + 'a;
@@ -132,8 +132,9 @@ impl Server {
         self.opts.timeouts
     }
 
-    fn inode(&self, nodeid: INodeNo) -> Reply<Arc<Inode>> {
-        self.checked(self.fs.user_inode(attr::inode_of(nodeid)))
+    /// The inode behind `nodeid`, read under `r`.
+    fn inode(&self, r: &ReadView<'_>, nodeid: INodeNo) -> Reply<Arc<Inode>> {
+        self.checked(r.user_inode(attr::inode_of(nodeid)))
     }
 
     fn block_size(&self) -> u32 {
@@ -156,8 +157,8 @@ impl Server {
 
     /// Whether `nodeid` is a case-insensitive directory (an unreadable one is not).
     pub fn is_casefolded(&self, nodeid: INodeNo) -> bool {
-        let _g = self.fs.shared();
-        self.fs.user_inode(attr::inode_of(nodeid)).is_ok_and(|d| self.fs.casefolded(&d))
+        let r = self.fs.reader();
+        r.user_inode(attr::inode_of(nodeid)).is_ok_and(|d| r.casefolded(&d))
     }
 
     pub fn enforces_quota_limits(&self) -> bool {
@@ -222,10 +223,10 @@ impl Server {
     }
 
     pub fn lookup(&self, parent: INodeNo, name: &[u8]) -> Reply<(FileAttr, u64)> {
-        let _g = self.fs.shared();
-        let dir = self.inode(parent)?;
-        let ino = self.checked(self.fs.lookup(&dir, name))?;
-        let inode = self.checked(self.fs.user_inode(ino))?;
+        let r = self.fs.reader();
+        let dir = self.inode(&r, parent)?;
+        let ino = self.checked(r.lookup(&dir, name))?;
+        let inode = self.checked(r.user_inode(ino))?;
         self.remember(ino);
         Ok((self.present(attr::entry_attr(&inode, self.block_size())), u64::from(inode.generation)))
     }
@@ -237,13 +238,13 @@ impl Server {
     }
 
     pub fn getattr(&self, nodeid: INodeNo) -> Reply<FileAttr> {
-        let _g = self.fs.shared();
-        Ok(self.present(attr::attr(&*self.inode(nodeid)?, self.block_size())))
+        let r = self.fs.reader();
+        Ok(self.present(attr::attr(&*self.inode(&r, nodeid)?, self.block_size())))
     }
 
     pub fn readlink(&self, nodeid: INodeNo) -> Reply<Vec<u8>> {
-        let _g = self.fs.shared();
-        self.checked(self.fs.readlink(&*self.inode(nodeid)?))
+        let r = self.fs.reader();
+        self.checked(r.readlink(&*self.inode(&r, nodeid)?))
     }
 
     /// opendir, and open on a read-only mount: nothing to track. Answering ENOSYS makes the kernel stop
@@ -263,14 +264,14 @@ impl Server {
             if !self.fs.has_encryption() {
                 return Err(Errno(ENOSYS));
             }
-            let _g = self.fs.shared();
-            self.checked(self.fs.check_open(&*self.checked(self.fs.user_inode(ino))?))?;
+            let r = self.fs.reader();
+            self.checked(r.check_open(&*self.checked(r.user_inode(ino))?))?;
             return Ok(0);
         }
         let reading_stale = {
-            let _g = self.fs.shared();
-            let inode = self.checked(self.fs.user_inode(ino))?;
-            self.checked(self.fs.check_open(&inode))?;
+            let r = self.fs.reader();
+            let inode = self.checked(r.user_inode(ino))?;
+            self.checked(r.check_open(&inode))?;
             // The kernel does not know the inode flags of a FUSE file: refuse here what it would refuse for
             // ext4 (writing an immutable file; anything but appending to an append-only one).
             let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
@@ -296,9 +297,9 @@ impl Server {
 
     pub fn read(&self, nodeid: INodeNo, offset: u64, size: u32) -> Reply<Vec<u8>> {
         let (data, stale_atime) = {
-            let _g = self.fs.shared();
-            let inode = self.inode(nodeid)?;
-            (self.checked(self.fs.read(&inode, offset, size as usize))?, self.atime_due(&inode))
+            let r = self.fs.reader();
+            let inode = self.inode(&r, nodeid)?;
+            (self.checked(r.read(&inode, offset, size as usize))?, self.atime_due(&inode))
         };
         if stale_atime {
             self.update_atime(attr::inode_of(nodeid));
@@ -343,12 +344,12 @@ impl Server {
         if self.writable() {
             return Err(Errno(ENOSYS));
         }
-        let _g = self.fs.shared();
-        let inode = self.inode(nodeid)?;
+        let r = self.fs.reader();
+        let inode = self.inode(&r, nodeid)?;
         let offset = u64::try_from(offset).map_err(|_| Errno(EINVAL))?;
         let found = match whence {
-            SEEK_DATA => self.checked(self.fs.seek_data(&inode, offset))?,
-            SEEK_HOLE => self.checked(self.fs.seek_hole(&inode, offset))?,
+            SEEK_DATA => self.checked(r.seek_data(&inode, offset))?,
+            SEEK_HOLE => self.checked(r.seek_hole(&inode, offset))?,
             // SEEK_SET, SEEK_CUR and SEEK_END never reach the server: the kernel answers them.
             _ => return Err(Errno(EINVAL)),
         };
@@ -358,13 +359,13 @@ impl Server {
 
     /// Lists a directory from `offset`; `emit(ino, next_offset, type, name)` returns `true` when full.
     pub fn readdir(&self, nodeid: INodeNo, offset: u64, emit: &mut DirEmit<'_>) -> Reply<()> {
-        let _g = self.fs.shared();
-        let dir = self.inode(nodeid)?;
-        let r = self.fs.read_dir(&dir, offset, &mut |e, next| {
+        let r = self.fs.reader();
+        let dir = self.inode(&r, nodeid)?;
+        let r = r.read_dir(&dir, offset, &mut |e, next| {
             let kind = match e.kind {
                 Some(k) => k,
                 // No filetype feature: the type is in the inode (a damaged one lists as a regular file).
-                None => self.fs.user_inode(e.ino).map(|i| i.kind).unwrap_or(FileKind::Regular),
+                None => r.user_inode(e.ino).map(|i| i.kind).unwrap_or(FileKind::Regular),
             };
             emit(u64::from(e.ino.0), next, attr::file_type(kind), &e.name)
         });
@@ -374,14 +375,14 @@ impl Server {
     /// Lists a directory with each entry's attributes. `emit(ino, next_offset, name, attr, generation,
     /// cacheable)` returns `true` when full; `cacheable` is false for placeholders of unreadable inodes.
     pub fn readdirplus(&self, nodeid: INodeNo, offset: u64, emit: &mut DirPlusEmit<'_>) -> Reply<()> {
-        let _g = self.fs.shared();
-        let dir = self.inode(nodeid)?;
+        let r = self.fs.reader();
+        let dir = self.inode(&r, nodeid)?;
         let bs = self.block_size();
-        let r = self.fs.read_dir(&dir, offset, &mut |e, next| {
+        let r = r.read_dir(&dir, offset, &mut |e, next| {
             let dot = e.name == b"." || e.name == b"..";
             // The entry's inode number is the attributes': `.` and `..` (which the kernel does
             // not link) carry the inode's own number, so the root's shows as 2 as on ext4, not node id 1.
-            let a = match self.fs.user_inode(e.ino) {
+            let a = match r.user_inode(e.ino) {
                 Ok(i) if dot => (self.present(attr::attr(&i, bs)), u64::from(i.generation), true),
                 Ok(i) => (self.present(attr::entry_attr(&i, bs)), u64::from(i.generation), true),
                 // An inode that cannot be read still lists by name (as on ext4): placeholder attributes that
@@ -399,7 +400,7 @@ impl Server {
     }
 
     pub fn statfs(&self) -> StatFs {
-        let _g = self.fs.shared();
+        // The free counts are read under the engine's state mutex; nothing else here reads the image.
         let mut s = self.fs.statfs();
         if self.opts.minixdf {
             // minixdf: the size is every block, metadata included (bsddf, the default, leaves it out).
@@ -410,16 +411,16 @@ impl Server {
 
     /// An attribute's value; with `size == 0` the caller only wants its length.
     pub fn getxattr(&self, nodeid: INodeNo, name: &[u8], size: u32) -> Reply<XattrReply> {
-        let _g = self.fs.shared();
-        let value = self.checked(self.fs.get_xattr(&*self.inode(nodeid)?, name))?;
+        let r = self.fs.reader();
+        let value = self.checked(r.get_xattr(&*self.inode(&r, nodeid)?, name))?;
         sized(value, size)
     }
 
     /// The NUL-separated list of attribute names.
     pub fn listxattr(&self, nodeid: INodeNo, size: u32) -> Reply<XattrReply> {
-        let _g = self.fs.shared();
+        let r = self.fs.reader();
         let mut list = Vec::new();
-        for name in self.checked(self.fs.list_xattrs(&*self.inode(nodeid)?))? {
+        for name in self.checked(r.list_xattrs(&*self.inode(&r, nodeid)?))? {
             list.extend_from_slice(&name);
             list.push(0);
         }
@@ -430,8 +431,8 @@ impl Server {
     /// Writing is refused on a read-only mount.
     pub fn access(&self, nodeid: INodeNo, mask: i32, uid: u32, gid: u32) -> Reply<()> {
         use libc::W_OK;
-        let _g = self.fs.shared();
-        let inode = self.inode(nodeid)?;
+        let r = self.fs.reader();
+        let inode = self.inode(&r, nodeid)?;
         if mask & W_OK != 0 && !self.writable() {
             return Err(Errno(EROFS));
         }
@@ -569,8 +570,8 @@ impl Server {
         // _IOC type 'f', number 1 (get) or 2 (set), whatever the size field says (int or long).
         match ((cmd >> 8) & 0xFF, cmd & 0xFF) {
             (0x66, 1) => {
-                let _g = self.fs.shared();
-                Ok(self.checked(self.fs.get_flags(ino))?.to_le_bytes().to_vec())
+                let r = self.fs.reader();
+                Ok(self.checked(r.get_flags(ino))?.to_le_bytes().to_vec())
             }
             (0x66, 2) => {
                 let new = input.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(Errno(EINVAL))?;
@@ -581,8 +582,8 @@ impl Server {
             // `struct fsxattr`: fsx_xflags at 0, fsx_projid at 12 (`chattr -p`, `lsattr -p`).
             (0x58, 31) => {
                 let (flags, projid) = {
-                    let _g = self.fs.shared();
-                    (self.checked(self.fs.get_flags(ino))?, self.checked(self.fs.project(ino))?)
+                    let r = self.fs.reader();
+                    (self.checked(r.get_flags(ino))?, self.checked(r.project(ino))?)
                 };
                 let mut out = vec![0u8; FSXATTR_SIZE];
                 out[..4].copy_from_slice(&xflags_of(flags).to_le_bytes());
@@ -593,8 +594,8 @@ impl Server {
                 let word = |i: usize| input.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 let (Some(x), Some(projid)) = (word(0), word(12)) else { return Err(Errno(EINVAL)) };
                 let current = {
-                    let _g = self.fs.shared();
-                    self.checked(self.fs.get_flags(ino))?
+                    let r = self.fs.reader();
+                    self.checked(r.get_flags(ino))?
                 };
                 let mapped: u32 = XFLAG_MAP.iter().map(|&(_, f)| f).fold(0, |a, f| a | f);
                 let new =
