@@ -5,23 +5,27 @@
 //! groups, bounding set, gid and uid, the other capability sets, no_new_privs, non-dumpable, limits,
 //! Landlock, and last seccomp, all before the first thread starts.
 
+#![forbid(unsafe_code)]
+
+pub mod error;
 pub mod landlock;
 pub mod privileges;
 pub mod seccomp;
 
+pub use error::SandboxError;
 pub use privileges::{DEFAULT_IDENTITY, Identity};
 pub use seccomp::Policy;
 
 /// The text of the seccomp policy: `file`, or the one built in for this architecture.
-pub fn policy_text(file: Option<&std::path::Path>) -> Result<String, String> {
+pub fn policy_text(file: Option<&std::path::Path>) -> Result<String, SandboxError> {
     match file {
-        Some(f) => std::fs::read_to_string(f).map_err(|e| format!("cannot read seccomp policy {}: {e}", f.display())),
+        Some(f) => std::fs::read_to_string(f).map_err(|source| SandboxError::PolicyFile { path: f.into(), source }),
         None => Ok(seccomp::BUILTIN.to_string()),
     }
 }
 
 /// Confines the calling process. Returns one line per step in force, for the log and `--explain`.
-pub fn confine(policy: &Policy, id: Identity, max_fds: u64) -> Result<Vec<String>, String> {
+pub fn confine(policy: &Policy, id: Identity, max_fds: u64) -> Result<Vec<String>, SandboxError> {
     let mut report = privileges::drop_all(id)?;
     report.push(privileges::lower_limits(max_fds)?);
     report.push(landlock::restrict()?);

@@ -2,6 +2,12 @@
 //! any back (no_new_privs), to be debugged (dumpable), or to leave core files and many descriptors.
 
 use caps::CapSet;
+use nix::sys::prctl;
+use nix::sys::resource::{Resource, setrlimit};
+use nix::unistd::{Gid, Uid, geteuid, setgroups, setresgid, setresuid};
+
+use super::SandboxError;
+use super::error::syscall;
 
 /// Who the worker becomes.
 #[derive(Debug, Clone, Copy)]
@@ -12,10 +18,6 @@ pub struct Identity {
 
 /// `nobody`/`nogroup` on Debian and most distributions.
 pub const DEFAULT_IDENTITY: Identity = Identity { uid: 65534, gid: 65534 };
-
-fn check(rc: libc::c_int, what: &str) -> Result<(), String> {
-    if rc == 0 { Ok(()) } else { Err(format!("{what}: {}", std::io::Error::last_os_error())) }
-}
 
 /// Whether this process runs in a user namespace other than the initial one (its uid map is not the
 /// identity over every uid).
@@ -38,20 +40,21 @@ fn mapped(map: &str, id: u32) -> bool {
 /// Drops to `id` (when running as root, and `id` exists in this user namespace; otherwise the identity
 /// stays, which the report says), clears every capability set including the bounding and ambient sets,
 /// and sets no_new_privs and non-dumpable.
-pub fn drop_all(id: Identity) -> Result<Vec<String>, String> {
+pub fn drop_all(id: Identity) -> Result<Vec<String>, SandboxError> {
     let mut report = Vec::new();
-    // SAFETY: plain syscalls on our own process.
-    let euid = unsafe { libc::geteuid() };
+    let euid = geteuid().as_raw();
+    let drop_bounding = || {
+        caps::all().into_iter().try_for_each(|cap| {
+            caps::drop(None, CapSet::Bounding, cap).map_err(|source| SandboxError::BoundingSet { cap, source })
+        })
+    };
     let switchable = mapped("/proc/self/uid_map", id.uid) && mapped("/proc/self/gid_map", id.gid);
     // Only in a user namespace may the switch be skipped: outside one, root always becomes `id` (and
     // fails loudly if it cannot), whatever /proc says.
     if euid == 0 && in_user_namespace() && !switchable {
         // Root of a user namespace that maps only the user who made it (unshare -Urm, rootless Podman):
         // there is no other uid to become. The bounding set is ours to empty.
-        for cap in caps::all() {
-            caps::drop(None, CapSet::Bounding, cap)
-                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
-        }
+        drop_bounding()?;
         report.push(format!(
             "identity: kept (uid 0 of a user namespace, which maps no uid {}; switching users needs one)",
             id.uid
@@ -60,15 +63,13 @@ pub fn drop_all(id: Identity) -> Result<Vec<String>, String> {
         // In a user namespace whose setgroups is denied, the groups are already fixed.
         let setgroups_denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
         if !setgroups_denied {
-            check(unsafe { libc::setgroups(0, std::ptr::null()) }, "setgroups")?;
+            syscall("setgroups", setgroups(&[]))?;
         }
         // The bounding set can only shrink while CAP_SETPCAP is still held, so before the uid changes.
-        for cap in caps::all() {
-            caps::drop(None, CapSet::Bounding, cap)
-                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
-        }
-        check(unsafe { libc::setresgid(id.gid, id.gid, id.gid) }, "setresgid")?;
-        check(unsafe { libc::setresuid(id.uid, id.uid, id.uid) }, "setresuid")?;
+        drop_bounding()?;
+        let (gid, uid) = (Gid::from_raw(id.gid), Uid::from_raw(id.uid));
+        syscall("setresgid", setresgid(gid, gid, gid))?;
+        syscall("setresuid", setresuid(uid, uid, uid))?;
         report.push(if setgroups_denied {
             format!("identity: uid {} gid {}, supplementary groups as the user namespace fixed them", id.uid, id.gid)
         } else {
@@ -78,7 +79,7 @@ pub fn drop_all(id: Identity) -> Result<Vec<String>, String> {
         report.push(format!("identity: kept (uid {euid}; switching users needs root)"));
     }
     for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
-        caps::clear(None, set).map_err(|e| format!("clearing capabilities ({set:?}): {e}"))?;
+        caps::clear(None, set).map_err(|source| SandboxError::ClearCapabilities { set, source })?;
     }
     report.push(if euid == 0 {
         "capabilities: all sets empty (effective, permitted, inheritable, ambient, bounding)".into()
@@ -87,20 +88,15 @@ pub fn drop_all(id: Identity) -> Result<Vec<String>, String> {
          needs CAP_SETPCAP), and no_new_privs keeps anything in it out of reach"
             .into()
     });
-    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "no_new_privs")?;
-    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }, "non-dumpable")?;
+    syscall("no_new_privs", prctl::set_no_new_privs())?;
+    syscall("non-dumpable", prctl::set_dumpable(false))?;
     report.push("no_new_privs set, not dumpable".into());
     Ok(report)
 }
 
 /// No core files, and no more descriptors than `max_fds` (the worker opens none after it starts).
-pub fn lower_limits(max_fds: u64) -> Result<String, String> {
-    let set = |res, v: u64| {
-        let lim = libc::rlimit { rlim_cur: v, rlim_max: v };
-        // SAFETY: setrlimit with a valid struct.
-        check(unsafe { libc::setrlimit(res, &lim) }, "setrlimit")
-    };
-    set(libc::RLIMIT_CORE, 0)?;
-    set(libc::RLIMIT_NOFILE, max_fds)?;
+pub fn lower_limits(max_fds: u64) -> Result<String, SandboxError> {
+    syscall("setrlimit", setrlimit(Resource::RLIMIT_CORE, 0, 0))?;
+    syscall("setrlimit", setrlimit(Resource::RLIMIT_NOFILE, max_fds, max_fds))?;
     Ok(format!("limits: no core files, at most {max_fds} descriptors"))
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{BpfProgram, TargetArch};
+use super::SandboxError;
 
 /// The policy shipped for the architecture this binary runs on.
 #[cfg(target_arch = "x86_64")]
@@ -26,16 +27,15 @@ pub struct Policy {
 impl Policy {
     /// Parses `text` (TOML) and compiles every filter in it. Any error is a message for the user: there
     /// is no fallback to a weaker policy.
-    pub fn compile(text: &str) -> Result<Policy, String> {
+    pub fn compile(text: &str) -> Result<Policy, SandboxError> {
         // One line, as every error the user sees: TOML's own message draws the spot over several lines.
-        let one_line = |e: toml::de::Error| {
-            let at = e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default();
-            format!("seccomp policy does not parse: {}{at}", e.message().trim())
+        let one_line = |e: toml::de::Error| SandboxError::PolicyParse {
+            message: e.message().trim().to_string(),
+            at: e.span().map(|s| s.start),
         };
         let value: toml::Value = toml::from_str(text).map_err(one_line)?;
-        let json = serde_json::to_string(&value).map_err(|e| format!("seccomp policy: {e}"))?;
-        let map = seccompiler::compile_from_json(json.as_bytes(), ARCH)
-            .map_err(|e| format!("seccomp policy does not compile: {e}"))?;
+        let json = serde_json::to_string(&value)?;
+        let map = seccompiler::compile_from_json(json.as_bytes(), ARCH).map_err(SandboxError::PolicyCompile)?;
         // The table order of the file is the installation order (the fallback filter before the main one).
         let tables: BTreeMap<String, toml::Value> = toml::from_str(text).map_err(one_line)?;
         let order: Vec<String> = text
@@ -44,7 +44,7 @@ impl Policy {
             .filter(|name| tables.contains_key(name))
             .collect();
         if order.len() != map.len() || !order.iter().any(|n| n == "worker") {
-            return Err("seccomp policy must hold a [worker] filter, each filter as a [table]".into());
+            return Err(SandboxError::PolicyShape);
         }
         let mut summary = Vec::new();
         for name in &order {
@@ -74,10 +74,10 @@ impl Policy {
     }
 
     /// Installs the filters on every thread of the process (there is one when the worker confines itself).
-    pub fn install(&self) -> Result<(), String> {
+    pub fn install(&self) -> Result<(), SandboxError> {
         for (name, prog) in &self.filters {
             seccompiler::apply_filter_all_threads(prog)
-                .map_err(|e| format!("installing seccomp filter {name}: {e}"))?;
+                .map_err(|source| SandboxError::SeccompInstall { name: name.clone(), source })?;
         }
         Ok(())
     }
@@ -96,9 +96,9 @@ mod tests {
 
     #[test]
     fn broken_policies_are_errors() {
-        assert!(Policy::compile("[worker\nmismatch_action = 1").unwrap_err().contains("does not parse"));
+        assert!(Policy::compile("[worker\nmismatch_action = 1").unwrap_err().to_string().contains("does not parse"));
         let unknown = "[worker]\nmismatch_action = \"kill_process\"\nmatch_action = \"allow\"\nfilter = [{ syscall = \"no_such_call\" }]\n";
-        assert!(Policy::compile(unknown).unwrap_err().contains("does not compile"));
+        assert!(Policy::compile(unknown).unwrap_err().to_string().contains("does not compile"));
         let no_worker = "[other]\nmismatch_action = \"kill_process\"\nmatch_action = \"allow\"\nfilter = []\n";
         assert!(Policy::compile(no_worker).is_err());
     }
