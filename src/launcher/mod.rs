@@ -1,6 +1,8 @@
-//! The launcher: opens and locks the image, checks it, opens `/dev/fuse`, mounts with mount(2), and runs
-//! the server on the FUSE descriptor, in the background (returning once the mount is live) or in the
-//! foreground. `unmount` detaches a mount and waits until its server has exited.
+//! The launcher: opens and locks the image, checks it, opens `/dev/fuse`, mounts with mount(2) (or has
+//! fusermount3 do it), and hands the descriptors to a worker process it spawns and supervises
+//! (`supervisor.rs`); the worker (`worker.rs`) confines itself and serves. The launcher never parses the
+//! image. It returns once the mount is live (background) or stays with the worker (foreground).
+//! `unmount` detaches a mount and waits until its server has exited.
 
 pub mod fd_socket;
 pub mod fusermount;

@@ -3,10 +3,12 @@
 //! protocol layer's decoded requests to these handlers and their results back as replies, whichever
 //! transport carried them.
 //!
-//! The server keeps what the low-level protocol asks it to keep: lookup counts per node id (released on
-//! forget), and on a writable mount the open files (an unlinked file lives until its last release). Node
-//! ids are inode numbers (see [`attr::inode_of`]). Read handlers hold the engine's shared lock; write
-//! handlers are single engine transactions.
+//! The server keeps what the low-level protocol asks it to keep: lookup counts per node id, held in the
+//! engine (`Filesystem::pin`, released on forget); an unlinked file lives until the kernel forgets its
+//! last reference, which open files and mappings hold, so there is no open-file table. Node ids are
+//! inode numbers (see [`attr::inode_of`]). Read handlers read through an [`ext4::ReadView`] (the
+//! engine's shared lock); write handlers are single engine transactions.
+#![forbid(unsafe_code)]
 
 pub mod attr;
 pub mod dispatch;
