@@ -20,7 +20,7 @@ use super::fscrypt::{self, NoKeyName};
 use super::inline_data;
 use super::inode::{FileKind as Kind, Inode, InodeNo, Timestamp, flags};
 use super::mmp::{self, Mmp};
-use super::superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
+use super::superblock::{RawSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use super::{acl, block_map, dir_htree, extent, xattr};
 
 pub use super::inode::FileKind;
@@ -132,7 +132,7 @@ pub struct StatFs {
 /// The superblock fields the write side changes, and the raw superblock they are written back into.
 #[derive(Debug, Clone)]
 pub(crate) struct SbState {
-    pub raw: Vec<u8>,
+    pub raw: RawSuperblock,
     /// Free clusters (blocks without bigalloc), the sum of the group descriptors' counts.
     pub free_clusters: u64,
     pub free_inodes: u64,
@@ -217,7 +217,8 @@ impl Filesystem {
         }
         let block_bytes = usize::try_from(sb.block_size).unwrap_or(4096);
         let read_only = if opts.read_only { Some("mounted read-only".to_string()) } else { write_refusal(&sb) };
-        let raw_for_errors = raw.clone();
+        let raw = RawSuperblock::new(raw);
+        let errors = raw.errors();
         let state = SbState {
             free_clusters: sb.free_blocks_count >> sb.cluster_bits(),
             free_inodes: u64::from(sb.free_inodes_count),
@@ -246,7 +247,7 @@ impl Filesystem {
             orphan_file: None,
             quota: None,
             casefold: super::casefold::Encoding::from_superblock(&sb)?,
-            errors: Mutex::new(match super::bytes::le16(&raw_for_errors, 0x3C) {
+            errors: Mutex::new(match errors {
                 1 => ErrorBehavior::Continue,
                 3 => ErrorBehavior::Panic,
                 _ => ErrorBehavior::RemountRo,

@@ -14,7 +14,7 @@ use super::features::{
 use super::fs::{Filesystem, MountOptions, check_features, feature_write_refusal, read_superblock, superblock_block};
 use super::journal::{BlockSource, Journal, OverlayDevice};
 use super::mmp::Mmp;
-use super::superblock::{SUPERBLOCK_SIZE, Superblock};
+use super::superblock::{RawSuperblock, SUPERBLOCK_SIZE, Superblock};
 
 impl Filesystem {
     /// Reads and validates the superblock and group descriptors of the filesystem on `dev`.
@@ -222,12 +222,9 @@ impl Filesystem {
 
 /// Clears needs_recovery in raw superblock bytes and reseals their checksum.
 fn clear_needs_recovery(raw: &mut [u8]) {
-    let incompat = super::bytes::le32(raw, 0x60) & !INCOMPAT_RECOVER;
-    raw[0x60..0x64].copy_from_slice(&incompat.to_le_bytes());
-    if super::bytes::le32(raw, 0x64) & super::features::RO_COMPAT_METADATA_CSUM != 0 {
-        let c = super::checksum::crc32c(!0, &raw[..0x3FC]);
-        raw[0x3FC..0x400].copy_from_slice(&c.to_le_bytes());
-    }
+    let mut sb = RawSuperblock::new(raw.to_vec());
+    sb.set_incompat(INCOMPAT_RECOVER, false);
+    raw.copy_from_slice(&sb.sealed()[..raw.len()]);
 }
 
 /// A journal that cannot be replayed refuses the mount, with the way out.

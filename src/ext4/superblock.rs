@@ -341,3 +341,111 @@ fn is_power_of(mut n: u64, base: u64) -> bool {
     }
     n == 1
 }
+
+/// The superblock as stored, for the write side: the one place that knows the offsets of the fields the
+/// engine changes (counts, state, features, times, the orphan chain) and the checksum that seals them.
+#[derive(Debug, Clone)]
+pub struct RawSuperblock(Vec<u8>);
+
+/// Byte offsets of the fields [`RawSuperblock`] changes (`struct ext4_super_block`).
+mod field {
+    pub const FREE_BLOCKS_LO: usize = 0xC;
+    pub const FREE_INODES: usize = 0x10;
+    pub const MTIME: usize = 0x2C;
+    pub const WTIME: usize = 0x30;
+    pub const MNT_COUNT: usize = 0x34;
+    pub const STATE: usize = 0x3A;
+    pub const ERRORS: usize = 0x3C;
+    pub const FEATURE_INCOMPAT: usize = 0x60;
+    pub const FEATURE_RO_COMPAT: usize = 0x64;
+    pub const LAST_ORPHAN: usize = 0xE8;
+    pub const FREE_BLOCKS_HI: usize = 0x158;
+    pub const CHECKSUM: usize = 0x3FC;
+}
+
+impl RawSuperblock {
+    /// `bytes`: the superblock's [`SUPERBLOCK_SIZE`] bytes as read (already validated by
+    /// [`Superblock::parse`]); shorter input is padded so that no setter can fail.
+    pub fn new(mut bytes: Vec<u8>) -> RawSuperblock {
+        bytes.resize(SUPERBLOCK_SIZE, 0);
+        RawSuperblock(bytes)
+    }
+
+    /// The bytes as they are now (seal them with [`RawSuperblock::sealed`] before writing).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn put16(&mut self, off: usize, v: u16) {
+        super::bytes_mut::put16(&mut self.0, off, v);
+    }
+
+    fn put32(&mut self, off: usize, v: u32) {
+        super::bytes_mut::put32(&mut self.0, off, v);
+    }
+
+    /// `s_state` (`STATE_VALID`, `STATE_ERROR`).
+    pub fn state(&self) -> u16 {
+        le16(&self.0, field::STATE)
+    }
+
+    pub fn set_state(&mut self, s: u16) {
+        self.put16(field::STATE, s);
+    }
+
+    /// `s_errors`: what to do on errors (1 continue, 2 remount read-only, 3 panic).
+    pub fn errors(&self) -> u16 {
+        le16(&self.0, field::ERRORS)
+    }
+
+    /// Sets or clears `f` in `s_feature_incompat`.
+    pub fn set_incompat(&mut self, f: u32, on: bool) {
+        let v = le32(&self.0, field::FEATURE_INCOMPAT);
+        self.put32(field::FEATURE_INCOMPAT, if on { v | f } else { v & !f });
+    }
+
+    /// Sets or clears `f` in `s_feature_ro_compat`.
+    pub fn set_ro_compat(&mut self, f: u32, on: bool) {
+        let v = le32(&self.0, field::FEATURE_RO_COMPAT);
+        self.put32(field::FEATURE_RO_COMPAT, if on { v | f } else { v & !f });
+    }
+
+    /// `s_free_blocks_count` (the high half only with the 64bit feature).
+    pub fn set_free_blocks(&mut self, n: u64) {
+        self.put32(field::FREE_BLOCKS_LO, n as u32);
+        if le32(&self.0, field::FEATURE_INCOMPAT) & INCOMPAT_64BIT != 0 {
+            self.put32(field::FREE_BLOCKS_HI, (n >> 32) as u32);
+        }
+    }
+
+    pub fn set_free_inodes(&mut self, n: u32) {
+        self.put32(field::FREE_INODES, n);
+    }
+
+    /// `s_last_orphan`: the head of the orphan chain.
+    pub fn set_last_orphan(&mut self, ino: u32) {
+        self.put32(field::LAST_ORPHAN, ino);
+    }
+
+    /// A read-write mount: `s_mnt_count` up by one, `s_mtime` now.
+    pub fn count_mount(&mut self, now: u32) {
+        let n = le16(&self.0, field::MNT_COUNT).wrapping_add(1);
+        self.put16(field::MNT_COUNT, n);
+        self.put32(field::MTIME, now);
+    }
+
+    /// `s_wtime`: the last write.
+    pub fn set_write_time(&mut self, now: u32) {
+        self.put32(field::WTIME, now);
+    }
+
+    /// The bytes to write, with `s_checksum` recomputed when metadata_csum is on.
+    pub fn sealed(&self) -> Vec<u8> {
+        let mut b = self.0.clone();
+        if le32(&b, field::FEATURE_RO_COMPAT) & RO_COMPAT_METADATA_CSUM != 0 {
+            let c = crc32c(!0, &b[..field::CHECKSUM]);
+            super::bytes_mut::put32(&mut b, field::CHECKSUM, c);
+        }
+        b
+    }
+}

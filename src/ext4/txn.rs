@@ -11,14 +11,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLockWriteGuard};
 
 use super::block_group::{self, GroupDesc};
-use super::bytes_mut::{put16, put32};
-use super::checksum::crc32c;
 use super::error::{Error, Object, Result};
-use super::features::{INCOMPAT_64BIT, INCOMPAT_RECOVER, RO_COMPAT_ORPHAN_PRESENT};
+use super::features::{INCOMPAT_RECOVER, RO_COMPAT_ORPHAN_PRESENT};
 use super::fs::{Filesystem, SbState};
 use super::inode::{Inode, InodeNo, Timestamp};
 use super::quota::{Charge, Deltas, Growth};
-use super::superblock::{STATE_ERROR, STATE_VALID, SUPERBLOCK_OFFSET};
+use super::superblock::{RawSuperblock, STATE_ERROR, STATE_VALID, SUPERBLOCK_OFFSET};
 
 /// A write operation in progress.
 pub struct Txn<'a> {
@@ -60,33 +58,25 @@ impl Filesystem {
     }
 
     /// The superblock as it should be on disk now: the raw copy with the live counters and `state`.
-    pub(crate) fn superblock_bytes(&self, st: &SbState, state: Option<u16>) -> Vec<u8> {
-        let mut b = st.raw.clone();
+    pub(crate) fn superblock_bytes(&self, st: &SbState, state: Option<u16>) -> RawSuperblock {
+        let mut sb = st.raw.clone();
         // The superblock counts free blocks, the group descriptors free clusters (the kernel's `EXT4_C2B`).
-        let free_blocks = st.free_clusters << self.sb.cluster_bits();
-        put32(&mut b, 0xC, free_blocks as u32);
-        if self.sb.has_incompat(INCOMPAT_64BIT) {
-            put32(&mut b, 0x158, (free_blocks >> 32) as u32);
-        }
-        put32(&mut b, 0x10, st.free_inodes as u32);
-        put32(&mut b, 0xE8, st.last_orphan);
+        sb.set_free_blocks(st.free_clusters << self.sb.cluster_bits());
+        sb.set_free_inodes(st.free_inodes as u32);
+        sb.set_last_orphan(st.last_orphan);
         if let Some(s) = state {
-            put16(&mut b, 0x3A, s);
+            sb.set_state(s);
         }
-        put32(&mut b, 0x30, Timestamp::now().sec as u32); // s_wtime
-        if self.sb.has_metadata_csum() {
-            let c = crc32c(!0, &b[..0x3FC]);
-            put32(&mut b, 0x3FC, c);
-        }
-        b
+        sb.set_write_time(Timestamp::now().sec as u32);
+        sb
     }
 
     /// Writes the superblock as `st` says (live counters, `state` when given) and keeps that as its raw
     /// copy. The caller flushes.
     fn store_superblock(&self, st: &mut SbState, state: Option<u16>) -> Result<()> {
-        let bytes = self.superblock_bytes(st, state);
-        self.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET)?;
-        st.raw = bytes;
+        let sb = self.superblock_bytes(st, state);
+        self.dev.write_all_at(&sb.sealed(), SUPERBLOCK_OFFSET)?;
+        st.raw = sb;
         Ok(())
     }
 
@@ -96,20 +86,16 @@ impl Filesystem {
     pub(crate) fn mount_rw(&self) -> Result<()> {
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let mnt_count = super::bytes::le16(&st.raw, 0x34).wrapping_add(1);
-            put16(&mut st.raw, 0x34, mnt_count);
-            put32(&mut st.raw, 0x2C, Timestamp::now().sec as u32); // s_mtime
+            st.raw.count_mount(Timestamp::now().sec as u32);
             if self.log.is_some() {
-                let incompat = super::bytes::le32(&st.raw, 0x60) | INCOMPAT_RECOVER;
-                put32(&mut st.raw, 0x60, incompat);
+                st.raw.set_incompat(INCOMPAT_RECOVER, true);
             } else {
-                let state = super::bytes::le16(&st.raw, 0x3A) & !STATE_VALID;
-                put16(&mut st.raw, 0x3A, state);
+                let state = st.raw.state() & !STATE_VALID;
+                st.raw.set_state(state);
             }
             if self.orphan_file.is_some() {
                 // As the kernel: the orphan file may hold orphans while the mount lasts.
-                let ro_compat = super::bytes::le32(&st.raw, 0x64) | RO_COMPAT_ORPHAN_PRESENT;
-                put32(&mut st.raw, 0x64, ro_compat);
+                st.raw.set_ro_compat(RO_COMPAT_ORPHAN_PRESENT, true);
             }
             self.store_superblock(&mut st, None)?;
         }
@@ -145,14 +131,12 @@ impl Filesystem {
             log.close(self)?;
         }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let state = super::bytes::le16(&st.raw, 0x3A) | STATE_VALID | if errored { STATE_ERROR } else { 0 };
-        let incompat = super::bytes::le32(&st.raw, 0x60) & !INCOMPAT_RECOVER;
-        put32(&mut st.raw, 0x60, incompat);
+        let state = st.raw.state() | STATE_VALID | if errored { STATE_ERROR } else { 0 };
+        st.raw.set_incompat(INCOMPAT_RECOVER, false);
         if let Some(file) = &self.orphan_file {
             // The orphan file is empty unless errors stopped the orphans' deletion above.
             if file.first(self)?.is_none() {
-                let ro_compat = super::bytes::le32(&st.raw, 0x64) & !RO_COMPAT_ORPHAN_PRESENT;
-                put32(&mut st.raw, 0x64, ro_compat);
+                st.raw.set_ro_compat(RO_COMPAT_ORPHAN_PRESENT, false);
             }
         }
         self.store_superblock(&mut st, Some(state))?;
@@ -164,8 +148,8 @@ impl Filesystem {
     /// journal, so that a crash in the middle is found by e2fsck.
     pub(crate) fn mark_not_clean(&self) -> Result<()> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let state = super::bytes::le16(&st.raw, 0x3A) & !STATE_VALID;
-        put16(&mut st.raw, 0x3A, state);
+        let state = st.raw.state() & !STATE_VALID;
+        st.raw.set_state(state);
         self.store_superblock(&mut st, None)?;
         self.dev.flush()?;
         Ok(())
@@ -387,7 +371,7 @@ impl<'a> Txn<'a> {
             }
             let sb = {
                 let st = self.fs.state.lock().unwrap_or_else(|p| p.into_inner());
-                self.fs.superblock_bytes(&st, None)
+                self.fs.superblock_bytes(&st, None).sealed()
             };
             // The operation is part of the running transaction from here on, whatever the commit below
             // (when the transaction is full) returns: its changes are not rolled back.
@@ -404,7 +388,7 @@ impl<'a> Txn<'a> {
         }
         if result.is_ok() && self.sb_dirty {
             let st = self.fs.state.lock().unwrap_or_else(|p| p.into_inner());
-            let bytes = self.fs.superblock_bytes(&st, None);
+            let bytes = self.fs.superblock_bytes(&st, None).sealed();
             result = self.fs.dev.write_all_at(&bytes, SUPERBLOCK_OFFSET).map_err(Error::Io);
         }
         if result.is_err() {
