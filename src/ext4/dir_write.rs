@@ -245,7 +245,7 @@ impl Filesystem {
         }
         let bs = u64::from(self.sb.block_size);
         let blocks = dir.size / bs;
-        for lblk in super::fs::DirWalk::new(self, dir, 0) {
+        for lblk in super::dir_read::DirWalk::new(self, dir, 0) {
             let lblk = lblk?;
             let Some(block) = self.leaf_for_write(dir, lblk)? else { continue };
             if let Some(b) = self.insert_into(dir, &block, lblk, name, ino.0, ftype)? {
@@ -305,7 +305,7 @@ impl Filesystem {
                 Err(e) => return Err(e),
             }
         }
-        for lblk in super::fs::DirWalk::new(self, dir, 0) {
+        for lblk in super::dir_read::DirWalk::new(self, dir, 0) {
             let lblk = lblk?;
             if self.is_htree_dir(dir) && lblk == 0 {
                 continue;

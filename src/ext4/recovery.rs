@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use super::device::BlockDevice;
 use super::error::{Error, Object, Result};
+use super::feature_policy::{check_features, feature_write_refusal};
 use super::features::{
     COMPAT_ORPHAN_FILE, INCOMPAT_MMP, INCOMPAT_RECOVER, RO_COMPAT_BIGALLOC, RO_COMPAT_ORPHAN_PRESENT,
 };
-use super::fs::{Filesystem, MountOptions, check_features, feature_write_refusal, read_superblock, superblock_block};
+use super::fs::{Filesystem, MountOptions, read_superblock, superblock_block};
 use super::journal::{BlockSource, Journal, OverlayDevice};
 use super::mmp::Mmp;
 use super::superblock::{RawSuperblock, SUPERBLOCK_SIZE, Superblock};

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use seccompiler::{BpfProgram, TargetArch};
 use super::SandboxError;
+use seccompiler::{BpfProgram, TargetArch};
 
 /// The policy shipped for the architecture this binary runs on.
 #[cfg(target_arch = "x86_64")]
