@@ -86,13 +86,6 @@ fn verify(mnt: &Path, synced: &Synced, what: &str) {
     }
 }
 
-/// The worker: the ext4box process serving the mount whose command line says `worker`.
-fn worker_pid(mnt: &Path) -> Option<i32> {
-    server_pids(mnt).into_iter().find(|&pid| {
-        fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"worker"))
-    })
-}
-
 #[test]
 fn sigkilled_server_replays_to_a_clean_image_with_every_fsynced_file() {
     if !require_root_and_fuse() {

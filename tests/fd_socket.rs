@@ -35,11 +35,6 @@ fn start_worker(dir: &Path) -> (Child, PathBuf) {
     (child, sock)
 }
 
-fn status_field(pid: u32, name: &str) -> String {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).unwrap().trim().to_string()
-}
-
 #[test]
 fn privileged_side_and_unprivileged_worker_joined_only_by_a_socket() {
     if !require_root_and_fuse() {
@@ -59,11 +54,11 @@ fn privileged_side_and_unprivileged_worker_joined_only_by_a_socket() {
     assert_eq!(mountinfo_entry(&mnt).expect("mounted").fstype, "fuse.ext4box");
     // The worker is the unprivileged process that serves: nobody, no capabilities, confined.
     let pid = worker.id();
-    assert!(status_field(pid, "Uid").split_whitespace().all(|u| u == "65534"));
-    assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
-    assert_eq!(status_field(pid, "CapPrm"), "0000000000000000");
-    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
-    assert_eq!(status_field(pid, "Seccomp"), "2");
+    assert!(proc_status_field(pid as i32, "Uid").split_whitespace().all(|u| u == "65534"));
+    assert_eq!(proc_status_field(pid as i32, "CapEff"), "0000000000000000");
+    assert_eq!(proc_status_field(pid as i32, "CapPrm"), "0000000000000000");
+    assert_eq!(proc_status_field(pid as i32, "NoNewPrivs"), "1");
+    assert_eq!(proc_status_field(pid as i32, "Seccomp"), "2");
     fs::write(mnt.join("through-the-socket"), b"written by a worker that holds no capability").unwrap();
     assert!(ext4box_unmount(&mnt).status.success());
     let st = worker.wait().unwrap();

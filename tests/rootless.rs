@@ -31,10 +31,6 @@ if grep -q " $(pwd)/mnt " /proc/self/mountinfo; then echo still mounted; exit 1;
 if pgrep -f "ext4box worker --mountpoint $(pwd)/mnt" >/dev/null; then echo worker still runs; exit 1; fi
 "#;
 
-fn status_field(status: &str, key: &str) -> String {
-    status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).unwrap_or_default()
-}
-
 /// Checks what the workload left: the explain output, the confinement, the image.
 fn check(scratch: &Scratch, out: &Output, mode_words: &str) {
     assert!(out.status.success(), "the user's session failed:\n{}", output_text(out));
@@ -46,10 +42,10 @@ fn check(scratch: &Scratch, out: &Output, mode_words: &str) {
     let mi = fs::read_to_string(scratch.path("mountinfo.txt")).unwrap();
     assert!(mi.contains(" - fuse.ext4box "), "not a fuse.ext4box mount: {mi}");
     let status = fs::read_to_string(scratch.path("worker.status")).expect("the worker's /proc status");
-    assert_eq!(status_field(&status, "NoNewPrivs:"), "1", "no_new_privs:\n{status}");
-    assert_eq!(status_field(&status, "Seccomp:"), "2", "seccomp filter mode:\n{status}");
-    assert_eq!(status_field(&status, "CapEff:"), "0000000000000000", "effective capabilities:\n{status}");
-    assert_eq!(status_field(&status, "CapPrm:"), "0000000000000000", "permitted capabilities:\n{status}");
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1", "no_new_privs:\n{status}");
+    assert_eq!(status_field(&status, "Seccomp"), "2", "seccomp filter mode:\n{status}");
+    assert_eq!(status_field(&status, "CapEff"), "0000000000000000", "effective capabilities:\n{status}");
+    assert_eq!(status_field(&status, "CapPrm"), "0000000000000000", "permitted capabilities:\n{status}");
     let img = scratch.path("img");
     assert_fsck_clean(&img);
     let kmnt = scratch.mkdir("kernel");

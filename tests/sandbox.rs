@@ -16,29 +16,6 @@ use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4box");
 
-/// The worker process serving `mnt` (its command line names the mount point after `worker`).
-fn worker_pid(mnt: &Path) -> i32 {
-    let want = mnt.as_os_str().as_encoded_bytes();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        if args.get(1) == Some(&&b"worker"[..]) && args.contains(&want) {
-            return pid;
-        }
-    }
-    panic!("no ext4box worker serves {mnt:?}");
-}
-
-fn status_field(pid: i32, name: &str) -> String {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn the_worker_of_a_live_mount_is_confined() {
     if !require_root_and_fuse() {
@@ -50,16 +27,16 @@ fn the_worker_of_a_live_mount_is_confined() {
     let mnt = s.mkdir("mnt");
     let m = ext4box_mount_ok(&img, &mnt, "");
     fs::write(mnt.join("f"), b"served by a confined worker").unwrap();
-    let pid = worker_pid(&mnt);
+    let pid = worker_pid(&mnt).expect("no ext4box worker serves the mount");
     for f in ["Uid", "Gid"] {
-        let ids = status_field(pid, f);
+        let ids = proc_status_field(pid, f);
         assert!(ids.split_whitespace().all(|id| id != "0"), "{f} of the worker: {ids}");
     }
     for f in ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"] {
-        assert_eq!(status_field(pid, f), "0000000000000000", "{f} of the worker");
+        assert_eq!(proc_status_field(pid, f), "0000000000000000", "{f} of the worker");
     }
-    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
-    assert_eq!(status_field(pid, "Seccomp"), "2", "seccomp filter mode");
+    assert_eq!(proc_status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(proc_status_field(pid, "Seccomp"), "2", "seccomp filter mode");
     // The worker holds nothing but /dev/fuse, the image, its two pipes, /dev/null and, on the
     // io_uring transport, one ring per queue (one queue per possible CPU).
     let mut rings = 0;
@@ -159,7 +136,7 @@ fn a_killed_worker_leaves_no_stale_mount() {
     let mnt = s.mkdir("mnt");
     // Background mount: the supervisor detaches the mount when its worker dies.
     let _m = ext4box_mount_ok(&img, &mnt, "");
-    unsafe { libc::kill(worker_pid(&mnt), libc::SIGKILL) };
+    unsafe { libc::kill(worker_pid(&mnt).expect("no ext4box worker serves the mount"), libc::SIGKILL) };
     wait_gone(&mnt);
     // The mount point is usable again.
     let m = ext4box_mount_ok(&img, &mnt, "");
@@ -177,7 +154,7 @@ fn a_killed_worker_leaves_no_stale_mount() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    unsafe { libc::kill(worker_pid(&mnt), libc::SIGKILL) };
+    unsafe { libc::kill(worker_pid(&mnt).expect("no ext4box worker serves the mount"), libc::SIGKILL) };
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "the launcher should exit non-zero when its worker dies");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -315,6 +315,28 @@ pub fn server_pids(mnt: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// The worker (the process whose first argument is `worker`) serving `mnt`, if one lives.
+pub fn worker_pid(mnt: &Path) -> Option<i32> {
+    server_pids(mnt).into_iter().find(|&pid| proc_cmdline(pid).get(1).is_some_and(|a| a.as_slice() == b"worker"))
+}
+
+/// Field `name` (without its colon) of a `/proc/PID/status` text, trimmed; empty when absent.
+pub fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Field `name` of process `pid`'s `/proc/PID/status`.
+pub fn proc_status_field(pid: i32, name: &str) -> String {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let v = status_field(&s, name);
+    assert!(!v.is_empty(), "no {name} in /proc/{pid}/status");
+    v
+}
+
 fn pids_with_arg_under(dir: &Path) -> Vec<i32> {
     let d = dir.as_os_str().as_bytes();
     all_pids()
