@@ -21,7 +21,9 @@ fn start_worker(dir: &Path) -> (Child, PathBuf) {
     run_ok(Command::new("chown").arg("65534:65534").arg(dir));
     let sock = dir.join("sock");
     let child = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "worker", "--fd-socket"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin_in(dir))
+        .args(["worker", "--fd-socket"])
         .arg(&sock)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -46,7 +46,7 @@ fn as_user(uid: u32, svc: &Service, args: &[&OsStr]) -> Output {
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={uid}"))
         .arg("--clear-groups")
-        .arg(BIN)
+        .arg(bin_in(svc.sock.parent().unwrap()))
         .args(args)
         .env("EXT4BOX_SERVICE_SOCKET", &svc.sock)
         .output()

@@ -1335,14 +1335,24 @@ pub fn test_user() -> Option<(u32, u32)> {
     }
 }
 
-/// Runs `script` (bash) as the test user, in a private mount namespace whose /dev/fuse is 0666.
+/// A copy of the ext4box binary in `dir` (made once), for running as another user: the checkout may sit
+/// where other users cannot enter (a root user's home is 0700). `dir` itself must be enterable.
+pub fn bin_in(dir: &Path) -> PathBuf {
+    let bin = dir.join("ext4box");
+    if !bin.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_ext4box"), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+/// Runs `script` (bash) as the test user, in a private mount namespace whose /dev/fuse is 0666. `$B` is
+/// a copy of the ext4box binary in the scratch directory ([`bin_in`]).
 pub fn as_user(scratch: &Scratch, script: &str, wrap: &str) -> std::process::Output {
+    let bin = bin_in(&scratch.path(""));
     let file = scratch.path("script.sh");
-    std::fs::write(
-        &file,
-        format!("set -u\nB={}\ncd {}\n{script}\n", env!("CARGO_BIN_EXE_ext4box"), scratch.path("").display()),
-    )
-    .unwrap();
+    std::fs::write(&file, format!("set -u\nB={}\ncd {}\n{script}\n", bin.display(), scratch.path("").display()))
+        .unwrap();
     let node = scratch.path("fuse-node");
     let outer = format!(
         "rm -f {node} && mknod {node} c 10 229 && chmod 666 {node} && mount --bind {node} /dev/fuse && \
