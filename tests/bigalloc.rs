@@ -132,6 +132,9 @@ fn delete_all(m: &Path) {
 }
 
 fn same_as_kernel(tag: &str, mkfs_args: &[&str], size: u64) {
+    if !require_root_and_fuse() {
+        return;
+    }
     let s = Scratch::new(tag);
     let (kimg, eimg) = (s.path("kernel.img"), s.path("ext4box.img"));
     mkfs(&kimg, size, mkfs_args);
@@ -184,25 +187,16 @@ fn same_as_kernel(tag: &str, mkfs_args: &[&str], size: u64) {
 
 #[test]
 fn clusters_of_4_blocks_4k() {
-    if !require_root_and_fuse() {
-        return;
-    }
     same_as_kernel("bigalloc-4k-16k", &["-b", "4096", "-O", "bigalloc", "-C", "16384"], 256 << 20);
 }
 
 #[test]
 fn clusters_of_16_blocks_4k() {
-    if !require_root_and_fuse() {
-        return;
-    }
     same_as_kernel("bigalloc-4k-64k", &["-b", "4096", "-O", "bigalloc", "-C", "65536"], 256 << 20);
 }
 
 #[test]
 fn clusters_of_16_blocks_1k() {
-    if !require_root_and_fuse() {
-        return;
-    }
     same_as_kernel("bigalloc-1k-16k", &["-b", "1024", "-O", "bigalloc,metadata_csum", "-C", "16384"], 128 << 20);
 }
 

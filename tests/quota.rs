@@ -14,6 +14,23 @@ use std::path::Path;
 
 use common::*;
 
+/// `e2fsck -fn` clean, quota included: it recomputes the usage of every id and compares it with the
+/// quota files, naming QUOTA where they differ.
+fn assert_quota_clean(img: &Path, what: &str) {
+    let out =
+        run_timeout(std::process::Command::new("e2fsck").arg("-fn").arg(img), std::time::Duration::from_secs(300))
+            .unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success() && !text.contains("QUOTA"), "{what}: e2fsck -fn:\n{text}");
+}
+
+/// A 64 MiB image with project quota (256-byte inodes: room for `i_projid`).
+fn project_quota_image(s: &Scratch) -> std::path::PathBuf {
+    let img = s.path("img");
+    mkfs(&img, 64 << 20, &["-b", "4096", "-I", "256", "-O", "quota,project", "-E", "quotatype=prjquota"]);
+    img
+}
+
 /// Changes of every kind the quota files must follow, in `mnt`.
 fn workload(mnt: &Path, with_ea_inodes: bool) {
     let d = mnt.join("owners");
@@ -100,12 +117,7 @@ fn quota_usage_stays_exact_through_every_kind_of_change() {
         let m = ext4box_mount_ok(&img, &mnt, "");
         workload(&mnt, ea);
         m.unmount();
-        // e2fsck recomputes the usage of every id and compares it with the quota files.
-        let out =
-            run_timeout(std::process::Command::new("e2fsck").arg("-fn").arg(&img), std::time::Duration::from_secs(300))
-                .unwrap();
-        let text = output_text(&out);
-        assert!(out.status.success() && !text.contains("QUOTA"), "{name}: e2fsck -fn:\n{text}");
+        assert_quota_clean(&img, name);
 
         let k = s.mkdir("kernel");
         kernel_mount(&img, &k, "ro");
@@ -206,10 +218,7 @@ fn limits_are_enforced_with_usrquota_and_grpquota_and_root_is_exempt() {
     assert!(out.status.success(), "{}", output_text(&out));
     m.unmount();
 
-    let out =
-        run_timeout(std::process::Command::new("e2fsck").arg("-fn").arg(&img), std::time::Duration::from_secs(300))
-            .unwrap();
-    assert!(out.status.success() && !output_text(&out).contains("QUOTA"), "e2fsck -fn:\n{}", output_text(&out));
+    assert_quota_clean(&img, "limits");
     let users = debugfs(&img, "lq user");
     let line = users.lines().find(|l| l.split_whitespace().next() == Some("1000")).unwrap();
     assert_eq!(line.split_whitespace().nth(4), Some("4"), "mine, a, b, again: {users}");
@@ -221,8 +230,7 @@ fn a_project_directory_hands_down_its_project_and_keeps_other_projects_out() {
         return;
     }
     let s = Scratch::new("quota-projinherit");
-    let img = s.path("img");
-    mkfs(&img, 64 << 20, &["-b", "4096", "-I", "256", "-O", "quota,project", "-E", "quotatype=prjquota"]);
+    let img = project_quota_image(&s);
     let mnt = s.mkdir("mnt");
     let m = ext4box_mount_ok(&img, &mnt, "");
     fs::create_dir(mnt.join("proj")).unwrap();
@@ -254,11 +262,7 @@ fn a_project_directory_hands_down_its_project_and_keeps_other_projects_out() {
     fs::rename(mnt.join("proj/sub/deeper"), mnt.join("left")).unwrap();
     m.unmount();
 
-    let out =
-        run_timeout(std::process::Command::new("e2fsck").arg("-fn").arg(&img), std::time::Duration::from_secs(300))
-            .unwrap();
-    let text = output_text(&out);
-    assert!(out.status.success() && !text.contains("QUOTA"), "e2fsck -fn:\n{text}");
+    assert_quota_clean(&img, "project ids");
     // The kernel's view: lsattr -p prints each file's project id and flags.
     let k = s.mkdir("kernel");
     kernel_mount(&img, &k, "ro");
@@ -287,8 +291,7 @@ fn chattr_sets_project_ids_through_ext4box() {
         return;
     }
     let s = Scratch::new("quota-chattr-project");
-    let img = s.path("img");
-    mkfs(&img, 64 << 20, &["-b", "4096", "-I", "256", "-O", "quota,project", "-E", "quotatype=prjquota"]);
+    let img = project_quota_image(&s);
     let mnt = s.mkdir("mnt");
     let m = ext4box_mount_ok(&img, &mnt, "");
     fs::create_dir(mnt.join("proj")).unwrap();
@@ -306,11 +309,7 @@ fn chattr_sets_project_ids_through_ext4box() {
     assert!(flags.contains('P'), "PROJINHERIT through ext4box: {flags}");
     assert_eq!(lsattr(&mnt.join("proj/after")).0, 77, "a new file inherits the project set by chattr");
     m.unmount();
-    let out =
-        run_timeout(std::process::Command::new("e2fsck").arg("-fn").arg(&img), std::time::Duration::from_secs(300))
-            .unwrap();
-    let text = output_text(&out);
-    assert!(out.status.success() && !text.contains("QUOTA"), "e2fsck -fn:\n{text}");
+    assert_quota_clean(&img, "project ids");
     let k = s.mkdir("kernel");
     kernel_mount(&img, &k, "ro");
     let seen: Vec<_> = ["proj", "proj/before", "proj/after"].iter().map(|p| lsattr(&k.join(p))).collect();
