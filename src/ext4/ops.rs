@@ -210,11 +210,7 @@ impl Filesystem {
     pub fn mknod(&self, parent: InodeNo, name: &[u8], new: NewInode) -> Result<Arc<Inode>> {
         check_name(name)?;
         let mut tx = self.begin()?;
-        let mut dir = inode_mut(&tx, parent)?;
-        changeable_dir(&dir)?;
-        if self.find_entry(&dir, name)?.is_some() {
-            return Err(Error::Exists);
-        }
+        let mut dir = self.dir_for_new_entry(&tx, parent, name)?;
         let inode = self.new_inode(&mut tx, &dir, new)?;
         if inode.kind == FileKind::Directory || inode.kind == FileKind::Symlink {
             return Err(Error::Invalid);
@@ -223,6 +219,17 @@ impl Filesystem {
         self.link_into(&mut tx, &mut dir, name, &inode)?;
         tx.commit()?;
         Ok(written)
+    }
+
+    /// Directory `parent`, loaded for a new entry `name`: one that may gain entries, where `name` is free
+    /// (a directory that cannot be read is its error, not a free name).
+    fn dir_for_new_entry(&self, tx: &Txn<'_>, parent: InodeNo, name: &[u8]) -> Result<Inode> {
+        let dir = inode_mut(tx, parent)?;
+        changeable_dir(&dir)?;
+        if self.find_entry(&dir, name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        Ok(dir)
     }
 
     /// Adds `name` -> `inode` to `dir` and writes `dir` with fresh times.
@@ -239,11 +246,7 @@ impl Filesystem {
     pub fn mkdir(&self, parent: InodeNo, name: &[u8], new: NewInode) -> Result<Arc<Inode>> {
         check_name(name)?;
         let mut tx = self.begin()?;
-        let mut dir = inode_mut(&tx, parent)?;
-        changeable_dir(&dir)?;
-        if self.find_entry(&dir, name)?.is_some() {
-            return Err(Error::Exists);
-        }
+        let mut dir = self.dir_for_new_entry(&tx, parent, name)?;
         let dx = dir.has_flag(flags::INDEX);
         if dir.links_count >= LINK_MAX && !(dx && self.sb.has_ro_compat(RO_COMPAT_DIR_NLINK)) {
             return Err(Error::TooManyLinks);
@@ -271,11 +274,7 @@ impl Filesystem {
             return Err(Error::NameTooLong);
         }
         let mut tx = self.begin()?;
-        let mut dir = inode_mut(&tx, parent)?;
-        changeable_dir(&dir)?;
-        if self.find_entry(&dir, name)?.is_some() {
-            return Err(Error::Exists);
-        }
+        let mut dir = self.dir_for_new_entry(&tx, parent, name)?;
         let mut inode = self.new_inode(&mut tx, &dir, NewInode { mode: 0o120777, ..new })?;
         inode.size = target.len() as u64;
         if target.len() < 60 {
