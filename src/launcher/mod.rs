@@ -12,6 +12,7 @@ pub mod options;
 pub mod ready;
 pub mod registry;
 pub mod service;
+pub mod status;
 pub mod supervisor;
 pub mod worker;
 
@@ -373,17 +374,13 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
 fn wait_ready(ready: File, explain: bool) -> Result<(), String> {
     use std::io::BufRead;
     for line in std::io::BufReader::new(ready).lines().map_while(Result::ok) {
-        if line == "R" {
-            return Ok(());
-        }
-        if let Some(step) = line.strip_prefix("S ") {
-            if explain {
-                println!("sandbox: {step}");
-            }
-        } else if let Some(w) = line.strip_prefix("W ") {
-            eprintln!("ext4box: {w}");
-        } else if let Some(e) = line.strip_prefix("E ") {
-            return Err(e.to_string());
+        match status::Status::parse(&line) {
+            Some(status::Status::Ready) => return Ok(()),
+            Some(status::Status::Step(step)) if explain => println!("sandbox: {step}"),
+            Some(status::Status::Warning(w)) => eprintln!("ext4box: {w}"),
+            Some(status::Status::ReadOnly(why)) => eprintln!("ext4box: ro {why}"),
+            Some(status::Status::Error(e)) => return Err(e),
+            _ => {}
         }
     }
     Err("the server exited before the mount was ready".into())

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use super::fd_socket;
 use super::lock::Access;
 use super::supervisor::{self, Prepared};
+use super::status::Status;
 use super::worker::WorkerArgs;
 use super::{MountOptions, mountinfo, registry};
 use crate::sandbox;
@@ -118,12 +119,13 @@ pub fn serve(listen: Option<&Path>) -> Result<(), String> {
         let conn = unsafe { OwnedFd::from_raw_fd(fd) };
         set_timeouts(&conn, 5);
         let reply = match handle(&conn, &listener) {
-            Ok(()) => "R".to_string(),
+            Ok(()) => Status::Ready,
             Err(e) => {
                 tracing::info!("request refused: {e}");
-                format!("E {e}")
+                Status::Error(e)
             }
-        };
+        }
+        .to_string();
         let mut f = File::from(conn);
         let _ = f.write_all(reply.as_bytes());
     }
@@ -306,11 +308,10 @@ fn mount(
             drop(prepared);
             drop(mountpoint);
             for line in BufReader::new(ready_r).lines().map_while(Result::ok) {
-                if line == "R" {
-                    return Ok(());
-                }
-                if let Some(e) = line.strip_prefix("E ") {
-                    return Err(e.to_string());
+                match Status::parse(&line) {
+                    Some(Status::Ready) => return Ok(()),
+                    Some(Status::Error(e)) => return Err(e),
+                    _ => {}
                 }
             }
             Err("the mount did not come up".into())
@@ -330,10 +331,10 @@ pub fn request(req: &Request, fds: &[&OwnedFd]) -> Result<(), String> {
     // SAFETY: read into our buffer.
     let n = unsafe { libc::read(conn.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
     let reply = String::from_utf8_lossy(&buf[..n.max(0) as usize]).trim().to_string();
-    match reply.strip_prefix("E ") {
-        None if reply == "R" => Ok(()),
-        Some(e) => Err(e.to_string()),
-        None => Err("the mount service gave no answer".into()),
+    match Status::parse(&reply) {
+        Some(Status::Ready) => Ok(()),
+        Some(Status::Error(e)) => Err(e),
+        _ => Err("the mount service gave no answer".into()),
     }
 }
 

@@ -11,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::worker::{FUSE_FD, IMAGE_FD, STATUS_FD, WorkerArgs};
+use super::status::Status;
 use super::{MountOptions, detach, errno_text, mountinfo, registry};
 use crate::server::AtimePolicy;
 
@@ -86,18 +87,18 @@ impl Worker {
 /// worker's, plus `E` for the launcher's own errors.
 pub type Reporter = Option<File>;
 
-fn report(r: &mut Reporter, line: &str) {
-    let line = &*printable(line);
+fn report(r: &mut Reporter, status: &Status) {
     match r {
         Some(f) => {
-            let _ = f.write_all(format!("{line}\n").as_bytes());
+            let _ = f.write_all(format!("{}\n", printable(&status.to_string())).as_bytes());
         }
         None => {
             // Foreground: the supervisor is the process the user runs.
-            if let Some(w) = line.strip_prefix("W ") {
-                eprintln!("ext4box: {w}");
-            } else if let Some(step) = line.strip_prefix("S ") {
-                println!("sandbox: {step}");
+            match status {
+                Status::Warning(w) => eprintln!("ext4box: {}", printable(w)),
+                Status::ReadOnly(why) => eprintln!("ext4box: {}", printable(&format!("ro {why}"))),
+                Status::Step(step) => println!("sandbox: {}", printable(step)),
+                Status::Ready | Status::Error(_) => {}
             }
         }
     }
@@ -146,34 +147,39 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
     let mut failure = None;
     let mut lines = WorkerLines::new(status_r);
     for line in lines.by_ref() {
-        if line.starts_with("S ") {
-            if p.explain {
-                report(&mut reporter, &line);
+        let Some(status) = Status::parse(&line) else { continue };
+        match status {
+            Status::Step(_) => {
+                if p.explain {
+                    report(&mut reporter, &status);
+                }
             }
-        } else if let Some(why) = line.strip_prefix("W ro ") {
-            // (fusermount3 cannot remount, nor can a mount the caller made: the server answers EROFS
-            // all the same.) (Nothing can be open on it yet, so the remount cannot be busy.)
-            if p.mode.uses_mount_syscall() {
-                remount_read_only(&p.target);
+            Status::ReadOnly(why) => {
+                // (fusermount3 cannot remount, nor can a mount the caller made: the server answers EROFS
+                // all the same.) (Nothing can be open on it yet, so the remount cannot be busy.)
+                if p.mode.uses_mount_syscall() {
+                    remount_read_only(&p.target);
+                }
+                report(&mut reporter, &Status::Warning(format!("{}: mounting read-only: {why}", p.image_shown)));
             }
-            report(&mut reporter, &format!("W {}: mounting read-only: {why}", p.image_shown));
-        } else if line.starts_with("W ") {
-            report(&mut reporter, &line);
-        } else if line == "R" {
-            ready = true;
+            Status::Warning(_) => report(&mut reporter, &status),
+            Status::Ready => {
+                ready = true;
             if let Some(m) = mountinfo::find(&p.target) {
                 if let Err(e) = registry::record(&m.dev, std::process::id(), p.owner.0) {
                     tracing::warn!(error = %e, "cannot record the mount; unmount will not wait for it");
                 }
             }
-            report(&mut reporter, "R");
-            if let Some(r) = p.ready.take() {
-                r.ready();
+                report(&mut reporter, &Status::Ready);
+                if let Some(r) = p.ready.take() {
+                    r.ready();
+                }
+                break;
             }
-            break;
-        } else if let Some(msg) = line.strip_prefix("E ") {
-            failure = Some(format!("{}: {msg}", p.image_shown));
-            break;
+            Status::Error(msg) => {
+                failure = Some(format!("{}: {msg}", p.image_shown));
+                break;
+            }
         }
     }
     log.open(ready);
@@ -182,7 +188,7 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
         let cause = worker.wait(&mut lines, &p.target);
         last_log_lines(relayed);
         let msg = failure.unwrap_or_else(|| format!("the worker exited before the mount was ready ({})", cause.1));
-        report(&mut reporter, &format!("E {msg}"));
+        report(&mut reporter, &Status::Error(msg.clone()));
         return Err(msg);
     }
     let dev = mountinfo::find(&p.target).map(|m| m.dev);
@@ -227,7 +233,7 @@ fn last_log_lines(relayed: Option<std::sync::mpsc::Receiver<()>>) {
 /// same). Returns when the worker closes its end.
 fn watch_status(lines: impl Iterator<Item = String>, can_remount: bool, target: &Path) {
     for line in lines {
-        if let Some(why) = line.strip_prefix("W ro ") {
+        if let Some(Status::ReadOnly(why)) = Status::parse(&line) {
             tracing::info!(mountpoint = %target.display(), "the filesystem is read-only now: {why}");
             if can_remount && !remount_read_only(target) {
                 // EBUSY while a file is open for writing on the mount (the kernel's own remount-ro sets

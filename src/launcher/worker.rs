@@ -18,6 +18,7 @@ use crate::server::dispatch::{self, Dispatcher};
 use crate::server::{AtimePolicy, Server, ServerOptions};
 
 use super::options::TransportPolicy;
+use super::status::Status;
 
 /// The descriptor numbers the launcher hands over.
 pub const FUSE_FD: i32 = 3;
@@ -43,8 +44,8 @@ pub struct WorkerArgs {
     pub sandbox: Option<(Identity, Option<std::path::PathBuf>)>,
 }
 
-fn send(mut status: &File, line: &str) {
-    let _ = status.write_all(format!("{line}\n").as_bytes());
+fn send(mut status: &File, s: Status) {
+    let _ = status.write_all(format!("{s}\n").as_bytes());
 }
 
 /// The worker's main: returns the process exit code.
@@ -57,7 +58,7 @@ pub fn run(args: WorkerArgs) -> i32 {
         Ok(()) => 0,
         Err(msg) => {
             // The launcher prints it as its one error line; the log (the journal) keeps a copy.
-            send(&status, &format!("E {msg}"));
+            send(&status, Status::Error(msg.clone()));
             tracing::info!("stopping: {msg}");
             1
         }
@@ -90,7 +91,7 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
     let (h, fuse, image) = match received {
         Ok(r) => r,
         Err(e) => {
-            send(&status, &format!("E handoff refused: {e}"));
+            send(&status, Status::Error(format!("handoff refused: {e}")));
             tracing::error!("handoff refused: {e}");
             return 1;
         }
@@ -109,7 +110,7 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
     match serve(args, fuse, File::from(image), &status) {
         Ok(()) => 0,
         Err(msg) => {
-            send(&status, &format!("E {msg}"));
+            send(&status, Status::Error(msg.clone()));
             tracing::error!("{msg}");
             1
         }
@@ -200,12 +201,12 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
             // Descriptors 0-5 are in use; the worker opens none after this.
             for step in sandbox::confine(&policy, *id, 16)? {
                 tracing::info!("sandbox: {step}");
-                send(status, &format!("S {step}"));
+                send(status, Status::Step(step));
             }
         }
         None => {
             tracing::warn!("running WITHOUT the sandbox (--no-sandbox): the image is parsed with full privileges");
-            send(status, "S none: --no-sandbox, the image is parsed with full privileges");
+            send(status, Status::Step("none: --no-sandbox, the image is parsed with full privileges".into()));
         }
     }
     let (dev, format_read_only) = open_device(image, &args, block_device)?;
@@ -227,15 +228,15 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
     }
     crate::server::spawn_committer(&fs);
     if let (false, Some(why)) = (args.read_only, format_read_only) {
-        send(status, &format!("W ro {why}"));
+        send(status, Status::ReadOnly(why.to_string()));
     } else if !args.read_only {
         if let Some(why) = fs.read_only_reason() {
-            send(status, &format!("W ro {why}"));
+            send(status, Status::ReadOnly(why.to_string()));
         }
         // Turning read-only later (errors=remount-ro, a journal abort) is told the same way, so that the
         // supervisor makes the mount read-only too, as the kernel's remount-ro shows in /proc/mounts.
         let later = status.clone();
-        fs.on_read_only(Box::new(move |why| send(&later, &format!("W ro {why}"))));
+        fs.on_read_only(Box::new(move |why| send(&later, Status::ReadOnly(why.to_string()))));
     }
     let server = Arc::new(Server::new(
         fs,
@@ -260,9 +261,9 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
         return Err(format!("-o transport=io_uring: FUSE over io_uring cannot be used: {}", choice.why));
     }
     tracing::info!("FUSE transport: {choice}");
-    send(status, &format!("S transport: {choice}"));
+    send(status, Status::Step(format!("transport: {choice}")));
     server.set_invalidator(dispatch::invalidator(session.notifier()));
-    send(status, "R");
+    send(status, Status::Ready);
     session.run(handler).map_err(|e| format!("FUSE session ended with an error: {e}"))
 }
 
