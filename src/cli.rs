@@ -83,7 +83,7 @@ enum Cmd {
         #[arg(long)]
         norecovery: bool,
         #[arg(long, default_value = "relative")]
-        atime: String,
+        atime: AtimePolicy,
         /// Journal commit interval, seconds.
         #[arg(long, default_value_t = 5)]
         commit: u32,
@@ -243,11 +243,6 @@ pub fn main() -> i32 {
             present_gid: gid,
             sandbox,
         } => {
-            let atime = match atime.as_str() {
-                "never" => AtimePolicy::Never,
-                "always" => AtimePolicy::Always,
-                _ => AtimePolicy::Relative,
-            };
             return match sandbox.resolve() {
                 Ok(sandbox) => match launcher::options::WorkerTuning::decode(&tuning) {
                     Ok(tuning) => worker::run(worker::WorkerArgs {

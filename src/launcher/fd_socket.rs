@@ -45,11 +45,7 @@ pub struct Handoff {
 
 impl Handoff {
     pub fn encode(&self) -> Vec<u8> {
-        let atime = match self.atime {
-            AtimePolicy::Never => "never",
-            AtimePolicy::Relative => "relative",
-            AtimePolicy::Always => "always",
-        };
+        let atime = self.atime.name();
         format!(
             "{MAGIC}\nread_only={}\nnorecovery={}\noffset={}\natime={atime}\ncommit={}\ntuning={}\n",
             u8::from(self.read_only),
@@ -97,12 +93,7 @@ impl Handoff {
                 }
                 "atime" => {
                     slot_taken(atime.is_some())?;
-                    atime = Some(match v {
-                        "never" => AtimePolicy::Never,
-                        "relative" => AtimePolicy::Relative,
-                        "always" => AtimePolicy::Always,
-                        _ => return Err(format!("bad atime {v:?}")),
-                    });
+                    atime = Some(v.parse::<AtimePolicy>()?);
                 }
                 "commit" => {
                     slot_taken(commit.is_some())?;

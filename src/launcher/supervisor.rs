@@ -13,7 +13,6 @@ use std::path::Path;
 use super::worker::{FUSE_FD, IMAGE_FD, STATUS_FD, WorkerArgs};
 use super::status::Status;
 use super::{MountOptions, detach, errno_text, mountinfo, registry};
-use crate::server::AtimePolicy;
 
 /// Everything the supervisor needs, opened and checked by the launcher.
 pub struct Prepared {
@@ -280,12 +279,7 @@ fn spawn_worker(p: &Prepared, status_w: &File, log_w: &File) -> Result<libc::pid
         "--offset".into(),
         p.worker.offset.to_string(),
         "--atime".into(),
-        match p.worker.atime {
-            AtimePolicy::Never => "never",
-            AtimePolicy::Relative => "relative",
-            AtimePolicy::Always => "always",
-        }
-        .into(),
+        p.worker.atime.name().into(),
     ];
     argv.extend(["--commit".into(), p.worker.commit.to_string()]);
     if p.worker.read_only {

@@ -81,6 +81,29 @@ pub enum AtimePolicy {
     Always,
 }
 
+impl AtimePolicy {
+    /// The name the worker's command line and the fd-socket handoff carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            AtimePolicy::Never => "never",
+            AtimePolicy::Relative => "relative",
+            AtimePolicy::Always => "always",
+        }
+    }
+}
+
+/// The inverse of [`AtimePolicy::name`]; any other text is an error (not a default).
+impl std::str::FromStr for AtimePolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AtimePolicy, String> {
+        [AtimePolicy::Never, AtimePolicy::Relative, AtimePolicy::Always]
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("bad atime {s:?} (never, relative or always)"))
+    }
+}
+
 /// A FUSE server over one opened filesystem.
 pub struct Server {
     fs: Arc<Filesystem>,
@@ -676,4 +699,18 @@ fn permits(inode: &Inode, mask: i32, uid: u32, gid: u32) -> bool {
         mode
     } & 7;
     bits & mask == mask
+}
+
+#[cfg(test)]
+mod atime_tests {
+    use super::AtimePolicy;
+
+    #[test]
+    fn atime_names_read_back_and_other_text_is_refused() {
+        for p in [AtimePolicy::Never, AtimePolicy::Relative, AtimePolicy::Always] {
+            assert_eq!(p.name().parse::<AtimePolicy>(), Ok(p));
+        }
+        assert!("sometimes".parse::<AtimePolicy>().is_err());
+        assert!("".parse::<AtimePolicy>().is_err());
+    }
 }
