@@ -472,6 +472,22 @@ impl Filesystem {
     }
 }
 
+impl Filesystem {
+    /// copy_file_range done inside the engine: read from one file, write to the other.
+    pub fn copy_range(&self, src: InodeNo, off_in: u64, dst: InodeNo, off_out: u64, len: u64) -> Result<u64> {
+        let data = {
+            let _g = self.shared();
+            let inode = self.inode(src)?;
+            self.read(&inode, off_in, len.min(16 << 20) as usize)?
+        };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.write(dst, off_out, &data)?;
+        Ok(data.len() as u64)
+    }
+}
+
 /// Moves an inline file's data out of the inode into a block (the engine writes files as block-mapped
 /// only), so the usual write path applies.
 pub(crate) fn unline(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {

@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod alloc;
+pub mod attr_ops;
 pub mod block_group;
 pub mod block_map;
 pub mod bytes;
@@ -42,6 +43,7 @@ pub mod orphan_file;
 pub mod quota;
 pub mod read_view;
 pub mod recovery;
+pub mod refs;
 pub mod statfs;
 pub mod superblock;
 pub mod trim;

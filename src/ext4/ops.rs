@@ -1,11 +1,12 @@
-//! Namespace and attribute operations on the write side: create, mknod, mkdir, symlink, link, unlink,
-//! rmdir, rename, setattr, xattrs, inode flags, open counts. Each is one transaction.
+//! Namespace operations on the write side: create, mknod, mkdir, symlink, link, unlink, rmdir, rename,
+//! O_TMPFILE. Each is one transaction. An inode's attributes change in `attr_ops.rs`, the kernel's
+//! references to inodes are counted in `refs.rs`.
 
 use std::sync::Arc;
 
 use super::error::{Error, Result};
 use super::extent;
-use super::features::{INCOMPAT_EXTENTS, RO_COMPAT_DIR_NLINK, RO_COMPAT_PROJECT};
+use super::features::{INCOMPAT_EXTENTS, RO_COMPAT_DIR_NLINK};
 use super::file::MapEdit;
 use super::fs::Filesystem;
 use super::inode::{FileKind, Inode, InodeNo, Timestamp, flags};
@@ -16,8 +17,6 @@ use super::{acl, xattr};
 /// The most links an inode may have (`EXT4_LINK_MAX`).
 const LINK_MAX: u16 = 65000;
 const S_ISGID: u16 = 0o2000;
-/// `EXT4_NOATIME_FL`: chattr +A.
-const NOATIME_FL: u32 = 0x80;
 
 /// Who creates a new inode, and with what mode (file type bits included).
 #[derive(Debug, Clone, Copy)]
@@ -32,37 +31,11 @@ pub struct NewInode {
     pub umask: Option<u32>,
 }
 
-/// A time to set: a given one, or now.
-#[derive(Debug, Clone, Copy)]
-pub enum SetTime {
-    Now,
-    At(Timestamp),
-}
-
-/// The changes of a setattr request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SetAttr {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub atime: Option<SetTime>,
-    pub mtime: Option<SetTime>,
-    pub ctime: Option<Timestamp>,
-    /// The change came through an open file (FUSE passes the handle when the kernel writes back the
-    /// times it keeps for a file it wrote): times alone are then accepted on append-only and immutable
-    /// files, since the kernel applied them to writes it already allowed.
-    pub via_open_file: bool,
-}
+pub use super::attr_ops::{SetAttr, SetTime};
 
 /// `renameat2` flags.
 pub const RENAME_NOREPLACE: u32 = 1;
 pub const RENAME_EXCHANGE: u32 = 2;
-
-/// Inode flags programs may change with FS_IOC_SETFLAGS (the kernel's `EXT4_FL_USER_MODIFIABLE`).
-const USER_MODIFIABLE: u32 = 0x604B_C0FF;
-/// Inode flags FS_IOC_GETFLAGS shows (`EXT4_FL_USER_VISIBLE`).
-const USER_VISIBLE: u32 = 0x705B_DFFF;
 
 /// `EXDEV` when `inode` would get a name in project directory `dir` (`chattr +P`) of another project:
 /// its blocks would count against the wrong project (the kernel's check in link and rename).
@@ -105,13 +78,6 @@ fn inc_dir_links(d: &mut Inode) {
 fn dec_dir_links(d: &mut Inode) {
     if d.links_count > 2 {
         d.links_count -= 1;
-    }
-}
-
-fn resolve(t: SetTime) -> Timestamp {
-    match t {
-        SetTime::Now => Timestamp::now(),
-        SetTime::At(t) => t,
     }
 }
 
@@ -366,10 +332,6 @@ impl Filesystem {
         Ok(())
     }
 
-    fn ref_count(&self, ino: InodeNo) -> u64 {
-        self.refs.lock().unwrap_or_else(|p| p.into_inner()).get(&ino.0).copied().unwrap_or(0)
-    }
-
     /// Removes `name` (not a directory) from `parent`.
     pub fn unlink(&self, parent: InodeNo, name: &[u8]) -> Result<()> {
         let mut tx = self.begin()?;
@@ -564,222 +526,5 @@ impl Filesystem {
             d.ctime = now;
             Ok(r)
         })
-    }
-
-    /// setattr: mode, owner, size, times. The ctime moves with every change, as in the kernel.
-    pub fn setattr(&self, ino: InodeNo, a: SetAttr) -> Result<Arc<Inode>> {
-        let mut tx = self.begin()?;
-        let mut inode = inode_mut(&tx, ino)?;
-        let times_set = matches!(a.atime, Some(SetTime::At(_))) || matches!(a.mtime, Some(SetTime::At(_)));
-        let other = a.mode.is_some() || a.uid.is_some() || a.gid.is_some() || a.size.is_some();
-        let kernel_time_flush = a.via_open_file && !other;
-        if inode.links_count == 0 && !other {
-            // The kernel writes back the times of a file it just unlinked: nothing left to keep them for.
-            return self.inode(ino);
-        }
-        if inode.has_flag(flags::IMMUTABLE) && !kernel_time_flush {
-            return Err(Error::NotPermitted);
-        }
-        if inode.has_flag(flags::APPEND) && (other || (times_set && !kernel_time_flush)) {
-            return Err(Error::NotPermitted);
-        }
-        if let Some(m) = a.mode {
-            inode.mode = (inode.mode & 0o170000) | (m as u16 & 0o7777);
-        }
-        if let Some(u) = a.uid {
-            inode.uid = u;
-        }
-        if let Some(g) = a.gid {
-            inode.gid = g;
-        }
-        if let Some(size) = a.size {
-            if inode.kind == FileKind::Directory {
-                return Err(Error::IsDir);
-            }
-            if size != inode.size {
-                self.set_size(&mut tx, &mut inode, size)?;
-                self.touch(&mut inode, true);
-            }
-        }
-        if let Some(t) = a.atime {
-            inode.atime = resolve(t);
-        }
-        if let Some(t) = a.mtime {
-            inode.mtime = resolve(t);
-        }
-        match a.ctime {
-            Some(t) => inode.ctime = t,
-            None => self.touch(&mut inode, false),
-        }
-        let written = tx.write_inode(&inode)?;
-        tx.commit()?;
-        Ok(written)
-    }
-
-    /// setxattr(2) (`value` Some) and removexattr(2) (`None`); ACLs are stored in ext4's compact format.
-    pub fn set_xattr(&self, ino: InodeNo, name: &[u8], value: Option<&[u8]>, xflags: i32) -> Result<()> {
-        let (index, suffix) = xattr::split_name(name).ok_or(Error::NotSupported)?;
-        let converted;
-        let value = match value {
-            Some(v) if matches!(index, xattr::INDEX_POSIX_ACL_ACCESS | xattr::INDEX_POSIX_ACL_DEFAULT) => {
-                converted = acl::xattr_to_disk(v)?;
-                Some(converted.as_slice())
-            }
-            v => v,
-        };
-        let mut tx = self.begin()?;
-        let mut inode = inode_mut(&tx, ino)?;
-        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
-            return Err(Error::NotPermitted);
-        }
-        if index == xattr::INDEX_POSIX_ACL_DEFAULT && inode.kind != FileKind::Directory {
-            return Err(if value.is_some() { Error::Invalid } else { Error::NoAttr });
-        }
-        let mut value = value;
-        if let (xattr::INDEX_POSIX_ACL_ACCESS, Some(v)) = (index, value) {
-            // The filesystem keeps the mode in step with an access ACL (FUSE leaves it to us): the ACL's
-            // owner, mask (or group) and other bits become the mode's, and an ACL that says no more than
-            // the mode is not stored.
-            let (perm, equiv) = acl::mode_of(&acl::parse_disk(v, super::error::Object::Xattr(ino.0))?);
-            inode.mode = (inode.mode & !0o777) | perm;
-            if equiv {
-                value = None;
-            }
-        }
-        match xattr_write::set(&mut tx, &mut inode, index, suffix, value, xflags) {
-            // Storing an ACL equivalent to the mode removes any earlier one; there may be none.
-            Err(Error::NoAttr) if index == xattr::INDEX_POSIX_ACL_ACCESS => {}
-            r => r?,
-        }
-        self.touch(&mut inode, false);
-        tx.write_inode(&inode)?;
-        tx.commit()
-    }
-
-    /// Sets the access time of `ino` to now (a read under relatime or strictatime).
-    pub fn touch_atime(&self, ino: InodeNo) -> Result<()> {
-        let mut tx = self.begin()?;
-        let mut inode = inode_mut(&tx, ino)?;
-        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(NOATIME_FL) {
-            return Ok(());
-        }
-        inode.atime = Timestamp::now();
-        tx.write_inode(&inode)?;
-        tx.commit()
-    }
-
-    /// FS_IOC_GETFLAGS.
-    pub(in crate::ext4) fn get_flags(&self, ino: InodeNo) -> Result<u32> {
-        Ok(self.inode(ino)?.flags & USER_VISIBLE)
-    }
-
-    /// FS_IOC_SETFLAGS: only the flags programs may change; immutable and append-only need root.
-    pub fn set_flags(&self, ino: InodeNo, new: u32, caller_is_root: bool) -> Result<()> {
-        let mut tx = self.begin()?;
-        let mut inode = inode_mut(&tx, ino)?;
-        let protected = flags::IMMUTABLE | flags::APPEND;
-        if (inode.flags ^ new) & protected != 0 && !caller_is_root {
-            return Err(Error::NotPermitted);
-        }
-        if inode.has_flag(flags::IMMUTABLE)
-            && new & flags::IMMUTABLE != 0
-            && (inode.flags ^ new) & USER_MODIFIABLE & !protected != 0
-        {
-            return Err(Error::NotPermitted);
-        }
-        // As the kernel: case-insensitivity is set and cleared only on empty directories.
-        if (inode.flags ^ new) & flags::CASEFOLD != 0 {
-            if self.casefold.is_none() {
-                return Err(Error::NotSupported);
-            }
-            if inode.kind != FileKind::Directory {
-                return Err(Error::NotDir);
-            }
-            if !self.dir_is_empty(&inode)? {
-                return Err(Error::NotEmpty);
-            }
-        }
-        inode.flags = (inode.flags & !USER_MODIFIABLE) | (new & USER_MODIFIABLE);
-        self.touch(&mut inode, false);
-        tx.write_inode(&inode)?;
-        tx.commit()
-    }
-
-    /// FS_IOC_FSGETXATTR's project id (`lsattr -p`).
-    pub(in crate::ext4) fn project(&self, ino: InodeNo) -> Result<u32> {
-        Ok(self.inode(ino)?.projid())
-    }
-
-    /// FS_IOC_FSSETXATTR's project id (`chattr -p`), as the kernel's `ext4_ioctl_setproject`: without the
-    /// project feature only 0 is accepted, records too small for `i_projid` refuse (EOVERFLOW), and the
-    /// quota charge moves to the new project as the inode is written (EDQUOT where its limits say so).
-    /// Who may ask is the kernel's check (the owner, or CAP_FOWNER, in the initial user namespace).
-    pub fn set_project(&self, ino: InodeNo, projid: u32) -> Result<()> {
-        if !self.sb.has_ro_compat(RO_COMPAT_PROJECT) {
-            return if projid == 0 { Ok(()) } else { Err(Error::NotSupported) };
-        }
-        if usize::from(self.sb.inode_size) <= super::inode::GOOD_OLD_INODE_SIZE {
-            return Err(Error::NotSupported);
-        }
-        let mut tx = self.begin()?;
-        let mut inode = inode_mut(&tx, ino)?;
-        if inode.projid() == projid {
-            return Ok(());
-        }
-        if !inode.set_projid(projid) {
-            return Err(Error::Overflow);
-        }
-        self.touch(&mut inode, false);
-        tx.write_inode(&inode)?;
-        tx.commit()
-    }
-
-    /// Counts a reference the caller took to `ino` (a FUSE lookup: the kernel then holds the inode until
-    /// it forgets it, open files and mappings included).
-    pub fn pin(&self, ino: InodeNo) {
-        *self.refs.lock().unwrap_or_else(|p| p.into_inner()).entry(ino.0).or_insert(0) += 1;
-    }
-
-    /// Drops `n` references to `ino`; when the last goes and the inode has no links left (it was unlinked
-    /// while still in use), it is taken off the orphan list and deleted.
-    pub fn unpin(&self, ino: InodeNo, n: u64) -> Result<()> {
-        {
-            let mut refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(c) = refs.get_mut(&ino.0) else { return Ok(()) };
-            *c = c.saturating_sub(n);
-            if *c > 0 {
-                return Ok(());
-            }
-            refs.remove(&ino.0);
-        }
-        if !self.doomed.lock().unwrap_or_else(|p| p.into_inner()).contains(&ino.0) {
-            return Ok(());
-        }
-        let mut tx = self.begin()?;
-        // Pinned again meanwhile (a lookup raced the forget), or already deleted: leave it.
-        if self.ref_count(ino) > 0 || !self.doomed.lock().unwrap_or_else(|p| p.into_inner()).remove(&ino.0) {
-            return Ok(());
-        }
-        let mut inode = inode_mut(&tx, ino)?;
-        if inode.links_count != 0 {
-            return Ok(());
-        }
-        tx.orphan_remove(&mut inode)?;
-        self.delete_inode(&mut tx, &mut inode)?;
-        tx.commit()
-    }
-
-    /// copy_file_range done inside the engine: read from one file, write to the other.
-    pub fn copy_range(&self, src: InodeNo, off_in: u64, dst: InodeNo, off_out: u64, len: u64) -> Result<u64> {
-        let data = {
-            let _g = self.shared();
-            let inode = self.inode(src)?;
-            self.read(&inode, off_in, len.min(16 << 20) as usize)?
-        };
-        if data.is_empty() {
-            return Ok(0);
-        }
-        self.write(dst, off_out, &data)?;
-        Ok(data.len() as u64)
     }
 }

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use super::fd_socket;
 use super::lock::Access;
-use super::supervisor::{self, Prepared};
 use super::status::Status;
+use super::supervisor::{self, Prepared};
 use super::worker::WorkerArgs;
 use super::{MountOptions, mountinfo, registry};
 use crate::sandbox;

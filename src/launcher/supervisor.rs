@@ -10,8 +10,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::worker::{FUSE_FD, IMAGE_FD, STATUS_FD, WorkerArgs};
 use super::status::Status;
+use super::worker::{FUSE_FD, IMAGE_FD, STATUS_FD, WorkerArgs};
 use super::{MountOptions, detach, errno_text, mountinfo, registry};
 
 /// Everything the supervisor needs, opened and checked by the launcher.
@@ -164,11 +164,11 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
             Status::Warning(_) => report(&mut reporter, &status),
             Status::Ready => {
                 ready = true;
-            if let Some(m) = mountinfo::find(&p.target) {
-                if let Err(e) = registry::record(&m.dev, std::process::id(), p.owner.0) {
-                    tracing::warn!(error = %e, "cannot record the mount; unmount will not wait for it");
+                if let Some(m) = mountinfo::find(&p.target) {
+                    if let Err(e) = registry::record(&m.dev, std::process::id(), p.owner.0) {
+                        tracing::warn!(error = %e, "cannot record the mount; unmount will not wait for it");
+                    }
                 }
-            }
                 report(&mut reporter, &Status::Ready);
                 if let Some(r) = p.ready.take() {
                     r.ready();
