@@ -112,7 +112,7 @@ impl Txn<'_> {
     /// Allocates up to `want` contiguous clusters, as near block `goal` as possible: returns the first
     /// block of the first cluster and the number of clusters allocated (at least one), or `ENOSPC`.
     pub fn alloc_clusters(&mut self, goal: u64, want: u64) -> Result<(u64, u64)> {
-        let sb = self.fs().sb.clone();
+        let sb = &self.fs().sb;
         let groups = sb.group_count();
         let bits = sb.cluster_bits();
         let goal = goal.clamp(u64::from(sb.first_data_block), sb.blocks_count - 1);
@@ -191,7 +191,7 @@ impl Txn<'_> {
     /// last commit counted as in use; `None` for a group that cannot be trusted (damaged descriptor) or
     /// has none free.
     pub(crate) fn free_runs(&mut self, g: u32) -> Result<Option<Vec<(u64, u64)>>> {
-        let sb = self.fs().sb.clone();
+        let sb = &self.fs().sb;
         let Some(d) = self.fs().group(g) else { return Ok(None) };
         if d.free_blocks_count == 0 || !d.checksum_ok {
             return Ok(None);
@@ -364,7 +364,7 @@ impl Txn<'_> {
 
     /// Allocates an inode number for a new file (`is_dir` for directories), near `parent_group`.
     pub fn alloc_inode(&mut self, parent_group: u32, is_dir: bool) -> Result<InodeNo> {
-        let sb = self.fs().sb.clone();
+        let sb = &self.fs().sb;
         let ipg = u64::from(sb.inodes_per_group);
         let g = self.inode_group(parent_group, is_dir).ok_or(Error::NoSpace)?;
         let (nr, mut bm) = self.inode_bitmap(g)?;
@@ -388,7 +388,7 @@ impl Txn<'_> {
     /// was (`was_dir`) or now is a directory but not both, the group's directory count follows (a
     /// replay that gives a removed directory's number to a file, or the reverse).
     pub(crate) fn claim_inode(&mut self, ino: InodeNo, is_dir: bool, was_dir: bool) -> Result<()> {
-        let sb = self.fs().sb.clone();
+        let sb = &self.fs().sb;
         if ino.0 == 0 || ino.0 > sb.inodes_count {
             return Err(Error::corrupt(Object::Inode(ino.0), "inode number out of range"));
         }

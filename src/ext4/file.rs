@@ -59,7 +59,7 @@ impl MapEdit {
         goal: u64,
         unwritten: bool,
     ) -> Result<(u64, u64)> {
-        let sb = tx.fs().sb.clone();
+        let sb = &tx.fs().sb;
         let (bits, ratio) = (sb.cluster_bits(), sb.cluster_ratio());
         let list = match self {
             MapEdit::Indirect if bits > 0 => {
@@ -114,7 +114,7 @@ impl MapEdit {
                     return Ok(());
                 }
                 *dirty = true;
-                let sb = tx.fs().sb.clone();
+                let sb = &tx.fs().sb;
                 for (first, last) in unused_clusters(&freed, list, sb.cluster_bits()) {
                     let n = last - first + 1;
                     tx.free_blocks(first << sb.cluster_bits(), n << sb.cluster_bits())?;
