@@ -10,8 +10,10 @@
 //! engine's shared lock); write handlers are single engine transactions.
 #![forbid(unsafe_code)]
 
+pub mod atime;
 pub mod attr;
 pub mod dispatch;
+pub mod ioctl;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,6 +23,8 @@ use crate::fuse::{FileAttr, FileType, NodeId as INodeNo};
 
 use crate::ext4::ops::{NewInode, SetAttr};
 use crate::ext4::{self, FileKind, Filesystem, Inode, InodeNo, ReadView, StatFs};
+
+pub use atime::AtimePolicy;
 
 /// Receives one directory entry: (inode number, next offset, type, name); returns true when full.
 pub type DirEmit<'a> = dyn FnMut(u64, u64, FileType, &[u8]) -> bool + 'a;
@@ -66,42 +70,6 @@ pub struct ServerOptions {
     pub allow_root_owner: Option<u32>,
     /// `minixdf`: statfs counts the metadata overhead in the size.
     pub minixdf: bool,
-}
-
-/// The access-time rule of the mount options, as the kernel applies them to a local filesystem.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum AtimePolicy {
-    /// `noatime`: never.
-    Never,
-    /// `relatime` (the default): when the access time is not after the modification or change time, or is
-    /// more than a day old.
-    #[default]
-    Relative,
-    /// `strictatime`: on every read.
-    Always,
-}
-
-impl AtimePolicy {
-    /// The name the worker's command line and the fd-socket handoff carry.
-    pub fn name(self) -> &'static str {
-        match self {
-            AtimePolicy::Never => "never",
-            AtimePolicy::Relative => "relative",
-            AtimePolicy::Always => "always",
-        }
-    }
-}
-
-/// The inverse of [`AtimePolicy::name`]; any other text is an error (not a default).
-impl std::str::FromStr for AtimePolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<AtimePolicy, String> {
-        [AtimePolicy::Never, AtimePolicy::Relative, AtimePolicy::Always]
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| format!("bad atime {s:?} (never, relative or always)"))
-    }
 }
 
 /// A FUSE server over one opened filesystem.
@@ -332,36 +300,6 @@ impl Server {
         Ok(data)
     }
 
-    /// The kernel keeps no access times for FUSE files and answers cached reads itself, so the server
-    /// sets them when it sees an access (a read from the image, or an open for reading) and tells the
-    /// kernel to fetch the attributes again.
-    fn update_atime(&self, ino: InodeNo) {
-        match self.fs.touch_atime(ino) {
-            Ok(()) => {
-                if let Some(f) = self.invalidate.get() {
-                    f(ino);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "access time not updated"),
-        }
-    }
-
-    /// Whether a read of `inode` should update its access time under the mount's rule.
-    fn atime_due(&self, inode: &Inode) -> bool {
-        if !self.writable() || inode.kind != FileKind::Regular {
-            return false;
-        }
-        match self.opts.atime {
-            AtimePolicy::Never => false,
-            AtimePolicy::Always => true,
-            AtimePolicy::Relative => {
-                let (a, m, c) = (inode.atime, inode.mtime, inode.ctime);
-                let older = |x: ext4::Timestamp, y: ext4::Timestamp| (x.sec, x.nsec) <= (y.sec, y.nsec);
-                older(a, m) || older(a, c) || ext4::Timestamp::now().sec - a.sec >= 24 * 3600
-            }
-        }
-    }
-
     /// SEEK_DATA / SEEK_HOLE from the extent map. On a writable mount the kernel may hold written data
     /// the map does not show yet (writeback cache), so there ENOSYS lets the kernel answer itself, treating
     /// the whole file as data, which is always correct if less precise.
@@ -587,83 +525,6 @@ impl Server {
         let n = self.checked(self.fs.copy_range(attr::inode_of(src), off_in, attr::inode_of(dst), off_out, len))?;
         u32::try_from(n).map_err(|_| Errno(EINVAL))
     }
-
-    /// FS_IOC_GETFLAGS / FS_IOC_SETFLAGS (chattr, lsattr); other ioctls are ENOTTY.
-    pub fn ioctl(&self, nodeid: INodeNo, cmd: u32, input: &[u8], uid: u32) -> Reply<Vec<u8>> {
-        use libc::ENOTTY;
-        let ino = attr::inode_of(nodeid);
-        // _IOC type 'f', number 1 (get) or 2 (set), whatever the size field says (int or long).
-        match ((cmd >> 8) & 0xFF, cmd & 0xFF) {
-            (0x66, 1) => {
-                let r = self.fs.reader();
-                Ok(self.checked(r.get_flags(ino))?.to_le_bytes().to_vec())
-            }
-            (0x66, 2) => {
-                let new = input.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(Errno(EINVAL))?;
-                self.checked(self.fs.set_flags(ino, new, uid == 0))?;
-                Ok(Vec::new())
-            }
-            // FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR: the kernel reads these around every SETFLAGS.
-            // `struct fsxattr`: fsx_xflags at 0, fsx_projid at 12 (`chattr -p`, `lsattr -p`).
-            (0x58, 31) => {
-                let (flags, projid) = {
-                    let r = self.fs.reader();
-                    (self.checked(r.get_flags(ino))?, self.checked(r.project(ino))?)
-                };
-                let mut out = vec![0u8; FSXATTR_SIZE];
-                out[..4].copy_from_slice(&xflags_of(flags).to_le_bytes());
-                out[12..16].copy_from_slice(&projid.to_le_bytes());
-                Ok(out)
-            }
-            (0x58, 32) => {
-                let word = |i: usize| input.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                let (Some(x), Some(projid)) = (word(0), word(12)) else { return Err(Errno(EINVAL)) };
-                let current = {
-                    let r = self.fs.reader();
-                    self.checked(r.get_flags(ino))?
-                };
-                let mapped: u32 = XFLAG_MAP.iter().map(|&(_, f)| f).fold(0, |a, f| a | f);
-                let new =
-                    (current & !mapped) | XFLAG_MAP.iter().filter(|&&(xf, _)| x & xf != 0).fold(0, |a, &(_, f)| a | f);
-                // The kernel's order (ext4_fileattr_set): the flags, then the project.
-                self.checked(self.fs.set_flags(ino, new, uid == 0))?;
-                self.checked(self.fs.set_project(ino, projid))?;
-                Ok(Vec::new())
-            }
-            // FITRIM (`fstrim`): discard the free blocks in the range, for root only, as in ext4. The
-            // range's length comes back as the bytes discarded.
-            (0x58, 121) => {
-                if uid != 0 {
-                    return Err(Errno(libc::EPERM));
-                }
-                let word = |i: usize| {
-                    input.get(i * 8..i * 8 + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-                };
-                let (Some(start), Some(len), Some(min_len)) = (word(0), word(1), word(2)) else {
-                    return Err(Errno(EINVAL));
-                };
-                let trimmed = self.checked(self.fs.trim(start, len, min_len))?;
-                let mut out = Vec::with_capacity(24);
-                for w in [start, trimmed, min_len] {
-                    out.extend_from_slice(&w.to_le_bytes());
-                }
-                Ok(out)
-            }
-            _ => Err(Errno(ENOTTY)),
-        }
-    }
-}
-
-/// `struct fsxattr` is 28 bytes; `fsx_xflags` (the first word) and `fsx_projid` (the fourth) carry
-/// anything here.
-const FSXATTR_SIZE: usize = 28;
-/// FS_XFLAG_* bits and the inode flags they stand for (the kernel's `ext4_xflags_to_iflags`):
-/// immutable, append, sync, noatime, nodump, projinherit.
-const XFLAG_MAP: &[(u32, u32)] =
-    &[(0x8, 0x10), (0x10, 0x20), (0x20, 0x8), (0x40, 0x80), (0x80, 0x40), (0x200, 0x2000_0000)];
-
-fn xflags_of(flags: u32) -> u32 {
-    XFLAG_MAP.iter().filter(|&&(_, f)| flags & f != 0).fold(0, |a, &(x, _)| a | x)
 }
 
 /// The reply to getxattr/listxattr: the size alone, or the data.
@@ -699,18 +560,4 @@ fn permits(inode: &Inode, mask: i32, uid: u32, gid: u32) -> bool {
         mode
     } & 7;
     bits & mask == mask
-}
-
-#[cfg(test)]
-mod atime_tests {
-    use super::AtimePolicy;
-
-    #[test]
-    fn atime_names_read_back_and_other_text_is_refused() {
-        for p in [AtimePolicy::Never, AtimePolicy::Relative, AtimePolicy::Always] {
-            assert_eq!(p.name().parse::<AtimePolicy>(), Ok(p));
-        }
-        assert!("sometimes".parse::<AtimePolicy>().is_err());
-        assert!("".parse::<AtimePolicy>().is_err());
-    }
 }
