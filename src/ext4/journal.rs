@@ -9,11 +9,10 @@
 //!
 //! Scanning produces a [`Replay`]: for each home block, where its newest logged copy sits. The caller
 //! decides where the copies go: onto the image for a read-write mount, or under an overlay
-//! ([`OverlayDevice`]) for a read-only one, so an untrusted image is never written. The replay holds
+//! (`overlay::OverlayDevice`) for a read-only one, so an untrusted image is never written. The replay holds
 //! block numbers, not contents, so its memory is a few dozen bytes per logged block whatever the block size.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, RwLock};
 
 use super::checksum::crc32c;
 use super::device::BlockDevice;
@@ -583,138 +582,9 @@ impl<'a> Journal<'a> {
     }
 }
 
-/// A device seen through a replay: what a read-only mount of an image whose journal needs recovery
-/// reads, so the image itself is never written. Replayed blocks are read from their logged copies.
-///
-/// A [`OverlayDevice::scratch`] overlay also takes writes, into memory and up to a bound: the
-/// orphan cleanup a read-only mount does, as the kernel's does, without writing the image.
-pub struct OverlayDevice {
-    inner: Box<dyn BlockDevice>,
-    block_size: u32,
-    blocks: RwLock<BTreeMap<u64, BlockSource>>,
-    /// Bytes of written blocks still allowed in memory; `None`: writes are refused.
-    room: Option<Mutex<usize>>,
-}
-
-impl OverlayDevice {
-    pub fn new(inner: Box<dyn BlockDevice>, block_size: u32, blocks: BTreeMap<u64, BlockSource>) -> OverlayDevice {
-        OverlayDevice { inner, block_size, blocks: RwLock::new(blocks), room: None }
-    }
-
-    /// An overlay that keeps up to `room` bytes of written blocks in memory; a write past that fails.
-    pub fn scratch(
-        inner: Box<dyn BlockDevice>,
-        block_size: u32,
-        blocks: BTreeMap<u64, BlockSource>,
-        room: usize,
-    ) -> OverlayDevice {
-        OverlayDevice { inner, block_size, blocks: RwLock::new(blocks), room: Some(Mutex::new(room)) }
-    }
-
-    /// The blocks the overlay replaces, as it now stands.
-    pub fn into_blocks(self) -> BTreeMap<u64, BlockSource> {
-        self.blocks.into_inner().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The overlay as it now stands, for reading only.
-    pub fn freeze(self) -> OverlayDevice {
-        OverlayDevice { room: None, ..self }
-    }
-
-    fn blocks(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, BlockSource>> {
-        self.blocks.read().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl BlockDevice for OverlayDevice {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.inner.read_exact_at(buf, offset)?;
-        let len = buf.len() as u64;
-        let Some(end) = offset.checked_add(len) else { return Ok(()) };
-        let bs = u64::from(self.block_size);
-        let first = offset / bs;
-        let last = end.div_ceil(bs);
-        for (&nr, source) in self.blocks().range(first..last) {
-            let start = nr * bs;
-            // The overlap of [start, start + block) with [offset, end).
-            let lo = start.max(offset);
-            let hi = (start + bs).min(end);
-            if lo < hi {
-                let data = source.read(&*self.inner, self.block_size)?;
-                let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
-                dst.copy_from_slice(&data[(lo - start) as usize..(hi - start) as usize]);
-            }
-        }
-        Ok(())
-    }
-
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        let Some(room) = &self.room else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::ReadOnlyFilesystem,
-                "replayed journal overlay is read-only",
-            ));
-        };
-        let bs = u64::from(self.block_size);
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|&e| e <= self.size())
-            .ok_or(std::io::ErrorKind::InvalidInput)?;
-        let mut room = room.lock().unwrap_or_else(|p| p.into_inner());
-        let mut nr = offset / bs;
-        while nr * bs < end {
-            let start = nr * bs;
-            let mut block = vec![0u8; self.block_size as usize];
-            self.read_exact_at(&mut block, start)?;
-            let lo = start.max(offset);
-            let hi = (start + bs).min(end);
-            block[(lo - start) as usize..(hi - start) as usize]
-                .copy_from_slice(&buf[(lo - offset) as usize..(hi - offset) as usize]);
-            let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
-            if !matches!(blocks.get(&nr), Some(BlockSource::Data(_))) {
-                *room = room.checked_sub(block.len()).ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::OutOfMemory, "the in-memory overlay is full")
-                })?;
-            }
-            blocks.insert(nr, BlockSource::Data(block));
-            nr += 1;
-        }
-        Ok(())
-    }
-
-    fn flush(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ext4::device::MemDevice;
-
-    #[test]
-    fn overlay_reads_replayed_blocks_over_the_device_at_any_alignment() {
-        let inner: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
-        let mut blocks = BTreeMap::new();
-        blocks.insert(1, BlockSource::Data(vec![0xAA; 1024]));
-        // Block 3 replayed from a logged copy in block 2, whose magic number was escaped.
-        blocks.insert(3, BlockSource::Log { pblk: 2, escaped: true });
-        let dev = OverlayDevice::new(Box::new(MemDevice::new(inner.clone())), 1024, blocks);
-        let mut expected = inner.clone();
-        expected[1024..2048].fill(0xAA);
-        expected[3072..4096].copy_from_slice(&inner[2048..3072]);
-        expected[3072..3076].copy_from_slice(&JBD2_MAGIC.to_be_bytes());
-        for (offset, len) in [(0usize, 4096usize), (1000, 100), (1024, 1024), (2040, 1040), (3071, 2), (0, 0)] {
-            let mut buf = vec![0u8; len];
-            dev.read_exact_at(&mut buf, offset as u64).unwrap();
-            assert_eq!(buf, expected[offset..offset + len], "read of {len} bytes at {offset}");
-        }
-        assert!(dev.write_all_at(&[1], 0).is_err(), "the overlay must never write the image");
-    }
 
     #[test]
     fn journal_superblock_validation() {

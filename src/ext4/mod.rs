@@ -40,6 +40,7 @@ pub mod mmp;
 pub mod ops;
 pub mod orphan;
 pub mod orphan_file;
+pub mod overlay;
 pub mod quota;
 pub mod read_view;
 pub mod recovery;

@@ -13,8 +13,9 @@ use super::features::{
     COMPAT_ORPHAN_FILE, INCOMPAT_MMP, INCOMPAT_RECOVER, RO_COMPAT_BIGALLOC, RO_COMPAT_ORPHAN_PRESENT,
 };
 use super::fs::{Filesystem, MountOptions, read_superblock, superblock_block};
-use super::journal::{BlockSource, Journal, OverlayDevice};
+use super::journal::{BlockSource, Journal};
 use super::mmp::Mmp;
+use super::overlay::OverlayDevice;
 use super::superblock::{RawSuperblock, SUPERBLOCK_SIZE, Superblock};
 
 impl Filesystem {
