@@ -364,8 +364,7 @@ fn list(root: &Path, dir: &Path) -> Result<(), String> {
 
 /// Without root, mounting goes through the mount service.
 fn unprivileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() != 0 }
+    !nix::unistd::geteuid().is_root()
 }
 
 fn policy_check(file: Option<&Path>) -> Result<(), String> {

@@ -64,8 +64,7 @@ impl MountMode {
     /// The first way that works for this process, or why none does and what to install or configure.
     /// (The mount service, the first choice without root, is tried by the CLI before this.)
     pub fn choose() -> Result<MountMode, String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if nix::unistd::geteuid().is_root() {
             return Ok(if crate::sandbox::privileges::in_user_namespace() {
                 MountMode::UserNamespace
             } else {
@@ -248,8 +247,7 @@ pub(crate) fn mount_syscall(
 
 pub(crate) fn detach(target: &Path) {
     if let Ok(t) = CString::new(target.as_os_str().as_bytes()) {
-        // SAFETY: valid NUL-terminated path.
-        unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+        let _ = nix::mount::umount2(t.as_c_str(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -323,15 +321,13 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
             commit: o.commit,
             uid: o.uid,
             gid: o.gid,
-            // SAFETY: getuid has no preconditions.
-            tuning: o.tuning(unsafe { libc::getuid() }, req.single_thread),
+            tuning: o.tuning(nix::unistd::getuid().as_raw(), req.single_thread),
             sandbox: req.sandbox.clone(),
         },
         image_shown: req.image.display().to_string(),
         fd_socket: req.fd_socket.clone(),
         block_device,
-        // SAFETY: getuid/getgid have no preconditions.
-        owner: unsafe { (libc::getuid(), libc::getgid()) },
+        owner: (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()),
         mount_at: None,
         mode,
         explain: req.explain,
@@ -387,13 +383,8 @@ fn wait_ready(ready: File, explain: bool) -> Result<(), String> {
 }
 
 pub(crate) fn pipe() -> std::io::Result<(File, File)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
-    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((File::from(r), File::from(w)))
 }
 
 /// Detaches the background server from the terminal and the caller's working directory.
@@ -441,8 +432,7 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
     if !entry.read_only() {
         sync_mount(&target, Duration::from_secs(10));
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         let helper = fusermount::find().ok_or_else(|| {
             format!("unmounting {shown} without root needs fusermount3 (Debian/Ubuntu: apt install fuse3)")
         })?;
@@ -454,8 +444,7 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
     // exec still holds copies of its parent's descriptors): retry briefly before calling it busy.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        // SAFETY: valid NUL-terminated path.
-        if unsafe { libc::umount2(t.as_ptr(), 0) } == 0 {
+        if nix::mount::umount2(t.as_c_str(), nix::mount::MntFlags::empty()).is_ok() {
             break;
         }
         let e = std::io::Error::last_os_error();
@@ -494,8 +483,7 @@ fn sync_mount(target: &Path, limit: Duration) {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         if let Ok(dir) = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(&target) {
-            // SAFETY: syncfs on a descriptor we own.
-            unsafe { libc::syncfs(dir.as_raw_fd()) };
+            let _ = nix::unistd::syncfs(&dir);
         }
         let _ = done_tx.send(());
     });

@@ -10,8 +10,7 @@ use std::path::PathBuf;
 /// any user namespace) and the namespace; since another user could have made that name first, and
 /// namespace numbers are reused, a few numbered alternatives follow.
 fn candidates() -> Vec<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     if euid == 0 && !crate::sandbox::privileges::in_user_namespace() {
         return vec![PathBuf::from("/run/ext4box")];
     }
@@ -61,8 +60,7 @@ fn dir(create: bool) -> Option<PathBuf> {
             }
             Err(_) => return None,
         };
-        // SAFETY: geteuid has no preconditions.
-        if !m.is_dir() || m.uid() != unsafe { libc::geteuid() } {
+        if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() {
             continue;
         }
         if m.permissions().mode() & 0o077 != 0
