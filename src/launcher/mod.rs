@@ -503,10 +503,9 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
 fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut p, 1, 1000) };
-        if rc > 0 {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(pidfd), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(1000u16)).is_ok_and(|n| n > 0) {
             return true;
         }
     }

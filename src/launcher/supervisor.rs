@@ -405,10 +405,9 @@ use std::os::unix::fs::OpenOptionsExt;
 /// Makes the mount read-only (per mount point: the worker found a feature it cannot write, or turned the
 /// filesystem read-only); false when the kernel refused (EBUSY while a file is open for writing).
 fn remount_read_only(target: &Path) -> bool {
-    let Ok(t) = CString::new(target.as_os_str().as_bytes()) else { return false };
-    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-    // SAFETY: valid NUL-terminated path; null source, fstype and data are allowed for a remount.
-    unsafe { libc::mount(std::ptr::null(), t.as_ptr(), std::ptr::null(), flags, std::ptr::null()) == 0 }
+    use nix::mount::MsFlags;
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).is_ok()
 }
 
 /// What happens to the worker's log lines. Until the mount is ready they are held back: if the worker then
