@@ -21,8 +21,13 @@
 //! Anything else (another version, an unknown or repeated key, a bad value, a truncated message, another
 //! number of descriptors, descriptors of the wrong kind) is refused with an `E` line.
 
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, accept4,
+    bind, listen, recvmsg, sendmsg, socket,
+};
 use std::path::Path;
 
 use crate::server::AtimePolicy;
@@ -116,99 +121,54 @@ impl Handoff {
     }
 }
 
-fn last_error(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
-}
-
-fn sockaddr(path: &Path) -> Result<(libc::sockaddr_un, libc::socklen_t), String> {
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: an all-zero sockaddr_un is valid.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() {
-        return Err(format!("socket path too long: {}", path.display()));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    Ok((addr, std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t))
+fn sockaddr(path: &Path) -> Result<UnixAddr, String> {
+    UnixAddr::new(path).map_err(|_| format!("socket path too long: {}", path.display()))
 }
 
 fn seqpacket() -> Result<OwnedFd, String> {
-    // SAFETY: socket(2) returns a new descriptor or -1.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(last_error("socket"));
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).map_err(|e| errno_error("socket", e))
+}
+
+fn errno_error(what: &str, e: nix::Error) -> String {
+    format!("{what}: {}", std::io::Error::from(e))
 }
 
 /// A SOCK_SEQPACKET socket listening on `path` (replacing a stale socket file).
 pub fn listen_on(path: &Path) -> Result<OwnedFd, String> {
     let listener = seqpacket()?;
-    let (addr, len) = sockaddr(path)?;
+    let addr = sockaddr(path)?;
     let _ = std::fs::remove_file(path);
-    // SAFETY: valid socket and address.
-    if unsafe { libc::bind(listener.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
-        return Err(last_error(&format!("bind {}", path.display())));
-    }
-    // SAFETY: valid socket.
-    if unsafe { libc::listen(listener.as_raw_fd(), 16) } != 0 {
-        return Err(last_error("listen"));
-    }
+    bind(listener.as_raw_fd(), &addr).map_err(|e| errno_error(&format!("bind {}", path.display()), e))?;
+    let backlog = Backlog::new(16).map_err(|e| errno_error("listen", e))?;
+    listen(&listener, backlog).map_err(|e| errno_error("listen", e))?;
     Ok(listener)
 }
 
 /// The worker's side: binds `path`, accepts one connection, and returns it.
 pub fn accept_one(path: &Path) -> Result<OwnedFd, String> {
     let listener = listen_on(path)?;
-    // SAFETY: valid listening socket; the peer address is not needed.
-    let conn =
-        unsafe { libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    let conn = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC);
     let _ = std::fs::remove_file(path);
-    if conn < 0 {
-        return Err(last_error("accept"));
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
+    let conn = conn.map_err(|e| errno_error("accept", e))?;
+    // SAFETY: accept4 returned a fresh descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(conn) })
 }
 
 /// The privileged side: connects to the worker at `path`.
 pub fn connect(path: &Path) -> Result<OwnedFd, String> {
     let sock = seqpacket()?;
-    let (addr, len) = sockaddr(path)?;
-    // SAFETY: valid socket and address.
-    if unsafe { libc::connect(sock.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
-        return Err(last_error(&format!("no worker listening on {}", path.display())));
-    }
+    let addr = sockaddr(path)?;
+    socket::connect(sock.as_raw_fd(), &addr)
+        .map_err(|e| errno_error(&format!("no worker listening on {}", path.display()), e))?;
     Ok(sock)
 }
 
 /// Sends `header` with `fds` attached as SCM_RIGHTS, in one packet.
 pub fn send(sock: &OwnedFd, header: &[u8], fds: &[RawFd]) -> Result<(), String> {
-    let fd_bytes = std::mem::size_of_val(fds);
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    let mut iov = libc::iovec { iov_base: header.as_ptr() as *mut libc::c_void, iov_len: header.len() };
-    // SAFETY: an all-zero msghdr is valid; the fields set point at live buffers.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: the control buffer has room for one header with `fds`.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as usize;
-        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), fd_bytes);
-        if libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
-            return Err(last_error("sendmsg"));
-        }
-    }
+    let iov = [IoSlice::new(header)];
+    let cmsgs = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(|e| errno_error("sendmsg", e))?;
     Ok(())
 }
 
@@ -222,48 +182,33 @@ pub fn receive(sock: &OwnedFd, want: usize) -> Result<(Vec<u8>, Vec<OwnedFd>), S
     receive_inner(sock, want, Some(want))
 }
 
+/// The most descriptors a handoff carries (the FUSE device and the image).
+const MAX_FDS: usize = 4;
+
 /// Receives one packet: its bytes (at most `MAX_HEADER`) and exactly `want` descriptors. A longer packet,
 /// cut control data, or another number of descriptors is an error (descriptors received are closed).
 fn receive_inner(sock: &OwnedFd, want: usize, exact: Option<usize>) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+    if want > MAX_FDS {
+        return Err(format!("at most {MAX_FDS} descriptors can be handed over"));
+    }
     let mut buf = vec![0u8; MAX_HEADER + 1];
     // Room for more descriptors than wanted, so that too many is detected rather than cut silently.
-    let room = want + 4;
-    // SAFETY: pure computation.
-    let space = unsafe { libc::CMSG_SPACE((room * std::mem::size_of::<RawFd>()) as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    // SAFETY: as in `send`.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: valid socket and message buffers.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::EAGAIN) => "timed out waiting for the message".into(),
-            _ => format!("recvmsg: {e}"),
-        });
-    }
+    let mut cbuf = nix::cmsg_space!([RawFd; 2 * MAX_FDS]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC) {
+        Ok(msg) => msg,
+        Err(nix::Error::EAGAIN) => return Err("timed out waiting for the message".into()),
+        Err(e) => return Err(errno_error("recvmsg", e)),
+    };
     let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote into `cbuf`.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c);
-                let count = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
-                for i in 0..count {
-                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
+    for c in msg.cmsgs().map_err(|e| errno_error("recvmsg", e))? {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            // SAFETY: SCM_RIGHTS gave this process new descriptors that nothing else owns.
+            fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
         }
     }
-    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 || n as usize > MAX_HEADER {
+    let (n, truncated) = (msg.bytes, msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC));
+    if truncated || n > MAX_HEADER {
         return Err("handoff message truncated or too large".into());
     }
     if n == 0 {
@@ -272,20 +217,13 @@ fn receive_inner(sock: &OwnedFd, want: usize, exact: Option<usize>) -> Result<(V
     if exact.is_some_and(|w| fds.len() != w) || fds.len() > want {
         return Err(format!("expected {want} descriptors with the message, got {}", fds.len()));
     }
-    buf.truncate(n as usize);
+    buf.truncate(n);
     Ok((buf, fds))
 }
 
 /// Checks that `fuse` is the FUSE device and `image` a regular file or block device.
 pub fn check_kinds(fuse: &OwnedFd, image: &OwnedFd) -> Result<(), String> {
-    let stat = |fd: &OwnedFd| {
-        // SAFETY: fstat into a zeroed struct on a descriptor we own.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(last_error("fstat"));
-        }
-        Ok(st)
-    };
+    let stat = |fd: &OwnedFd| nix::sys::stat::fstat(fd).map_err(|e| errno_error("fstat", e));
     let f = stat(fuse)?;
     if f.st_mode & libc::S_IFMT != libc::S_IFCHR || (libc::major(f.st_rdev), libc::minor(f.st_rdev)) != (10, 229) {
         return Err("the first descriptor is not /dev/fuse".into());
