@@ -132,48 +132,21 @@ pub fn serve(listen: Option<&Path>) -> Result<(), String> {
 }
 
 fn set_timeouts(sock: &OwnedFd, secs: i64) {
-    let tv = libc::timeval { tv_sec: secs, tv_usec: 0 };
-    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: setsockopt with a valid timeval.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-    }
+    use nix::sys::socket::{setsockopt, sockopt};
+    let tv = nix::sys::time::TimeVal::new(secs, 0);
+    let _ = setsockopt(sock, sockopt::ReceiveTimeout, &tv);
+    let _ = setsockopt(sock, sockopt::SendTimeout, &tv);
 }
 
 /// The caller's uid and gid.
 fn peer(sock: &OwnedFd) -> Result<(u32, u32), String> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt into a ucred of the right size.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(last_error("SO_PEERCRED"));
-    }
-    Ok((cred.uid, cred.gid))
+    let cred = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| format!("SO_PEERCRED: {}", std::io::Error::from(e)))?;
+    Ok((cred.uid(), cred.gid()))
 }
 
 fn fstat(fd: &OwnedFd) -> Result<libc::stat, String> {
-    // SAFETY: fstat into a zeroed struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(last_error("fstat"));
-    }
-    Ok(st)
+    nix::sys::stat::fstat(fd).map_err(|e| format!("fstat: {}", std::io::Error::from(e)))
 }
 
 /// The path a descriptor names (for the mount table and messages).
@@ -328,9 +301,8 @@ pub fn request(req: &Request, fds: &[&OwnedFd]) -> Result<(), String> {
     let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
     fd_socket::send(&conn, &req.encode(), &raw)?;
     let mut buf = [0u8; 4096];
-    // SAFETY: read into our buffer.
-    let n = unsafe { libc::read(conn.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    let reply = String::from_utf8_lossy(&buf[..n.max(0) as usize]).trim().to_string();
+    let n = nix::unistd::read(&conn, &mut buf).unwrap_or(0);
+    let reply = String::from_utf8_lossy(&buf[..n]).trim().to_string();
     match Status::parse(&reply) {
         Some(Status::Ready) => Ok(()),
         Some(Status::Error(e)) => Err(e),
