@@ -161,38 +161,83 @@ fn cluster_home(list: &[Extent], first: u64, ratio: u64, inode: &Inode) -> Resul
 
 /// The clusters (first and last, inclusive runs in cluster numbers) of the physical runs `freed` that no
 /// extent left in `list` still uses, for cluster size `2^bits` blocks.
+///
+/// Only the clusters at the ends of a freed run can hold blocks outside it, so each run gives up its
+/// end clusters that a kept extent uses before the runs are merged: once merged, a shared cluster can
+/// sit inside a run (two extents freed by one truncate, physically side by side, with a third kept in
+/// the cluster between them).
 fn unused_clusters(freed: &[(u64, u64)], list: &[Extent], bits: u32) -> Vec<(u64, u64)> {
-    let mut runs: Vec<(u64, u64)> = freed.iter().map(|&(s, l)| (s >> bits, (s + l - 1) >> bits)).collect();
+    // The clusters the kept extents use, as sorted disjoint runs, for a binary search per end.
+    let mut kept: Vec<(u64, u64)> = if bits == 0 {
+        Vec::new()
+    } else {
+        list.iter().map(|e| (e.pblk >> bits, (e.pblk + u64::from(e.len).max(1) - 1) >> bits)).collect()
+    };
+    kept.sort_unstable();
+    kept.dedup_by(|next, prev| {
+        let overlaps = next.0 <= prev.1;
+        if overlaps {
+            prev.1 = prev.1.max(next.1);
+        }
+        overlaps
+    });
+    let used = |c: u64| {
+        let at = kept.partition_point(|&(_, b)| b < c);
+        kept.get(at).is_some_and(|&(a, _)| a <= c)
+    };
+    let mut runs: Vec<(u64, u64)> = freed
+        .iter()
+        .filter(|&&(_, l)| l > 0)
+        .filter_map(|&(s, l)| {
+            let (mut a, mut b) = (s >> bits, (s + l - 1) >> bits);
+            if bits > 0 {
+                if used(a) {
+                    a += 1;
+                }
+                if b >= a && used(b) {
+                    b = b.checked_sub(1)?;
+                }
+            }
+            (a <= b).then_some((a, b))
+        })
+        .collect();
     runs.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
     for (a, b) in runs {
         match merged.last_mut() {
-            Some(last) if a <= last.1 + 1 => last.1 = last.1.max(b),
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
             _ => merged.push((a, b)),
         }
     }
-    if bits == 0 {
-        return merged;
-    }
-    // Only the clusters at the ends of a run can be shared with blocks outside it.
-    let ends: std::collections::BTreeSet<u64> = merged.iter().flat_map(|&(a, b)| [a, b]).collect();
-    let mut kept = std::collections::HashSet::<u64>::new();
-    for e in list {
-        let (a, b) = (e.pblk >> bits, (e.pblk + u64::from(e.len).max(1) - 1) >> bits);
-        kept.extend(ends.range(a..=b));
-    }
     merged
-        .into_iter()
-        .filter_map(|(mut a, mut b)| {
-            if kept.contains(&a) {
-                a += 1;
-            }
-            if kept.contains(&b) && b > 0 {
-                b -= 1;
-            }
-            (a <= b).then_some((a, b))
-        })
-        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext(lblk: u32, len: u32, pblk: u64) -> Extent {
+        Extent { lblk, len, pblk, unwritten: false }
+    }
+
+    #[test]
+    fn a_kept_cluster_between_two_freed_runs_stays() {
+        // Clusters of 16 blocks. A truncate to 260 blocks frees 512..767 at 4704 (clusters 294..309), the
+        // tail of 256..511 at 4964 (310..325, 310 still holding blocks 256..259) and 1280..1297 at 5216
+        // (326..327): merged first, the three runs would be 294..327 and free cluster 310 with them.
+        let kept = [ext(0, 256, 4448), ext(256, 4, 4960)];
+        let freed = [(4964, 252), (4704, 256), (5216, 18)];
+        assert_eq!(unused_clusters(&freed, &kept, 4), vec![(294, 309), (311, 327)]);
+    }
+
+    #[test]
+    fn shared_end_clusters_are_kept_and_the_rest_merged() {
+        let kept = [ext(0, 2, 32), ext(100, 1, 79)];
+        // 34..47 shares cluster 2 with the kept 32..33; 64..79 shares cluster 4 with the kept block 79.
+        assert_eq!(unused_clusters(&[(34, 14), (48, 16), (64, 15)], &kept, 4), vec![(3, 3)]);
+        // Without bigalloc every freed block is a cluster of its own.
+        assert_eq!(unused_clusters(&[(10, 2), (12, 3), (20, 1)], &kept, 0), vec![(10, 14), (20, 20)]);
+    }
 }
 
 /// The largest number of blocks a file may hold: 2^32 - 1 with extents (the kernel's `EXT_MAX_BLOCKS`,

@@ -158,6 +158,11 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         cleanup_under(&self.dir);
+        // A failed test's images are the evidence; keep them when asked.
+        if std::thread::panicking() && std::env::var_os("E4B_KEEP_FAILED").is_some() {
+            eprintln!("keeping {:?} (E4B_KEEP_FAILED)", self.dir);
+            return;
+        }
         let left = mounts_under(&self.dir);
         if left.is_empty() {
             let _ = fs::remove_dir_all(&self.dir);
