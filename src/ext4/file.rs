@@ -212,34 +212,6 @@ fn unused_clusters(freed: &[(u64, u64)], list: &[Extent], bits: u32) -> Vec<(u64
     merged
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ext(lblk: u32, len: u32, pblk: u64) -> Extent {
-        Extent { lblk, len, pblk, unwritten: false }
-    }
-
-    #[test]
-    fn a_kept_cluster_between_two_freed_runs_stays() {
-        // Clusters of 16 blocks. A truncate to 260 blocks frees 512..767 at 4704 (clusters 294..309), the
-        // tail of 256..511 at 4964 (310..325, 310 still holding blocks 256..259) and 1280..1297 at 5216
-        // (326..327): merged first, the three runs would be 294..327 and free cluster 310 with them.
-        let kept = [ext(0, 256, 4448), ext(256, 4, 4960)];
-        let freed = [(4964, 252), (4704, 256), (5216, 18)];
-        assert_eq!(unused_clusters(&freed, &kept, 4), vec![(294, 309), (311, 327)]);
-    }
-
-    #[test]
-    fn shared_end_clusters_are_kept_and_the_rest_merged() {
-        let kept = [ext(0, 2, 32), ext(100, 1, 79)];
-        // 34..47 shares cluster 2 with the kept 32..33; 64..79 shares cluster 4 with the kept block 79.
-        assert_eq!(unused_clusters(&[(34, 14), (48, 16), (64, 15)], &kept, 4), vec![(3, 3)]);
-        // Without bigalloc every freed block is a cluster of its own.
-        assert_eq!(unused_clusters(&[(10, 2), (12, 3), (20, 1)], &kept, 0), vec![(10, 14), (20, 20)]);
-    }
-}
-
 /// The largest number of blocks a file may hold: 2^32 - 1 with extents (the kernel's `EXT_MAX_BLOCKS`,
 /// so the largest size is that many blocks), the reach of the indirect map otherwise.
 fn max_blocks(fs: &Filesystem, inode: &Inode) -> u64 {
@@ -557,4 +529,32 @@ pub(crate) fn unline(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
         map.store(tx, inode, pblk)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext(lblk: u32, len: u32, pblk: u64) -> Extent {
+        Extent { lblk, len, pblk, unwritten: false }
+    }
+
+    #[test]
+    fn a_kept_cluster_between_two_freed_runs_stays() {
+        // Clusters of 16 blocks. A truncate to 260 blocks frees 512..767 at 4704 (clusters 294..309), the
+        // tail of 256..511 at 4964 (310..325, 310 still holding blocks 256..259) and 1280..1297 at 5216
+        // (326..327): merged first, the three runs would be 294..327 and free cluster 310 with them.
+        let kept = [ext(0, 256, 4448), ext(256, 4, 4960)];
+        let freed = [(4964, 252), (4704, 256), (5216, 18)];
+        assert_eq!(unused_clusters(&freed, &kept, 4), vec![(294, 309), (311, 327)]);
+    }
+
+    #[test]
+    fn shared_end_clusters_are_kept_and_the_rest_merged() {
+        let kept = [ext(0, 2, 32), ext(100, 1, 79)];
+        // 34..47 shares cluster 2 with the kept 32..33; 64..79 shares cluster 4 with the kept block 79.
+        assert_eq!(unused_clusters(&[(34, 14), (48, 16), (64, 15)], &kept, 4), vec![(3, 3)]);
+        // Without bigalloc every freed block is a cluster of its own.
+        assert_eq!(unused_clusters(&[(10, 2), (12, 3), (20, 1)], &kept, 0), vec![(10, 14), (20, 20)]);
+    }
 }
