@@ -200,10 +200,10 @@ if command -v img2simg >/dev/null; then
     img2simg "$raw" "$OUT/sparse_image/simg" >/dev/null
     img2simg "$raw" "$OUT/sparse_image/small-blocks" 1024 >/dev/null
 fi
-printf 'ext4box-handoff 1\nread_only=1\nnorecovery=0\noffset=1048576\natime=never\ncommit=5\ntuning=umask=22,fakeroot\n' >"$OUT/handoff/full"
-printf 'ext4box-handoff 1\nread_only=0\nnorecovery=1\noffset=0\natime=relative\n' >"$OUT/handoff/minimal"
-printf 'ext4box-request 1\nop=mount\noptions=ro,uid=1000\n' >"$OUT/service_request/mount"
-printf 'ext4box-request 1\nop=unmount\npath=/home/u/mnt\n' >"$OUT/service_request/unmount"
+printf '%s\n' 'ext4box-handoff 2' '{"offset":1048576,"read_only":true,"norecovery":false,"atime":"never","commit":5,"uid":7,"gid":8,"tuning":{"umask":18,"fakeroot":true,"errors":"remount-ro","partition":1,"transport":"classic","format":"qcow2","quota_limits":[true,false,true]}}' >"$OUT/handoff/full"
+printf '%s\n' 'ext4box-handoff 2' '{"offset":0,"read_only":false,"norecovery":true,"atime":"relative","commit":5}' >"$OUT/handoff/minimal"
+printf '%s\n' 'ext4box-request 2' '{"op":"mount","options":"ro,uid=1000"}' >"$OUT/service_request/mount"
+printf '%s\n' 'ext4box-request 2' '{"op":"unmount","path":"/home/u/mnt"}' >"$OUT/service_request/unmount"
 printf 'ro,norecovery,offset=1048576,allow_other,fsname=disk,noexec,x-systemd.automount' >"$OUT/mount_options/generic"
 printf 'fakeroot,umask=027,uid=1000,gid=1000,errors=remount-ro,cache_size=8M,lockfile=/run/l,partition=2,minixdf,subtype=img,commit=30' >"$OUT/mount_options/fuse2fs"
 # FUSE requests as the kernel frames them: LOOKUP, MKDIR, WRITE, RENAME2, BATCH_FORGET, SETXATTR.

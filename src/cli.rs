@@ -5,9 +5,9 @@ use std::process::Command;
 
 use clap::{Parser, Subcommand};
 
+use crate::launcher::worker_config::WorkerConfig;
 use crate::launcher::{self, MountOptions, MountRequest, worker};
 use crate::sandbox;
-use crate::server::AtimePolicy;
 
 #[derive(Parser)]
 #[command(name = "ext4box", version, about = "Mount ext2/ext3/ext4 images through FUSE, parsed by a safe-Rust engine")]
@@ -76,24 +76,10 @@ enum Cmd {
         /// Receive the descriptors over this socket (listen, accept one handoff) instead of inheriting them.
         #[arg(long, value_name = "PATH")]
         fd_socket: Option<PathBuf>,
-        #[arg(long, default_value_t = 0)]
-        offset: u64,
-        #[arg(long)]
-        read_only: bool,
-        #[arg(long)]
-        norecovery: bool,
-        #[arg(long, default_value = "relative")]
-        atime: AtimePolicy,
-        /// Journal commit interval, seconds.
-        #[arg(long, default_value_t = 5)]
-        commit: u32,
-        /// umask, fakeroot, allow_root, errors, cache_size, minixdf, single_thread (see the options).
-        #[arg(long, default_value = "")]
-        tuning: String,
-        #[arg(long)]
-        present_uid: Option<u32>,
-        #[arg(long)]
-        present_gid: Option<u32>,
+        /// What to serve and how: the worker's configuration as one line of JSON, as the launcher
+        /// writes it (the defaults when absent).
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -230,37 +216,10 @@ pub fn main() -> i32 {
                 }
             };
         }
-        Cmd::Worker {
-            mountpoint: _,
-            fd_socket: None,
-            offset,
-            read_only,
-            norecovery,
-            atime,
-            commit,
-            tuning,
-            present_uid: uid,
-            present_gid: gid,
-            sandbox,
-        } => {
-            return match sandbox.resolve() {
-                Ok(sandbox) => match launcher::options::WorkerTuning::decode(&tuning) {
-                    Ok(tuning) => worker::run(worker::WorkerArgs {
-                        offset,
-                        read_only,
-                        norecovery,
-                        atime,
-                        commit,
-                        tuning,
-                        uid,
-                        gid,
-                        sandbox,
-                    }),
-                    Err(e) => {
-                        eprintln!("ext4box worker: {e}");
-                        2
-                    }
-                },
+        Cmd::Worker { mountpoint: _, fd_socket: None, config, sandbox } => {
+            let config = config.map_or_else(|| Ok(Default::default()), |c| WorkerConfig::decode(&c));
+            return match sandbox.resolve().and_then(|sandbox| Ok(worker::WorkerArgs { config: config?, sandbox })) {
+                Ok(args) => worker::run(args),
                 Err(e) => {
                     eprintln!("ext4box worker: {e}");
                     2

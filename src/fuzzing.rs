@@ -1,6 +1,6 @@
 //! What the fuzz targets (`fuzz/`) run, kept in the library so that the ordinary test suite replays every
 //! seed and every minimized finding (`fuzz/regressions/`) on the stable toolchain
-//! (`tests/fuzz_regressions.rs`): a fixed bug stays fixed without nightly.
+//! (`tests/integration/fuzz_regressions.rs`): a fixed bug stays fixed without nightly.
 //!
 //! Each function takes untrusted bytes and must return, whatever they are: no panic, no hang, memory
 //! bounded. The image targets open the bytes as a filesystem on an in-memory device and exercise one
@@ -191,13 +191,15 @@ pub fn service_request(data: &[u8]) {
 }
 
 pub fn mount_options(data: &[u8]) {
+    use crate::launcher::worker_config::WorkerConfig;
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(o) = crate::launcher::options::MountOptions::parse(s) {
-            let t = o.tuning(1000, false);
-            assert_eq!(crate::launcher::options::WorkerTuning::decode(&t.encode()).as_ref(), Ok(&t));
+            // What `-o` accepts, the worker accepts back from its one encoding.
+            let c = o.worker_config(1000, false);
+            assert_eq!(WorkerConfig::decode(&c.encode()).as_ref(), Ok(&c));
             let _ = (o.ms_flags(), o.fusermount_options("img"), o.fstype(false));
         }
-        let _ = crate::launcher::options::WorkerTuning::decode(s);
+        let _ = WorkerConfig::decode(s);
     }
 }
 

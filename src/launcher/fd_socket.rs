@@ -8,18 +8,10 @@
 //! answers on the same connection with the status lines of a local worker (`W ...`, `R`, `E ...`), one per
 //! packet, and closes it when it exits.
 //!
-//! Header (UTF-8, one `key=value` per line, at most 1 KiB):
-//! ```text
-//! ext4box-handoff 1
-//! read_only=0|1
-//! norecovery=0|1
-//! offset=BYTES
-//! atime=never|relative|always
-//! commit=SECONDS            (optional; the journal commit interval, 5 when absent)
-//! tuning=K[=V],...          (optional; umask, fakeroot, allow_root, errors, cache_size, minixdf)
-//! ```
-//! Anything else (another version, an unknown or repeated key, a bad value, a truncated message, another
-//! number of descriptors, descriptors of the wrong kind) is refused with an `E` line.
+//! Header (at most 1 KiB; the one encoding of `wire`): the version line `ext4box-handoff 2`, then the
+//! worker's configuration (`WorkerConfig`) as one line of JSON. Anything else (another version, an
+//! unknown, repeated or missing field, a bad value, a truncated message, another number of descriptors,
+//! descriptors of the wrong kind) is refused with an `E` line.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -30,94 +22,27 @@ use nix::sys::socket::{
 };
 use std::path::Path;
 
-use crate::server::AtimePolicy;
+use super::wire;
+use super::worker_config::WorkerConfig;
 
-const MAGIC: &str = "ext4box-handoff 1";
+const MAGIC: &str = "ext4box-handoff 2";
 /// The largest header accepted.
 pub const MAX_HEADER: usize = 1024;
 
-/// What travels with the descriptors.
+/// What travels with the descriptors: the worker's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Handoff {
-    pub read_only: bool,
-    pub norecovery: bool,
-    pub offset: u64,
-    pub atime: AtimePolicy,
-    /// Journal commit interval in seconds.
-    pub commit: u32,
-    pub tuning: super::options::WorkerTuning,
-}
+pub struct Handoff(pub WorkerConfig);
 
 impl Handoff {
     pub fn encode(&self) -> Vec<u8> {
-        let atime = self.atime.name();
-        format!(
-            "{MAGIC}\nread_only={}\nnorecovery={}\noffset={}\natime={atime}\ncommit={}\ntuning={}\n",
-            u8::from(self.read_only),
-            u8::from(self.norecovery),
-            self.offset,
-            self.commit,
-            self.tuning.encode()
-        )
-        .into_bytes()
+        wire::encode(MAGIC, &self.0)
     }
 
     /// Parses a header strictly (the bytes come from another process, perhaps another user).
     pub fn decode(bytes: &[u8]) -> Result<Handoff, String> {
-        if bytes.len() > MAX_HEADER {
-            return Err("handoff header too large".into());
-        }
-        let text = std::str::from_utf8(bytes).map_err(|_| "handoff header is not UTF-8".to_string())?;
-        let mut lines = text.lines();
-        if lines.next() != Some(MAGIC) {
-            return Err(format!("not an ext4box handoff of version 1 (expected \"{MAGIC}\")"));
-        }
-        let (mut read_only, mut norecovery, mut offset, mut atime) = (None, None, None, None);
-        let mut commit = None;
-        let mut tuning = None;
-        for line in lines {
-            let (k, v) = line.split_once('=').ok_or_else(|| format!("bad handoff line {line:?}"))?;
-            let bit = |v: &str| match v {
-                "0" => Ok(false),
-                "1" => Ok(true),
-                _ => Err(format!("bad value for {k}: {v:?}")),
-            };
-            let slot_taken = |taken: bool| if taken { Err(format!("{k} given twice")) } else { Ok(()) };
-            match k {
-                "read_only" => {
-                    slot_taken(read_only.is_some())?;
-                    read_only = Some(bit(v)?);
-                }
-                "norecovery" => {
-                    slot_taken(norecovery.is_some())?;
-                    norecovery = Some(bit(v)?);
-                }
-                "offset" => {
-                    slot_taken(offset.is_some())?;
-                    offset = Some(v.parse::<u64>().map_err(|_| format!("bad offset {v:?}"))?);
-                }
-                "atime" => {
-                    slot_taken(atime.is_some())?;
-                    atime = Some(v.parse::<AtimePolicy>()?);
-                }
-                "commit" => {
-                    slot_taken(commit.is_some())?;
-                    commit = Some(super::options::commit_seconds(v)?);
-                }
-                "tuning" => {
-                    slot_taken(tuning.is_some())?;
-                    tuning = Some(super::options::WorkerTuning::decode(v)?);
-                }
-                _ => return Err(format!("unknown handoff key {k:?}")),
-            }
-        }
-        match (read_only, norecovery, offset, atime) {
-            (Some(read_only), Some(norecovery), Some(offset), Some(atime)) => {
-                let commit = commit.unwrap_or(super::options::DEFAULT_COMMIT_SECONDS);
-                Ok(Handoff { read_only, norecovery, offset, atime, commit, tuning: tuning.unwrap_or_default() })
-            }
-            _ => Err("handoff header is missing a key".into()),
-        }
+        let config: WorkerConfig = wire::decode("handoff", MAGIC, bytes, MAX_HEADER)?;
+        config.check()?;
+        Ok(Handoff(config))
     }
 }
 
@@ -241,27 +166,33 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_strictness() {
-        let h = Handoff {
-            read_only: true,
-            norecovery: false,
-            offset: 1 << 20,
-            atime: AtimePolicy::Never,
-            commit: 5,
-            tuning: Default::default(),
-        };
-        assert_eq!(Handoff::decode(&h.encode()).unwrap(), h);
-        let bad = [
-            &b"ext4box-handoff 2\nread_only=1\nnorecovery=0\noffset=0\natime=never\n"[..],
-            b"ext4box-handoff 1\nread_only=1\nnorecovery=0\noffset=0\n",
-            b"ext4box-handoff 1\nread_only=1\nread_only=1\nnorecovery=0\noffset=0\natime=never\n",
-            b"ext4box-handoff 1\nread_only=2\nnorecovery=0\noffset=0\natime=never\n",
-            b"ext4box-handoff 1\nread_only=1\nnorecovery=0\noffset=-1\natime=never\n",
-            b"ext4box-handoff 1\nread_only=1\nnorecovery=0\noffset=0\natime=never\nshell=rm -rf /\n",
-            b"\xff\xfe",
+        let h = Handoff(WorkerConfig { read_only: true, offset: 1 << 20, ..Default::default() });
+        let bytes = h.encode();
+        assert!(bytes.starts_with(b"ext4box-handoff 2\n{"), "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(Handoff::decode(&bytes).unwrap(), h);
+        // Every field, as another program would write it (fuzz/seeds.sh has the same header).
+        let full = br#"ext4box-handoff 2
+{"offset":1048576,"read_only":true,"norecovery":false,"atime":"never","commit":5,"uid":7,"gid":8,"tuning":{"umask":18,"fakeroot":true,"errors":"remount-ro","partition":1,"transport":"classic","format":"qcow2","quota_limits":[true,false,true]}}
+"#;
+        let c = Handoff::decode(full).unwrap().0;
+        assert_eq!(
+            (c.uid, c.tuning.umask, c.tuning.partition, c.tuning.quota_limits),
+            (Some(7), Some(0o22), Some(1), [true, false, true])
+        );
+        let body = &bytes[MAGIC.len() + 1..];
+        let bad: Vec<Vec<u8>> = vec![
+            b"ext4box-handoff 1\nread_only=1\nnorecovery=0\noffset=0\natime=never\n".to_vec(),
+            [b"ext4box-handoff 3\n", body].concat(),
+            [b"ext4box-handoff 2\n", &body[..body.len() / 2]].concat(),
+            [&bytes[..], b"{}\n"].concat(),
+            String::from_utf8_lossy(&bytes).replacen("\"offset\":1048576", "\"offset\":-1", 1).into_bytes(),
+            String::from_utf8_lossy(&bytes).replacen("{", "{\"shell\":\"rm -rf /\",", 1).into_bytes(),
+            String::from_utf8_lossy(&bytes).replacen("\"commit\":5", "\"commit\":0", 1).into_bytes(),
+            b"\xff\xfe".to_vec(),
+            vec![b'a'; MAX_HEADER + 1],
         ];
         for b in bad {
-            assert!(Handoff::decode(b).is_err(), "{:?}", String::from_utf8_lossy(b));
+            assert!(Handoff::decode(&b).is_err(), "{:?}", String::from_utf8_lossy(&b));
         }
-        assert!(Handoff::decode(&vec![b'a'; MAX_HEADER + 1]).is_err());
     }
 }

@@ -14,7 +14,9 @@ pub mod registry;
 pub mod service;
 pub mod status;
 pub mod supervisor;
+pub mod wire;
 pub mod worker;
+pub mod worker_config;
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -306,7 +308,6 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
             .map_err(|e| format!("cannot open /dev/fuse: {}", errno_text(&e)))?,
     };
     let o = &req.options;
-    let atime = o.atime_policy();
     let prepared = supervisor::Prepared {
         image,
         fuse,
@@ -314,14 +315,7 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         source,
         options: o.clone(),
         worker: worker::WorkerArgs {
-            offset: o.offset,
-            read_only: o.read_only,
-            norecovery: o.norecovery,
-            atime,
-            commit: o.commit,
-            uid: o.uid,
-            gid: o.gid,
-            tuning: o.tuning(nix::unistd::getuid().as_raw(), req.single_thread),
+            config: o.worker_config(nix::unistd::getuid().as_raw(), req.single_thread),
             sandbox: req.sandbox.clone(),
         },
         image_shown: req.image.display().to_string(),

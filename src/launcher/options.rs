@@ -109,12 +109,15 @@ pub fn parse_size(v: &str) -> Result<u64, String> {
 /// The journal commit interval when none is given, as the kernel's.
 pub const DEFAULT_COMMIT_SECONDS: u32 = 5;
 
+/// The longest journal commit interval `commit=` takes, seconds (a day).
+pub const MAX_COMMIT_SECONDS: u32 = 86_400;
+
 /// Parses a `commit=` value: seconds, 0 meaning the default (as the kernel reads it), at most a day.
 pub fn commit_seconds(v: &str) -> Result<u32, String> {
     match v.parse::<u32>() {
         Ok(0) => Ok(DEFAULT_COMMIT_SECONDS),
-        Ok(n) if n <= 86_400 => Ok(n),
-        _ => Err(format!("commit={v}: not a number of seconds between 0 and 86400")),
+        Ok(n) if n <= MAX_COMMIT_SECONDS => Ok(n),
+        _ => Err(format!("commit={v}: not a number of seconds between 0 and {MAX_COMMIT_SECONDS}")),
     }
 }
 
@@ -362,24 +365,6 @@ impl MountOptions {
         if block_device { format!("fuseblk.{sub}") } else { format!("fuse.{sub}") }
     }
 
-    /// What the worker needs of these options beyond its command line's fixed arguments.
-    pub fn tuning(&self, owner: u32, single_thread: bool) -> WorkerTuning {
-        WorkerTuning {
-            umask: self.umask,
-            fakeroot: self.fakeroot,
-            allow_root_owner: self.allow_root.then_some(owner),
-            errors: self.errors,
-            cache_size: self.cache_size,
-            minixdf: self.minixdf,
-            single_thread,
-            partition: self.partition,
-            transport: self.transport,
-            format: self.format,
-            discard: self.discard,
-            quota_limits: self.quota_limits,
-        }
-    }
-
     /// The mount(2) flags these options ask for.
     pub fn ms_flags(&self) -> libc::c_ulong {
         let mut f = 0;
@@ -400,115 +385,6 @@ impl MountOptions {
     }
 }
 
-/// The options the worker applies, carried on its command line (`--tuning`) and in the fd-socket handoff
-/// (`tuning=`) as `key[=value]` pairs joined by commas.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkerTuning {
-    pub umask: Option<u32>,
-    pub fakeroot: bool,
-    /// `allow_root`: the mounting user's uid (root is always let in).
-    pub allow_root_owner: Option<u32>,
-    pub errors: Option<ErrorsPolicy>,
-    pub cache_size: Option<u64>,
-    pub minixdf: bool,
-    /// Serve requests on one thread (`-s`).
-    pub single_thread: bool,
-    /// Serve partition N of the image (the worker reads the partition table, confined).
-    pub partition: Option<u32>,
-    pub transport: TransportPolicy,
-    /// What the image file holds (`format=`).
-    pub format: crate::image::Format,
-    /// Discard blocks as they are freed (`discard`).
-    pub discard: bool,
-    /// Quota types whose limits are enforced (user, group, project).
-    pub quota_limits: [bool; 3],
-}
-
-/// The tuning names of the enforced quota types, in the engine's order (user, group, project).
-const QUOTA_LIMIT_NAMES: [&str; 3] = ["usrquota", "grpquota", "prjquota"];
-
-impl WorkerTuning {
-    pub fn encode(&self) -> String {
-        let mut v = Vec::new();
-        if let Some(m) = self.umask {
-            v.push(format!("umask={m:o}"));
-        }
-        if self.fakeroot {
-            v.push("fakeroot".into());
-        }
-        if let Some(u) = self.allow_root_owner {
-            v.push(format!("allow_root={u}"));
-        }
-        if let Some(e) = self.errors {
-            v.push(format!("errors={}", e.name()));
-        }
-        if let Some(c) = self.cache_size {
-            v.push(format!("cache_size={c}"));
-        }
-        if self.minixdf {
-            v.push("minixdf".into());
-        }
-        if self.single_thread {
-            v.push("single_thread".into());
-        }
-        if let Some(n) = self.partition {
-            v.push(format!("partition={n}"));
-        }
-        if self.transport != TransportPolicy::Auto {
-            v.push(format!("transport={}", self.transport.name()));
-        }
-        if self.format != crate::image::Format::Auto {
-            v.push(format!("format={}", self.format.name()));
-        }
-        if self.discard {
-            v.push("discard".into());
-        }
-        for (on, name) in self.quota_limits.iter().zip(QUOTA_LIMIT_NAMES) {
-            if *on {
-                v.push(name.into());
-            }
-        }
-        v.join(",")
-    }
-
-    /// Parses strictly (the handoff's text comes from another process).
-    pub fn decode(s: &str) -> Result<WorkerTuning, String> {
-        let mut t = WorkerTuning::default();
-        for item in s.split(',').filter(|x| !x.is_empty()) {
-            let (k, v) = match item.split_once('=') {
-                Some((k, v)) => (k, Some(v)),
-                None => (item, None),
-            };
-            let num = |radix: u32| -> Result<u64, String> {
-                let v = v.ok_or_else(|| format!("tuning {k} needs a value"))?;
-                u64::from_str_radix(v, radix).map_err(|_| format!("tuning {k}={v}: not a number"))
-            };
-            match (k, v.is_some()) {
-                ("umask", true) => t.umask = Some(u32::try_from(num(8)?).map_err(|_| "umask too large")? & 0o7777),
-                ("fakeroot", false) => t.fakeroot = true,
-                ("allow_root", true) => {
-                    t.allow_root_owner = Some(u32::try_from(num(10)?).map_err(|_| "uid too large")?)
-                }
-                ("errors", true) => t.errors = Some(ErrorsPolicy::parse(v.unwrap_or_default())?),
-                ("cache_size", true) => t.cache_size = Some(num(10)?),
-                ("minixdf", false) => t.minixdf = true,
-                ("single_thread", false) => t.single_thread = true,
-                ("partition", true) => {
-                    t.partition = Some(u32::try_from(num(10)?).ok().filter(|&n| n > 0).ok_or("bad partition number")?)
-                }
-                ("transport", true) => t.transport = TransportPolicy::parse(v.unwrap_or_default())?,
-                ("format", true) => t.format = crate::image::Format::parse(v.unwrap_or_default())?,
-                ("discard", false) => t.discard = true,
-                (name, false) if QUOTA_LIMIT_NAMES.contains(&name) => {
-                    t.quota_limits[QUOTA_LIMIT_NAMES.iter().position(|n| *n == name).unwrap_or(0)] = true
-                }
-                _ => return Err(format!("unknown tuning {item:?}")),
-            }
-        }
-        Ok(t)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn fuse2fs_options_and_the_worker_tuning_round_trip() {
+    fn fuse2fs_options() {
         let o = MountOptions::parse(
             "umask=027,fakeroot,errors=panic,cache_size=8M,minixdf,subtype=img,lockfile=/x,usrquota,prjquota",
         )
@@ -537,15 +413,12 @@ mod tests {
         assert!(o.fakeroot && !o.default_permissions, "fakeroot leaves the checks to the server");
         assert_eq!(o.cache_size, Some(8 << 20));
         assert_eq!(o.fstype(false), "fuse.img");
-        let t = o.tuning(1000, true);
-        assert_eq!(WorkerTuning::decode(&t.encode()).unwrap(), t);
         let k = MountOptions::parse("kernel").unwrap();
         assert!(k.allow_other && k.default_permissions && !k.nosuid && !k.nodev);
         assert!(MountOptions::parse("allow_root,allow_other").is_err());
         assert!(MountOptions::parse("errors=maybe").is_err());
         assert!(MountOptions::parse("umask=999").is_err());
         assert!(MountOptions::parse("cache_size=1").is_err());
-        assert!(WorkerTuning::decode("umask=22,bogus").is_err());
     }
 
     #[test]

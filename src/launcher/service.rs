@@ -2,14 +2,14 @@
 //! write, for `rw`) on a directory they own, without sudo. It listens on a SOCK_SEQPACKET socket, from
 //! systemd (`LISTEN_FDS`, see `packaging/systemd/`) or `--listen PATH`.
 //!
-//! Protocol, version 1: one request packet per connection, one reply packet.
+//! Protocol, version 2 (the one encoding of `wire`): one request packet per connection, one reply packet.
 //! ```text
-//! ext4box-request 1
-//! op=mount            (descriptors: the image, opened by the caller; an O_PATH descriptor of the mount point)
-//! options=ro,noatime  (mount options, optional)
+//! ext4box-request 2
+//! {"op":"mount","options":"ro,noatime"}
 //! ```
-//! or `op=unmount` with `path=` the mount point (no descriptor: one open on the mount would keep it busy). The reply is `R` (done) or
-//! `E <reason>`. The caller is identified by SO_PEERCRED: the mount point must be a directory the caller
+//! A mount carries two descriptors: the image, opened by the caller, and an O_PATH descriptor of the
+//! mount point. `{"op":"unmount","path":"/abs/mnt"}` carries none (one open on the mount would keep it
+//! busy). The reply is `R` (done) or `E <reason>`. The caller is identified by SO_PEERCRED: the mount point must be a directory the caller
 //! owns and may write, the image descriptor must be open for writing for a read-write mount (proving the
 //! caller may write it), a user has at most [`PER_USER_LIMIT`] mounts, the mount is always
 //! `nosuid,nodev`, and the files are presented as the caller's. Only the user a mount was made for (or
@@ -35,46 +35,39 @@ use crate::sandbox;
 pub const DEFAULT_SOCKET: &str = "/run/ext4box.sock";
 /// Mounts one user may hold through the service.
 pub const PER_USER_LIMIT: usize = 16;
-const MAGIC: &str = "ext4box-request 1";
+const MAGIC: &str = "ext4box-request 2";
+/// The largest request accepted (a packet of the handoff socket).
+const MAX_REQUEST: usize = fd_socket::MAX_HEADER;
 
 pub fn socket_path() -> PathBuf {
     std::env::var_os("EXT4BOX_SERVICE_SOCKET").map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from)
 }
 
 /// A parsed request.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Request {
-    Mount { options: String },
+    /// Mount options as `-o` takes them (the descriptors carry the image and the mount point).
+    Mount {
+        #[serde(default)]
+        options: String,
+    },
+    /// The mount point, an absolute path.
     Unmount { path: PathBuf },
 }
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
-        match self {
-            Request::Mount { options } => format!("{MAGIC}\nop=mount\noptions={options}\n").into_bytes(),
-            Request::Unmount { path } => format!("{MAGIC}\nop=unmount\npath={}\n", path.display()).into_bytes(),
-        }
+        super::wire::encode(MAGIC, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Request, String> {
-        let text = std::str::from_utf8(bytes).map_err(|_| "request is not UTF-8".to_string())?;
-        let mut lines = text.lines();
-        if lines.next() != Some(MAGIC) {
-            return Err(format!("not an ext4box request of version 1 (expected \"{MAGIC}\")"));
-        }
-        let (mut op, mut options, mut path) = (None, None, None);
-        for line in lines {
-            match line.split_once('=') {
-                Some(("op", v)) if op.is_none() => op = Some(v.to_string()),
-                Some(("options", v)) if options.is_none() => options = Some(v.to_string()),
-                Some(("path", v)) if path.is_none() && v.starts_with('/') => path = Some(PathBuf::from(v)),
-                _ => return Err(format!("bad request line {line:?}")),
+        let r: Request = super::wire::decode("request", MAGIC, bytes, MAX_REQUEST)?;
+        match &r {
+            Request::Unmount { path } if !path.is_absolute() => {
+                Err(format!("unmount needs an absolute path, not {:?}", path.display().to_string()))
             }
-        }
-        match (op.as_deref(), path) {
-            (Some("mount"), None) => Ok(Request::Mount { options: options.unwrap_or_default() }),
-            (Some("unmount"), Some(path)) if options.is_none() => Ok(Request::Unmount { path }),
-            _ => Err("request needs op=mount, or op=unmount with an absolute path=".into()),
+            _ => Ok(r),
         }
     }
 }
@@ -228,7 +221,6 @@ fn mount(
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/fuse")
         .map_err(|e| format!("cannot open /dev/fuse: {e}"))?;
-    let atime = o.atime_policy();
     let image_shown = std::fs::read_link(format!("/proc/self/fd/{}", image.as_raw_fd()))
         .map_or_else(|_| "image".into(), |p| p.display().to_string());
     // Locked as `ext4box mount` locks it: read-only mounts share an image, a read-write one has it alone.
@@ -239,17 +231,7 @@ fn mount(
         target,
         source: image_shown.clone(),
         options: o.clone(),
-        worker: WorkerArgs {
-            offset: o.offset,
-            read_only: o.read_only,
-            norecovery: o.norecovery,
-            atime,
-            commit: o.commit,
-            tuning: o.tuning(uid, false),
-            uid: o.uid,
-            gid: o.gid,
-            sandbox: Some((sandbox::DEFAULT_IDENTITY, None)),
-        },
+        worker: WorkerArgs { config: o.worker_config(uid, false), sandbox: Some((sandbox::DEFAULT_IDENTITY, None)) },
         image_shown,
         fd_socket: None,
         block_device: kind == libc::S_IFBLK,
@@ -340,14 +322,23 @@ mod tests {
         for r in [Request::Mount { options: "ro,noatime".into() }, Request::Unmount { path: "/home/u/mnt".into() }] {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
         }
+        assert_eq!(
+            Request::Unmount { path: "/m".into() }.encode(),
+            b"ext4box-request 2\n{\"op\":\"unmount\",\"path\":\"/m\"}\n"
+        );
+        assert_eq!(
+            Request::decode(b"ext4box-request 2\n{\"op\":\"mount\"}").unwrap(),
+            Request::Mount { options: String::new() }
+        );
         for bad in [
-            &b"ext4box-request 2\nop=mount\n"[..],
-            b"ext4box-request 1\nop=format\n",
-            b"ext4box-request 1\nop=mount\nop=mount\n",
-            b"ext4box-request 1\nop=unmount\npath=/m\noptions=ro\n",
-            b"ext4box-request 1\nop=unmount\npath=relative\n",
-            b"ext4box-request 1\nop=unmount\n",
-            b"ext4box-request 1\n",
+            &b"ext4box-request 1\nop=mount\n"[..],
+            b"ext4box-request 2\n{\"op\":\"format\"}\n",
+            b"ext4box-request 2\n{\"op\":\"mount\",\"op\":\"mount\"}\n",
+            b"ext4box-request 2\n{\"op\":\"unmount\",\"path\":\"/m\",\"options\":\"ro\"}\n",
+            b"ext4box-request 2\n{\"op\":\"unmount\",\"path\":\"relative\"}\n",
+            b"ext4box-request 2\n{\"op\":\"unmount\"}\n",
+            b"ext4box-request 2\n",
+            b"ext4box-request 2\n{\"op\":\"mount\"}\n{\"op\":\"mount\"}\n",
             b"\xff",
         ] {
             assert!(Request::decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));

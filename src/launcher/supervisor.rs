@@ -254,14 +254,7 @@ fn watch_status(lines: impl Iterator<Item = String>, can_remount: bool, target: 
 fn hand_off(p: &Prepared, path: &Path) -> Result<File, String> {
     use super::fd_socket;
     let conn = fd_socket::connect(path)?;
-    let h = fd_socket::Handoff {
-        read_only: p.worker.read_only,
-        norecovery: p.worker.norecovery,
-        offset: p.worker.offset,
-        atime: p.worker.atime,
-        commit: p.worker.commit,
-        tuning: p.worker.tuning.clone(),
-    };
+    let h = fd_socket::Handoff(p.worker.config.clone());
     fd_socket::send(&conn, &h.encode(), &[p.fuse.as_raw_fd(), p.image.as_raw_fd()])?;
     Ok(File::from(conn))
 }
@@ -276,28 +269,9 @@ fn spawn_worker(p: &Prepared, status_w: &File, log_w: &File) -> Result<libc::pid
         // Names the mount in `ps` and in the worker's log; the worker does nothing else with it.
         "--mountpoint".into(),
         p.target.display().to_string(),
-        "--offset".into(),
-        p.worker.offset.to_string(),
-        "--atime".into(),
-        p.worker.atime.name().into(),
+        "--config".into(),
+        p.worker.config.encode(),
     ];
-    argv.extend(["--commit".into(), p.worker.commit.to_string()]);
-    if p.worker.read_only {
-        argv.push("--read-only".into());
-    }
-    if p.worker.norecovery {
-        argv.push("--norecovery".into());
-    }
-    let tuning = p.worker.tuning.encode();
-    if !tuning.is_empty() {
-        argv.extend(["--tuning".into(), tuning]);
-    }
-    if let Some(u) = p.worker.uid {
-        argv.extend(["--present-uid".into(), u.to_string()]);
-    }
-    if let Some(g) = p.worker.gid {
-        argv.extend(["--present-gid".into(), g.to_string()]);
-    }
     match &p.worker.sandbox {
         Some((id, policy)) => {
             argv.extend(["--user".into(), format!("{}:{}", id.uid, id.gid)]);

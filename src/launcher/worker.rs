@@ -15,30 +15,22 @@ use crate::ext4::{self, FileDevice, Filesystem};
 use crate::fuse::{self as protocol, RingPlan, Session, Transport};
 use crate::sandbox::{self, Identity, Policy};
 use crate::server::dispatch::{self, Dispatcher};
-use crate::server::{AtimePolicy, Server, ServerOptions};
+use crate::server::{Server, ServerOptions};
 
 use super::options::TransportPolicy;
 use super::status::Status;
+use super::worker_config::WorkerConfig;
 
 /// The descriptor numbers the launcher hands over.
 pub const FUSE_FD: i32 = 3;
 pub const IMAGE_FD: i32 = 4;
 pub const STATUS_FD: i32 = 5;
 
-/// What the worker is asked to do (from its command line).
+/// What the worker is asked to do: the configuration (from its command line or the handoff) and the
+/// sandbox to serve in.
 #[derive(Debug, Clone)]
 pub struct WorkerArgs {
-    pub offset: u64,
-    pub read_only: bool,
-    pub norecovery: bool,
-    pub atime: AtimePolicy,
-    /// Journal commit interval, seconds.
-    pub commit: u32,
-    /// umask, fakeroot, allow_root, errors, cache size, statfs style, threads.
-    pub tuning: super::options::WorkerTuning,
-    /// Owners to present every file with (`-o uid=`, `-o gid=`).
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
+    pub config: WorkerConfig,
     /// Who to become and which seccomp policy file (the built-in one when `None`); `None` altogether: run
     /// without the sandbox (`--no-sandbox`, debugging only).
     pub sandbox: Option<(Identity, Option<std::path::PathBuf>)>,
@@ -96,17 +88,7 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
             return 1;
         }
     };
-    let args = WorkerArgs {
-        offset: h.offset,
-        read_only: h.read_only,
-        norecovery: h.norecovery,
-        atime: h.atime,
-        commit: h.commit,
-        tuning: h.tuning,
-        uid: None,
-        gid: None,
-        sandbox,
-    };
+    let args = WorkerArgs { config: h.0, sandbox };
     match serve(args, fuse, File::from(image), &status) {
         Ok(()) => 0,
         Err(msg) => {
@@ -123,12 +105,12 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
 /// everything else.
 fn open_device(
     image: File,
-    args: &WorkerArgs,
+    cfg: &WorkerConfig,
     block_device: bool,
 ) -> Result<(Box<dyn ext4::BlockDevice>, Option<String>), String> {
     use crate::image::{self, Format, Window};
     use std::os::unix::fs::FileExt;
-    let format = match args.tuning.format {
+    let format = match cfg.tuning.format {
         Format::Auto => {
             let mut first = vec![0u8; image::DETECT_BYTES];
             let n = image.read_at(&mut first, 0).map_err(|e| format!("cannot read the image: {e}"))?;
@@ -137,15 +119,15 @@ fn open_device(
         f => f,
     };
     if format != Format::Raw {
-        let (disk, read_only) = image::open_virtual_disk(format, image, !args.read_only)?;
+        let (disk, read_only) = image::open_virtual_disk(format, image, !cfg.read_only)?;
         tracing::info!(format = format.name(), size = disk.size(), "serving the virtual disk of a VM disk image");
-        let (offset, len) = region(args, disk.size(), &|off, buf| disk.read_exact_at(buf, off))?;
+        let (offset, len) = region(cfg, disk.size(), &|off, buf| disk.read_exact_at(buf, off))?;
         let disk = Window::new(disk, offset, len)?;
         return Ok((Box::new(disk), read_only));
     }
-    let (offset, len) = region(args, image_size(&image)?, &|off, buf| image.read_exact_at(buf, off))?;
+    let (offset, len) = region(cfg, image_size(&image)?, &|off, buf| image.read_exact_at(buf, off))?;
     let dev = FileDevice::with_range(image, offset, len).map_err(|e| format!("{e}"))?;
-    let discard = match (block_device, args.tuning.discard) {
+    let discard = match (block_device, cfg.tuning.discard) {
         (false, _) => ext4::Discard::PunchHole,
         (true, true) => ext4::Discard::With(image::blkdiscard),
         (true, false) => ext4::Discard::Off,
@@ -156,17 +138,17 @@ fn open_device(
 /// Where the filesystem lies in a disk of `size` bytes (first byte, length): partition N of its table
 /// (read through `read`), or from `offset=` to the end.
 fn region(
-    args: &WorkerArgs,
+    cfg: &WorkerConfig,
     size: u64,
     read: &dyn Fn(u64, &mut [u8]) -> std::io::Result<()>,
 ) -> Result<(u64, u64), String> {
-    match args.tuning.partition {
+    match cfg.tuning.partition {
         Some(n) => {
             let found = crate::partition::find(n, size, read)?;
             tracing::info!(partition = n, offset = found.offset, len = found.len, "serving a partition of the image");
             Ok((found.offset, found.len))
         }
-        None => Ok((args.offset, size.checked_sub(args.offset).ok_or("offset lies past the end of the image")?)),
+        None => Ok((cfg.offset, size.checked_sub(cfg.offset).ok_or("offset lies past the end of the image")?)),
     }
 }
 
@@ -181,6 +163,7 @@ fn mmp_owner(image: &File) -> ext4::mmp::Owner {
 }
 
 fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Result<(), String> {
+    let cfg = &args.config;
     let fuse = File::from(fuse);
     // Asked before confinement (fstat is not in the worker's policy): a block device gets discards
     // (BLKDISCARD) only when the mount says `discard`, an image file always (FITRIM punches holes in it).
@@ -188,7 +171,7 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
     // Who this mount is, for the MMP block of an `mmp` image: asked before confinement too.
     let mmp_owner = mmp_owner(&image);
     // The rings of FUSE over io_uring are made before confinement, which forbids making them.
-    let plan = match args.tuning.transport {
+    let plan = match cfg.tuning.transport {
         TransportPolicy::Classic => RingPlan::Classic("-o transport=classic".into()),
         _ => match protocol::uring::prepare(&fuse, protocol::uring::DEFAULT_DEPTH) {
             Ok(rings) => RingPlan::Ready(rings),
@@ -209,27 +192,27 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
             send(status, Status::Step("none: --no-sandbox, the image is parsed with full privileges".into()));
         }
     }
-    let (dev, format_read_only) = open_device(image, &args, block_device)?;
-    let t = &args.tuning;
+    let (dev, format_read_only) = open_device(image, cfg, block_device)?;
+    let t = &cfg.tuning;
     let defaults = ext4::MountOptions::default();
     let opts = ext4::MountOptions {
-        norecovery: args.norecovery,
-        read_only: args.read_only || format_read_only.is_some(),
+        norecovery: cfg.norecovery,
+        read_only: cfg.read_only || format_read_only.is_some(),
         cache_bytes: t.cache_size.map_or(defaults.cache_bytes, |c| usize::try_from(c).unwrap_or(usize::MAX)),
         mmp_owner,
         quota_limits: t.quota_limits,
         ..defaults
     };
     let fs = Arc::new(Filesystem::open(dev, &opts).map_err(|e| e.to_string())?);
-    fs.set_commit_interval(std::time::Duration::from_secs(u64::from(args.commit)));
+    fs.set_commit_interval(std::time::Duration::from_secs(u64::from(cfg.commit)));
     fs.set_discard(t.discard);
     if let Some(e) = t.errors {
         fs.set_error_behavior(e);
     }
     crate::server::spawn_committer(&fs);
-    if let (false, Some(why)) = (args.read_only, format_read_only) {
+    if let (false, Some(why)) = (cfg.read_only, format_read_only) {
         send(status, Status::ReadOnly(why.to_string()));
-    } else if !args.read_only {
+    } else if !cfg.read_only {
         if let Some(why) = fs.read_only_reason() {
             send(status, Status::ReadOnly(why.to_string()));
         }
@@ -241,9 +224,9 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
     let server = Arc::new(Server::new(
         fs,
         ServerOptions {
-            atime: args.atime,
-            uid: args.uid,
-            gid: args.gid,
+            atime: cfg.atime,
+            uid: cfg.uid,
+            gid: cfg.gid,
             umask: t.umask,
             fakeroot: t.fakeroot,
             allow_root_owner: t.allow_root_owner,
