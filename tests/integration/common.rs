@@ -28,8 +28,9 @@ pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 /// True when the test can run: root and /dev/fuse. Otherwise panics under
 /// CI=true, or prints a message and returns false (the test then returns).
 /// A test's hold on the machine. Every mounting test holds it shared; the few that turn machine-wide
-/// switches (`fuse.enable_uring`, `kernel.io_uring_disabled`, helper links in /sbin) hold it alone, so
-/// no other test's mount runs while a switch is turned. One test binary runs every module's tests side
+/// switches (`fuse.enable_uring`, `kernel.io_uring_disabled`, helper links in /sbin) or copy the mount
+/// namespace (`as_user`'s `unshare -m`, a container: the copy keeps other tests' FUSE mounts alive past
+/// their unmount) hold it alone, so no other test's mount runs meanwhile. One test binary runs every module's tests side
 /// by side, so this is what keeps them apart.
 pub enum Machine {
     Shared { _held: RwLockReadGuard<'static, ()> },
@@ -1374,7 +1375,9 @@ pub fn bin_in(dir: &Path) -> PathBuf {
 }
 
 /// Runs `script` (bash) as the test user, in a private mount namespace whose /dev/fuse is 0666. `$B` is
-/// a copy of the ext4box binary in the scratch directory ([`bin_in`]).
+/// a copy of the ext4box binary in the scratch directory ([`bin_in`]). The namespace starts as a copy of
+/// every mount of the moment, other tests' FUSE mounts too, and keeps them alive until it ends: hold the
+/// machine alone ([`require_root_and_fuse_alone`]).
 pub fn as_user(scratch: &Scratch, script: &str, wrap: &str) -> std::process::Output {
     let bin = bin_in(&scratch.path(""));
     let file = scratch.path("script.sh");

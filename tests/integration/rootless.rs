@@ -59,7 +59,9 @@ fn check(scratch: &Scratch, out: &Output, mode_words: &str) {
 
 #[test]
 fn an_ordinary_user_mounts_through_fusermount3() {
-    let Some(_machine) = require_root_and_fuse() else {
+    // `as_user` runs in a copy of the mount namespace, which would keep every other test's FUSE mount
+    // alive past its unmount (its server waits for the copy to go): no other test mounts meanwhile.
+    let Some(_machine) = require_root_and_fuse_alone() else {
         return;
     };
     let Some(user) = test_user() else { return };
@@ -74,7 +76,9 @@ fn an_ordinary_user_mounts_through_fusermount3() {
 
 #[test]
 fn root_of_a_user_namespace_mounts_with_mount2() {
-    let Some(_machine) = require_root_and_fuse() else {
+    // `as_user` runs in a copy of the mount namespace, which would keep every other test's FUSE mount
+    // alive past its unmount (its server waits for the copy to go): no other test mounts meanwhile.
+    let Some(_machine) = require_root_and_fuse_alone() else {
         return;
     };
     let Some(user) = test_user() else { return };
@@ -96,7 +100,9 @@ fn root_of_a_user_namespace_mounts_with_mount2() {
 
 #[test]
 fn without_any_way_to_mount_one_line_says_what_to_install() {
-    let Some(_machine) = require_root_and_fuse() else {
+    // `as_user` runs in a copy of the mount namespace, which would keep every other test's FUSE mount
+    // alive past its unmount (its server waits for the copy to go): no other test mounts meanwhile.
+    let Some(_machine) = require_root_and_fuse_alone() else {
         return;
     };
     let Some(user) = test_user() else { return };
@@ -133,7 +139,9 @@ fn user_script(s: &Scratch, script: &str) -> String {
 /// image as it is.
 #[test]
 fn fakeroot_and_presented_owners_as_an_ordinary_user() {
-    let Some(_machine) = require_root_and_fuse() else {
+    // `as_user` runs in a copy of the mount namespace, which would keep every other test's FUSE mount
+    // alive past its unmount (its server waits for the copy to go): no other test mounts meanwhile.
+    let Some(_machine) = require_root_and_fuse_alone() else {
         return;
     };
     let Some(user) = test_user() else { return };
@@ -181,7 +189,9 @@ $B unmount mnt"#,
 /// writing one leaves the other byte-for-byte unchanged.
 #[test]
 fn partitions_of_a_gpt_disk_image_by_number_and_offset() {
-    let Some(_machine) = require_root_and_fuse() else {
+    // `as_user` runs in a copy of the mount namespace, which would keep every other test's FUSE mount
+    // alive past its unmount (its server waits for the copy to go): no other test mounts meanwhile.
+    let Some(_machine) = require_root_and_fuse_alone() else {
         return;
     };
     let Some(user) = test_user() else { return };
@@ -243,7 +253,9 @@ fn partitions_of_a_gpt_disk_image_by_number_and_offset() {
 /// they opened themselves; a read-only descriptor with `rw` is one clear line, not a silent fallback.
 #[test]
 fn image_as_an_inherited_descriptor() {
-    let Some(_machine) = require_root_and_fuse() else {
+    // `as_user` runs in a copy of the mount namespace, which would keep every other test's FUSE mount
+    // alive past its unmount (its server waits for the copy to go): no other test mounts meanwhile.
+    let Some(_machine) = require_root_and_fuse_alone() else {
         return;
     };
     let Some(user) = test_user() else { return };
@@ -273,7 +285,9 @@ fn image_as_an_inherited_descriptor() {
 /// `lockfile=`: exists while mounted, a second mount naming it is refused, gone after the unmount.
 #[test]
 fn lockfile_lives_as_long_as_the_mount() {
-    let Some(_machine) = require_root_and_fuse() else {
+    // `as_user` runs in a copy of the mount namespace, which would keep every other test's FUSE mount
+    // alive past its unmount (its server waits for the copy to go): no other test mounts meanwhile.
+    let Some(_machine) = require_root_and_fuse_alone() else {
         return;
     };
     let Some(user) = test_user() else { return };
