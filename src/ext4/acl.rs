@@ -3,7 +3,7 @@
 //! xattr format (`posix_acl_xattr_header` version 2, every entry 8 bytes).
 
 use super::bytes::{le16, le32};
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 
 const EXT4_ACL_VERSION: u32 = 1;
 const POSIX_ACL_XATTR_VERSION: u32 = 2;
@@ -17,7 +17,7 @@ const ACL_UNDEFINED_ID: u32 = u32::MAX;
 
 /// Converts an on-disk ACL into the xattr format programs expect.
 pub fn disk_to_xattr(disk: &[u8], obj: Object) -> Result<Vec<u8>> {
-    let bad = || Error::corrupt(obj, "malformed ACL");
+    let bad = || Error::corrupt(obj, CorruptKind::MalformedAcl);
     if disk.len() < 4 || le32(disk, 0) != EXT4_ACL_VERSION {
         return Err(bad());
     }

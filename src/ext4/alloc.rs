@@ -11,7 +11,7 @@
 //! keeps the free counts and the bitmap and descriptor checksums right.
 
 use super::block_group::{self, BG_BLOCK_UNINIT, BG_INODE_UNINIT};
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::features::RO_COMPAT_GDT_CSUM;
 use super::inode::InodeNo;
 use super::txn::Txn;
@@ -66,7 +66,7 @@ impl Txn<'_> {
     fn block_bitmap(&mut self, g: u32) -> Result<(u64, Vec<u8>)> {
         let fs = self.fs();
         let sb = &fs.sb;
-        let d = fs.group(g).ok_or(Error::corrupt(Object::GroupDescriptor(g), "no such group"))?;
+        let d = fs.group(g).ok_or(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::NoSuchGroup))?;
         let obj = Object::GroupDescriptor(g);
         fs.check_range(d.block_bitmap, 1, obj)?;
         if d.flags & BG_BLOCK_UNINIT == 0 || !self.uses_group_csums() {
@@ -142,7 +142,7 @@ impl Txn<'_> {
             let blk = base + (first << bits);
             self.refuse_metadata(g, blk, len << bits)?;
             if u64::from(d.free_blocks_count) < len {
-                return Err(Error::corrupt(Object::GroupDescriptor(g), "free block count below the bitmap's"));
+                return Err(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::FreeBlockCountBelowBitmap));
             }
             for i in first..first + len {
                 set_bit(&mut bm, i, true);
@@ -230,7 +230,7 @@ impl Txn<'_> {
             || overlaps(d.inode_table, itable_blocks)
             || overlaps(base, sb.base_meta_blocks(u64::from(g)))
         {
-            return Err(Error::corrupt(Object::GroupDescriptor(g), "block bitmap marks metadata as free"));
+            return Err(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::BlockBitmapMarksMetadataAsFree));
         }
         Ok(())
     }
@@ -263,7 +263,7 @@ impl Txn<'_> {
                 if !bit(&bm, i) {
                     return Err(Error::corrupt(
                         Object::GroupDescriptor(span.group),
-                        "freeing a block that is already free",
+                        CorruptKind::FreeingBlockThatIsAlreadyFree,
                     ));
                 }
                 set_bit(&mut bm, i, false);
@@ -320,7 +320,7 @@ impl Txn<'_> {
     /// Group `g`'s inode bitmap, built when the group has none yet.
     fn inode_bitmap(&mut self, g: u32) -> Result<(u64, Vec<u8>)> {
         let fs = self.fs();
-        let d = fs.group(g).ok_or(Error::corrupt(Object::GroupDescriptor(g), "no such group"))?;
+        let d = fs.group(g).ok_or(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::NoSuchGroup))?;
         let obj = Object::GroupDescriptor(g);
         fs.check_range(d.inode_bitmap, 1, obj)?;
         if d.flags & BG_INODE_UNINIT == 0 || !self.uses_group_csums() {
@@ -370,11 +370,11 @@ impl Txn<'_> {
         let (nr, mut bm) = self.inode_bitmap(g)?;
         let Some(i) = first_clear(&bm, 0, ipg) else {
             // The descriptor claims free inodes the bitmap lacks: corruption of this group.
-            return Err(Error::corrupt(Object::GroupDescriptor(g), "free inode count above the bitmap's"));
+            return Err(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::FreeInodeCountAboveBitmap));
         };
         let ino = u64::from(g) * ipg + i + 1;
         if ino < u64::from(sb.first_ino) {
-            return Err(Error::corrupt(Object::GroupDescriptor(g), "inode bitmap marks a reserved inode free"));
+            return Err(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::InodeBitmapMarksReservedInodeFree));
         }
         set_bit(&mut bm, i, true);
         self.put_inode_bitmap(g, nr, bm)?;
@@ -390,7 +390,7 @@ impl Txn<'_> {
     pub(crate) fn claim_inode(&mut self, ino: InodeNo, is_dir: bool, was_dir: bool) -> Result<()> {
         let sb = &self.fs().sb;
         if ino.0 == 0 || ino.0 > sb.inodes_count {
-            return Err(Error::corrupt(Object::Inode(ino.0), "inode number out of range"));
+            return Err(Error::corrupt(Object::Inode(ino.0), CorruptKind::InodeNumberOutOfRange));
         }
         if ino.0 < sb.first_ino {
             return Ok(()); // a reserved inode is always in use
@@ -442,7 +442,7 @@ impl Txn<'_> {
         let i = index % u64::from(sb.inodes_per_group);
         let (nr, mut bm) = self.inode_bitmap(g)?;
         if !bit(&bm, i) {
-            return Err(Error::corrupt(Object::Inode(ino.0), "freeing an inode that is already free"));
+            return Err(Error::corrupt(Object::Inode(ino.0), CorruptKind::FreeingInodeThatIsAlreadyFree));
         }
         self.freeing_inode(ino);
         set_bit(&mut bm, i, false);

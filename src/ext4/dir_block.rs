@@ -3,7 +3,7 @@
 
 use super::bytes::{le16, le32, u8_at};
 use super::checksum::crc32c;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 
 /// Size of the fixed part of a directory entry, before the name.
 const DIRENT_HEADER: usize = 8;
@@ -66,7 +66,7 @@ impl<'a> Iterator for DirentIter<'a> {
         if off + DIRENT_HEADER > buf.len() {
             if off != buf.len() {
                 self.pos = buf.len();
-                return Some(Err(Error::corrupt(self.obj, "directory entry overruns its block")));
+                return Some(Err(Error::corrupt(self.obj, CorruptKind::DirectoryEntryOverrunsItsBlock)));
             }
             return None;
         }
@@ -78,26 +78,26 @@ impl<'a> Iterator for DirentIter<'a> {
         // Any error ends the walk of this block: nothing after a bad record can be trusted.
         self.pos = buf.len();
         if rec_len < rec_len_for(1) && !(rec_len == rec_len_for(0) + 4 && inode == 0) {
-            return bad("directory entry shorter than the minimum");
+            return bad(CorruptKind::DirectoryEntryShorterThanMinimum);
         }
         if rec_len % 4 != 0 {
-            return bad("directory entry length not a multiple of 4");
+            return bad(CorruptKind::DirectoryEntryLengthNotMultipleOf4);
         }
         if rec_len < rec_len_for(name_len) {
-            return bad("directory entry too short for its name");
+            return bad(CorruptKind::DirectoryEntryTooShortForItsName);
         }
         // (Without the filetype feature the length field is 16 bits wide; names still end at 255.)
         if name_len > 255 {
-            return bad("directory entry name longer than 255 bytes");
+            return bad(CorruptKind::DirectoryEntryNameLongerThan255Bytes);
         }
         if off + rec_len > buf.len() {
-            return bad("directory entry overruns its block");
+            return bad(CorruptKind::DirectoryEntryOverrunsItsBlock);
         }
         if inode > self.inodes_count {
-            return bad("directory entry points past the last inode");
+            return bad(CorruptKind::DirectoryEntryPointsPastLastInode);
         }
         let Some(name) = buf.get(off + DIRENT_HEADER..off + DIRENT_HEADER + name_len) else {
-            return bad("directory entry name overruns its block");
+            return bad(CorruptKind::DirectoryEntryNameOverrunsItsBlock);
         };
         self.pos = off + rec_len;
         Some(Ok(RawDirent { offset: off, inode, rec_len, file_type, name }))

@@ -5,7 +5,7 @@
 use super::bytes::{le16, le32, u8_at};
 use super::checksum::crc32c;
 use super::dir_hash::{HashVersion, dir_hash};
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::features::INCOMPAT_LARGEDIR;
 use super::fs::Filesystem;
 use super::inode::Inode;
@@ -54,16 +54,17 @@ pub fn lookup<T>(
 ) -> Result<Option<T>> {
     let obj = Object::Htree(dir.ino.0);
     let bad = |what| Error::corrupt(obj, what);
-    let root = fs.dir_block(dir, 0)?.ok_or_else(|| bad("no root block"))?;
-    let version = HashVersion::from_disk(u8_at(&root, ROOT_INFO + 4)).ok_or_else(|| bad("unknown hash version"))?;
+    let root = fs.dir_block(dir, 0)?.ok_or_else(|| bad(CorruptKind::NoRootBlock))?;
+    let version =
+        HashVersion::from_disk(u8_at(&root, ROOT_INFO + 4)).ok_or_else(|| bad(CorruptKind::UnknownHashVersion))?;
     let info_length = usize::from(u8_at(&root, ROOT_INFO + 5));
     let levels = usize::from(u8_at(&root, ROOT_INFO + 6));
     if le32(&root, ROOT_INFO) != 0 || info_length != 8 || u8_at(&root, ROOT_INFO + 7) & 1 != 0 {
-        return Err(bad("bad dx_root info"));
+        return Err(bad(CorruptKind::BadDxRootInfo));
     }
     let max_levels = if fs.superblock().has_incompat(INCOMPAT_LARGEDIR) { 3 } else { 2 };
     if levels >= max_levels {
-        return Err(bad("htree has too many levels"));
+        return Err(bad(CorruptKind::HtreeHasTooManyLevels));
     }
     let sb = fs.superblock();
     let version = version.with_unsigned(sb.unsigned_dir_hash());
@@ -89,7 +90,7 @@ pub fn lookup<T>(
     let mut seen = std::collections::HashSet::new();
     for _ in 0..=dir_blocks(fs, dir) {
         if !seen.insert(leaf) {
-            return Err(Error::corrupt(Object::Htree(dir.ino.0), "hash collision chain revisits a leaf"));
+            return Err(Error::corrupt(Object::Htree(dir.ino.0), CorruptKind::HashCollisionChainRevisitsLeaf));
         }
         if let Some(found) = search_leaf(leaf)? {
             return Ok(Some(found));
@@ -113,7 +114,7 @@ pub fn lookup<T>(
         }
         leaf = path.last().map(|l| entry_block(l, l.at)).unwrap_or(0);
     }
-    Err(bad("htree leaf chain does not end"))
+    Err(bad(CorruptKind::HtreeLeafChainDoesNotEnd))
 }
 
 fn dir_blocks(fs: &Filesystem, dir: &Inode) -> u64 {
@@ -122,10 +123,10 @@ fn dir_blocks(fs: &Filesystem, dir: &Inode) -> u64 {
 
 /// Reads an interior `dx_node` block and checks its fake directory entry.
 fn open_node(fs: &Filesystem, dir: &Inode, lblk: u64, obj: Object) -> Result<Level> {
-    let block = fs.dir_block(dir, lblk)?.ok_or_else(|| Error::corrupt(obj, "htree points at a hole"))?;
+    let block = fs.dir_block(dir, lblk)?.ok_or_else(|| Error::corrupt(obj, CorruptKind::HtreePointsAtHole))?;
     let bs = fs.block_size() as usize;
     if le32(&block, 0) != 0 || super::dir_block::rec_len_from_disk(le16(&block, 4), bs) != bs {
-        return Err(Error::corrupt(obj, "htree node without its empty directory entry"));
+        return Err(Error::corrupt(obj, CorruptKind::HtreeNodeWithoutItsEmptyDirectoryEntry));
     }
     open_level(fs, dir, block, NODE_COUNT, obj)
 }
@@ -143,7 +144,7 @@ fn open_level(
     let count = usize::from(le16(&node, count_offset + 2));
     let expected_limit = (node.len().saturating_sub(count_offset)) / ENTRY - usize::from(csum);
     if limit != expected_limit || count == 0 || count > limit {
-        return Err(Error::corrupt(obj, "htree node count or limit out of range"));
+        return Err(Error::corrupt(obj, CorruptKind::HtreeNodeCountOrLimitOutOfRange));
     }
     if csum {
         let tail = count_offset + limit * ENTRY;

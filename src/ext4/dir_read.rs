@@ -7,7 +7,7 @@ use super::casefold::FoldedName;
 use super::dir_block::{self, DirentIter};
 use super::dir_hash::{HashVersion, dir_hash};
 use super::dir_htree;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::features::{COMPAT_DIR_INDEX, INCOMPAT_FILETYPE};
 use super::fs::{DirEntry, Filesystem, Mapping, NAME_MAX};
 use super::fscrypt::{self, NoKeyName};
@@ -83,8 +83,8 @@ impl Filesystem {
                 Ok(Some(ino)) => return Ok(ino),
                 Ok(None) => return Err(Error::NotFound),
                 // A malformed index: the kernel falls back to a linear scan, and so do we.
-                Err(Error::Corrupt { object: Object::Htree(_), what }) => {
-                    tracing::warn!(ino = dir.ino.0, what, "htree index is damaged; scanning the directory");
+                Err(Error::Corrupt { object: Object::Htree(_), kind }) => {
+                    tracing::warn!(ino = dir.ino.0, %kind, "htree index is damaged; scanning the directory");
                 }
                 Err(e) => return Err(e),
             }
@@ -313,7 +313,7 @@ impl Iterator for DirWalk<'_> {
             self.steps += 1;
             if self.steps > self.fs.sb.blocks_count.saturating_mul(2).saturating_add(2) {
                 self.next = self.end;
-                return Some(Err(Error::corrupt(obj, "directory maps more blocks than the filesystem holds")));
+                return Some(Err(Error::corrupt(obj, CorruptKind::DirectoryMapsMoreBlocksThanFilesystemHolds)));
             }
             match self.fs.map(self.dir, self.next) {
                 Err(e) => {
@@ -326,7 +326,7 @@ impl Iterator for DirWalk<'_> {
                     self.next += 1;
                     if !self.seen.insert(pblk) {
                         self.next = self.end;
-                        return Some(Err(Error::corrupt(obj, "directory maps one block twice")));
+                        return Some(Err(Error::corrupt(obj, CorruptKind::DirectoryMapsOneBlockTwice)));
                     }
                     return Some(Ok(lblk));
                 }
@@ -381,7 +381,7 @@ impl ListedNames {
             ListedNames::AsStored => Ok(disk.to_vec()),
             ListedNames::NoKey { .. } if disk == b"." || disk == b".." => Ok(disk.to_vec()),
             ListedNames::NoKey { .. } if disk.len() < fscrypt::MIN_CIPHERTEXT => {
-                Err(Error::corrupt(obj, "encrypted name shorter than a cipher block"))
+                Err(Error::corrupt(obj, CorruptKind::EncryptedNameShorterThanCipherBlock))
             }
             ListedNames::NoKey { hash } => {
                 let pair = hash.map(|(version, seed)| dir_hash(disk, version, &seed));

@@ -8,7 +8,7 @@ use super::bytes_mut::{put16, put32};
 use super::checksum::crc32c;
 use super::dir_block::{self, rec_len_for, rec_len_from_disk};
 use super::dir_hash::{HashVersion, dir_hash};
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::features::{COMPAT_DIR_INDEX, INCOMPAT_FILETYPE, INCOMPAT_LARGEDIR};
 use super::file::MapEdit;
 use super::fs::{Filesystem, Mapping};
@@ -267,7 +267,7 @@ impl Filesystem {
     fn dir_pblk(&self, dir: &Inode, lblk: u64) -> Result<u64> {
         match self.map(dir, lblk)? {
             Mapping::Mapped { pblk, unwritten: false, .. } => Ok(pblk),
-            _ => Err(Error::corrupt(Object::DirBlock { ino: dir.ino.0, lblk }, "directory block is a hole")),
+            _ => Err(Error::corrupt(Object::DirBlock { ino: dir.ino.0, lblk }, CorruptKind::DirectoryBlockIsHole)),
         }
     }
 
@@ -370,14 +370,14 @@ impl Filesystem {
         let pblk = self.dir_pblk(dir, 0)?;
         let mut b = tx.block(pblk, Object::DirBlock { ino: dir.ino.0, lblk: 0 })?;
         if &b[12 + 8..12 + 10] != b".." {
-            return Err(Error::corrupt(Object::DirBlock { ino: dir.ino.0, lblk: 0 }, "no .. entry"));
+            return Err(Error::corrupt(Object::DirBlock { ino: dir.ino.0, lblk: 0 }, CorruptKind::NoDotDotEntry));
         }
         put32(&mut b, 12, parent.0);
         if self.is_htree_dir(dir) {
             // The root's count and limit come from disk: sealing trusts them, so check them first.
             let (limit, count) = (usize::from(le16(&b, ROOT_COUNT)), usize::from(le16(&b, ROOT_COUNT + 2)));
             if limit != self.dx_limit(ROOT_COUNT) || count == 0 || count > limit {
-                return Err(Error::corrupt(Object::Htree(dir.ino.0), "htree root count or limit out of range"));
+                return Err(Error::corrupt(Object::Htree(dir.ino.0), CorruptKind::HtreeRootCountOrLimitOutOfRange));
             }
             self.seal_dx(dir, &mut b, ROOT_COUNT);
         } else {
@@ -447,23 +447,23 @@ impl Filesystem {
     /// index (splitting nodes, adding a level) as needed.
     fn htree_add(&self, tx: &mut Txn<'_>, dir: &mut Inode, name: &[u8], ino: u32, ftype: u8) -> Result<()> {
         let obj = Object::Htree(dir.ino.0);
-        let root = self.dir_block(dir, 0)?.ok_or(Error::corrupt(obj, "no root block"))?;
+        let root = self.dir_block(dir, 0)?.ok_or(Error::corrupt(obj, CorruptKind::NoRootBlock))?;
         let version = u8_at(&root, ROOT_INFO + 4);
         let levels = usize::from(u8_at(&root, ROOT_INFO + 6));
         let max_levels = if self.sb.has_incompat(INCOMPAT_LARGEDIR) { 3 } else { 2 };
         if levels >= max_levels || u8_at(&root, ROOT_INFO + 5) != 8 {
-            return Err(Error::corrupt(obj, "bad dx_root info"));
+            return Err(Error::corrupt(obj, CorruptKind::BadDxRootInfo));
         }
         let hash = self.name_hash(dir, version, name)?;
         // The path from the root to the leaf: (logical block, count offset, position).
         let mut path: Vec<(u64, usize, usize)> = Vec::new();
         let (mut lblk, mut co) = (0u64, ROOT_COUNT);
         loop {
-            let node = self.dir_block(dir, lblk)?.ok_or(Error::corrupt(obj, "htree points at a hole"))?;
+            let node = self.dir_block(dir, lblk)?.ok_or(Error::corrupt(obj, CorruptKind::HtreePointsAtHole))?;
             let count = usize::from(le16(&node, co + 2));
             // Every later index edit trusts count and limit: check both against the node's real size.
             if usize::from(le16(&node, co)) != self.dx_limit(co) || count == 0 || count > self.dx_limit(co) {
-                return Err(Error::corrupt(obj, "htree node count or limit out of range"));
+                return Err(Error::corrupt(obj, CorruptKind::HtreeNodeCountOrLimitOutOfRange));
             }
             let mut at = 0;
             for i in 1..count {
@@ -478,13 +478,13 @@ impl Filesystem {
                 break;
             }
             if child == 0 || child >= dir.size / u64::from(self.sb.block_size) {
-                return Err(Error::corrupt(obj, "htree points past the directory"));
+                return Err(Error::corrupt(obj, CorruptKind::HtreePointsPastDirectory));
             }
             lblk = child;
             co = NODE_COUNT;
         }
         let leaf_lblk = lblk;
-        let leaf = self.leaf_for_write(dir, leaf_lblk)?.ok_or(Error::corrupt(obj, "htree leaf is a hole"))?;
+        let leaf = self.leaf_for_write(dir, leaf_lblk)?.ok_or(Error::corrupt(obj, CorruptKind::HtreeLeafIsHole))?;
         if let Some(b) = self.insert_into(dir, &leaf, leaf_lblk, name, ino, ftype)? {
             let pblk = self.dir_pblk(dir, leaf_lblk)?;
             tx.put(pblk, b);
@@ -505,7 +505,7 @@ impl Filesystem {
         if ents.len() < 2 {
             return Err(Error::corrupt(
                 Object::DirBlock { ino: dir.ino.0, lblk: leaf_lblk },
-                "full leaf without live entries",
+                CorruptKind::FullLeafWithoutLiveEntries,
             ));
         }
         ents.sort_by(|a, b| (a.hash, &a.name).cmp(&(b.hash, &b.name)));
@@ -523,7 +523,7 @@ impl Filesystem {
         if !fits(&ents[..split]) || !fits(&ents[split..]) {
             return Err(Error::corrupt(
                 Object::DirBlock { ino: dir.ino.0, lblk: leaf_lblk },
-                "leaf entries do not fit two blocks",
+                CorruptKind::LeafEntriesDoNotFitTwoBlocks,
             ));
         }
         let hash2 = ents[split].hash;
@@ -557,7 +557,7 @@ impl Filesystem {
         let count = usize::from(le16(&node, co + 2));
         let limit = usize::from(le16(&node, co));
         if limit != self.dx_limit(co) || count == 0 || count > limit || at >= count {
-            return Err(Error::corrupt(Object::Htree(dir.ino.0), "htree node count or limit out of range"));
+            return Err(Error::corrupt(Object::Htree(dir.ino.0), CorruptKind::HtreeNodeCountOrLimitOutOfRange));
         }
         if count < limit {
             let pos = co + (at + 1) * 8;

@@ -17,7 +17,7 @@
 use super::bytes::le32;
 use super::bytes_mut::put32;
 use super::checksum::crc32c;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::fs::Filesystem;
 use super::inode::{FileKind, Inode, InodeNo, Timestamp, flags};
 use super::superblock::Superblock;
@@ -78,7 +78,7 @@ pub(crate) fn create(tx: &mut Txn<'_>, owner: &Inode, value: &[u8]) -> Result<(I
 fn load(tx: &Txn<'_>, ino: u32) -> Result<Inode> {
     let ea = inode_mut(tx, InodeNo(ino))?;
     if !ea.has_flag(flags::EA_INODE) || ea.kind != FileKind::Regular {
-        return Err(Error::corrupt(Object::Inode(ino), "an xattr entry names an inode that is not an EA inode"));
+        return Err(Error::corrupt(Object::Inode(ino), CorruptKind::XattrEntryNamesInodeThatIsNotEaInode));
     }
     Ok(ea)
 }
@@ -86,7 +86,7 @@ fn load(tx: &Txn<'_>, ino: u32) -> Result<Inode> {
 /// One more entry names EA inode `ino` (an attribute block copied for one of the inodes sharing it).
 pub(crate) fn add_ref(tx: &mut Txn<'_>, ino: u32) -> Result<()> {
     let mut ea = load(tx, ino)?;
-    let n = refs(&ea).checked_add(1).ok_or(Error::corrupt(Object::Inode(ino), "EA inode reference count"))?;
+    let n = refs(&ea).checked_add(1).ok_or(Error::corrupt(Object::Inode(ino), CorruptKind::EaInodeReferenceCount))?;
     set_refs(&mut ea, n);
     tx.write_inode(&ea)?;
     Ok(())

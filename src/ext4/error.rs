@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+pub use super::corrupt::CorruptKind;
+
 /// The on-disk object an error is about, so that a log line says which inode or block is bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Object {
@@ -54,8 +56,8 @@ impl fmt::Display for Object {
 pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("{object}: corrupt: {what}")]
-    Corrupt { object: Object, what: &'static str },
+    #[error("{object}: corrupt: {kind}")]
+    Corrupt { object: Object, kind: CorruptKind },
     #[error("{0}: checksum mismatch")]
     Checksum(Object),
     #[error("not an ext2/ext3/ext4 filesystem: {0}")]
@@ -114,8 +116,8 @@ pub const EUCLEAN: i32 = libc::EUCLEAN;
 
 impl Error {
     /// Shorthand for a corruption error.
-    pub fn corrupt(object: Object, what: &'static str) -> Error {
-        Error::Corrupt { object, what }
+    pub fn corrupt(object: Object, kind: CorruptKind) -> Error {
+        Error::Corrupt { object, kind }
     }
 
     /// The errno a caller should report for this error.

@@ -4,7 +4,7 @@
 
 use super::bytes::{le16, le32};
 use super::checksum::crc32c;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::fs::{Filesystem, Mapping};
 use super::inode::Inode;
 use super::txn::Txn;
@@ -27,16 +27,16 @@ struct Header {
 fn parse_header(node: &[u8], obj: Object) -> Result<Header> {
     let bad = |what| Error::corrupt(obj, what);
     if le16(node, 0) != EXT4_EXT_MAGIC {
-        return Err(bad("bad extent header magic"));
+        return Err(bad(CorruptKind::BadExtentHeaderMagic));
     }
     let entries = usize::from(le16(node, 2));
     let max = usize::from(le16(node, 4));
     let depth = le16(node, 6);
     if entries > max || HEADER_SIZE + max * ENTRY_SIZE > node.len() {
-        return Err(bad("extent node entry count exceeds its size"));
+        return Err(bad(CorruptKind::ExtentNodeEntryCountExceedsItsSize));
     }
     if depth > MAX_DEPTH {
-        return Err(bad("extent tree too deep"));
+        return Err(bad(CorruptKind::ExtentTreeTooDeep));
     }
     Ok(Header { entries, depth })
 }
@@ -47,7 +47,7 @@ fn verify_tail(fs: &Filesystem, inode: &Inode, node: &[u8], obj: Object) -> Resu
         return Ok(());
     }
     let tail = HEADER_SIZE + usize::from(le16(node, 4)) * ENTRY_SIZE;
-    let covered = node.get(..tail).ok_or_else(|| Error::corrupt(obj, "no room for the extent tail"))?;
+    let covered = node.get(..tail).ok_or_else(|| Error::corrupt(obj, CorruptKind::NoRoomForExtentTail))?;
     if node.len() < tail + 4 || crc32c(inode.csum_seed, covered) != le32(node, tail) {
         return Err(Error::Checksum(obj));
     }
@@ -78,7 +78,7 @@ pub fn map(fs: &Filesystem, inode: &Inode, lblk: u64) -> Result<Mapping> {
     let mut bound: Option<u32> = None;
     while header.depth > 0 {
         if header.entries == 0 {
-            return Err(Error::corrupt(obj, "extent index node without entries"));
+            return Err(Error::corrupt(obj, CorruptKind::ExtentIndexNodeWithoutEntries));
         }
         // Like the kernel, a block before the first index entry is searched under the first entry.
         let i = last_at_or_before(node, header.entries, lblk).unwrap_or(0);
@@ -93,7 +93,7 @@ pub fn map(fs: &Filesystem, inode: &Inode, lblk: u64) -> Result<Mapping> {
         verify_tail(fs, inode, node, obj)?;
         let child_header = parse_header(node, obj)?;
         if child_header.depth + 1 != header.depth {
-            return Err(Error::corrupt(obj, "extent node depth does not match its parent"));
+            return Err(Error::corrupt(obj, CorruptKind::ExtentNodeDepthDoesNotMatchItsParent));
         }
         header = child_header;
     }
@@ -105,7 +105,7 @@ pub fn map(fs: &Filesystem, inode: &Inode, lblk: u64) -> Result<Mapping> {
         let (len, unwritten) =
             if raw_len > EXT_INIT_MAX_LEN { (raw_len - EXT_INIT_MAX_LEN, true) } else { (raw_len, false) };
         if len == 0 {
-            return Err(Error::corrupt(obj, "zero-length extent"));
+            return Err(Error::corrupt(obj, CorruptKind::ZeroLengthExtent));
         }
         let start = u64::from(le32(node, e + 8)) | (u64::from(le16(node, e + 6)) << 32);
         let end = u64::from(first) + u64::from(len);
@@ -158,7 +158,7 @@ pub fn collect(fs: &Filesystem, inode: &Inode) -> Result<(Vec<Extent>, Vec<u64>)
     walk(fs, inode, &inode.i_block, None, &mut extents, &mut (&mut tree, std::collections::HashSet::new()), obj)?;
     for w in extents.windows(2) {
         if w[0].end() > u64::from(w[1].lblk) {
-            return Err(Error::corrupt(obj, "extents overlap or are out of order"));
+            return Err(Error::corrupt(obj, CorruptKind::ExtentsOverlapOrAreOutOfOrder));
         }
     }
     Ok((extents, tree))
@@ -176,7 +176,7 @@ fn walk(
 ) -> Result<()> {
     let h = parse_header(node, obj)?;
     if expect_depth.is_some_and(|d| d != h.depth) {
-        return Err(Error::corrupt(obj, "extent node depth does not match its parent"));
+        return Err(Error::corrupt(obj, CorruptKind::ExtentNodeDepthDoesNotMatchItsParent));
     }
     for i in 0..h.entries {
         let e = HEADER_SIZE + i * ENTRY_SIZE;
@@ -186,7 +186,7 @@ fn walk(
                 if raw_len > EXT_INIT_MAX_LEN { (raw_len - EXT_INIT_MAX_LEN, true) } else { (raw_len, false) };
             let pblk = u64::from(le32(node, e + 8)) | (u64::from(le16(node, e + 6)) << 32);
             if len == 0 {
-                return Err(Error::corrupt(obj, "zero-length extent"));
+                return Err(Error::corrupt(obj, CorruptKind::ZeroLengthExtent));
             }
             fs.check_range(pblk, u64::from(len), obj)?;
             extents.push(Extent { lblk: le32(node, e), len: u32::from(len), pblk, unwritten });
@@ -194,7 +194,7 @@ fn walk(
             let child = u64::from(le32(node, e + 4)) | (u64::from(le16(node, e + 8)) << 32);
             // Each tree block is visited once: a block that appears twice is a cycle or a shared node.
             if !tree.1.insert(child) {
-                return Err(Error::corrupt(obj, "extent tree block referenced twice"));
+                return Err(Error::corrupt(obj, CorruptKind::ExtentTreeBlockReferencedTwice));
             }
             tree.0.push(child);
             let block = fs.meta_block(child, obj)?;

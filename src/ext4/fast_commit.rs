@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use super::bytes::{le16, le32};
 use super::checksum::crc32c;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::extent::{self, Extent};
 use super::fs::{Filesystem, Mapping};
 use super::inode::{FileKind, GOOD_OLD_INODE_SIZE, Inode, InodeNo, Timestamp, flags};
@@ -252,8 +252,8 @@ fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
-fn corrupt(what: &'static str) -> Error {
-    Error::corrupt(Object::Journal, what)
+fn corrupt(kind: CorruptKind) -> Error {
+    Error::corrupt(Object::Journal, kind)
 }
 
 impl Filesystem {
@@ -378,7 +378,7 @@ impl Filesystem {
             Tag::Creat(d) => {
                 let ino = InodeNo(d.ino);
                 // The inode record comes first in the commit: without it the commit cannot be replayed.
-                let inode = self.inode(ino).map_err(|_| corrupt("a fast commit creates an inode it did not record"))?;
+                let inode = self.inode(ino).map_err(|_| corrupt(CorruptKind::FastCommitCreatesInodeItDidNotRecord))?;
                 let mut inode = inode.as_ref().clone();
                 let is_dir = inode.kind == FileKind::Directory;
                 tx.claim_inode(ino, is_dir, is_dir)?;
@@ -454,13 +454,13 @@ impl Filesystem {
     fn replay_inode(&self, tx: &mut Txn<'_>, ino: InodeNo, fc: &[u8]) -> Result<()> {
         let size = usize::from(self.sb.inode_size);
         if fc.len() < GOOD_OLD_INODE_SIZE || fc.len() > size {
-            return Err(corrupt("a fast-commit inode record of the wrong size"));
+            return Err(corrupt(CorruptKind::FastCommitInodeRecordOfWrongSize));
         }
         let (nr, off) = self.inode_location(ino)?;
         let block = tx.block(nr, Object::Inode(ino.0))?;
         let mut rec = block
             .get(off..off + size)
-            .ok_or_else(|| Error::corrupt(Object::Inode(ino.0), "inode record outside its block"))?
+            .ok_or_else(|| Error::corrupt(Object::Inode(ino.0), CorruptKind::InodeRecordOutsideItsBlock))?
             .to_vec();
         rec[..I_BLOCK.start].copy_from_slice(&fc[..I_BLOCK.start]);
         rec[I_BLOCK.end..fc.len()].copy_from_slice(&fc[I_BLOCK.end..]);

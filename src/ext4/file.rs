@@ -4,7 +4,7 @@
 //! mode): a crash can lose the mapping, never point a file at stale data. Newly allocated blocks are
 //! written whole, zero-padded, so nothing old shows through.
 
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::extent::{self, Extent};
 use super::fs::{Filesystem, Mapping};
 use super::inode::{FileKind, Inode, InodeNo, Timestamp, flags};
@@ -63,7 +63,10 @@ impl MapEdit {
         let (bits, ratio) = (sb.cluster_bits(), sb.cluster_ratio());
         let list = match self {
             MapEdit::Indirect if bits > 0 => {
-                return Err(Error::corrupt(Object::Inode(inode.ino.0), "block-mapped file on a bigalloc filesystem"));
+                return Err(Error::corrupt(
+                    Object::Inode(inode.ino.0),
+                    CorruptKind::BlockMappedFileOnBigallocFilesystem,
+                ));
             }
             MapEdit::Indirect => {
                 let (pblk, got) = tx.alloc_clusters(goal, want)?;
@@ -80,7 +83,7 @@ impl MapEdit {
         };
         let lblk32 = u32::try_from(lblk).map_err(|_| Error::TooBig)?;
         let mut want = match extent::find(list, lblk) {
-            (Some(_), _) => return Err(Error::corrupt(Object::Inode(inode.ino.0), "allocating a mapped block")),
+            (Some(_), _) => return Err(Error::corrupt(Object::Inode(inode.ino.0), CorruptKind::AllocatingMappedBlock)),
             (None, Some(next)) => want.min(u64::from(next.lblk) - lblk),
             (None, None) => want,
         }
@@ -154,7 +157,7 @@ fn cluster_home(list: &[Extent], first: u64, ratio: u64, inode: &Inode) -> Resul
     let l = u64::from(e.lblk).max(first);
     let p = e.pblk + (l - u64::from(e.lblk));
     if (p ^ l) & (ratio - 1) != 0 {
-        return Err(Error::corrupt(Object::Inode(inode.ino.0), "a cluster is mapped out of step with its blocks"));
+        return Err(Error::corrupt(Object::Inode(inode.ino.0), CorruptKind::ClusterIsMappedOutOfStepWithItsBlocks));
     }
     Ok(Some(p - (l - first)))
 }

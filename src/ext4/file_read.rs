@@ -1,7 +1,7 @@
 //! Reading files: the block map walked a run at a time into the reply buffer (data bypasses the block
 //! cache), symlink targets, and SEEK_DATA/SEEK_HOLE.
 
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::fs::{Filesystem, Mapping};
 use super::inode::{FileKind as Kind, Inode, flags};
 use super::{block_map, extent, fscrypt, inline_data};
@@ -15,7 +15,7 @@ impl Filesystem {
         if inode.has_flag(flags::EXTENTS) {
             extent::map(self, inode, lblk)
         } else if inode.has_flag(flags::INLINE_DATA) {
-            Err(Error::corrupt(Object::Inode(inode.ino.0), "inline inode has no block map"))
+            Err(Error::corrupt(Object::Inode(inode.ino.0), CorruptKind::InlineInodeHasNoBlockMap))
         } else {
             block_map::map(self, inode, lblk)
         }
@@ -70,8 +70,9 @@ impl Filesystem {
         if !inode.has_flag(flags::ENCRYPT) {
             return Ok(stored);
         }
-        let ciphertext = fscrypt::symlink_ciphertext(&stored)
-            .ok_or_else(|| Error::corrupt(Object::Symlink(inode.ino.0), "encrypted symlink length out of range"))?;
+        let ciphertext = fscrypt::symlink_ciphertext(&stored).ok_or_else(|| {
+            Error::corrupt(Object::Symlink(inode.ino.0), CorruptKind::EncryptedSymlinkLengthOutOfRange)
+        })?;
         Ok(fscrypt::nokey_name(ciphertext, None))
     }
 
@@ -82,7 +83,7 @@ impl Filesystem {
             return Err(Error::Invalid);
         }
         if inode.size == 0 || inode.size > SYMLINK_MAX.min(u64::from(self.sb.block_size)) {
-            return Err(Error::corrupt(obj, "symlink size out of range"));
+            return Err(Error::corrupt(obj, CorruptKind::SymlinkSizeOutOfRange));
         }
         if inode.has_flag(flags::INLINE_DATA) {
             return inline_data::read(inode, 0, inode.size as usize);
@@ -93,11 +94,11 @@ impl Filesystem {
                 .i_block
                 .get(..len)
                 .map(<[u8]>::to_vec)
-                .ok_or_else(|| Error::corrupt(obj, "fast symlink longer than i_block"));
+                .ok_or_else(|| Error::corrupt(obj, CorruptKind::FastSymlinkLongerThanIBlock));
         }
         let target = self.read(inode, 0, inode.size as usize)?;
         if target.len() as u64 != inode.size {
-            return Err(Error::corrupt(obj, "symlink shorter than its size"));
+            return Err(Error::corrupt(obj, CorruptKind::SymlinkShorterThanItsSize));
         }
         Ok(target)
     }
@@ -135,7 +136,7 @@ impl Filesystem {
         let mut budget = self.sb.blocks_count.saturating_mul(2).saturating_add(2);
         while lblk.checked_mul(bs).is_some_and(|pos| pos < inode.size) {
             budget = budget.checked_sub(1).ok_or_else(|| {
-                Error::corrupt(Object::FileData(inode.ino.0), "file maps more runs than the filesystem holds")
+                Error::corrupt(Object::FileData(inode.ino.0), CorruptKind::FileMapsMoreRunsThanFilesystemHolds)
             })?;
             let (len, is_data) = match self.map(inode, lblk)? {
                 // Unwritten extents read as zeros; like the kernel, report them as data only when written.

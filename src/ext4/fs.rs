@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use super::block_group::{self, GroupDesc};
 use super::cache::ClockCache;
 use super::device::BlockDevice;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::feature_policy::{check_features, write_refusal};
 use super::features::*;
 use super::inode::{FileKind as Kind, Inode, InodeNo, Timestamp, flags};
@@ -208,7 +208,7 @@ impl Filesystem {
         }
         let bytes = sb.blocks_count.checked_mul(u64::from(sb.block_size));
         if bytes.is_none_or(|b| b > dev.size()) {
-            return Err(Error::corrupt(Object::Superblock, "block count exceeds the size of the device"));
+            return Err(Error::corrupt(Object::Superblock, CorruptKind::BlockCountExceedsSizeOfDevice));
         }
         let block_bytes = usize::try_from(sb.block_size).unwrap_or(4096);
         let read_only = if opts.read_only { Some("mounted read-only".to_string()) } else { write_refusal(&sb) };
@@ -272,7 +272,7 @@ impl Filesystem {
         // As the kernel: a filesystem whose root is not a readable directory is refused, not mounted with
         // nothing reachable in it.
         if fs.inode(super::ROOT_INO)?.kind != Kind::Directory {
-            return Err(Error::corrupt(Object::Inode(super::ROOT_INO.0), "the root directory is not a directory"));
+            return Err(Error::corrupt(Object::Inode(super::ROOT_INO.0), CorruptKind::RootDirectoryIsNotDirectory));
         }
         if fs.read_only.is_none() && fs.sb.has_compat(COMPAT_ORPHAN_FILE) {
             match super::orphan_file::OrphanFile::open(&fs) {
@@ -447,7 +447,7 @@ impl Filesystem {
         let mut nr = 0u64;
         while g < count {
             let loc = block_group::descriptor_block(sb, nr)
-                .ok_or_else(|| Error::corrupt(Object::Superblock, "group descriptor table out of range"))?;
+                .ok_or_else(|| Error::corrupt(Object::Superblock, CorruptKind::GroupDescriptorTableOutOfRange))?;
             let block = self.read_block_uncached(loc, Object::GroupDescriptor(g as u32))?;
             for chunk in block.chunks_exact(desc_size).take(per_block) {
                 if g >= count {
@@ -486,7 +486,7 @@ impl Filesystem {
         let ok = start > u64::from(self.sb.first_data_block).saturating_sub(1)
             && start != 0
             && start.checked_add(len).is_some_and(|end| end <= self.sb.blocks_count);
-        if ok { Ok(()) } else { Err(Error::corrupt(obj, "block number out of range")) }
+        if ok { Ok(()) } else { Err(Error::corrupt(obj, CorruptKind::BlockNumberOutOfRange)) }
     }
 
     fn read_block_uncached(&self, nr: u64, obj: Object) -> Result<Vec<u8>> {
@@ -521,7 +521,7 @@ impl Filesystem {
         }
         let obj = Object::Inode(ino.0);
         if ino.0 == 0 || ino.0 > self.sb.inodes_count {
-            return Err(Error::corrupt(obj, "inode number out of range"));
+            return Err(Error::corrupt(obj, CorruptKind::InodeNumberOutOfRange));
         }
         let (block_nr, off) = self.inode_location(ino)?;
         let block = self.meta_block(block_nr, obj)?;
@@ -535,13 +535,13 @@ impl Filesystem {
     pub(crate) fn inode_location(&self, ino: InodeNo) -> Result<(u64, usize)> {
         let obj = Object::Inode(ino.0);
         if ino.0 == 0 || ino.0 > self.sb.inodes_count {
-            return Err(Error::corrupt(obj, "inode number out of range"));
+            return Err(Error::corrupt(obj, CorruptKind::InodeNumberOutOfRange));
         }
         let index = ino.0 - 1;
         let group = index / self.sb.inodes_per_group;
-        let desc = self.group(group).ok_or_else(|| Error::corrupt(obj, "no group for inode"))?;
+        let desc = self.group(group).ok_or_else(|| Error::corrupt(obj, CorruptKind::NoGroupForInode))?;
         if !desc.usable {
-            return Err(Error::corrupt(Object::GroupDescriptor(group), "inode table out of range"));
+            return Err(Error::corrupt(Object::GroupDescriptor(group), CorruptKind::InodeTableOutOfRange));
         }
         let byte = u64::from(index % self.sb.inodes_per_group) * u64::from(self.sb.inode_size);
         let bs = u64::from(self.sb.block_size);
@@ -552,11 +552,11 @@ impl Filesystem {
     /// except the root) are internal and refused, as the kernel refuses them.
     pub(in crate::ext4) fn user_inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
         if ino != super::ROOT_INO && ino.0 < self.sb.first_ino {
-            return Err(Error::corrupt(Object::Inode(ino.0), "reference to a reserved inode"));
+            return Err(Error::corrupt(Object::Inode(ino.0), CorruptKind::ReferenceToReservedInode));
         }
         let inode = self.inode(ino)?;
         if inode.has_flag(flags::EA_INODE) {
-            return Err(Error::corrupt(Object::Inode(ino.0), "reference to an xattr value inode"));
+            return Err(Error::corrupt(Object::Inode(ino.0), CorruptKind::ReferenceToXattrValueInode));
         }
         Ok(inode)
     }

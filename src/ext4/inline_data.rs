@@ -2,7 +2,7 @@
 //! `i_block` and, beyond them, in the value of the `system.data` extended attribute in the inode body.
 
 use super::bytes::le32;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::inode::{I_BLOCK_SIZE, Inode};
 use super::xattr::{self, INDEX_SYSTEM, Value};
 
@@ -13,7 +13,7 @@ fn system_data(inode: &Inode) -> Result<Vec<u8>> {
         if e.index == INDEX_SYSTEM && e.name == b"data" {
             return match e.value {
                 Value::Stored(v) => Ok(v),
-                Value::EaInode { .. } => Err(Error::corrupt(obj, "system.data stored in an EA inode")),
+                Value::EaInode { .. } => Err(Error::corrupt(obj, CorruptKind::SystemDataStoredInEaInode)),
             };
         }
     }

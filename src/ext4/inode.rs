@@ -3,7 +3,7 @@
 use super::bytes::{le16, le32, slice};
 use super::bytes_mut::{put16, put32};
 use super::checksum::crc32c;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::features::RO_COMPAT_HUGE_FILE;
 use super::superblock::Superblock;
 
@@ -157,11 +157,11 @@ impl Inode {
         let bad = |what| Error::corrupt(obj, what);
         let inode_size = usize::from(sb.inode_size);
         if raw.len() < inode_size {
-            return Err(bad("record shorter than the inode size"));
+            return Err(bad(CorruptKind::RecordShorterThanInodeSize));
         }
         let extra_isize = if inode_size > GOOD_OLD_INODE_SIZE { usize::from(le16(raw, 0x80)) } else { 0 };
         if GOOD_OLD_INODE_SIZE + extra_isize > inode_size || extra_isize % 4 != 0 {
-            return Err(bad("i_extra_isize out of range"));
+            return Err(bad(CorruptKind::IExtraIsizeOutOfRange));
         }
         let has_field = |off: usize| off + 4 <= GOOD_OLD_INODE_SIZE + extra_isize;
         let generation = le32(raw, 0x64);
@@ -176,13 +176,13 @@ impl Inode {
         let links_count = le16(raw, 0x1A);
         if mode == 0 && links_count == 0 {
             // A deleted inode: a directory entry pointing at it is stale.
-            return Err(bad("inode is not in use"));
+            return Err(bad(CorruptKind::InodeIsNotInUse));
         }
-        let kind = FileKind::from_mode(mode).ok_or_else(|| bad("invalid file type in i_mode"))?;
+        let kind = FileKind::from_mode(mode).ok_or_else(|| bad(CorruptKind::InvalidFileTypeInIMode))?;
         let flags = le32(raw, 0x20);
         let size = u64::from(le32(raw, 0x4)) | (u64::from(le32(raw, 0x6C)) << 32);
         if size > i64::MAX as u64 {
-            return Err(bad("size is negative"));
+            return Err(bad(CorruptKind::SizeIsNegative));
         }
         let blocks_lo = u64::from(le32(raw, 0x1C));
         let blocks_512 = if sb.has_ro_compat(RO_COMPAT_HUGE_FILE) {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::checksum::crc32c;
 use super::device::BlockDevice;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::fs::{Filesystem, Mapping};
 use super::inode::Inode;
 
@@ -71,8 +71,8 @@ pub(super) fn put_be32(b: &mut [u8], off: usize, v: u32) {
     }
 }
 
-fn corrupt(what: &'static str) -> Error {
-    Error::corrupt(Object::Journal, what)
+fn corrupt(kind: CorruptKind) -> Error {
+    Error::corrupt(Object::Journal, kind)
 }
 
 /// The journal superblock (`journal_superblock_t`), the fields recovery needs.
@@ -98,12 +98,12 @@ impl JournalSuperblock {
     /// Parses and validates a journal superblock for a filesystem with `fs_block_size`-byte blocks.
     pub fn parse(b: &[u8], fs_block_size: u32) -> Result<JournalSuperblock> {
         if b.len() < JSB_SIZE || be32(b, 0) != JBD2_MAGIC {
-            return Err(corrupt("no journal superblock magic"));
+            return Err(corrupt(CorruptKind::NoJournalSuperblockMagic));
         }
         let version = match be32(b, 4) {
             BLOCKTYPE_SUPERBLOCK_V1 => 1,
             BLOCKTYPE_SUPERBLOCK_V2 => 2,
-            _ => return Err(corrupt("journal superblock has an unknown block type")),
+            _ => return Err(corrupt(CorruptKind::JournalSuperblockHasUnknownBlockType)),
         };
         let (compat, incompat) = if version == 2 { (be32(b, 0x24), be32(b, 0x28)) } else { (0, 0) };
         let jsb = JournalSuperblock {
@@ -120,16 +120,16 @@ impl JournalSuperblock {
             csum_seed: crc32c(!0, &b[0x30..0x40]),
         };
         if jsb.block_size != fs_block_size {
-            return Err(corrupt("journal block size differs from the filesystem's"));
+            return Err(corrupt(CorruptKind::JournalBlockSizeDiffersFromFilesystem));
         }
         if jsb.maxlen > MAX_JOURNAL_BLOCKS {
-            return Err(corrupt("journal is larger than any mke2fs makes"));
+            return Err(corrupt(CorruptKind::JournalIsLargerThanAnyMke2fsMakes));
         }
         if jsb.first == 0 || jsb.first >= jsb.maxlen {
-            return Err(corrupt("journal's first log block lies outside the journal"));
+            return Err(corrupt(CorruptKind::JournalFirstLogBlockLiesOutsideJournal));
         }
         if jsb.start != 0 && (jsb.start < jsb.first || jsb.start >= jsb.maxlen) {
-            return Err(corrupt("journal's log start lies outside the log"));
+            return Err(corrupt(CorruptKind::JournalLogStartLiesOutsideLog));
         }
         let unknown = jsb.incompat & !INCOMPAT_KNOWN;
         if unknown != 0 {
@@ -137,7 +137,7 @@ impl JournalSuperblock {
         }
         if jsb.has_csum() {
             if jsb.checksum_type != CHECKSUM_CRC32C {
-                return Err(corrupt("journal superblock names an unknown checksum type"));
+                return Err(corrupt(CorruptKind::JournalSuperblockNamesUnknownChecksumType));
             }
             let mut copy = b[..JSB_SIZE].to_vec();
             put_be32(&mut copy, 0xFC, 0);
@@ -337,7 +337,7 @@ impl<'a> Journal<'a> {
         journal.sb = JournalSuperblock::parse(&journal.raw_sb, fs.block_size())?;
         let inode_blocks = journal.inode.size / u64::from(fs.block_size());
         if u64::from(journal.sb.maxlen) > inode_blocks {
-            return Err(corrupt("journal superblock claims more blocks than the journal inode holds"));
+            return Err(corrupt(CorruptKind::JournalSuperblockClaimsMoreBlocksThanJournalInodeHolds));
         }
         Ok(journal)
     }
@@ -346,7 +346,7 @@ impl<'a> Journal<'a> {
     fn physical(&self, n: u32) -> Result<u64> {
         match self.fs.map(&self.inode, u64::from(n))? {
             Mapping::Mapped { pblk, .. } => Ok(pblk),
-            Mapping::Hole { .. } => Err(corrupt("journal inode has a hole")),
+            Mapping::Hole { .. } => Err(corrupt(CorruptKind::JournalInodeHasHole)),
         }
     }
 
@@ -359,7 +359,7 @@ impl<'a> Journal<'a> {
         while n < self.sb.maxlen {
             let (pblk, len) = match self.fs.map(&self.inode, u64::from(n))? {
                 Mapping::Mapped { pblk, len, .. } => (pblk, len),
-                Mapping::Hole { .. } => return Err(corrupt("journal inode has a hole")),
+                Mapping::Hole { .. } => return Err(corrupt(CorruptKind::JournalInodeHasHole)),
             };
             let len = u32::try_from(len).unwrap_or(u32::MAX).clamp(1, self.sb.maxlen - n);
             self.fs.check_range(pblk, u64::from(len), Object::Journal)?;
@@ -385,7 +385,7 @@ impl<'a> Journal<'a> {
         let bs = self.fs.block_size();
         self.fs.check_range(pblk, 1, Object::Journal)?;
         let mut buf = vec![0u8; bs as usize];
-        let offset = pblk.checked_mul(u64::from(bs)).ok_or_else(|| corrupt("journal block out of range"))?;
+        let offset = pblk.checked_mul(u64::from(bs)).ok_or_else(|| corrupt(CorruptKind::JournalBlockOutOfRange))?;
         self.fs.device().read_exact_at(&mut buf, offset)?;
         Ok(buf)
     }
@@ -533,7 +533,7 @@ impl<'a> Journal<'a> {
                     let count = be32(&b, 12) as usize;
                     let end = if self.sb.has_csum() { b.len() - 4 } else { b.len() };
                     if count < 16 || count > end {
-                        return Err(corrupt("revoke block's record count overruns the block"));
+                        return Err(corrupt(CorruptKind::RevokeRecordCountOverrunsBlock));
                     }
                     let width = if self.sb.is_64bit() { 8 } else { 4 };
                     let mut off = 16;
@@ -567,7 +567,7 @@ impl<'a> Journal<'a> {
                     continue;
                 }
                 if l.home >= blocks_count {
-                    return Err(corrupt("journal logs a block past the end of the filesystem"));
+                    return Err(corrupt(CorruptKind::JournalLogsBlockPastEndOfFilesystem));
                 }
                 let pblk = self.physical(l.log_block)?;
                 self.fs.check_range(pblk, 1, Object::Journal)?;

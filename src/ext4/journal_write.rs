@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::checksum::crc32c;
-use super::error::{Error, Result};
+use super::error::{CorruptKind, Error, Result};
 use super::fs::Filesystem;
 use super::journal::{
     BLOCKTYPE_COMMIT, BLOCKTYPE_DESCRIPTOR, BLOCKTYPE_REVOKE, INCOMPAT_REVOKE, JBD2_MAGIC, Journal, JournalSuperblock,
@@ -483,7 +483,7 @@ impl LogState {
         let mut done = 0;
         while done < bytes.len() {
             let (pblk, run) =
-                self.physical(n).ok_or(Error::corrupt(super::error::Object::Journal, "log block unmapped"))?;
+                self.physical(n).ok_or(Error::corrupt(super::error::Object::Journal, CorruptKind::LogBlockUnmapped))?;
             let to_end = self.jsb.log_end() - n;
             let blocks = ((bytes.len() - done) / bs).min(run as usize).min(to_end as usize).max(1);
             fs.device().write_all_at(&bytes[done..done + blocks * bs], pblk * bs as u64)?;

@@ -31,7 +31,7 @@ use super::bytes::{le16, le32};
 use super::bytes_mut::{put16, put32, put64};
 use super::checksum::crc32c;
 use super::device::BlockDevice;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::inode::Timestamp;
 use super::superblock::Superblock;
 
@@ -98,9 +98,12 @@ impl Mmp {
     /// when another node or e2fsck has the image.
     pub(crate) fn protect(dev: &dyn BlockDevice, sb: &Superblock, owner: &Owner, sleep: Sleep) -> Result<Mmp> {
         if sb.mmp_block < u64::from(sb.first_data_block) || sb.mmp_block >= sb.blocks_count {
-            return Err(Error::corrupt(Object::Mmp, "the MMP block lies outside the filesystem"));
+            return Err(Error::corrupt(Object::Mmp, CorruptKind::MmpBlockLiesOutsideFilesystem));
         }
-        let offset = sb.mmp_block.checked_mul(u64::from(sb.block_size)).ok_or(Error::corrupt(Object::Mmp, "offset"))?;
+        let offset = sb
+            .mmp_block
+            .checked_mul(u64::from(sb.block_size))
+            .ok_or(Error::corrupt(Object::Mmp, CorruptKind::MmpBlockOffsetOverflows))?;
         let seed = sb.has_metadata_csum().then(|| sb.csum_seed());
         let read = || read_record(dev, offset, seed);
         let mut record = read()?;
@@ -193,7 +196,7 @@ fn read_record(dev: &dyn BlockDevice, offset: u64, seed: Option<u32>) -> Result<
     let mut record = vec![0u8; SIZE];
     dev.read_fresh(&mut record, offset)?;
     if le32(&record, 0) != MAGIC {
-        return Err(Error::corrupt(Object::Mmp, "bad magic"));
+        return Err(Error::corrupt(Object::Mmp, CorruptKind::BadMagic));
     }
     if seed.is_some_and(|s| crc32c(s, &record[..CHECKSUM]) != le32(&record, CHECKSUM)) {
         return Err(Error::Checksum(Object::Mmp));

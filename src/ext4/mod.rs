@@ -16,6 +16,7 @@ pub mod bytes_mut;
 pub mod cache;
 pub mod casefold;
 pub mod checksum;
+pub mod corrupt;
 pub mod device;
 pub mod dir_block;
 pub mod dir_hash;
@@ -54,7 +55,7 @@ pub mod xattr_read;
 pub mod xattr_write;
 
 pub use device::{BlockDevice, Discard, FileDevice};
-pub use error::{Error, Object, Result};
+pub use error::{CorruptKind, Error, Object, Result};
 pub use fs::{DirEntry, ErrorBehavior, FileKind, Filesystem, MountOptions, StatFs};
 pub use inode::{Inode, InodeNo, Timestamp};
 pub use read_view::ReadView;

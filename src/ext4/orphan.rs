@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::fs::Filesystem;
 use super::inode::{Inode, InodeNo};
 use super::txn::{Txn, inode_mut};
@@ -56,7 +56,7 @@ impl Txn<'_> {
             }
             cur = c.dtime;
         }
-        Err(Error::corrupt(Object::Inode(inode.ino.0), "orphan not found on the orphan list"))
+        Err(Error::corrupt(Object::Inode(inode.ino.0), CorruptKind::OrphanNotFoundOnOrphanList))
     }
 }
 
@@ -74,7 +74,7 @@ impl Filesystem {
             let mut tx = self.begin()?;
             let found = match seen.insert(head) {
                 true => self.orphan_inode(&tx, head),
-                false => Err(Error::corrupt(Object::Inode(head), "the orphan chain loops")),
+                false => Err(Error::corrupt(Object::Inode(head), CorruptKind::OrphanChainLoops)),
             };
             match found {
                 Ok(inode) => self.finish_orphan(tx, inode)?,
@@ -104,7 +104,7 @@ impl Filesystem {
     /// Orphan `ino`, readable and in range.
     fn orphan_inode(&self, tx: &Txn<'_>, ino: u32) -> Result<Inode> {
         if ino > self.sb.inodes_count {
-            return Err(Error::corrupt(Object::Inode(ino), "orphan number out of range"));
+            return Err(Error::corrupt(Object::Inode(ino), CorruptKind::OrphanNumberOutOfRange));
         }
         inode_mut(tx, InodeNo(ino))
     }

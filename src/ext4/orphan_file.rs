@@ -14,7 +14,7 @@
 use super::bytes::le32;
 use super::bytes_mut::put32;
 use super::checksum::crc32c;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::fs::{Filesystem, Mapping};
 use super::inode::{FileKind, InodeNo};
 use super::txn::Txn;
@@ -78,7 +78,7 @@ impl OrphanFile {
     fn verify(&self, block: &[u8], pblk: u64) -> Result<()> {
         let tail = block.len() - TAIL;
         if le32(block, tail) != MAGIC {
-            return Err(Error::corrupt(Object::OrphanFile(pblk), "bad magic"));
+            return Err(Error::corrupt(Object::OrphanFile(pblk), CorruptKind::BadMagic));
         }
         if self.checksummed && le32(block, tail + 4) != self.checksum(block, pblk) {
             return Err(Error::Checksum(Object::OrphanFile(pblk)));

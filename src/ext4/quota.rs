@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use super::bytes::{le16, le32, le64};
 use super::bytes_mut::{put16, put32, put64};
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::features::{RO_COMPAT_PROJECT, RO_COMPAT_QUOTA};
 use super::file::MapEdit;
 use super::fs::{Filesystem, Mapping};
@@ -171,15 +171,15 @@ impl QuotaFiles {
             let head = read_qblk(fs, &inode, 0)?;
             let obj = Object::Inode(ino.0);
             if le32(&head, 0) != MAGIC[t] || le32(&head, 4) != 1 {
-                return Err(Error::corrupt(obj, "not a quota file of its type (v2, version 1)"));
+                return Err(Error::corrupt(obj, CorruptKind::NotV2QuotaFileOfItsType));
             }
             let blocks = le32(&head, INFO_BLOCKS);
             if !(2..MAX_BLOCKS).contains(&blocks) {
-                return Err(Error::corrupt(obj, "quota file block count out of range"));
+                return Err(Error::corrupt(obj, CorruptKind::QuotaFileBlockCountOutOfRange));
             }
             for at in [INFO_FREE_BLK, INFO_FREE_ENTRY] {
                 if le32(&head, at) >= blocks {
-                    return Err(Error::corrupt(obj, "quota file free list beyond the file"));
+                    return Err(Error::corrupt(obj, CorruptKind::QuotaFileFreeListBeyondFile));
                 }
             }
             tracing::debug!(kind = NAMES[t], ino = ino.0, blocks, "quota file");
@@ -348,7 +348,7 @@ impl QuotaFile {
         let mut leaf = self.read(tx, q)?;
         let slot = index(id, DEPTH - 1) * 4;
         if le32(&leaf, slot) != 0 {
-            return Err(Error::corrupt(self.obj(), "quota tree names a data block for an id it lacks"));
+            return Err(Error::corrupt(self.obj(), CorruptKind::QuotaTreeNamesDataBlockForIdItLacks));
         }
         put32(&mut leaf, slot, data);
         self.write(tx, q, &leaf)?;
@@ -376,7 +376,7 @@ impl QuotaFile {
         }
         let at = entry_slots()
             .find(|&at| !is_used(&blk[at..at + ENTRY]))
-            .ok_or_else(|| Error::corrupt(self.obj(), "quota data block on the free list is full"))?;
+            .ok_or_else(|| Error::corrupt(self.obj(), CorruptKind::QuotaDataBlockOnFreeListIsFull))?;
         put16(&mut blk, 8, (entries + 1) as u16);
         let e = &mut blk[at..at + ENTRY];
         e.fill(0);
@@ -434,7 +434,7 @@ impl QuotaFile {
     /// A block number read from the file must lie inside it (`check_reference`).
     fn check_ref(&self, tx: &Txn<'_>, q: u32) -> Result<()> {
         if q >= le32(&self.read(tx, 0)?, INFO_BLOCKS) || q == 0 {
-            return Err(Error::corrupt(self.obj(), "quota file reference beyond the file"));
+            return Err(Error::corrupt(self.obj(), CorruptKind::QuotaFileReferenceBeyondFile));
         }
         Ok(())
     }
@@ -451,7 +451,7 @@ impl QuotaFile {
         let (lblk, within) = (off / bs, (off % bs) as usize);
         let pblk = match fs.map(&self.inode, lblk)? {
             Mapping::Mapped { pblk, unwritten: false, .. } => pblk,
-            Mapping::Mapped { .. } => return Err(Error::corrupt(self.obj(), "quota file block unwritten")),
+            Mapping::Mapped { .. } => return Err(Error::corrupt(self.obj(), CorruptKind::QuotaFileBlockUnwritten)),
             Mapping::Hole { .. } => {
                 let mut map = MapEdit::load(fs, &self.inode)?;
                 let goal = match lblk.checked_sub(1).map(|l| map.lookup(fs, &self.inode, l)) {

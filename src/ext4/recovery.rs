@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::device::BlockDevice;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::feature_policy::{check_features, feature_write_refusal};
 use super::features::{
     COMPAT_ORPHAN_FILE, INCOMPAT_MMP, INCOMPAT_RECOVER, RO_COMPAT_BIGALLOC, RO_COMPAT_ORPHAN_PRESENT,
@@ -92,12 +92,12 @@ impl Filesystem {
         let mut jblock = vec![0u8; block_size as usize];
         let at = jsb_block
             .checked_mul(u64::from(block_size))
-            .ok_or(Error::corrupt(Object::Journal, "superblock location"))?;
+            .ok_or(Error::corrupt(Object::Journal, CorruptKind::JournalSuperblockOffsetOverflows))?;
         dev.read_exact_at(&mut jblock, at)?;
         let emptied = jsb.emptied(&raw_jsb, replay.next_sequence);
         jblock
             .get_mut(..emptied.len())
-            .ok_or(Error::corrupt(Object::Journal, "superblock size"))?
+            .ok_or(Error::corrupt(Object::Journal, CorruptKind::JournalSuperblockShorterThanItsFields))?
             .copy_from_slice(&emptied);
         blocks.insert(jsb_block, BlockSource::Data(jblock));
         let dev: Arc<dyn BlockDevice> = Arc::from(dev);

@@ -2,7 +2,7 @@
 
 use super::bytes::{le16, le32, le64, slice, u8_at};
 use super::checksum::crc32c;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::features::*;
 
 /// Byte offset of the primary superblock.
@@ -94,17 +94,17 @@ impl Superblock {
         let log_block_size = le32(b, 0x18);
         // 1 KiB << 6 = 64 KiB, the largest block size ext4 defines.
         if log_block_size > 6 {
-            return Err(bad("block size above 64 KiB"));
+            return Err(bad(CorruptKind::BlockSizeAbove64Kib));
         }
         let block_size = 1024u32 << log_block_size;
         let rev_level = le32(b, 0x4C);
         let (first_ino, inode_size) = if rev_level == 0 { (11, 128) } else { (le32(b, 0x54), le16(b, 0x58)) };
         if inode_size < 128 || !inode_size.is_power_of_two() || u32::from(inode_size) > block_size {
-            return Err(bad("inode size is not a power of two between 128 and the block size"));
+            return Err(bad(CorruptKind::InodeSizeIsNotPowerOfTwoBetween128AndBlockSize));
         }
         let desc_size = if is_64bit { le16(b, 0xFE) } else { 32 };
         if is_64bit && (!(64..=1024).contains(&desc_size) || !desc_size.is_power_of_two()) {
-            return Err(bad("group descriptor size out of range"));
+            return Err(bad(CorruptKind::GroupDescriptorSizeOutOfRange));
         }
         let sb = Superblock {
             inodes_count: le32(b, 0x0),
@@ -151,7 +151,7 @@ impl Superblock {
         sb.validate()?;
         if sb.has_ro_compat(RO_COMPAT_METADATA_CSUM) {
             if u8_at(b, 0x175) != 1 {
-                return Err(bad("unknown checksum type"));
+                return Err(bad(CorruptKind::UnknownChecksumType));
             }
             let stored = le32(b, 0x3FC);
             let computed = crc32c(!0, slice(b, 0, 0x3FC).unwrap_or_default());
@@ -167,39 +167,39 @@ impl Superblock {
         // A bitmap block covers 8 * block size clusters; with bigalloc a cluster is several blocks.
         if self.log_cluster_size < self.log_block_size || self.log_cluster_size - self.log_block_size > MAX_CLUSTER_BITS
         {
-            return bad("cluster size out of range");
+            return bad(CorruptKind::ClusterSizeOutOfRange);
         }
         let cluster_ratio = 1u32 << self.cluster_bits();
         let max_bpg = self.block_size.saturating_mul(8).saturating_mul(cluster_ratio);
         if self.blocks_per_group % cluster_ratio != 0 {
-            return bad("blocks per group is not a whole number of clusters");
+            return bad(CorruptKind::BlocksPerGroupIsNotWholeNumberOfClusters);
         }
         // mke2fs makes at least 256 blocks a group; fewer would let a small sparse image claim billions of
         // groups, each with a descriptor held in memory.
         if self.blocks_per_group < 256 || cluster_ratio == 0 || self.blocks_per_group > max_bpg {
-            return bad("blocks per group out of range");
+            return bad(CorruptKind::BlocksPerGroupOutOfRange);
         }
         if self.inodes_per_group == 0 || self.inodes_per_group > self.block_size.saturating_mul(8) {
-            return bad("inodes per group out of range");
+            return bad(CorruptKind::InodesPerGroupOutOfRange);
         }
         // The superblock lives in block 0 for blocks above 1 KiB and in block 1 for 1 KiB blocks.
         let expected_first = if self.block_size == 1024 { 1 } else { 0 };
         if self.first_data_block > expected_first {
-            return bad("first data block does not match the block size");
+            return bad(CorruptKind::FirstDataBlockDoesNotMatchBlockSize);
         }
         if self.blocks_count <= u64::from(self.first_data_block) {
-            return bad("block count too small");
+            return bad(CorruptKind::BlockCountTooSmall);
         }
         let groups = self.group_count();
         if u64::from(self.inodes_per_group).checked_mul(groups) != Some(u64::from(self.inodes_count)) {
-            return bad("inode count is not inodes per group times group count");
+            return bad(CorruptKind::InodeCountIsNotInodesPerGroupTimesGroupCount);
         }
         if self.first_ino < 11 || self.first_ino > self.inodes_count {
-            return bad("first non-reserved inode out of range");
+            return bad(CorruptKind::FirstNonReservedInodeOutOfRange);
         }
         let inodes_per_block = self.block_size / u32::from(self.inode_size);
         if self.inodes_per_group % inodes_per_block != 0 {
-            return bad("inodes per group is not a whole number of inode table blocks");
+            return bad(CorruptKind::InodesPerGroupIsNotWholeNumberOfInodeTableBlocks);
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLockWriteGuard};
 
 use super::block_group::{self, GroupDesc};
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::features::{INCOMPAT_RECOVER, RO_COMPAT_ORPHAN_PRESENT};
 use super::fs::{Filesystem, SbState};
 use super::inode::{Inode, InodeNo, Timestamp};
@@ -221,7 +221,7 @@ impl<'a> Txn<'a> {
         let rec = inode.encode(&self.fs.sb);
         block
             .get_mut(off..off + rec.len())
-            .ok_or_else(|| Error::corrupt(Object::Inode(inode.ino.0), "inode record outside its block"))?
+            .ok_or_else(|| Error::corrupt(Object::Inode(inode.ino.0), CorruptKind::InodeRecordOutsideItsBlock))?
             .copy_from_slice(&rec);
         self.put(nr, block);
         // Re-parse what will be on disk, so the cache holds exactly that (raw bytes and checksum seed).
@@ -313,14 +313,16 @@ impl<'a> Txn<'a> {
         let sb = &self.fs.sb;
         let desc = {
             let mut groups = self.fs.groups.write().unwrap_or_else(|p| p.into_inner());
-            let d = groups.get_mut(g as usize).ok_or(Error::corrupt(Object::GroupDescriptor(g), "no such group"))?;
+            let d = groups
+                .get_mut(g as usize)
+                .ok_or(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::NoSuchGroup))?;
             self.groups_before.entry(g).or_insert_with(|| d.clone());
             f(d);
             d.encode(sb, g)
         };
         let per_block = u64::from(sb.block_size / u32::from(sb.desc_size));
         let nr = block_group::descriptor_block(sb, u64::from(g) / per_block)
-            .ok_or(Error::corrupt(Object::GroupDescriptor(g), "descriptor block out of range"))?;
+            .ok_or(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::DescriptorBlockOutOfRange))?;
         let off = (u64::from(g) % per_block) as usize * usize::from(sb.desc_size);
         let mut block = self.block(nr, Object::GroupDescriptor(g))?;
         block[off..off + desc.len()].copy_from_slice(&desc);

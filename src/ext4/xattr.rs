@@ -4,7 +4,7 @@
 
 use super::bytes::{le32, slice, u8_at};
 use super::checksum::crc32c;
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 
 pub(crate) const XATTR_MAGIC: u32 = 0xEA02_0000;
 pub(crate) const ENTRY_HEADER: usize = 16;
@@ -82,10 +82,10 @@ pub fn parse_ibody(area: &[u8], obj: Object) -> Result<Vec<Entry>> {
 /// Parses and verifies an external attribute block (block number `nr`).
 pub fn parse_block(block: &[u8], nr: u64, csum_seed: Option<u32>, obj: Object) -> Result<Vec<Entry>> {
     if le32(block, 0) != XATTR_MAGIC {
-        return Err(Error::corrupt(obj, "bad xattr block magic"));
+        return Err(Error::corrupt(obj, CorruptKind::BadXattrBlockMagic));
     }
     if le32(block, 8) != 1 {
-        return Err(Error::corrupt(obj, "xattr block spans more than one block"));
+        return Err(Error::corrupt(obj, CorruptKind::XattrBlockSpansMoreThanOneBlock));
     }
     if let Some(seed) = csum_seed {
         let mut c = crc32c(seed, &nr.to_le_bytes());
@@ -110,7 +110,7 @@ fn parse_entries(buf: &[u8], start: usize, obj: Object) -> Result<Vec<Entry>> {
     // Each record is at least 16 bytes, so the loop ends within buf.len() / 16 steps.
     loop {
         if pos + 4 > buf.len() {
-            return Err(bad("xattr entries run past their area"));
+            return Err(bad(CorruptKind::XattrEntriesRunPastTheirArea));
         }
         if le32(buf, pos) == 0 {
             return Ok(entries);
@@ -120,17 +120,19 @@ fn parse_entries(buf: &[u8], start: usize, obj: Object) -> Result<Vec<Entry>> {
         let value_offs = usize::from(u8_at(buf, pos + 2)) | usize::from(u8_at(buf, pos + 3)) << 8;
         let value_inum = le32(buf, pos + 4);
         let value_size = le32(buf, pos + 8);
-        let name = slice(buf, pos + ENTRY_HEADER, name_len).ok_or_else(|| bad("xattr name runs past its area"))?;
+        let name =
+            slice(buf, pos + ENTRY_HEADER, name_len).ok_or_else(|| bad(CorruptKind::XattrNameRunsPastItsArea))?;
         if value_size > VALUE_MAX {
-            return Err(bad("xattr value larger than 64 KiB"));
+            return Err(bad(CorruptKind::XattrValueLargerThan64Kib));
         }
         let value = if value_inum != 0 {
             Value::EaInode { ino: value_inum, size: value_size }
         } else {
-            let v = slice(buf, value_offs, value_size as usize).ok_or_else(|| bad("xattr value runs past its area"))?;
+            let v = slice(buf, value_offs, value_size as usize)
+                .ok_or_else(|| bad(CorruptKind::XattrValueRunsPastItsArea))?;
             stored += v.len();
             if stored > buf.len() {
-                return Err(bad("xattr values overlap"));
+                return Err(bad(CorruptKind::XattrValuesOverlap));
             }
             Value::Stored(v.to_vec())
         };

@@ -1,7 +1,7 @@
 //! Reading extended attributes: the in-inode area, the xattr block, values in EA inodes, and the ACLs
 //! turned into the kernel's xattr form.
 
-use super::error::{Error, Object, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::features::INCOMPAT_EA_INODE;
 use super::fs::Filesystem;
 use super::inode::{FileKind as Kind, Inode, InodeNo, flags};
@@ -47,15 +47,15 @@ impl Filesystem {
     fn ea_inode_value(&self, owner: &Inode, ino: u32, size: u32) -> Result<Vec<u8>> {
         let obj = Object::Xattr(owner.ino.0);
         if !self.sb.has_incompat(INCOMPAT_EA_INODE) {
-            return Err(Error::corrupt(obj, "xattr value in an inode without the ea_inode feature"));
+            return Err(Error::corrupt(obj, CorruptKind::XattrValueInInodeWithoutEaInodeFeature));
         }
         let ea = self.inode(InodeNo(ino))?;
         if !ea.has_flag(flags::EA_INODE) || ea.kind != Kind::Regular || ea.size != u64::from(size) {
-            return Err(Error::corrupt(obj, "xattr value inode does not match its entry"));
+            return Err(Error::corrupt(obj, CorruptKind::XattrValueInodeDoesNotMatchItsEntry));
         }
         let v = self.read(&ea, 0, size as usize)?;
         if v.len() != size as usize {
-            return Err(Error::corrupt(obj, "xattr value inode is short"));
+            return Err(Error::corrupt(obj, CorruptKind::XattrValueInodeIsShort));
         }
         Ok(v)
     }
