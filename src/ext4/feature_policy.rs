@@ -4,6 +4,7 @@
 
 use super::error::{Error, Result};
 use super::features::{self, *};
+use super::read_only::ReadOnlyReason;
 use super::superblock::Superblock;
 
 /// Refuses images whose incompatible features the engine cannot read, naming them.
@@ -27,15 +28,15 @@ pub(crate) fn check_features(sb: &Superblock) -> Result<()> {
 }
 
 /// Why an image with these features cannot be written by this engine (`None`: it can).
-pub(crate) fn write_refusal(sb: &Superblock) -> Option<String> {
+pub(crate) fn write_refusal(sb: &Superblock) -> Option<ReadOnlyReason> {
     if sb.needs_recovery() {
-        return Some("the journal needs recovery and -o norecovery was given".into());
+        return Some(ReadOnlyReason::JournalNotReplayed);
     }
     feature_write_refusal(sb)
 }
 
 /// Why the engine cannot write an image with these features (`None`: it can).
-pub(crate) fn feature_write_refusal(sb: &Superblock) -> Option<String> {
+pub(crate) fn feature_write_refusal(sb: &Superblock) -> Option<ReadOnlyReason> {
     const INCOMPAT_WRITE: u32 = INCOMPAT_FILETYPE
         | INCOMPAT_META_BG
         | INCOMPAT_EXTENTS
@@ -65,15 +66,15 @@ pub(crate) fn feature_write_refusal(sb: &Superblock) -> Option<String> {
     let mut names = features::names(features::Kind::Incompat, incompat);
     names.extend(features::names(features::Kind::RoCompat, ro_compat));
     if !names.is_empty() {
-        return Some(format!("the engine cannot write images with feature(s): {}", names.join(", ")));
+        return Some(ReadOnlyReason::UnwritableFeatures(names));
     }
     // The kernel mounts bigalloc only with extents and clusters that start at block 0 (its
     // `ext4_fill_super` checks); the cluster arithmetic here assumes both.
     if sb.has_ro_compat(RO_COMPAT_BIGALLOC) && !sb.has_incompat(INCOMPAT_EXTENTS) {
-        return Some("bigalloc without the extent feature".into());
+        return Some(ReadOnlyReason::BigallocWithoutExtents);
     }
     if sb.has_ro_compat(RO_COMPAT_BIGALLOC) && sb.first_data_block != 0 {
-        return Some(format!("bigalloc with first data block {} (clusters start at block 0)", sb.first_data_block));
+        return Some(ReadOnlyReason::BigallocFirstDataBlock(sb.first_data_block));
     }
     None
 }

@@ -18,6 +18,7 @@ use super::feature_policy::{check_features, write_refusal};
 use super::features::*;
 use super::inode::{FileKind as Kind, Inode, InodeNo, Timestamp, flags};
 use super::mmp::{self, Mmp};
+use super::read_only::ReadOnlyReason;
 use super::superblock::{RawSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
 
 pub use super::inode::FileKind;
@@ -61,7 +62,7 @@ impl Default for MountOptions {
 }
 
 /// Called with the reason when the filesystem turns read-only while mounted.
-pub type ReadOnlyHook = Box<dyn Fn(&str) + Send + Sync>;
+pub type ReadOnlyHook = Box<dyn Fn(&ReadOnlyReason) + Send + Sync>;
 
 /// What a corruption found on a writable mount does (`errors=`; the superblock's `s_errors` by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +149,7 @@ pub struct Filesystem {
     /// Readers hold it shared; a write operation holds it exclusively from its first read to its commit.
     pub(crate) lock: RwLock<()>,
     /// Why the filesystem is read-only, or `None` when it is writable.
-    pub(crate) read_only: Option<String>,
+    pub(crate) read_only: Option<ReadOnlyReason>,
     /// References the caller (the kernel, through FUSE lookups) holds per inode: an unlinked inode lives
     /// on the orphan list until the last is dropped, and its number is not reused before.
     pub(crate) refs: Mutex<HashMap<u32, u64>>,
@@ -176,9 +177,9 @@ pub struct Filesystem {
     /// `errors=`.
     errors: Mutex<ErrorBehavior>,
     /// Set when a corruption found on a writable mount turned the filesystem read-only: why.
-    pub(crate) errored: Mutex<Option<String>>,
+    pub(crate) errored: Mutex<Option<ReadOnlyReason>>,
     /// Set when a journal commit failed part way: nothing more is written, not even at unmount.
-    pub(crate) aborted: Mutex<Option<String>>,
+    pub(crate) aborted: Mutex<Option<ReadOnlyReason>>,
     /// Set when a corruption was found under `errors=panic`.
     must_stop: std::sync::atomic::AtomicBool,
     /// The MMP block this mount keeps updated (read-write mounts of `mmp` images); taken away when
@@ -211,7 +212,7 @@ impl Filesystem {
             return Err(Error::corrupt(Object::Superblock, CorruptKind::BlockCountExceedsSizeOfDevice));
         }
         let block_bytes = usize::try_from(sb.block_size).unwrap_or(4096);
-        let read_only = if opts.read_only { Some("mounted read-only".to_string()) } else { write_refusal(&sb) };
+        let read_only = if opts.read_only { Some(ReadOnlyReason::Asked) } else { write_refusal(&sb) };
         let raw = RawSuperblock::new(raw);
         let errors = raw.errors();
         let state = SbState {
@@ -264,7 +265,7 @@ impl Filesystem {
         if fs.read_only.is_none() {
             if let Some(g) = groups.iter().position(|d| !d.checksum_ok) {
                 // As the kernel: a damaged descriptor table is read, but not written.
-                fs.read_only = Some(format!("group descriptor {g} is damaged (checksum or location); run e2fsck"));
+                fs.read_only = Some(ReadOnlyReason::DamagedGroupDescriptor(g));
             }
         }
         *fs.groups.get_mut().unwrap_or_else(|p| p.into_inner()) = groups;
@@ -277,21 +278,21 @@ impl Filesystem {
         if fs.read_only.is_none() && fs.sb.has_compat(COMPAT_ORPHAN_FILE) {
             match super::orphan_file::OrphanFile::open(&fs) {
                 Ok(file) => fs.orphan_file = Some(file),
-                Err(why) => fs.read_only = Some(format!("{why}; run e2fsck")),
+                Err(why) => fs.read_only = Some(ReadOnlyReason::OrphanFile(why)),
             }
         }
         if fs.read_only.is_none() {
             if let Some(files) = super::quota::QuotaFiles::from_superblock(&fs.sb, opts.quota_limits) {
                 match files.check(&fs) {
                     Ok(()) => fs.quota = Some(files),
-                    Err(e) => fs.read_only = Some(format!("the quota files cannot be updated ({e}); run e2fsck")),
+                    Err(e) => fs.read_only = Some(ReadOnlyReason::QuotaFiles(e.to_string())),
                 }
             }
         }
         if fs.read_only.is_none() && fs.sb.has_compat(COMPAT_HAS_JOURNAL) {
             match super::journal_write::Log::open(&fs) {
                 Ok(log) => fs.log = Some(log),
-                Err(why) => fs.read_only = Some(why),
+                Err(why) => fs.read_only = Some(ReadOnlyReason::Journal(why)),
             }
         }
         if fs.read_only.is_none() {
@@ -351,7 +352,7 @@ impl Filesystem {
 
     /// `None` when writable; otherwise why not (a feature the engine cannot write, a read-only mount, or
     /// a corruption found under `errors=remount-ro`).
-    pub fn read_only_reason(&self) -> Option<String> {
+    pub fn read_only_reason(&self) -> Option<ReadOnlyReason> {
         self.read_only
             .clone()
             .or_else(|| self.aborted.lock().unwrap_or_else(|p| p.into_inner()).clone())
@@ -367,9 +368,10 @@ impl Filesystem {
         let mut a = self.aborted.lock().unwrap_or_else(|p| p.into_inner());
         if a.is_none() {
             tracing::error!("{why}; the filesystem is read-only now");
-            *a = Some(why.to_string());
+            let why = ReadOnlyReason::Aborted(why.to_string());
+            *a = Some(why.clone());
             drop(a);
-            self.turned_read_only(why);
+            self.turned_read_only(&why);
         }
     }
 
@@ -379,7 +381,7 @@ impl Filesystem {
         let _ = self.read_only_hook.set(f);
     }
 
-    fn turned_read_only(&self, why: &str) {
+    fn turned_read_only(&self, why: &ReadOnlyReason) {
         if let Some(f) = self.read_only_hook.get() {
             f(why);
         }
@@ -405,7 +407,7 @@ impl Filesystem {
                 let mut errored = self.errored.lock().unwrap_or_else(|p| p.into_inner());
                 if errored.is_none() {
                     tracing::error!(error = %e, "corruption found: the filesystem is read-only now (errors=remount-ro); run e2fsck");
-                    let why = format!("{e} (errors=remount-ro)");
+                    let why = ReadOnlyReason::ErrorsRemountRo(e.to_string());
                     *errored = Some(why.clone());
                     drop(errored);
                     self.turned_read_only(&why);

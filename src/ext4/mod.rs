@@ -43,6 +43,7 @@ pub mod orphan;
 pub mod orphan_file;
 pub mod overlay;
 pub mod quota;
+pub mod read_only;
 pub mod read_view;
 pub mod recovery;
 pub mod refs;
@@ -58,6 +59,7 @@ pub use device::{BlockDevice, Discard, FileDevice};
 pub use error::{CorruptKind, Error, Object, Result};
 pub use fs::{DirEntry, ErrorBehavior, FileKind, Filesystem, MountOptions, StatFs};
 pub use inode::{Inode, InodeNo, Timestamp};
+pub use read_only::ReadOnlyReason;
 pub use read_view::ReadView;
 
 /// The root directory's inode number (`EXT4_ROOT_INO`).

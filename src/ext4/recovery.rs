@@ -105,7 +105,7 @@ impl Filesystem {
             // Fast commits record block ranges and the replay keeps the bitmaps by block; with bigalloc a
             // bit is a cluster several files' ranges may share, which that replay does not model.
             let bigalloc = sb.has_ro_compat(RO_COMPAT_BIGALLOC).then(|| "not with bigalloc".to_string());
-            if let Some(why) = bigalloc.or_else(|| feature_write_refusal(&sb)) {
+            if let Some(why) = bigalloc.or_else(|| feature_write_refusal(&sb).map(|r| r.to_string())) {
                 return Err(Error::Unsupported(format!(
                     "the journal holds fast commits, which ext4box replays only on images it can write ({why}); \
                      run e2fsck, or mount with -o ro,norecovery to read the image without the journal's last changes"
@@ -192,12 +192,12 @@ impl Filesystem {
             let rw = MountOptions { read_only: false, norecovery: true, ..opts.clone() };
             let fs = Filesystem::open_as_is(Box::new(SharedDevice(shared)), &rw)?;
             if let Some(why) = fs.read_only_reason() {
-                return Err(Error::Unsupported(why));
+                return Err(Error::Unsupported(why.to_string()));
             }
             fs.replay_fast_commits(tags)?;
             fs.close()?;
             if let Some(why) = fs.read_only_reason() {
-                return Err(Error::Unsupported(why));
+                return Err(Error::Unsupported(why.to_string()));
             }
         }
         match Arc::try_unwrap(scratch) {
@@ -212,11 +212,11 @@ impl Filesystem {
         let rw = MountOptions { read_only: false, ..ro.clone() };
         let fs = Filesystem::open_as_is(dev, &rw)?;
         if let Some(why) = fs.read_only_reason() {
-            return Err(Error::Unsupported(why));
+            return Err(Error::Unsupported(why.to_string()));
         }
         fs.close()?;
         match fs.read_only_reason() {
-            Some(why) => Err(Error::Unsupported(why)),
+            Some(why) => Err(Error::Unsupported(why.to_string())),
             None => Ok(()),
         }
     }
