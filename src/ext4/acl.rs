@@ -2,6 +2,8 @@
 //! group, mask and other, and 8-byte entries for named users and groups); programs read them in the Linux
 //! xattr format (`posix_acl_xattr_header` version 2, every entry 8 bytes).
 
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
+
 use super::bytes::{le16, le32};
 use super::error::{CorruptKind, Error, Object, Result};
 
@@ -22,33 +24,31 @@ pub fn disk_to_xattr(disk: &[u8], obj: Object) -> Result<Vec<u8>> {
         return Err(bad());
     }
     let mut out = POSIX_ACL_XATTR_VERSION.to_le_bytes().to_vec();
-    let mut pos = 4;
-    while pos < disk.len() {
-        let tag = le16(disk, pos);
-        let perm = le16(disk, pos + 2);
+    let mut rest = disk.get(4..).unwrap_or_default();
+    while !rest.is_empty() {
+        let (tag, perm) = (le16(rest, 0), le16(rest, 2));
         let (id, size) = match tag {
-            ACL_USER | ACL_GROUP => (le32(disk, pos + 4), 8),
+            ACL_USER | ACL_GROUP => (le32(rest, 4), 8),
             ACL_USER_OBJ | ACL_GROUP_OBJ | ACL_MASK | ACL_OTHER => (ACL_UNDEFINED_ID, 4),
             _ => return Err(bad()),
         };
-        if pos + size > disk.len() {
-            return Err(bad());
-        }
+        let Some((_, next)) = rest.split_at_checked(size) else { return Err(bad()) };
         out.extend_from_slice(&tag.to_le_bytes());
         out.extend_from_slice(&perm.to_le_bytes());
         out.extend_from_slice(&id.to_le_bytes());
-        pos += size;
+        rest = next;
     }
     Ok(out)
 }
 
 /// Converts an ACL from the xattr format programs write into the on-disk format.
 pub fn xattr_to_disk(x: &[u8]) -> Result<Vec<u8>> {
-    if x.len() < 4 || le32(x, 0) != POSIX_ACL_XATTR_VERSION || (x.len() - 4) % 8 != 0 {
-        return Err(Error::Invalid);
-    }
+    let entries = match x.get(4..) {
+        Some(e) if le32(x, 0) == POSIX_ACL_XATTR_VERSION && e.len() % 8 == 0 => e,
+        _ => return Err(Error::Invalid),
+    };
     let mut out = EXT4_ACL_VERSION.to_le_bytes().to_vec();
-    for e in x[4..].chunks_exact(8) {
+    for e in entries.chunks_exact(8) {
         let (tag, perm, id) = (le16(e, 0), le16(e, 2), le32(e, 4));
         out.extend_from_slice(&tag.to_le_bytes());
         out.extend_from_slice(&perm.to_le_bytes());
@@ -72,7 +72,11 @@ pub struct AclEntry {
 /// Parses an on-disk ACL.
 pub fn parse_disk(disk: &[u8], obj: Object) -> Result<Vec<AclEntry>> {
     let x = disk_to_xattr(disk, obj)?;
-    Ok(x[4..].chunks_exact(8).map(|e| AclEntry { tag: le16(e, 0), perm: le16(e, 2), id: le32(e, 4) }).collect())
+    Ok(x.get(4..)
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .map(|e| AclEntry { tag: le16(e, 0), perm: le16(e, 2), id: le32(e, 4) })
+        .collect())
 }
 
 /// Encodes entries in the on-disk format.

@@ -1,6 +1,8 @@
 //! Block group descriptors (`struct ext4_group_desc`): 32 bytes, or `s_desc_size` with the 64bit feature.
 
-use super::bytes::{le16, le32, slice};
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
+
+use super::bytes::{high16, high32, index, le16, le32, low16, low32, slice};
 use super::bytes_mut::{put16, put32};
 use super::checksum::{crc16, crc32c};
 use super::features::{INCOMPAT_META_BG, RO_COMPAT_GDT_CSUM};
@@ -68,18 +70,18 @@ impl GroupDesc {
         b.resize(usize::from(sb.desc_size), 0);
         let wide = sb.desc_size >= 64;
         let lo32 = |b: &mut Vec<u8>, off, hi_off, v: u64| {
-            put32(b, off, v as u32);
+            put32(b, off, low32(v));
             if wide {
-                put32(b, hi_off, (v >> 32) as u32);
+                put32(b, hi_off, high32(v));
             }
         };
         lo32(&mut b, 0x0, 0x20, self.block_bitmap);
         lo32(&mut b, 0x4, 0x24, self.inode_bitmap);
         lo32(&mut b, 0x8, 0x28, self.inode_table);
         let lo16 = |b: &mut Vec<u8>, off, hi_off, v: u32| {
-            put16(b, off, v as u16);
+            put16(b, off, low16(v));
             if wide {
-                put16(b, hi_off, (v >> 16) as u16);
+                put16(b, hi_off, high16(v));
             }
         };
         lo16(&mut b, 0xC, 0x2C, self.free_blocks_count);
@@ -97,7 +99,7 @@ impl GroupDesc {
 
 /// The checksum of a bitmap (metadata_csum): crc32c of its first `bits / 8` bytes.
 pub fn bitmap_checksum(sb: &Superblock, bitmap: &[u8], bits: u32) -> u32 {
-    crc32c(sb.csum_seed(), bitmap.get(..(bits / 8) as usize).unwrap_or(bitmap))
+    crc32c(sb.csum_seed(), bitmap.get(..index(bits / 8)).unwrap_or(bitmap))
 }
 
 /// `bg_checksum` as the kernel's `ext4_group_desc_csum` computes it: the low 16 bits of crc32c with
@@ -111,7 +113,7 @@ pub fn checksum(sb: &Superblock, group: u32, desc: &[u8]) -> u16 {
         c = crc32c(c, before);
         c = crc32c(c, &[0, 0]);
         c = crc32c(c, after);
-        (c & 0xFFFF) as u16
+        low16(c)
     } else if sb.has_ro_compat(RO_COMPAT_GDT_CSUM) {
         let mut c = crc16(!0, &sb.uuid);
         c = crc16(c, &group.to_le_bytes());
@@ -128,17 +130,16 @@ pub fn descriptor_block(sb: &Superblock, nr: u64) -> Option<u64> {
     let first = u64::from(sb.first_data_block);
     // The table follows the superblock's block: block 1 with 1 KiB blocks (even when bigalloc makes the
     // first data block 0), block 0 otherwise.
-    let sb_block = u64::from(1024 / sb.block_size);
+    let sb_block = u64::from(1024u32.checked_div(sb.block_size)?);
     if !sb.has_incompat(INCOMPAT_META_BG) || nr < u64::from(sb.first_meta_bg) {
         return sb_block.checked_add(1)?.checked_add(nr);
     }
     // With meta_bg, each descriptor block lives in the first group of the metagroup it describes.
-    let per_block = u64::from(sb.block_size / u32::from(sb.desc_size));
+    let per_block = u64::from(sb.block_size.checked_div(u32::from(sb.desc_size))?);
     let group = per_block.checked_mul(nr)?;
-    let mut has_super = u64::from(sb.group_has_super(group));
-    if sb.block_size == 1024 && nr == 0 && first == 0 {
-        has_super += 1;
-    }
+    // With 1 KiB blocks and bigalloc (first data block 0) group 0 also holds the boot block.
+    let boot_block = sb.block_size == 1024 && nr == 0 && first == 0;
+    let has_super = u64::from(sb.group_has_super(group)).checked_add(u64::from(boot_block))?;
     let group_start = group.checked_mul(u64::from(sb.blocks_per_group))?.checked_add(first)?;
     group_start.checked_add(has_super)
 }

@@ -2,6 +2,7 @@
 //!
 //! Callers check a structure's length once, before parsing it; these readers then never panic: a field that
 //! would lie outside the buffer reads as zero, which the structure's own validation turns into an error.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 /// Reads the `u8` at `off`.
 pub fn u8_at(buf: &[u8], off: usize) -> u8 {
@@ -34,6 +35,35 @@ pub fn slice(buf: &[u8], off: usize, len: usize) -> Option<&[u8]> {
     buf.get(off..off.checked_add(len)?)
 }
 
+/// The low 32 bits of `v` (the `_lo` field of a split on-disk value).
+#[expect(clippy::as_conversions, reason = "truncation is the point: the low half")]
+pub fn low32(v: u64) -> u32 {
+    v as u32
+}
+
+/// The high 32 bits of `v` (the `_hi` field of a split on-disk value).
+pub fn high32(v: u64) -> u32 {
+    low32(v >> 32)
+}
+
+/// The low 16 bits of `v`.
+#[expect(clippy::as_conversions, reason = "truncation is the point: the low half")]
+pub fn low16(v: u32) -> u16 {
+    v as u16
+}
+
+/// The high 16 bits of `v`.
+pub fn high16(v: u32) -> u16 {
+    low16(v >> 16)
+}
+
+/// `v` as an index: a `u32` always fits in `usize` on the targets ext4box builds for (64-bit Linux;
+/// the assertion below keeps it so).
+pub fn index(v: u32) -> usize {
+    const _: () = assert!(usize::BITS >= 32);
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +77,7 @@ mod tests {
         assert_eq!(le16(&b, usize::MAX), 0);
         assert_eq!(slice(&b, 4, 2), None);
         assert_eq!(slice(&b, 3, 2), Some(&b[3..5]));
+        assert_eq!((low32(0x1234_5678_9abc_def0), high32(0x1234_5678_9abc_def0)), (0x9abc_def0, 0x1234_5678));
+        assert_eq!((low16(0x1234_5678), high16(0x1234_5678)), (0x5678, 0x1234));
     }
 }

@@ -1,5 +1,6 @@
 //! Little-endian field writers, the counterparts of [`super::bytes`]. Writes outside the buffer are
 //! dropped: callers size their buffers from the structure's layout before writing.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 pub fn put8(buf: &mut [u8], off: usize, v: u8) {
     if let Some(b) = buf.get_mut(off) {
@@ -20,6 +21,6 @@ pub fn put32(buf: &mut [u8], off: usize, v: u32) {
 }
 
 pub fn put64(buf: &mut [u8], off: usize, v: u64) {
-    put32(buf, off, v as u32);
-    put32(buf, off.saturating_add(4), (v >> 32) as u32);
+    put32(buf, off, super::bytes::low32(v));
+    put32(buf, off.saturating_add(4), super::bytes::high32(v));
 }

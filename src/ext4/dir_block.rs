@@ -1,6 +1,8 @@
 //! Linear directory blocks: a run of `struct ext4_dir_entry_2` records, each `rec_len` bytes long, and with
 //! metadata_csum a 12-byte `ext4_dir_entry_tail` holding the block's crc32c at the end.
 
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
+
 use super::bytes::{le16, le32, u8_at};
 use super::checksum::crc32c;
 use super::error::{CorruptKind, Error, Object, Result};
@@ -25,7 +27,7 @@ pub struct RawDirent<'a> {
 
 /// `EXT4_DIR_REC_LEN`: the space an entry with a name of `name_len` bytes needs, rounded up to 4.
 pub fn rec_len_for(name_len: usize) -> usize {
-    (DIRENT_HEADER + name_len + 3) & !3
+    DIRENT_HEADER.saturating_add(name_len).saturating_add(3) & !3
 }
 
 /// Decodes `rec_len`, which for 64 KiB blocks uses its two low bits as bits 16 and 17.
@@ -63,21 +65,23 @@ impl<'a> Iterator for DirentIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let buf = self.buf;
         let off = self.pos;
-        if off + DIRENT_HEADER > buf.len() {
-            if off != buf.len() {
+        let rest = buf.get(off..).unwrap_or_default();
+        if rest.len() < DIRENT_HEADER {
+            if !rest.is_empty() {
                 self.pos = buf.len();
                 return Some(Err(Error::corrupt(self.obj, CorruptKind::DirectoryEntryOverrunsItsBlock)));
             }
             return None;
         }
         let bad = |what| Some(Err(Error::corrupt(self.obj, what)));
-        let inode = le32(buf, off);
-        let rec_len = rec_len_from_disk(le16(buf, off + 4), self.block_size);
-        let name_len = if self.filetype { usize::from(u8_at(buf, off + 6)) } else { usize::from(le16(buf, off + 6)) };
-        let file_type = if self.filetype { u8_at(buf, off + 7) } else { 0 };
+        let inode = le32(rest, 0);
+        let rec_len = rec_len_from_disk(le16(rest, 4), self.block_size);
+        let name_len = if self.filetype { usize::from(u8_at(rest, 6)) } else { usize::from(le16(rest, 6)) };
+        let file_type = if self.filetype { u8_at(rest, 7) } else { 0 };
         // Any error ends the walk of this block: nothing after a bad record can be trusted.
         self.pos = buf.len();
-        if rec_len < rec_len_for(1) && !(rec_len == rec_len_for(0) + 4 && inode == 0) {
+        // The one shorter record allowed: an empty 12-byte one (an htree node's fake entry).
+        if rec_len < rec_len_for(1) && !(rec_len == rec_len_for(0).saturating_add(4) && inode == 0) {
             return bad(CorruptKind::DirectoryEntryShorterThanMinimum);
         }
         if rec_len % 4 != 0 {
@@ -90,33 +94,31 @@ impl<'a> Iterator for DirentIter<'a> {
         if name_len > 255 {
             return bad(CorruptKind::DirectoryEntryNameLongerThan255Bytes);
         }
-        if off + rec_len > buf.len() {
+        if rec_len > rest.len() {
             return bad(CorruptKind::DirectoryEntryOverrunsItsBlock);
         }
         if inode > self.inodes_count {
             return bad(CorruptKind::DirectoryEntryPointsPastLastInode);
         }
-        let Some(name) = buf.get(off + DIRENT_HEADER..off + DIRENT_HEADER + name_len) else {
+        let Some(name) = rest.get(DIRENT_HEADER..).and_then(|r| r.get(..name_len)) else {
             return bad(CorruptKind::DirectoryEntryNameOverrunsItsBlock);
         };
-        self.pos = off + rec_len;
+        // Within the buffer: rec_len <= rest.len().
+        self.pos = off.saturating_add(rec_len);
         Some(Ok(RawDirent { offset: off, inode, rec_len, file_type, name }))
     }
 }
 
 /// Checks the leaf block's checksum tail, if it has one (the kernel accepts blocks without room for one).
 pub fn verify_tail(block: &[u8], seed: u32, obj: Object) -> Result<()> {
-    let Some(t) = block.len().checked_sub(TAIL_SIZE) else {
+    let Some((covered, tail)) = block.len().checked_sub(TAIL_SIZE).map(|t| block.split_at(t)) else {
         return Ok(());
     };
-    let is_tail = le32(block, t) == 0
-        && le16(block, t + 4) == 12
-        && u8_at(block, t + 6) == 0
-        && u8_at(block, t + 7) == TAIL_FILE_TYPE;
+    let is_tail = le32(tail, 0) == 0 && le16(tail, 4) == 12 && u8_at(tail, 6) == 0 && u8_at(tail, 7) == TAIL_FILE_TYPE;
     if !is_tail {
         return Ok(());
     }
-    if crc32c(seed, &block[..t]) != le32(block, t + 8) {
+    if crc32c(seed, covered) != le32(tail, 8) {
         return Err(Error::Checksum(obj));
     }
     Ok(())

@@ -20,6 +20,7 @@
 //! filesystem uses; see [`HashVersion::with_unsigned`].
 //!
 //! The casefold-only SipHash variant (hash version 6) is not supported.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 /// Hash algorithm numbers as stored in dx_root.info.hash_version / s_def_hash_version.
 ///
@@ -131,7 +132,7 @@ pub fn dir_hash(name: &[u8], version: HashVersion, seed: &[u32; 4]) -> (u32, u32
 /// char` (sign-extended) or `unsigned char` (zero-extended), reinterpreted
 /// as `__u32` the way the C arithmetic then uses it.
 fn char_value(byte: u8, unsigned: bool) -> u32 {
-    if unsigned { u32::from(byte) } else { i32::from(byte as i8) as u32 }
+    if unsigned { u32::from(byte) } else { u32::from_ne_bytes(i32::from(i8::from_ne_bytes([byte])).to_ne_bytes()) }
 }
 
 /// `dx_hack_hash`: the original (pre-2002) htree hash. Seedless, 31 bits of
@@ -164,13 +165,13 @@ fn dx_hack_hash(name: &[u8], unsigned: bool) -> u32 {
 fn str2hashbuf(msg: &[u8], unsigned: bool, out: &mut [u32]) {
     // C: (__u32)len | ((__u32)len << 8), then doubled up. Callers pass one
     // chunk (<= 32 bytes), so the cast never truncates.
-    let len = msg.len() as u32;
+    let len = u32::try_from(msg.len()).unwrap_or(u32::MAX);
     let mut pad = len | (len << 8);
     pad |= pad << 16;
 
     let mut words = out.iter_mut();
     let mut val = pad;
-    for (i, &byte) in msg.iter().take(4 * words.len()).enumerate() {
+    for (i, &byte) in msg.iter().take(words.len().saturating_mul(4)).enumerate() {
         val = (val << 8).wrapping_add(char_value(byte, unsigned));
         if i % 4 == 3 {
             if let Some(word) = words.next() {

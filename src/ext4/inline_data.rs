@@ -1,5 +1,6 @@
 //! Inline data (inline_data feature): small files and directories kept inside the inode, in the 60 bytes of
 //! `i_block` and, beyond them, in the value of the `system.data` extended attribute in the inode body.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::le32;
 use super::error::{CorruptKind, Error, Object, Result};
@@ -34,7 +35,7 @@ pub fn read(inode: &Inode, offset: u64, len: usize) -> Result<Vec<u8>> {
     if offset >= inode.size {
         return Ok(Vec::new());
     }
-    let len = (inode.size - offset).min(len as u64) as usize;
+    let len = usize::try_from(inode.size.saturating_sub(offset)).map_or(len, |left| left.min(len));
     let data = stored(inode)?;
     let mut out = vec![0u8; len];
     if let Some(src) = usize::try_from(offset).ok().and_then(|o| data.get(o..)) {
@@ -52,6 +53,7 @@ pub struct InlineDir {
 }
 
 /// Offset of each region in the directory's position space (used for readdir cookies).
+#[expect(clippy::as_conversions, reason = "a constant: 60")]
 pub const REGION_START: [u64; 2] = [4, I_BLOCK_SIZE as u64];
 
 pub fn dir(inode: &Inode) -> Result<InlineDir> {

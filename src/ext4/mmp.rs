@@ -24,6 +24,8 @@
 //! | 0x70 | `mmp_check_interval` | le16 seconds |
 //! | 0x3FC | `mmp_checksum` | crc32c(filesystem seed, bytes 0..0x3FC), with metadata_csum |
 
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
+
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
@@ -71,7 +73,7 @@ pub type Sleep = fn(Duration);
 /// nanosleep.
 pub fn sleep(d: Duration) {
     let pair = (std::sync::Mutex::new(()), std::sync::Condvar::new());
-    let deadline = Instant::now() + d;
+    let deadline = Instant::now().checked_add(d).unwrap_or_else(Instant::now);
     let mut guard = pair.0.lock().unwrap_or_else(|p| p.into_inner());
     while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) {
         guard = pair.1.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0;
@@ -115,7 +117,8 @@ impl Mmp {
         }
         if seq != SEQ_CLEAN {
             // Someone wrote it last and did not unmount cleanly: a crash, or a node still writing.
-            wait = Duration::from_secs((CHECK_MULT * check + 1).min(check + 60));
+            wait =
+                Duration::from_secs(CHECK_MULT.saturating_mul(check).saturating_add(1).min(check.saturating_add(60)));
             tracing::info!(
                 seconds = wait.as_secs(),
                 "multiple mount protection: the image was not released; waiting to see whether another node writes it"
@@ -142,7 +145,7 @@ impl Mmp {
             seed,
             record,
             update_interval,
-            check_interval: (CHECK_MULT * update_interval.as_secs()).max(MIN_CHECK),
+            check_interval: CHECK_MULT.saturating_mul(update_interval.as_secs()).max(MIN_CHECK),
             last_update: Instant::now(),
         };
         mmp.write(dev)?;
@@ -168,9 +171,9 @@ impl Mmp {
         if since > self.check_interval {
             tracing::warn!(seconds = since, "multiple mount protection: the MMP block was updated late");
         }
-        self.check_interval = (CHECK_MULT * since).clamp(MIN_CHECK, MAX_CHECK);
+        self.check_interval = CHECK_MULT.saturating_mul(since).clamp(MIN_CHECK, MAX_CHECK);
         let seq = le32(&self.record, SEQ);
-        put32(&mut self.record, SEQ, if seq >= SEQ_MAX { 1 } else { seq + 1 });
+        put32(&mut self.record, SEQ, if seq >= SEQ_MAX { 1 } else { seq.saturating_add(1) });
         self.write(dev)
     }
 
@@ -221,7 +224,7 @@ fn new_sequence() -> u32 {
     loop {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-        let seq = h.finish() as u32;
+        let seq = super::bytes::low32(h.finish());
         if seq <= SEQ_MAX && seq != 0 {
             return seq;
         }
@@ -232,7 +235,7 @@ fn new_sequence() -> u32 {
 fn put_name(record: &mut [u8], field: std::ops::Range<usize>, name: &str) {
     let dst = &mut record[field];
     dst.fill(0);
-    let n = name.len().min(dst.len() - 1);
+    let n = name.len().min(dst.len().saturating_sub(1));
     dst[..n].copy_from_slice(&name.as_bytes()[..n]);
 }
 

@@ -2,7 +2,9 @@
 //! 4-byte magic) or in one external block (`ext4_xattr_header`, 32 bytes). Values live in the same area,
 //! or, with ea_inode, in an inode of their own.
 
-use super::bytes::{le32, slice, u8_at};
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
+
+use super::bytes::{le16, le32, slice, u8_at};
 use super::checksum::crc32c;
 use super::error::{CorruptKind, Error, Object, Result};
 
@@ -109,35 +111,36 @@ fn parse_entries(buf: &[u8], start: usize, obj: Object) -> Result<Vec<Entry>> {
     let mut stored = 0usize;
     // Each record is at least 16 bytes, so the loop ends within buf.len() / 16 steps.
     loop {
-        if pos + 4 > buf.len() {
+        let rest = buf.get(pos..).unwrap_or_default();
+        if rest.len() < 4 {
             return Err(bad(CorruptKind::XattrEntriesRunPastTheirArea));
         }
-        if le32(buf, pos) == 0 {
+        if le32(rest, 0) == 0 {
             return Ok(entries);
         }
-        let name_len = usize::from(u8_at(buf, pos));
-        let index = u8_at(buf, pos + 1);
-        let value_offs = usize::from(u8_at(buf, pos + 2)) | usize::from(u8_at(buf, pos + 3)) << 8;
-        let value_inum = le32(buf, pos + 4);
-        let value_size = le32(buf, pos + 8);
-        let name =
-            slice(buf, pos + ENTRY_HEADER, name_len).ok_or_else(|| bad(CorruptKind::XattrNameRunsPastItsArea))?;
+        let name_len = usize::from(u8_at(rest, 0));
+        let index = u8_at(rest, 1);
+        let value_offs = usize::from(le16(rest, 2));
+        let value_inum = le32(rest, 4);
+        let value_size = le32(rest, 8);
+        let name = slice(rest, ENTRY_HEADER, name_len).ok_or_else(|| bad(CorruptKind::XattrNameRunsPastItsArea))?;
         if value_size > VALUE_MAX {
             return Err(bad(CorruptKind::XattrValueLargerThan64Kib));
         }
         let value = if value_inum != 0 {
             Value::EaInode { ino: value_inum, size: value_size }
         } else {
-            let v = slice(buf, value_offs, value_size as usize)
+            let v = slice(buf, value_offs, super::bytes::index(value_size))
                 .ok_or_else(|| bad(CorruptKind::XattrValueRunsPastItsArea))?;
-            stored += v.len();
+            stored = stored.saturating_add(v.len());
             if stored > buf.len() {
                 return Err(bad(CorruptKind::XattrValuesOverlap));
             }
             Value::Stored(v.to_vec())
         };
-        entries.push(Entry { index, name: name.to_vec(), value, hash: le32(buf, pos + 12) });
-        pos += (ENTRY_HEADER + name_len + 3) & !3;
+        entries.push(Entry { index, name: name.to_vec(), value, hash: le32(rest, 12) });
+        // The record (header and name, padded to 4) lies inside `rest`: the name was found there.
+        pos = pos.saturating_add(ENTRY_HEADER.saturating_add(name_len).saturating_add(3) & !3);
     }
 }
 
