@@ -1,6 +1,7 @@
 //! The superblock (`struct ext4_super_block`): 1024 bytes at byte 1024 of the filesystem.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
-use super::bytes::{le16, le32, le64, slice, u8_at};
+use super::bytes::{high32, le16, le32, le64, low32, slice, u8_at};
 use super::checksum::crc32c;
 use super::error::{CorruptKind, Error, Object, Result};
 use super::features::*;
@@ -165,13 +166,12 @@ impl Superblock {
     fn validate(&self) -> Result<()> {
         let bad = |what| Err(Error::corrupt(Object::Superblock, what));
         // A bitmap block covers 8 * block size clusters; with bigalloc a cluster is several blocks.
-        if self.log_cluster_size < self.log_block_size || self.log_cluster_size - self.log_block_size > MAX_CLUSTER_BITS
-        {
+        if self.log_cluster_size.checked_sub(self.log_block_size).is_none_or(|bits| bits > MAX_CLUSTER_BITS) {
             return bad(CorruptKind::ClusterSizeOutOfRange);
         }
         let cluster_ratio = 1u32 << self.cluster_bits();
         let max_bpg = self.block_size.saturating_mul(8).saturating_mul(cluster_ratio);
-        if self.blocks_per_group % cluster_ratio != 0 {
+        if self.blocks_per_group.checked_rem(cluster_ratio) != Some(0) {
             return bad(CorruptKind::BlocksPerGroupIsNotWholeNumberOfClusters);
         }
         // mke2fs makes at least 256 blocks a group; fewer would let a small sparse image claim billions of
@@ -197,8 +197,8 @@ impl Superblock {
         if self.first_ino < 11 || self.first_ino > self.inodes_count {
             return bad(CorruptKind::FirstNonReservedInodeOutOfRange);
         }
-        let inodes_per_block = self.block_size / u32::from(self.inode_size);
-        if self.inodes_per_group % inodes_per_block != 0 {
+        let inodes_per_block = self.block_size.checked_div(u32::from(self.inode_size)).unwrap_or(0);
+        if self.inodes_per_group.checked_rem(inodes_per_block) != Some(0) {
             return bad(CorruptKind::InodesPerGroupIsNotWholeNumberOfInodeTableBlocks);
         }
         Ok(())
@@ -241,7 +241,7 @@ impl Superblock {
 
     /// Number of block groups: blocks after the first data block, divided by blocks per group, rounded up.
     pub fn group_count(&self) -> u64 {
-        let data = self.blocks_count - u64::from(self.first_data_block);
+        let data = self.blocks_count.saturating_sub(u64::from(self.first_data_block));
         data.div_ceil(u64::from(self.blocks_per_group))
     }
 
@@ -283,7 +283,8 @@ impl Superblock {
 
     /// First block of group `g`.
     pub fn group_first_block(&self, g: u64) -> u64 {
-        u64::from(self.first_data_block) + g * u64::from(self.blocks_per_group)
+        // g < group_count, so this is at most blocks_count.
+        u64::from(self.first_data_block).saturating_add(g.saturating_mul(u64::from(self.blocks_per_group)))
     }
 
     /// Number of blocks in group `g` (the last group may be short).
@@ -294,12 +295,12 @@ impl Superblock {
 
     /// The group block `b` belongs to.
     pub fn group_of_block(&self, b: u64) -> u64 {
-        b.saturating_sub(u64::from(self.first_data_block)) / u64::from(self.blocks_per_group)
+        b.saturating_sub(u64::from(self.first_data_block)).checked_div(u64::from(self.blocks_per_group)).unwrap_or(0)
     }
 
     /// Group descriptors per block.
     pub fn descs_per_block(&self) -> u64 {
-        u64::from(self.block_size / u32::from(self.desc_size))
+        u64::from(self.block_size.checked_div(u32::from(self.desc_size)).unwrap_or(0))
     }
 
     /// Blocks at the start of group `g` holding a superblock copy, the descriptor table and its reserve
@@ -307,16 +308,17 @@ impl Superblock {
     pub fn base_meta_blocks(&self, g: u64) -> u64 {
         let has_super = u64::from(self.group_has_super(g));
         let dpb = self.descs_per_block();
-        if !self.has_incompat(INCOMPAT_META_BG) || g < u64::from(self.first_meta_bg) * dpb {
+        if !self.has_incompat(INCOMPAT_META_BG) || g < u64::from(self.first_meta_bg).saturating_mul(dpb) {
             if has_super == 0 {
                 return 0;
             }
             let gdt_blocks = self.group_count().div_ceil(dpb);
-            1 + gdt_blocks + u64::from(self.reserved_gdt_blocks)
+            gdt_blocks.saturating_add(1).saturating_add(u64::from(self.reserved_gdt_blocks))
         } else {
-            let first = g / dpb * dpb;
-            let in_meta = g == first || g == first + 1 || g == first + dpb - 1;
-            has_super + u64::from(in_meta)
+            // The first, second and last group of the metagroup hold a copy of its descriptor block.
+            let at = g.checked_rem(dpb).unwrap_or(0);
+            let in_meta = at == 0 || at == 1 || Some(at) == dpb.checked_sub(1);
+            has_super.saturating_add(u64::from(in_meta))
         }
     }
 
@@ -336,8 +338,8 @@ fn array16(b: &[u8], off: usize) -> [u8; 16] {
 }
 
 fn is_power_of(mut n: u64, base: u64) -> bool {
-    while n > 1 && n % base == 0 {
-        n /= base;
+    while let Some(q) = n.checked_div(base).filter(|_| n > 1 && n.checked_rem(base) == Some(0)) {
+        n = q;
     }
     n == 1
 }
@@ -412,9 +414,9 @@ impl RawSuperblock {
 
     /// `s_free_blocks_count` (the high half only with the 64bit feature).
     pub fn set_free_blocks(&mut self, n: u64) {
-        self.put32(field::FREE_BLOCKS_LO, n as u32);
+        self.put32(field::FREE_BLOCKS_LO, low32(n));
         if le32(&self.0, field::FEATURE_INCOMPAT) & INCOMPAT_64BIT != 0 {
-            self.put32(field::FREE_BLOCKS_HI, (n >> 32) as u32);
+            self.put32(field::FREE_BLOCKS_HI, high32(n));
         }
     }
 
