@@ -1,6 +1,7 @@
 //! Inodes (`struct ext4_inode`): the 128-byte base record and the extra fields that follow it.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
-use super::bytes::{le16, le32, slice};
+use super::bytes::{high16, high32, le16, le32, low16, low32, slice};
 use super::bytes_mut::{put16, put32};
 use super::checksum::crc32c;
 use super::error::{CorruptKind, Error, Object, Result};
@@ -89,11 +90,12 @@ pub struct Timestamp {
 impl Timestamp {
     /// Decodes a 32-bit seconds field and, when present, its `_extra` field: two epoch bits that extend the
     /// signed seconds past 2038, and 30 bits of nanoseconds.
+    #[expect(clippy::as_conversions, reason = "the seconds field is a two's-complement i32 on disk")]
     fn decode(seconds: u32, extra: Option<u32>) -> Timestamp {
         let mut sec = i64::from(seconds as i32);
         let mut nsec = 0;
         if let Some(extra) = extra {
-            sec += i64::from(extra & 3) << 32;
+            sec = sec.saturating_add(i64::from(extra & 3) << 32);
             nsec = extra >> 2;
             if nsec >= 1_000_000_000 {
                 nsec = 0; // out of range on disk; the kernel clamps the same way
@@ -103,6 +105,11 @@ impl Timestamp {
     }
 
     /// The 32-bit seconds field and the `_extra` field (epoch bits and nanoseconds) that encode this time.
+    #[expect(
+        clippy::as_conversions,
+        clippy::arithmetic_side_effects,
+        reason = "on the clamped range the arithmetic cannot overflow, and the low 32 bits are the field"
+    )]
     pub fn encode(self) -> (u32, u32) {
         // The epoch bits count how many times 2^32 seconds lie between -2^31 and the time, as in the
         // kernel's ext4_encode_extra_time; times outside 1901..2446 are clamped.
@@ -160,10 +167,12 @@ impl Inode {
             return Err(bad(CorruptKind::RecordShorterThanInodeSize));
         }
         let extra_isize = if inode_size > GOOD_OLD_INODE_SIZE { usize::from(le16(raw, 0x80)) } else { 0 };
-        if GOOD_OLD_INODE_SIZE + extra_isize > inode_size || extra_isize % 4 != 0 {
+        // extra_isize <= 65535, so the sum cannot overflow.
+        let fields_end = GOOD_OLD_INODE_SIZE.saturating_add(extra_isize);
+        if fields_end > inode_size || extra_isize % 4 != 0 {
             return Err(bad(CorruptKind::IExtraIsizeOutOfRange));
         }
-        let has_field = |off: usize| off + 4 <= GOOD_OLD_INODE_SIZE + extra_isize;
+        let has_field = |off: usize| off.saturating_add(4) <= fields_end;
         let generation = le32(raw, 0x64);
         let csum_seed = {
             let s = crc32c(sb.csum_seed(), &ino.0.to_le_bytes());
@@ -181,7 +190,7 @@ impl Inode {
         let kind = FileKind::from_mode(mode).ok_or_else(|| bad(CorruptKind::InvalidFileTypeInIMode))?;
         let flags = le32(raw, 0x20);
         let size = u64::from(le32(raw, 0x4)) | (u64::from(le32(raw, 0x6C)) << 32);
-        if size > i64::MAX as u64 {
+        if i64::try_from(size).is_err() {
             return Err(bad(CorruptKind::SizeIsNegative));
         }
         let blocks_lo = u64::from(le32(raw, 0x1C));
@@ -194,7 +203,7 @@ impl Inode {
         let extra = |off| if has_field(off) { Some(le32(raw, off)) } else { None };
         let mut i_block = [0u8; I_BLOCK_SIZE];
         i_block.copy_from_slice(slice(raw, I_BLOCK_OFFSET, I_BLOCK_SIZE).unwrap_or(&[0; I_BLOCK_SIZE]));
-        let xattr_area = raw.get(GOOD_OLD_INODE_SIZE + extra_isize..inode_size).unwrap_or_default().to_vec();
+        let xattr_area = raw.get(fields_end..inode_size).unwrap_or_default().to_vec();
         Ok(Inode {
             ino,
             mode,
@@ -215,7 +224,7 @@ impl Inode {
             i_block,
             xattr_area,
             csum_seed,
-            extra_isize: extra_isize as u16,
+            extra_isize: u16::try_from(extra_isize).unwrap_or(0),
             raw: raw[..inode_size].to_vec(),
         })
     }
@@ -232,11 +241,13 @@ impl Inode {
         generation: u32,
     ) -> Result<Inode> {
         let inode_size = usize::from(sb.inode_size);
-        let extra_isize = if inode_size > GOOD_OLD_INODE_SIZE { 32.min(inode_size - GOOD_OLD_INODE_SIZE) } else { 0 };
+        let extra_isize = inode_size.saturating_sub(GOOD_OLD_INODE_SIZE).min(32);
         let kind = FileKind::from_mode(mode).ok_or(Error::Invalid)?;
         let csum_seed = crc32c(crc32c(sb.csum_seed(), &ino.0.to_le_bytes()), &generation.to_le_bytes());
         let mut raw = vec![0u8; inode_size];
-        put16(&mut raw, 0x80, extra_isize as u16);
+        // At most 32: the u16 field holds it.
+        let extra_isize_field = u16::try_from(extra_isize).unwrap_or(0);
+        put16(&mut raw, 0x80, extra_isize_field);
         Ok(Inode {
             ino,
             mode,
@@ -255,9 +266,9 @@ impl Inode {
             crtime: (extra_isize >= 24).then_some(now),
             dtime: 0,
             i_block: [0; I_BLOCK_SIZE],
-            xattr_area: vec![0; inode_size - GOOD_OLD_INODE_SIZE - extra_isize],
+            xattr_area: vec![0; inode_size.saturating_sub(GOOD_OLD_INODE_SIZE).saturating_sub(extra_isize)],
             csum_seed,
-            extra_isize: extra_isize as u16,
+            extra_isize: extra_isize_field,
             raw,
         })
     }
@@ -267,32 +278,33 @@ impl Inode {
         let mut r = self.raw.clone();
         r.resize(usize::from(sb.inode_size), 0);
         let extra = usize::from(self.extra_isize);
-        let has_field = |off: usize| off + 4 <= GOOD_OLD_INODE_SIZE + extra;
+        let fields_end = GOOD_OLD_INODE_SIZE.saturating_add(extra);
+        let has_field = |off: usize| off.saturating_add(4) <= fields_end;
         put16(&mut r, 0x0, self.mode);
-        put16(&mut r, 0x2, self.uid as u16);
-        put16(&mut r, 0x78, (self.uid >> 16) as u16);
-        put16(&mut r, 0x18, self.gid as u16);
-        put16(&mut r, 0x7A, (self.gid >> 16) as u16);
-        put32(&mut r, 0x4, self.size as u32);
-        put32(&mut r, 0x6C, (self.size >> 32) as u32);
+        put16(&mut r, 0x2, low16(self.uid));
+        put16(&mut r, 0x78, high16(self.uid));
+        put16(&mut r, 0x18, low16(self.gid));
+        put16(&mut r, 0x7A, high16(self.gid));
+        put32(&mut r, 0x4, low32(self.size));
+        put32(&mut r, 0x6C, high32(self.size));
         put16(&mut r, 0x1A, self.links_count);
         // i_blocks: 32 bits, 48 with huge_file (in 512-byte units: the engine never sets HUGE_FILE_FL).
         let mut flags = self.flags;
         let mut blocks = self.blocks_512;
         if flags & flags::HUGE_FILE != 0 {
-            blocks /= u64::from(sb.block_size / 512);
+            blocks = blocks.checked_div(u64::from(sb.block_size / 512)).unwrap_or(blocks);
         }
         if !sb.has_ro_compat(RO_COMPAT_HUGE_FILE) {
             blocks = blocks.min(u64::from(u32::MAX));
             flags &= !flags::HUGE_FILE;
         }
-        put32(&mut r, 0x1C, blocks as u32);
-        put16(&mut r, 0x74, (blocks >> 32) as u16);
+        put32(&mut r, 0x1C, low32(blocks));
+        put16(&mut r, 0x74, low16(high32(blocks)));
         put32(&mut r, 0x20, flags);
         r[I_BLOCK_OFFSET..I_BLOCK_OFFSET + I_BLOCK_SIZE].copy_from_slice(&self.i_block);
         put32(&mut r, 0x64, self.generation);
-        put32(&mut r, 0x68, self.file_acl as u32);
-        put16(&mut r, 0x76, (self.file_acl >> 32) as u16);
+        put32(&mut r, 0x68, low32(self.file_acl));
+        put16(&mut r, 0x76, low16(high32(self.file_acl)));
         put32(&mut r, 0x14, self.dtime);
         for (t, off, extra_off) in [(self.atime, 0x8, 0x8C), (self.ctime, 0xC, 0x84), (self.mtime, 0x10, 0x88)] {
             let (lo, ex) = t.encode();
@@ -310,9 +322,10 @@ impl Inode {
         }
         if r.len() > GOOD_OLD_INODE_SIZE {
             put16(&mut r, 0x80, self.extra_isize);
-            let start = GOOD_OLD_INODE_SIZE + extra;
-            let n = self.xattr_area.len().min(r.len().saturating_sub(start));
-            r[start..start + n].copy_from_slice(&self.xattr_area[..n]);
+            if let Some(dst) = r.get_mut(fields_end..) {
+                let n = self.xattr_area.len().min(dst.len());
+                dst[..n].copy_from_slice(&self.xattr_area[..n]);
+            }
         }
         if sb.has_metadata_csum() {
             let has_hi = extra >= 4;
@@ -321,9 +334,9 @@ impl Inode {
                 put16(&mut r, 0x82, 0);
             }
             let c = crc32c(self.csum_seed, &r);
-            put16(&mut r, 0x7C, c as u16);
+            put16(&mut r, 0x7C, low16(c));
             if has_hi {
-                put16(&mut r, 0x82, (c >> 16) as u16);
+                put16(&mut r, 0x82, high16(c));
             }
         }
         r
@@ -368,7 +381,7 @@ impl Inode {
 
     /// The `i_block` field as fifteen little-endian 32-bit words.
     pub fn i_block_word(&self, i: usize) -> u32 {
-        le32(&self.i_block, i * 4)
+        le32(&self.i_block, i.saturating_mul(4))
     }
 
     /// The device number of a character or block device, in the kernel's `new_encode_dev` layout.
@@ -400,9 +413,9 @@ pub fn seal_record(sb: &Superblock, ino: InodeNo, raw: &mut [u8]) {
         put16(raw, 0x82, 0);
     }
     let c = crc32c(seed, &raw[..inode_size]);
-    put16(raw, 0x7C, c as u16);
+    put16(raw, 0x7C, low16(c));
     if has_hi {
-        put16(raw, 0x82, (c >> 16) as u16);
+        put16(raw, 0x82, high16(c));
     }
 }
 
@@ -424,7 +437,7 @@ fn verify_checksum(raw: &[u8], inode_size: usize, seed: u32, has_hi: bool, obj: 
     let ok = if has_hi {
         computed == (u32::from(stored_hi) << 16 | u32::from(stored_lo))
     } else {
-        (computed & 0xFFFF) as u16 == stored_lo
+        low16(computed) == stored_lo
     };
     if ok { Ok(()) } else { Err(Error::Checksum(obj)) }
 }
