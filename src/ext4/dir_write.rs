@@ -207,7 +207,7 @@ impl Filesystem {
         dir.i_block = [0; 60];
         if self.sb.has_incompat(super::features::INCOMPAT_EXTENTS) {
             dir.flags |= flags::EXTENTS;
-            dir.i_block = super::extent::empty_root();
+            dir.i_block = super::extent_write::empty_root();
         }
         dir.size = 0;
         let mut all = vec![

@@ -63,7 +63,7 @@ pub(crate) fn create(tx: &mut Txn<'_>, owner: &Inode, value: &[u8]) -> Result<(I
     ea.flags |= flags::EA_INODE;
     if fs.sb.has_incompat(super::features::INCOMPAT_EXTENTS) {
         ea.flags |= flags::EXTENTS;
-        ea.i_block = super::extent::empty_root();
+        ea.i_block = super::extent_write::empty_root();
     }
     fs.fill_new_file(tx, &mut ea, value)?;
     let hash = value_hash(tx, value);

@@ -20,6 +20,7 @@ use super::bytes::{le16, le32};
 use super::checksum::crc32c;
 use super::error::{CorruptKind, Error, Object, Result};
 use super::extent::{self, Extent};
+use super::extent_write;
 use super::fs::{Filesystem, Mapping};
 use super::inode::{FileKind, GOOD_OLD_INODE_SIZE, Inode, InodeNo, Timestamp, flags};
 use super::txn::Txn;
@@ -387,7 +388,7 @@ impl Filesystem {
                 // block here (its entries come from the commits' own records).
                 let unmapped = || -> Result<bool> { Ok(matches!(self.map(&inode, 0)?, Mapping::Hole { .. })) };
                 if is_dir && inode.has_flag(flags::EXTENTS) && (inode.size == 0 || unmapped()?) {
-                    inode.i_block = extent::empty_root();
+                    inode.i_block = extent_write::empty_root();
                     inode.size = 0;
                     self.init_dir(tx, &mut inode, InodeNo(d.parent))?;
                 }
@@ -467,7 +468,7 @@ impl Filesystem {
         let inode_flags = le32(&rec, 0x20);
         if inode_flags & flags::EXTENTS != 0 {
             if le16(&rec, I_BLOCK.start) != extent::EXT4_EXT_MAGIC {
-                rec[I_BLOCK].copy_from_slice(&extent::empty_root());
+                rec[I_BLOCK].copy_from_slice(&extent_write::empty_root());
             }
         } else {
             // Inline data, a fast symlink's target, a device number: all in the record itself.
@@ -495,15 +496,15 @@ impl Filesystem {
         }
         let mut inode = inode.as_ref().clone();
         let (mut list, tree) = extent::collect(self, &inode)?;
-        extent::remove_range(&mut list, u64::from(from), to);
+        extent_write::remove_range(&mut list, u64::from(from), to);
         let goal = match add {
             Some(e) if e.len > 0 => {
-                extent::insert(&mut list, e);
+                extent_write::insert(&mut list, e);
                 e.pblk
             }
             _ => list.first().map_or(0, |e| e.pblk),
         };
-        extent::store(tx, &mut inode, &list, tree, goal)?;
+        extent_write::store(tx, &mut inode, &list, tree, goal)?;
         tx.write_inode(&inode)?;
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 use super::error::{CorruptKind, Error, Object, Result};
 use super::extent::{self, Extent};
+use super::extent_write;
 use super::fs::{Filesystem, Mapping};
 use super::inode::{FileKind, Inode, InodeNo, Timestamp, flags};
 use super::txn::{Txn, inode_mut};
@@ -30,7 +31,7 @@ impl MapEdit {
 
     pub(crate) fn lookup(&self, fs: &Filesystem, inode: &Inode, lblk: u64) -> Result<Mapping> {
         match self {
-            MapEdit::Extents { list, .. } => Ok(match extent::find(list, lblk) {
+            MapEdit::Extents { list, .. } => Ok(match extent_write::find(list, lblk) {
                 (Some(e), _) => Mapping::Mapped {
                     pblk: e.pblk + (lblk - u64::from(e.lblk)),
                     len: e.end() - lblk,
@@ -82,7 +83,7 @@ impl MapEdit {
             }
         };
         let lblk32 = u32::try_from(lblk).map_err(|_| Error::TooBig)?;
-        let mut want = match extent::find(list, lblk) {
+        let mut want = match extent_write::find(list, lblk) {
             (Some(_), _) => return Err(Error::corrupt(Object::Inode(inode.ino.0), CorruptKind::AllocatingMappedBlock)),
             (None, Some(next)) => want.min(u64::from(next.lblk) - lblk),
             (None, None) => want,
@@ -103,7 +104,7 @@ impl MapEdit {
             }
         };
         inode.blocks_512 += clusters * sb.cluster_sectors();
-        extent::insert(list, Extent { lblk: lblk32, len: got as u32, pblk, unwritten });
+        extent_write::insert(list, Extent { lblk: lblk32, len: got as u32, pblk, unwritten });
         Ok((pblk, got))
     }
 
@@ -112,7 +113,7 @@ impl MapEdit {
     pub(crate) fn remove(&mut self, tx: &mut Txn<'_>, inode: &mut Inode, from: u64, to: u64) -> Result<()> {
         match self {
             MapEdit::Extents { list, dirty, .. } => {
-                let freed = extent::remove_range(list, from, to);
+                let freed = extent_write::remove_range(list, from, to);
                 if freed.is_empty() {
                     return Ok(());
                 }
@@ -131,7 +132,7 @@ impl MapEdit {
 
     fn mark_written(&mut self, from: u64, to: u64) {
         if let MapEdit::Extents { list, dirty, .. } = self {
-            extent::mark_written(list, from, to);
+            extent_write::mark_written(list, from, to);
             *dirty = true;
         }
     }
@@ -139,7 +140,7 @@ impl MapEdit {
     /// Writes the changed extent tree back into `inode` (the caller writes the inode).
     pub(crate) fn store(self, tx: &mut Txn<'_>, inode: &mut Inode, goal: u64) -> Result<()> {
         if let MapEdit::Extents { list, tree, dirty: true } = self {
-            extent::store(tx, inode, &list, tree, goal)?;
+            extent_write::store(tx, inode, &list, tree, goal)?;
         }
         Ok(())
     }
@@ -521,7 +522,7 @@ pub(crate) fn unline(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
     inode.i_block = [0; 60];
     if fs.sb.has_incompat(super::features::INCOMPAT_EXTENTS) {
         inode.flags |= flags::EXTENTS;
-        inode.i_block = extent::empty_root();
+        inode.i_block = extent_write::empty_root();
     }
     if !data.is_empty() {
         let mut map = MapEdit::load(fs, inode)?;

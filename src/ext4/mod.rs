@@ -26,6 +26,7 @@ pub mod dir_write;
 pub mod ea_inode;
 pub mod error;
 pub mod extent;
+pub mod extent_write;
 pub mod fast_commit;
 pub mod feature_policy;
 pub mod features;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::error::{Error, Result};
-use super::extent;
+use super::extent_write;
 use super::features::{INCOMPAT_EXTENTS, RO_COMPAT_DIR_NLINK};
 use super::file::MapEdit;
 use super::fs::Filesystem;
@@ -145,7 +145,7 @@ impl Filesystem {
         match kind {
             FileKind::Regular | FileKind::Directory if extents => {
                 inode.flags |= flags::EXTENTS;
-                inode.i_block = extent::empty_root();
+                inode.i_block = extent_write::empty_root();
             }
             FileKind::CharDevice | FileKind::BlockDevice => {
                 let (major, minor) = ((new.rdev >> 8) & 0xFFF, (new.rdev & 0xFF) | ((new.rdev >> 12) & 0xFFF00));
@@ -249,7 +249,7 @@ impl Filesystem {
         } else {
             if self.sb.has_incompat(INCOMPAT_EXTENTS) {
                 inode.flags |= flags::EXTENTS;
-                inode.i_block = extent::empty_root();
+                inode.i_block = extent_write::empty_root();
             }
             let goal = self.sb.group_first_block(u64::from(self.group_of(inode.ino)));
             let mut map = MapEdit::load(self, &inode)?;
