@@ -1,6 +1,7 @@
 //! Hash tree directories (dir_index): block 0 of the directory holds `dx_root` (after the `.` and `..`
 //! entries), interior blocks hold `dx_node`; both map ranges of name hashes to the blocks that hold them.
 //! Lookup descends from the root to one leaf block instead of scanning the whole directory.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::{le16, le32, u8_at};
 use super::checksum::crc32c;
@@ -22,6 +23,16 @@ struct Level {
     count_offset: usize,
     count: usize,
     at: usize,
+}
+
+impl Level {
+    /// Index entry `i` (8 bytes: hash, block) from its first byte on; empty past the node.
+    fn entry(&self, i: usize) -> &[u8] {
+        i.checked_mul(ENTRY)
+            .and_then(|o| o.checked_add(self.count_offset))
+            .and_then(|o| self.node.get(o..))
+            .unwrap_or_default()
+    }
 }
 
 /// The hash an htree directory's index is ordered by (`dx_root`'s hash version with the superblock's
@@ -97,17 +108,18 @@ pub fn lookup<T>(
         }
         // Names with the same hash may continue in the next leaf: the next index entry then has the same
         // hash with its low (collision) bit set. Find the deepest level that has a next entry.
-        let Some(depth) = path.iter().rposition(|l| l.at + 1 < l.count) else {
+        // at < count <= 65535 at every level.
+        let Some(depth) = path.iter().rposition(|l| l.at.saturating_add(1) < l.count) else {
             return Ok(None);
         };
-        path[depth].at += 1;
+        path[depth].at = path[depth].at.saturating_add(1);
         let next_hash = entry_hash(&path[depth], path[depth].at);
         if next_hash & !1 != hash {
             return Ok(None);
         }
-        path.truncate(depth + 1);
+        path.truncate(depth.saturating_add(1));
         while path.len() <= levels {
-            let parent = &path[path.len() - 1];
+            let Some(parent) = path.last() else { break };
             let mut l = open_node(fs, dir, entry_block(parent, parent.at), obj)?;
             l.at = 0;
             path.push(l);
@@ -118,13 +130,13 @@ pub fn lookup<T>(
 }
 
 fn dir_blocks(fs: &Filesystem, dir: &Inode) -> u64 {
-    dir.size / u64::from(fs.block_size())
+    dir.size.checked_div(u64::from(fs.block_size())).unwrap_or(0)
 }
 
 /// Reads an interior `dx_node` block and checks its fake directory entry.
 fn open_node(fs: &Filesystem, dir: &Inode, lblk: u64, obj: Object) -> Result<Level> {
     let block = fs.dir_block(dir, lblk)?.ok_or_else(|| Error::corrupt(obj, CorruptKind::HtreePointsAtHole))?;
-    let bs = fs.block_size() as usize;
+    let bs = super::bytes::index(fs.block_size());
     if le32(&block, 0) != 0 || super::dir_block::rec_len_from_disk(le16(&block, 4), bs) != bs {
         return Err(Error::corrupt(obj, CorruptKind::HtreeNodeWithoutItsEmptyDirectoryEntry));
     }
@@ -140,19 +152,23 @@ fn open_level(
     obj: Object,
 ) -> Result<Level> {
     let csum = fs.superblock().has_metadata_csum();
-    let limit = usize::from(le16(&node, count_offset));
-    let count = usize::from(le16(&node, count_offset + 2));
-    let expected_limit = (node.len().saturating_sub(count_offset)) / ENTRY - usize::from(csum);
-    if limit != expected_limit || count == 0 || count > limit {
+    let entries = node.get(count_offset..).unwrap_or_default();
+    let limit = usize::from(le16(entries, 0));
+    let count = usize::from(le16(entries, 2));
+    let expected_limit = (entries.len() / ENTRY).checked_sub(usize::from(csum));
+    if Some(limit) != expected_limit || count == 0 || count > limit {
         return Err(Error::corrupt(obj, CorruptKind::HtreeNodeCountOrLimitOutOfRange));
     }
     if csum {
-        let tail = count_offset + limit * ENTRY;
-        let covered = node.get(..count_offset + count * ENTRY).unwrap_or_default();
-        let reserved = node.get(tail..tail + 4).unwrap_or_default();
+        // limit and count are at most 65535, so the offsets cannot overflow; the tail follows the limit
+        // entries, within the node (limit was checked against its size).
+        let entry_end = |n: usize| count_offset.saturating_add(n.saturating_mul(ENTRY));
+        let tail = node.get(entry_end(limit)..).unwrap_or_default();
+        let covered = node.get(..entry_end(count)).unwrap_or_default();
+        let reserved = tail.get(..4).unwrap_or_default();
         // dx_tail: the reserved word, then the checksum field itself taken as zero.
         let c = crc32c(crc32c(crc32c(dir.csum_seed, covered), reserved), &[0; 4]);
-        if c != le32(&node, tail + 4) {
+        if c != le32(tail, 4) {
             return Err(Error::Checksum(obj));
         }
     }
@@ -161,20 +177,21 @@ fn open_level(
 
 /// The hash of entry `i`; entry 0 has no stored hash (its slot holds count and limit) and covers from 0.
 fn entry_hash(l: &Level, i: usize) -> u32 {
-    if i == 0 { 0 } else { le32(&l.node, l.count_offset + i * ENTRY) }
+    if i == 0 { 0 } else { le32(l.entry(i), 0) }
 }
 
 /// The directory block entry `i` points to (the top 4 bits are reserved, as in the kernel's `dx_get_block`).
 fn entry_block(l: &Level, i: usize) -> u64 {
-    u64::from(le32(&l.node, l.count_offset + i * ENTRY + 4) & 0x0FFF_FFFF)
+    u64::from(le32(l.entry(i), 4) & 0x0FFF_FFFF)
 }
 
 /// The last entry whose hash is at most `hash` (binary search, as the kernel's `dx_probe`).
 fn find_entry(l: &Level, hash: u32) -> usize {
     let (mut lo, mut hi) = (1usize, l.count);
     while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if entry_hash(l, mid) > hash { hi = mid } else { lo = mid + 1 }
+        let mid = lo.midpoint(hi);
+        if entry_hash(l, mid) > hash { hi = mid } else { lo = mid.saturating_add(1) }
     }
-    lo - 1
+    // lo starts at 1 and only grows.
+    lo.saturating_sub(1)
 }

@@ -10,6 +10,7 @@
 //! dropped without committing leaves no slot taken. When every slot is taken the chain is used, as in
 //! the kernel. While a read-write mount lasts, the superblock says `orphan_present`; a clean unmount
 //! with no slot taken clears it.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::le32;
 use super::bytes_mut::put32;
@@ -47,11 +48,12 @@ impl OrphanFile {
         }
         let inode = fs.inode(InodeNo(ino)).map_err(|e| format!("the orphan file: {e}"))?;
         let bs = u64::from(fs.sb.block_size);
-        if inode.kind != FileKind::Regular || inode.size % bs != 0 || inode.size / bs > MAX_BLOCKS {
+        let count = inode.size.checked_div(bs).unwrap_or(u64::MAX);
+        if inode.kind != FileKind::Regular || inode.size.checked_rem(bs) != Some(0) || count > MAX_BLOCKS {
             return Err(format!("the orphan file (inode {ino}) is not a regular file of whole blocks"));
         }
         let mut blocks = Vec::new();
-        for lblk in 0..inode.size / bs {
+        for lblk in 0..count {
             match fs.map(&inode, lblk).map_err(|e| format!("the orphan file: {e}"))? {
                 Mapping::Mapped { pblk, unwritten: false, .. } => blocks.push(pblk),
                 _ => return Err(format!("block {lblk} of the orphan file (inode {ino}) is not allocated")),
@@ -65,22 +67,29 @@ impl OrphanFile {
         Ok(file)
     }
 
-    /// Inode slots in one block.
-    fn slots(&self, block: &[u8]) -> usize {
-        (block.len() - TAIL) / 4
+    /// A block's inode slots and its tail (magic, checksum).
+    fn split(block: &[u8]) -> (&[u8], &[u8]) {
+        block.split_at(block.len().saturating_sub(TAIL))
+    }
+
+    /// The slot number of the first slot of `block` holding `ino`.
+    fn slot_of(block: &[u8], ino: u32) -> Option<usize> {
+        Self::split(block).0.chunks_exact(4).position(|s| le32(s, 0) == ino)
     }
 
     fn checksum(&self, block: &[u8], pblk: u64) -> u32 {
         let c = crc32c(self.seed, &pblk.to_le_bytes());
-        crc32c(c, &block[..self.slots(block) * 4])
+        let slots = Self::split(block).0;
+        // The whole slots only (a block size is a multiple of 4).
+        crc32c(c, slots.get(..slots.len() & !3).unwrap_or_default())
     }
 
     fn verify(&self, block: &[u8], pblk: u64) -> Result<()> {
-        let tail = block.len() - TAIL;
-        if le32(block, tail) != MAGIC {
+        let tail = Self::split(block).1;
+        if le32(tail, 0) != MAGIC {
             return Err(Error::corrupt(Object::OrphanFile(pblk), CorruptKind::BadMagic));
         }
-        if self.checksummed && le32(block, tail + 4) != self.checksum(block, pblk) {
+        if self.checksummed && le32(tail, 4) != self.checksum(block, pblk) {
             return Err(Error::Checksum(Object::OrphanFile(pblk)));
         }
         Ok(())
@@ -97,8 +106,8 @@ impl OrphanFile {
     fn seal_and_put(&self, tx: &mut Txn<'_>, pblk: u64, mut block: Vec<u8>) {
         if self.checksummed {
             let c = self.checksum(&block, pblk);
-            let tail = block.len() - TAIL;
-            put32(&mut block, tail + 4, c);
+            let at = block.len().saturating_sub(TAIL).saturating_add(4);
+            put32(&mut block, at, c);
         }
         tx.put(pblk, block);
     }
@@ -108,9 +117,9 @@ impl OrphanFile {
     pub(crate) fn add(&self, tx: &mut Txn<'_>, ino: u32) -> Result<bool> {
         for &pblk in &self.blocks {
             let block = self.read(tx.fs(), pblk)?;
-            if let Some(slot) = (0..self.slots(&block)).find(|&i| le32(&block, i * 4) == 0) {
+            if let Some(slot) = Self::slot_of(&block, 0) {
                 let mut block = block.as_ref().clone();
-                put32(&mut block, slot * 4, ino);
+                put32(&mut block, slot.saturating_mul(4), ino);
                 self.seal_and_put(tx, pblk, block);
                 return Ok(true);
             }
@@ -122,9 +131,9 @@ impl OrphanFile {
     pub(crate) fn remove(&self, tx: &mut Txn<'_>, ino: u32) -> Result<bool> {
         for &pblk in &self.blocks {
             let block = self.read(tx.fs(), pblk)?;
-            if let Some(slot) = (0..self.slots(&block)).find(|&i| le32(&block, i * 4) == ino) {
+            if let Some(slot) = Self::slot_of(&block, ino) {
                 let mut block = block.as_ref().clone();
-                put32(&mut block, slot * 4, 0);
+                put32(&mut block, slot.saturating_mul(4), 0);
                 self.seal_and_put(tx, pblk, block);
                 return Ok(true);
             }
@@ -136,7 +145,7 @@ impl OrphanFile {
     pub(crate) fn first(&self, fs: &Filesystem) -> Result<Option<u32>> {
         for &pblk in &self.blocks {
             let block = self.read(fs, pblk)?;
-            if let Some(ino) = (0..self.slots(&block)).map(|i| le32(&block, i * 4)).find(|&n| n != 0) {
+            if let Some(ino) = Self::split(&block).0.chunks_exact(4).map(|s| le32(s, 0)).find(|&n| n != 0) {
                 return Ok(Some(ino));
             }
         }
