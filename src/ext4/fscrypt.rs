@@ -16,6 +16,7 @@
 //!
 //! A short ciphertext is encoded whole (8 + its length bytes), so the name is exact; a longer one is
 //! 189 bytes (252 characters, within NAME_MAX) and matched by prefix and digest.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use sha2::{Digest, Sha256};
 
@@ -111,20 +112,24 @@ pub fn symlink_ciphertext(data: &[u8]) -> Option<&[u8]> {
 /// The length of the target an encrypted symlink of `i_size` bytes reads as: what the kernel's
 /// `fscrypt_symlink_getattr` reports as its size, so `stat` and `readlink` agree.
 pub fn nokey_symlink_len(i_size: u64) -> u64 {
-    let ciphertext = i_size.saturating_sub(2);
-    let raw =
-        if ciphertext <= CIPHERTEXT_IN_NAME as u64 { DIRHASH_LEN as u64 + ciphertext } else { NOKEY_NAME_MAX as u64 };
-    encoded_len(raw as usize) as u64
+    let ciphertext = usize::try_from(i_size.saturating_sub(2)).unwrap_or(usize::MAX);
+    let raw = if ciphertext <= CIPHERTEXT_IN_NAME { DIRHASH_LEN.saturating_add(ciphertext) } else { NOKEY_NAME_MAX };
+    u64::try_from(encoded_len(raw)).unwrap_or(u64::MAX)
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Characters of the unpadded base64url encoding of `n` bytes.
 const fn encoded_len(n: usize) -> usize {
-    (n * 4).div_ceil(3)
+    n.saturating_mul(4).div_ceil(3)
 }
 
 /// Unpadded base64url, as the kernel's `fscrypt_base64url_encode`.
+#[expect(
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    reason = "bits stays below 14 (8 in, 6 out while at least 6) and the 6-bit masks index the 64-letter alphabet"
+)]
 fn base64url_encode(src: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len(src.len()));
     let (mut acc, mut bits) = (0u32, 0u32);
@@ -145,6 +150,11 @@ fn base64url_encode(src: &[u8]) -> Vec<u8> {
 
 /// The kernel's `fscrypt_base64url_decode`: `None` for a character outside the alphabet or leftover bits
 /// that are not zero (so every name has one decoding and one encoding).
+#[expect(
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    reason = "bits stays below 14 (6 in, 8 out while at least 8), acc is masked to 12 bits, a position is below 64"
+)]
 fn base64url_decode(src: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(src.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
