@@ -1,5 +1,6 @@
 //! Reading directories: their blocks (checksums verified), name lookup through the htree index or a
 //! linear scan, listing with resumable cookies, inline directories, casefolded and encrypted names.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ impl Filesystem {
             self.sb.has_incompat(INCOMPAT_FILETYPE),
             self.sb.inodes_count,
             obj,
-            self.sb.block_size as usize,
+            super::bytes::index(self.sb.block_size),
         )
     }
 
@@ -117,7 +118,7 @@ impl Filesystem {
             let Some(block) = self.dir_block(dir, lblk)? else {
                 return Ok(None);
             };
-            let bs = self.sb.block_size as usize;
+            let bs = super::bytes::index(self.sb.block_size);
             let first_rec = dir_block::rec_len_from_disk(super::bytes::le16(&block, 4), bs);
             let is_node = super::bytes::le32(&block, 0) == 0 && first_rec == bs;
             if lblk == 0 || is_node {
@@ -162,7 +163,7 @@ impl Filesystem {
         }
         let names = self.listed_names(dir);
         let bs = u64::from(self.sb.block_size);
-        for lblk in DirWalk::new(self, dir, cookie / bs) {
+        for lblk in DirWalk::new(self, dir, cookie.checked_div(bs).unwrap_or(0)) {
             let lblk = lblk?;
             let obj = Object::DirBlock { ino: dir.ino.0, lblk };
             let block = match self.leaf_block_for_scan(dir, lblk) {
@@ -176,7 +177,7 @@ impl Filesystem {
                 }
                 Err(e) => return Err(e),
             };
-            let base = lblk * bs;
+            let base = lblk.saturating_mul(bs);
             for d in self.dirents(&block, obj) {
                 let d = match d {
                     Ok(d) => d,
@@ -186,7 +187,7 @@ impl Filesystem {
                         break;
                     }
                 };
-                let pos = base + d.offset as u64;
+                let pos = position(base, d.offset);
                 if pos < cookie || d.inode == 0 {
                     continue;
                 }
@@ -199,7 +200,7 @@ impl Filesystem {
                     }
                 };
                 let entry = DirEntry { ino: InodeNo(d.inode), kind: self.dirent_kind(d.file_type), name };
-                if emit(entry, pos + d.rec_len as u64) {
+                if emit(entry, position(pos, d.rec_len)) {
                     return Ok(());
                 }
             }
@@ -211,7 +212,8 @@ impl Filesystem {
         let d = inline_data::dir(dir)?;
         let dot = [(b".".to_vec(), dir.ino), (b"..".to_vec(), InodeNo(d.parent))];
         for (i, (name, ino)) in dot.into_iter().enumerate() {
-            if cookie <= i as u64 && emit(DirEntry { ino, kind: Some(Kind::Directory), name }, i as u64 + 1) {
+            let i = position(0, i);
+            if cookie <= i && emit(DirEntry { ino, kind: Some(Kind::Directory), name }, i.saturating_add(1)) {
                 return Ok(());
             }
         }
@@ -220,7 +222,7 @@ impl Filesystem {
         for (region, start) in d.regions.iter().zip(inline_data::REGION_START) {
             for e in self.dirents(region, obj) {
                 let e = e?;
-                let pos = start + e.offset as u64;
+                let pos = position(start, e.offset);
                 if pos < cookie || e.inode == 0 {
                     continue;
                 }
@@ -229,7 +231,7 @@ impl Filesystem {
                     kind: self.dirent_kind(e.file_type),
                     name: names.shown(e.name, obj)?,
                 };
-                if emit(entry, pos + e.rec_len as u64) {
+                if emit(entry, position(pos, e.rec_len)) {
                     return Ok(());
                 }
             }
@@ -298,7 +300,7 @@ pub(crate) struct DirWalk<'a> {
 
 impl<'a> DirWalk<'a> {
     pub(crate) fn new(fs: &'a Filesystem, dir: &'a Inode, start: u64) -> DirWalk<'a> {
-        let end = dir.size / u64::from(fs.sb.block_size);
+        let end = dir.size.checked_div(u64::from(fs.sb.block_size)).unwrap_or(0);
         DirWalk { fs, dir, next: start, end, steps: 0, seen: std::collections::HashSet::new() }
     }
 }
@@ -310,7 +312,7 @@ impl Iterator for DirWalk<'_> {
     fn next(&mut self) -> Option<Result<u64>> {
         let obj = Object::DirBlock { ino: self.dir.ino.0, lblk: self.next };
         while self.next < self.end {
-            self.steps += 1;
+            self.steps = self.steps.saturating_add(1);
             if self.steps > self.fs.sb.blocks_count.saturating_mul(2).saturating_add(2) {
                 self.next = self.end;
                 return Some(Err(Error::corrupt(obj, CorruptKind::DirectoryMapsMoreBlocksThanFilesystemHolds)));
@@ -323,7 +325,7 @@ impl Iterator for DirWalk<'_> {
                 Ok(Mapping::Hole { len }) => self.next = self.next.saturating_add(len.unwrap_or(u64::MAX).max(1)),
                 Ok(Mapping::Mapped { pblk, .. }) => {
                     let lblk = self.next;
-                    self.next += 1;
+                    self.next = self.next.saturating_add(1);
                     if !self.seen.insert(pblk) {
                         self.next = self.end;
                         return Some(Err(Error::corrupt(obj, CorruptKind::DirectoryMapsOneBlockTwice)));
@@ -389,4 +391,10 @@ impl ListedNames {
             }
         }
     }
+}
+
+/// A readdir position: `base` (a block's first byte, a region's start) and a byte offset past it. Real
+/// positions are below the directory's size; saturating keeps a crafted one from wrapping back.
+fn position(base: u64, offset: usize) -> u64 {
+    base.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
 }

@@ -1,5 +1,6 @@
 //! Reading files: the block map walked a run at a time into the reply buffer (data bypasses the block
 //! cache), symlink targets, and SEEK_DATA/SEEK_HOLE.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::error::{CorruptKind, Error, Object, Result};
 use super::fs::{Filesystem, Mapping};
@@ -30,7 +31,7 @@ impl Filesystem {
         if offset >= inode.size {
             return Ok(Vec::new());
         }
-        let len = usize::try_from((inode.size - offset).min(len as u64)).unwrap_or(len);
+        let len = usize::try_from(inode.size.saturating_sub(offset)).map_or(len, |left| left.min(len));
         if inode.has_flag(flags::INLINE_DATA) {
             return inline_data::read(inode, offset, len);
         }
@@ -44,21 +45,23 @@ impl Filesystem {
     fn read_mapped(&self, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<()> {
         let bs = u64::from(self.sb.block_size);
         let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let lblk = pos / bs;
-            let within = pos % bs;
+        while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+            // offset + done < the file's size, which is below 2^63.
+            let pos = offset.saturating_add(u64::try_from(done).unwrap_or(u64::MAX));
+            let (lblk, within) = (pos.checked_div(bs).unwrap_or(0), pos.checked_rem(bs).unwrap_or(0));
             let (run_blocks, pblk) = match self.map(inode, lblk)? {
                 Mapping::Mapped { pblk, len, unwritten } => (len, (!unwritten).then_some(pblk)),
                 Mapping::Hole { len } => (len.unwrap_or(u64::MAX), None),
             };
             let run_bytes = run_blocks.saturating_mul(bs).saturating_sub(within);
-            let n = usize::try_from(run_bytes).unwrap_or(usize::MAX).min(buf.len() - done);
+            let n = usize::try_from(run_bytes).unwrap_or(usize::MAX).min(rest.len());
             if let Some(pblk) = pblk {
                 // pblk..pblk+len was checked to lie inside the filesystem, and so inside the device.
-                self.dev.read_exact_at(&mut buf[done..done + n], pblk * bs + within)?;
+                let at = pblk.checked_mul(bs).and_then(|b| b.checked_add(within)).ok_or(Error::TooBig)?;
+                self.dev.read_exact_at(&mut rest[..n], at)?;
             }
-            done += n;
+            // n >= 1 (a run holds at least the block at pos) and done + n <= buf.len().
+            done = done.saturating_add(n.max(1));
         }
         Ok(())
     }
@@ -85,19 +88,21 @@ impl Filesystem {
         if inode.size == 0 || inode.size > SYMLINK_MAX.min(u64::from(self.sb.block_size)) {
             return Err(Error::corrupt(obj, CorruptKind::SymlinkSizeOutOfRange));
         }
+        // At most a block.
+        let symlink_len = usize::try_from(inode.size).unwrap_or(0);
         if inode.has_flag(flags::INLINE_DATA) {
-            return inline_data::read(inode, 0, inode.size as usize);
+            return inline_data::read(inode, 0, symlink_len);
         }
         if self.is_fast_symlink_inode(inode) {
-            let len = inode.size as usize;
+            let len = symlink_len;
             return inode
                 .i_block
                 .get(..len)
                 .map(<[u8]>::to_vec)
                 .ok_or_else(|| Error::corrupt(obj, CorruptKind::FastSymlinkLongerThanIBlock));
         }
-        let target = self.read(inode, 0, inode.size as usize)?;
-        if target.len() as u64 != inode.size {
+        let target = self.read(inode, 0, symlink_len)?;
+        if target.len() != symlink_len {
             return Err(Error::corrupt(obj, CorruptKind::SymlinkShorterThanItsSize));
         }
         Ok(target)
@@ -130,7 +135,7 @@ impl Filesystem {
             return Ok(Some(if want_data { offset } else { inode.size }));
         }
         let bs = u64::from(self.sb.block_size);
-        let mut lblk = offset / bs;
+        let mut lblk = offset.checked_div(bs).unwrap_or(0);
         // A real file alternates at most blocks_count runs of data with holes; a crafted map can present
         // billions of runs built from a few physical blocks.
         let mut budget = self.sb.blocks_count.saturating_mul(2).saturating_add(2);
@@ -144,7 +149,7 @@ impl Filesystem {
                 Mapping::Hole { len } => (len.unwrap_or(u64::MAX), false),
             };
             if is_data == want_data {
-                return Ok(Some((lblk * bs).max(offset)));
+                return Ok(Some(lblk.saturating_mul(bs).max(offset)));
             }
             lblk = lblk.saturating_add(len.max(1));
         }

@@ -1,5 +1,6 @@
 //! Reading extended attributes: the in-inode area, the xattr block, values in EA inodes, and the ACLs
 //! turned into the kernel's xattr form.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::error::{CorruptKind, Error, Object, Result};
 use super::features::INCOMPAT_EA_INODE;
@@ -53,8 +54,9 @@ impl Filesystem {
         if !ea.has_flag(flags::EA_INODE) || ea.kind != Kind::Regular || ea.size != u64::from(size) {
             return Err(Error::corrupt(obj, CorruptKind::XattrValueInodeDoesNotMatchItsEntry));
         }
-        let v = self.read(&ea, 0, size as usize)?;
-        if v.len() != size as usize {
+        let size = super::bytes::index(size);
+        let v = self.read(&ea, 0, size)?;
+        if v.len() != size {
             return Err(Error::corrupt(obj, CorruptKind::XattrValueInodeIsShort));
         }
         Ok(v)
