@@ -11,6 +11,7 @@
 //! decides where the copies go: onto the image for a read-write mount, or under an overlay
 //! (`overlay::OverlayDevice`) for a read-only one, so an untrusted image is never written. The replay holds
 //! block numbers, not contents, so its memory is a few dozen bytes per logged block whatever the block size.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -58,17 +59,23 @@ const MAX_JOURNAL_BLOCKS: u32 = 10_240_000;
 const JSB_SIZE: usize = 1024;
 
 fn be32(b: &[u8], off: usize) -> u32 {
-    b.get(off..off + 4).map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(off..off.saturating_add(4)).map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 fn be16(b: &[u8], off: usize) -> u16 {
-    b.get(off..off + 2).map_or(0, |s| u16::from_be_bytes([s[0], s[1]]))
+    b.get(off..off.saturating_add(2)).map_or(0, |s| u16::from_be_bytes([s[0], s[1]]))
 }
 
 pub(super) fn put_be32(b: &mut [u8], off: usize, v: u32) {
-    if let Some(s) = b.get_mut(off..off + 4) {
+    if let Some(s) = b.get_mut(off..off.saturating_add(4)) {
         s.copy_from_slice(&v.to_be_bytes());
     }
+}
+
+/// `a - b` as jbd2 compares transaction ids (`tid_gt`, `tid_geq`): the difference taken mod 2^32, as
+/// a signed number, so that ids compare across the wrap.
+fn tid_diff(a: u32, b: u32) -> i32 {
+    i32::from_ne_bytes(a.wrapping_sub(b).to_ne_bytes())
 }
 
 fn corrupt(kind: CorruptKind) -> Error {
@@ -183,11 +190,13 @@ impl JournalSuperblock {
         if self.csum_v3() {
             return 16;
         }
-        let mut size = 12;
-        if self.incompat & INCOMPAT_CSUM_V2 != 0 {
-            size += 2;
+        // journal_block_tag_t: blocknr, (checksum,) flags, blocknr_high; the high half only with 64bit.
+        match (self.incompat & INCOMPAT_CSUM_V2 != 0, self.is_64bit()) {
+            (false, false) => 8,
+            (true, false) => 10,
+            (false, true) => 12,
+            (true, true) => 14,
         }
-        if self.is_64bit() { size } else { size - 4 }
     }
 
     /// The last log block + 1: the fast-commit area, when there is one, follows the log.
@@ -196,7 +205,7 @@ impl JournalSuperblock {
             return self.maxlen;
         }
         let fc = if self.num_fc_blocks == 0 { 256 } else { self.num_fc_blocks };
-        self.maxlen.saturating_sub(fc).max(self.first + 1)
+        self.maxlen.saturating_sub(fc).max(self.first.saturating_add(1))
     }
 
     /// The superblock bytes `raw` rewritten as an empty journal whose next transaction is `sequence`:
@@ -276,7 +285,7 @@ impl BlockSource {
             BlockSource::Log { pblk, escaped } => {
                 let bs = u64::from(block_size);
                 let offset = pblk.checked_mul(bs).ok_or(std::io::ErrorKind::InvalidInput)?;
-                let mut buf = vec![0u8; block_size as usize];
+                let mut buf = vec![0u8; super::bytes::index(block_size)];
                 dev.read_exact_at(&mut buf, offset)?;
                 if *escaped {
                     put_be32(&mut buf, 0, JBD2_MAGIC);
@@ -335,7 +344,7 @@ impl<'a> Journal<'a> {
         journal.sb_block = journal.physical(0)?;
         journal.raw_sb = journal.read_physical(journal.sb_block)?;
         journal.sb = JournalSuperblock::parse(&journal.raw_sb, fs.block_size())?;
-        let inode_blocks = journal.inode.size / u64::from(fs.block_size());
+        let inode_blocks = journal.inode.size.checked_div(u64::from(fs.block_size())).unwrap_or(0);
         if u64::from(journal.sb.maxlen) > inode_blocks {
             return Err(corrupt(CorruptKind::JournalSuperblockClaimsMoreBlocksThanJournalInodeHolds));
         }
@@ -361,11 +370,14 @@ impl<'a> Journal<'a> {
                 Mapping::Mapped { pblk, len, .. } => (pblk, len),
                 Mapping::Hole { .. } => return Err(corrupt(CorruptKind::JournalInodeHasHole)),
             };
-            let len = u32::try_from(len).unwrap_or(u32::MAX).clamp(1, self.sb.maxlen - n);
+            // n < maxlen, and runs end at most at maxlen: nothing below overflows.
+            let len = u32::try_from(len).unwrap_or(u32::MAX).clamp(1, self.sb.maxlen.saturating_sub(n));
             self.fs.check_range(pblk, u64::from(len), Object::Journal)?;
             match runs.last_mut() {
-                Some(last) if u64::from(last.0 + last.2) == u64::from(n) && last.1 + u64::from(last.2) == pblk => {
-                    last.2 += len
+                Some(last)
+                    if last.0.saturating_add(last.2) == n && last.1.saturating_add(u64::from(last.2)) == pblk =>
+                {
+                    last.2 = last.2.saturating_add(len)
                 }
                 _ => {
                     if runs.len() == max_runs {
@@ -376,7 +388,7 @@ impl<'a> Journal<'a> {
                     runs.push((n, pblk, len));
                 }
             }
-            n += len;
+            n = n.saturating_add(len);
         }
         Ok(runs)
     }
@@ -384,7 +396,7 @@ impl<'a> Journal<'a> {
     fn read_physical(&self, pblk: u64) -> Result<Vec<u8>> {
         let bs = self.fs.block_size();
         self.fs.check_range(pblk, 1, Object::Journal)?;
-        let mut buf = vec![0u8; bs as usize];
+        let mut buf = vec![0u8; super::bytes::index(bs)];
         let offset = pblk.checked_mul(u64::from(bs)).ok_or_else(|| corrupt(CorruptKind::JournalBlockOutOfRange))?;
         self.fs.device().read_exact_at(&mut buf, offset)?;
         Ok(buf)
@@ -398,6 +410,11 @@ impl<'a> Journal<'a> {
     fn next(&self, n: u32) -> u32 {
         let n = n.wrapping_add(1);
         if n >= self.sb.log_end() { self.sb.first } else { n }
+    }
+
+    /// Where the records of a descriptor or revoke block end: before the checksum tail, when there is one.
+    fn records_end(&self, b: &[u8]) -> usize {
+        if self.sb.has_csum() { b.len().saturating_sub(4) } else { b.len() }
     }
 
     /// Checks the tail checksum of a descriptor or revoke block (v2/v3).
@@ -431,10 +448,10 @@ impl<'a> Journal<'a> {
     /// Parses the tags of a descriptor block into `out`.
     fn parse_tags(&self, b: &[u8], mut log_block: u32, out: &mut Vec<LoggedBlock>) -> Result<u32> {
         let tag_bytes = self.sb.tag_bytes();
-        let end = if self.sb.has_csum() { b.len() - 4 } else { b.len() };
-        let mut off = 12;
-        while off + tag_bytes <= end {
-            let t = &b[off..off + tag_bytes];
+        // The tags lie between the 12-byte header and the checksum tail.
+        let tags = b.get(..self.records_end(b)).unwrap_or_default();
+        let mut off = 12usize;
+        while let Some(t) = tags.get(off..).and_then(|rest| rest.get(..tag_bytes)) {
             let (low, flags, high, checksum) = if self.sb.csum_v3() {
                 (be32(t, 0), be32(t, 4), be32(t, 8), be32(t, 12))
             } else {
@@ -445,10 +462,9 @@ impl<'a> Journal<'a> {
             let home = (high << 32) | u64::from(low);
             log_block = self.next(log_block);
             out.push(LoggedBlock { home, log_block, escaped: flags & TAG_ESCAPE != 0, checksum });
-            off += tag_bytes;
-            if flags & TAG_SAME_UUID == 0 {
-                off += 16;
-            }
+            // A tag without SAME_UUID is followed by the 16-byte UUID.
+            let uuid = if flags & TAG_SAME_UUID == 0 { 16 } else { 0 };
+            off = off.saturating_add(tag_bytes).saturating_add(uuid);
             if flags & TAG_LAST != 0 {
                 return Ok(log_block);
             }
@@ -496,7 +512,7 @@ impl<'a> Journal<'a> {
             if budget == 0 {
                 break;
             }
-            budget -= 1;
+            budget = budget.saturating_sub(1);
             let b = self.read_log(block)?;
             if be32(&b, 0) != JBD2_MAGIC || be32(&b, 8) != sequence {
                 break; // the end of the log
@@ -508,7 +524,7 @@ impl<'a> Journal<'a> {
                     }
                     let before = pending.len();
                     let last = self.parse_tags(&b, block, &mut pending)?;
-                    let used = u32::try_from(pending.len() - before).unwrap_or(u32::MAX);
+                    let used = u32::try_from(pending.len().saturating_sub(before)).unwrap_or(u32::MAX);
                     budget = budget.saturating_sub(used);
                     block = self.next(last);
                 }
@@ -518,7 +534,7 @@ impl<'a> Journal<'a> {
                     }
                     for home in pending_revokes.drain() {
                         let e = revoked.entry(home).or_insert(sequence);
-                        if sequence.wrapping_sub(*e) as i32 > 0 {
+                        if tid_diff(sequence, *e) > 0 {
                             *e = sequence;
                         }
                     }
@@ -530,23 +546,22 @@ impl<'a> Journal<'a> {
                     if !self.tail_ok(&b) {
                         break;
                     }
-                    let count = be32(&b, 12) as usize;
-                    let end = if self.sb.has_csum() { b.len() - 4 } else { b.len() };
-                    if count < 16 || count > end {
+                    let count = super::bytes::index(be32(&b, 12));
+                    if count < 16 || count > self.records_end(&b) {
                         return Err(corrupt(CorruptKind::RevokeRecordCountOverrunsBlock));
                     }
                     let width = if self.sb.is_64bit() { 8 } else { 4 };
-                    let mut off = 16;
-                    while off + width <= count {
+                    // The records: big-endian block numbers of `width` bytes from byte 16 to `count`.
+                    let records = b.get(16..count).unwrap_or_default();
+                    for r in records.chunks_exact(width) {
                         let home = if width == 8 {
-                            (u64::from(be32(&b, off)) << 32) | u64::from(be32(&b, off + 4))
+                            (u64::from(be32(r, 0)) << 32) | u64::from(be32(r, 4))
                         } else {
-                            u64::from(be32(&b, off))
+                            u64::from(be32(r, 0))
                         };
                         if home < blocks_count {
                             pending_revokes.insert(home);
                         }
-                        off += width;
                     }
                     block = self.next(block);
                 }
@@ -563,7 +578,7 @@ impl<'a> Journal<'a> {
         let blocks_count = self.fs.superblock().blocks_count;
         for (seq, logged) in &transactions {
             for l in logged {
-                if revoked.get(&l.home).is_some_and(|&r| r.wrapping_sub(*seq) as i32 >= 0) {
+                if revoked.get(&l.home).is_some_and(|&r| tid_diff(r, *seq) >= 0) {
                     continue;
                 }
                 if l.home >= blocks_count {
@@ -572,7 +587,7 @@ impl<'a> Journal<'a> {
                 let pblk = self.physical(l.log_block)?;
                 self.fs.check_range(pblk, 1, Object::Journal)?;
                 if self.sb.has_csum() && !self.data_ok(*seq, &self.read_physical(pblk)?, l.checksum) {
-                    replay.bad_blocks += 1;
+                    replay.bad_blocks = replay.bad_blocks.saturating_add(1);
                     continue;
                 }
                 replay.blocks.insert(l.home, BlockSource::Log { pblk, escaped: l.escaped });
