@@ -13,6 +13,7 @@
 //! naming inodes that do not exist are skipped, as the kernel skips them. The block bitmaps are set
 //! from the result, as the kernel's `ext4_fc_set_bitmaps_and_counters`: every block a replayed inode or
 //! range held before and does not hold after is freed, every block it holds after is marked in use.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::collections::BTreeSet;
 
@@ -133,14 +134,15 @@ impl Scanner {
             }
             self.started = true;
         }
-        let mut off = 0;
-        while off + TL_SIZE <= b.len() {
-            let tag = le16(b, off);
-            let len = usize::from(le16(b, off + 2));
-            let Some(whole) = b.get(off..off + TL_SIZE + len) else {
+        let mut off = 0usize;
+        while let Some(rest) = b.get(off..).filter(|r| r.len() >= TL_SIZE) {
+            let tag = le16(rest, 0);
+            let len = usize::from(le16(rest, 2));
+            // The record: the tag and length, then `len` bytes of value (len <= 65535: no overflow).
+            let Some(whole) = rest.get(..TL_SIZE.saturating_add(len)) else {
                 return Ok(self.stop("a record overruns its block"));
             };
-            let val = &whole[TL_SIZE..];
+            let val = whole.get(TL_SIZE..).unwrap_or_default();
             let record = match tag {
                 TAG_HEAD => {
                     if len != 8 {
@@ -161,20 +163,22 @@ impl Scanner {
                     if len < 8 {
                         return Ok(self.stop("a tail record of the wrong size"));
                     }
-                    let crc = crc32c(self.crc, &whole[..TL_SIZE + 4]);
+                    let crc = crc32c(self.crc, whole.get(..TL_SIZE.saturating_add(4)).unwrap_or_default());
                     if le32(val, 0) != self.tid || le32(val, 4) != crc {
                         return Ok(self.stop("a fast commit's tail does not match its records"));
                     }
                     self.committed.append(&mut self.pending);
                     self.crc = 0;
-                    off += TL_SIZE + len;
+                    off = off.saturating_add(whole.len());
                     continue;
                 }
                 TAG_PAD => None,
                 TAG_ADD_RANGE if len == 16 => {
                     let ee_len = u32::from(le16(val, 8));
-                    let (len, unwritten) =
-                        if ee_len > EXT_INIT_MAX_LEN { (ee_len - EXT_INIT_MAX_LEN, true) } else { (ee_len, false) };
+                    let (len, unwritten) = match ee_len.checked_sub(EXT_INIT_MAX_LEN).filter(|&n| n > 0) {
+                        Some(n) => (n, true),
+                        None => (ee_len, false),
+                    };
                     let pblk = (u64::from(le16(val, 10)) << 32) | u64::from(le32(val, 12));
                     let e = Extent { lblk: le32(val, 4), len, pblk, unwritten };
                     // An extent past the last logical block (2^32) no file can hold.
@@ -187,24 +191,27 @@ impl Scanner {
                     Some(Tag::DelRange { ino: le32(val, 0), lblk: le32(val, 4), len: le32(val, 8) })
                 }
                 TAG_CREAT | TAG_LINK | TAG_UNLINK if len > DENTRY_SIZE => {
-                    let d = Dentry { parent: le32(val, 0), ino: le32(val, 4), name: val[DENTRY_SIZE..].to_vec() };
+                    let name = val.get(DENTRY_SIZE..).unwrap_or_default().to_vec();
+                    let d = Dentry { parent: le32(val, 0), ino: le32(val, 4), name };
                     Some(match tag {
                         TAG_CREAT => Tag::Creat(d),
                         TAG_LINK => Tag::Link(d),
                         _ => Tag::Unlink(d),
                     })
                 }
-                TAG_INODE if len > 4 => Some(Tag::Inode { ino: le32(val, 0), raw: val[4..].to_vec() }),
+                TAG_INODE if len > 4 => {
+                    Some(Tag::Inode { ino: le32(val, 0), raw: val.get(4..).unwrap_or_default().to_vec() })
+                }
                 _ => return Ok(self.stop("an unknown or malformed fast-commit record")),
             };
             self.crc = crc32c(self.crc, whole);
             if record.is_some() {
-                self.room = self.room.checked_sub(whole.len() + RECORD_OVERHEAD).ok_or_else(|| {
+                self.room = self.room.checked_sub(whole.len().saturating_add(RECORD_OVERHEAD)).ok_or_else(|| {
                     Error::Unsupported("the journal's fast commits hold more records than ext4box replays".into())
                 })?;
             }
             self.pending.extend(record);
-            off += TL_SIZE + len;
+            off = off.saturating_add(whole.len());
         }
         Ok(true)
     }
@@ -217,7 +224,10 @@ fn merged(mut runs: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
     for (s, l) in runs {
         match out.last_mut() {
-            Some(last) if s <= last.0 + last.1 => last.1 = last.1.max(s + l - last.0),
+            // Block runs inside the filesystem: their ends fit in u64; s >= last.0 (sorted).
+            Some(last) if s <= last.0.saturating_add(last.1) => {
+                last.1 = last.1.max(s.saturating_add(l).saturating_sub(last.0))
+            }
             _ => out.push((s, l)),
         }
     }
@@ -229,22 +239,22 @@ fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut j = 0;
     for &(s, l) in a {
-        let (mut cur, end) = (s, s + l);
-        while j < b.len() && b[j].0 + b[j].1 <= cur {
-            j += 1;
+        let (mut cur, end) = (s, s.saturating_add(l));
+        while b.get(j).is_some_and(|r| r.0.saturating_add(r.1) <= cur) {
+            j = j.saturating_add(1);
         }
         let mut k = j;
         while cur < end {
             match b.get(k) {
                 Some(&(bs, bl)) if bs < end => {
                     if bs > cur {
-                        out.push((cur, bs - cur));
+                        out.push((cur, bs.saturating_sub(cur)));
                     }
-                    cur = cur.max(bs + bl);
-                    k += 1;
+                    cur = cur.max(bs.saturating_add(bl));
+                    k = k.saturating_add(1);
                 }
                 _ => {
-                    out.push((cur, end - cur));
+                    out.push((cur, end.saturating_sub(cur)));
                     cur = end;
                 }
             }
@@ -303,8 +313,8 @@ impl Filesystem {
             let held = self.blocks_held(InodeNo(ino))?;
             if let Ok(inode) = self.inode(InodeNo(ino)) {
                 // i_blocks is not replayed (the allocator may have chosen differently): derived, as the kernel.
-                let count = held.iter().map(|r| r.1).sum::<u64>() + u64::from(inode.file_acl != 0);
-                let blocks_512 = count * u64::from(self.block_size() / 512);
+                let count = held.iter().fold(u64::from(inode.file_acl != 0), |n, r| n.saturating_add(r.1));
+                let blocks_512 = count.saturating_mul(u64::from(self.block_size() / 512));
                 if inode.has_flag(flags::EXTENTS) && inode.blocks_512 != blocks_512 {
                     let mut tx = self.begin()?;
                     let mut inode = inode.as_ref().clone();
@@ -341,11 +351,13 @@ impl Filesystem {
             self.read_dir(&dir, 0, &mut |e, _| {
                 if e.name != b"." && e.name != b".." {
                     let kind = e.kind.or_else(|| self.inode(e.ino).ok().map(|i| i.kind));
-                    subdirs += u64::from(kind == Some(FileKind::Directory));
+                    subdirs = subdirs.saturating_add(u64::from(kind == Some(FileKind::Directory)));
                 }
                 false // all of them
             })?;
-            let links = if subdirs + 2 > LINK_MAX { 1 } else { (subdirs + 2) as u16 };
+            // "." and the parent's entry, then one per subdirectory; past the limit, 1 (dir_nlink).
+            let links =
+                u16::try_from(subdirs.saturating_add(2)).ok().filter(|&n| u64::from(n) <= LINK_MAX).unwrap_or(1);
             if dir.links_count != links {
                 let mut dir = dir.as_ref().clone();
                 dir.links_count = links;
@@ -373,7 +385,7 @@ impl Filesystem {
             Tag::Inode { ino, raw } => self.replay_inode(tx, InodeNo(*ino), raw),
             Tag::AddRange { ino, extent: e } => self.replay_range(tx, InodeNo(*ino), e.lblk, e.end(), Some(*e)),
             Tag::DelRange { ino, lblk, len } => {
-                let end = (u64::from(*lblk) + u64::from(*len)).min(1 << 32);
+                let end = u64::from(*lblk).saturating_add(u64::from(*len)).min(1 << 32);
                 self.replay_range(tx, InodeNo(*ino), *lblk, end, None)
             }
             Tag::Creat(d) => {
@@ -460,7 +472,7 @@ impl Filesystem {
         let (nr, off) = self.inode_location(ino)?;
         let block = tx.block(nr, Object::Inode(ino.0))?;
         let mut rec = block
-            .get(off..off + size)
+            .get(off..off.saturating_add(size))
             .ok_or_else(|| Error::corrupt(Object::Inode(ino.0), CorruptKind::InodeRecordOutsideItsBlock))?
             .to_vec();
         rec[..I_BLOCK.start].copy_from_slice(&fc[..I_BLOCK.start]);
