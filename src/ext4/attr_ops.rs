@@ -1,5 +1,6 @@
 //! Changes to one inode's attributes, each one transaction: setattr (mode, owner, size, times), xattrs,
 //! the access time, inode flags (FS_IOC_SETFLAGS), the project id (FS_IOC_FSSETXATTR).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::sync::Arc;
 
@@ -66,7 +67,8 @@ impl Filesystem {
             return Err(Error::NotPermitted);
         }
         if let Some(m) = a.mode {
-            inode.mode = (inode.mode & 0o170000) | (m as u16 & 0o7777);
+            // The permission bits only: the mask keeps them in 16 bits.
+            inode.mode = (inode.mode & 0o170000) | u16::try_from(m & 0o7777).unwrap_or(0);
         }
         if let Some(u) = a.uid {
             inode.uid = u;

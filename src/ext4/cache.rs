@@ -2,6 +2,7 @@
 //!
 //! CLOCK keeps LRU's behaviour on repeated lookups at the cost of one bit per entry, and a hit only sets
 //! that bit, so the lock is held for a hash lookup and nothing more.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -64,10 +65,10 @@ impl<K: Hash + Eq + Copy, V: Clone> ClockCache<K, V> {
         }
         // Sweep: clear reference bits until an unreferenced slot comes up (at most two turns).
         let n = inner.slots.len();
-        let mut victim = inner.hand % n;
-        for _ in 0..2 * n {
-            victim = inner.hand % n;
-            inner.hand = (inner.hand + 1) % n;
+        let mut victim = inner.hand.checked_rem(n).unwrap_or(0);
+        for _ in 0..n.saturating_mul(2) {
+            victim = inner.hand.checked_rem(n).unwrap_or(0);
+            inner.hand = victim.saturating_add(1).checked_rem(n).unwrap_or(0);
             let slot = &mut inner.slots[victim];
             if !slot.referenced {
                 break;
@@ -84,7 +85,7 @@ impl<K: Hash + Eq + Copy, V: Clone> ClockCache<K, V> {
         let mut inner = self.lock();
         if let Some(i) = inner.index.remove(key) {
             // Keep the slot vector dense: move the last slot into the hole.
-            let last = inner.slots.len() - 1;
+            let last = inner.slots.len().saturating_sub(1);
             inner.slots.swap(i, last);
             inner.slots.pop();
             if i < inner.slots.len() {

@@ -1,4 +1,5 @@
 //! The block device the engine reads: a trait, and its implementation over a file descriptor.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -84,8 +85,14 @@ fn device_size(file: &File) -> std::io::Result<u64> {
 
 impl FileDevice {
     /// Fails unless `len` bytes at `offset` lie inside the device.
+    /// Where device byte `offset` lies in the file (after the partition's or `offset=`'s start). Checked
+    /// accesses end inside the device and base + size is within the file, so this does not fail for them.
+    fn at(&self, offset: u64) -> std::io::Result<u64> {
+        self.base.checked_add(offset).ok_or_else(|| std::io::ErrorKind::InvalidInput.into())
+    }
+
     fn check(&self, offset: u64, len: usize) -> std::io::Result<()> {
-        match offset.checked_add(len as u64) {
+        match u64::try_from(len).ok().and_then(|len| offset.checked_add(len)) {
             Some(end) if end <= self.size => Ok(()),
             _ => Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -98,8 +105,7 @@ impl FileDevice {
 impl BlockDevice for FileDevice {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         self.check(offset, buf.len())?;
-        // Cannot overflow: offset + len <= size and base + size is the file's size.
-        self.file.read_exact_at(buf, self.base + offset)
+        self.file.read_exact_at(buf, self.at(offset)?)
     }
 
     fn size(&self) -> u64 {
@@ -108,7 +114,7 @@ impl BlockDevice for FileDevice {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
         self.check(offset, buf.len())?;
-        self.file.write_all_at(buf, self.base + offset)
+        self.file.write_all_at(buf, self.at(offset)?)
     }
 
     fn flush(&self) -> std::io::Result<()> {
@@ -119,11 +125,11 @@ impl BlockDevice for FileDevice {
         self.check(offset, buf.len())?;
         // Drops this host's cached pages of the range (they are clean: every write is flushed), so the
         // read goes to the device, where another host's write is.
-        let at = i64::try_from(self.base + offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        let at = i64::try_from(self.at(offset)?).map_err(|_| std::io::ErrorKind::InvalidInput)?;
         let len = i64::try_from(buf.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
         use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
         posix_fadvise(&self.file, at, len, PosixFadviseAdvice::POSIX_FADV_DONTNEED).map_err(std::io::Error::from)?;
-        self.file.read_exact_at(buf, self.base + offset)
+        self.file.read_exact_at(buf, self.at(offset)?)
     }
 
     fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
@@ -173,7 +179,7 @@ impl BlockDevice for MemDevice {
     }
 
     fn size(&self) -> u64 {
-        self.0.lock().map_or(0, |v| v.len() as u64)
+        self.0.lock().map_or(0, |v| u64::try_from(v.len()).unwrap_or(u64::MAX))
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {

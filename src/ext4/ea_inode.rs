@@ -13,6 +13,7 @@
 //!
 //! Each entry that names the inode holds one reference (an attribute block shared by several inodes
 //! counts once); the inode is deleted with its last reference.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::le32;
 use super::bytes_mut::put32;
@@ -38,9 +39,10 @@ fn refs(ea: &Inode) -> u64 {
 
 fn set_refs(ea: &mut Inode, n: u64) {
     // i_ctime carries the high half; the encoder writes `ctime`, so it is set there.
-    ea.ctime = Timestamp { sec: i64::from((n >> 32) as u32 as i32), nsec: 0 };
-    put32(&mut ea.raw, CTIME, (n >> 32) as u32);
-    put32(&mut ea.raw, VERSION_LO, n as u32);
+    let high = super::bytes::high32(n);
+    ea.ctime = Timestamp { sec: i64::from(i32::from_ne_bytes(high.to_ne_bytes())), nsec: 0 };
+    put32(&mut ea.raw, CTIME, high);
+    put32(&mut ea.raw, VERSION_LO, super::bytes::low32(n));
 }
 
 /// What an entry naming an EA inode value of `size` bytes adds to its owner's `i_blocks` (512-byte
@@ -48,14 +50,14 @@ fn set_refs(ea: &mut Inode, n: u64) {
 /// `round_up_cluster`), and e2fsck (`size_to_quota_blocks`) expects them there.
 pub(crate) fn owner_charge(size: u32, sb: &Superblock) -> u64 {
     let cluster_bytes = u64::from(sb.block_size) << sb.cluster_bits();
-    u64::from(size).div_ceil(cluster_bytes) * sb.cluster_sectors()
+    u64::from(size).div_ceil(cluster_bytes.max(1)).saturating_mul(sb.cluster_sectors())
 }
 
 /// Makes a new EA inode holding `value`, for an attribute of `owner`, with one reference. Returns its
 /// number and the value's hash.
 pub(crate) fn create(tx: &mut Txn<'_>, owner: &Inode, value: &[u8]) -> Result<(InodeNo, u32)> {
     let fs = tx.fs();
-    let group = (owner.ino.0 - 1) / fs.sb.inodes_per_group;
+    let group = owner.ino.0.saturating_sub(1).checked_div(fs.sb.inodes_per_group).unwrap_or(0);
     let ino = tx.alloc_inode(group, false)?;
     let generation = tx.next_generation();
     // As the kernel's ext4_xattr_inode_create: a regular file 0600 of the owner's uid and gid.
@@ -112,6 +114,7 @@ impl Filesystem {
             return Ok(0);
         }
         let entries = self.xattr_entries(inode)?;
-        Ok(entries.iter().filter(|e| matches!(e.value, Value::EaInode { .. })).count() as i64)
+        let n = entries.iter().filter(|e| matches!(e.value, Value::EaInode { .. })).count();
+        Ok(i64::try_from(n).unwrap_or(i64::MAX))
     }
 }

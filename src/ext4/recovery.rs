@@ -3,6 +3,7 @@
 //! image for a read-write mount or into an in-memory overlay for a read-only one, whose orphans are then
 //! cleaned up in memory too, as the kernel's read-only mounts do. `Filesystem::open_as_is` (in `fs.rs`)
 //! then reads the filesystem as the device, or the overlay, holds it.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::sync::Arc;
 
@@ -81,15 +82,18 @@ impl Filesystem {
         let mut home = match blocks.get(&sb_block) {
             Some(source) => source.read(&*dev, block_size)?,
             None => {
-                let mut b = vec![0u8; block_size as usize];
-                dev.read_exact_at(&mut b, sb_block * u64::from(block_size))?;
+                let mut b = vec![0u8; super::bytes::index(block_size)];
+                dev.read_exact_at(&mut b, byte_offset(sb_block, block_size)?)?;
                 b
             }
         };
-        clear_needs_recovery(&mut home[sb_offset..sb_offset + SUPERBLOCK_SIZE]);
+        let sb_bytes = home
+            .get_mut(sb_offset..sb_offset.saturating_add(SUPERBLOCK_SIZE))
+            .ok_or(Error::corrupt(Object::Superblock, CorruptKind::BlockNumberOutOfRange))?;
+        clear_needs_recovery(sb_bytes);
         blocks.insert(sb_block, BlockSource::Data(home));
         // And the journal emptied, as recovery leaves it.
-        let mut jblock = vec![0u8; block_size as usize];
+        let mut jblock = vec![0u8; super::bytes::index(block_size)];
         let at = jsb_block
             .checked_mul(u64::from(block_size))
             .ok_or(Error::corrupt(Object::Journal, CorruptKind::JournalSuperblockOffsetOverflows))?;
@@ -120,18 +124,17 @@ impl Filesystem {
         // Read-write: write the replayed blocks home, then the emptied journal, then the superblock
         // without needs_recovery, flushing between the steps so a crash in the middle leaves a journal
         // that replays again.
-        let bs = u64::from(block_size);
         // Logged copies first, while the log they are read from is as it was: blocks the fast-commit
         // replay wrote may include the journal's own (its transactions went through the log too).
         let home = blocks.iter().filter(|(nr, _)| **nr != sb_block && **nr != jsb_block);
         let (logged, written): (Vec<_>, Vec<_>) = home.partition(|(_, s)| matches!(s, BlockSource::Log { .. }));
-        for (nr, source) in logged.into_iter().chain(written) {
-            dev.write_all_at(&source.read(&*dev, block_size)?, nr * bs)?;
+        for (&nr, source) in logged.into_iter().chain(written) {
+            dev.write_all_at(&source.read(&*dev, block_size)?, byte_offset(nr, block_size)?)?;
         }
         dev.flush()?;
         for nr in [jsb_block, sb_block] {
             if let Some(source) = blocks.get(&nr) {
-                dev.write_all_at(&source.read(&*dev, block_size)?, nr * bs)?;
+                dev.write_all_at(&source.read(&*dev, block_size)?, byte_offset(nr, block_size)?)?;
                 dev.flush()?;
             }
         }
@@ -220,6 +223,11 @@ impl Filesystem {
             None => Ok(()),
         }
     }
+}
+
+/// The byte offset of block `nr` (journal tags name blocks below blocks_count, checked at the scan).
+fn byte_offset(nr: u64, block_size: u32) -> Result<u64> {
+    nr.checked_mul(u64::from(block_size)).ok_or(Error::corrupt(Object::Journal, CorruptKind::JournalBlockOutOfRange))
 }
 
 /// Clears needs_recovery in raw superblock bytes and reseals their checksum.

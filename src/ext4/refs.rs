@@ -1,5 +1,6 @@
 //! The kernel's references to inodes (FUSE lookups, which open files and mappings hold): an inode
 //! unlinked while referenced stays, on the orphan list, until the last reference goes.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::error::Result;
 use super::fs::Filesystem;
@@ -14,7 +15,9 @@ impl Filesystem {
     /// Counts a reference the caller took to `ino` (a FUSE lookup: the kernel then holds the inode until
     /// it forgets it, open files and mappings included).
     pub fn pin(&self, ino: InodeNo) {
-        *self.refs.lock().unwrap_or_else(|p| p.into_inner()).entry(ino.0).or_insert(0) += 1;
+        let mut refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+        let n = refs.entry(ino.0).or_insert(0);
+        *n = n.saturating_add(1);
     }
 
     /// Drops `n` references to `ino`; when the last goes and the inode has no links left (it was unlinked

@@ -1,4 +1,5 @@
 //! statfs(2) as the kernel's ext4 reports it, and the metadata overhead it leaves out.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::features::{COMPAT_HAS_JOURNAL, INCOMPAT_EXTENTS};
 use super::fs::{Filesystem, NAME_MAX, StatFs};
@@ -29,7 +30,7 @@ impl Filesystem {
             available_blocks: free_blocks.saturating_sub(self.sb.r_blocks_count.saturating_add(resv_pool)),
             inodes: u64::from(self.sb.inodes_count),
             free_inodes: free_inodes.min(u64::from(self.sb.inodes_count)),
-            name_max: NAME_MAX as u32,
+            name_max: u32::try_from(NAME_MAX).unwrap_or(255),
         }
     }
 }
@@ -44,13 +45,18 @@ impl Filesystem {
             return u64::from(sb.overhead_clusters) << sb.log_cluster_size.saturating_sub(sb.log_block_size);
         }
         let groups = sb.group_count();
-        let itable = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
-        let base: u64 = (0..groups).map(|g| sb.base_meta_blocks(g)).sum();
+        // Validated superblock values: inodes per group <= 8 * block size, so the products are small.
+        let itable = u64::from(sb.inodes_per_group)
+            .saturating_mul(u64::from(sb.inode_size))
+            .div_ceil(u64::from(sb.block_size).max(1));
+        let base = (0..groups).fold(0u64, |n, g| n.saturating_add(sb.base_meta_blocks(g)));
         let journal = if sb.has_compat(COMPAT_HAS_JOURNAL) && sb.journal_inum != 0 {
-            self.inode(InodeNo(sb.journal_inum)).map_or(0, |j| j.size / u64::from(sb.block_size))
+            self.inode(InodeNo(sb.journal_inum))
+                .map_or(0, |j| j.size.checked_div(u64::from(sb.block_size)).unwrap_or(0))
         } else {
             0
         };
-        u64::from(sb.first_data_block) + base + groups * (2 + itable) + journal
+        let per_group = groups.saturating_mul(itable.saturating_add(2));
+        u64::from(sb.first_data_block).saturating_add(base).saturating_add(per_group).saturating_add(journal)
     }
 }

@@ -2,6 +2,7 @@
 //! the block bitmaps, and the `discard` mount option discards what each journal commit freed, as the
 //! kernel's ext4 does. Blocks freed by an operation not yet committed are left alone (a crash before
 //! the commit gives them back to their old owner, whose data must still be there).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::error::{Error, Result};
 use super::fs::Filesystem;
@@ -13,10 +14,10 @@ impl Filesystem {
     pub fn trim(&self, start: u64, len: u64, min_len: u64) -> Result<u64> {
         let sb = &self.sb;
         let bs = u64::from(sb.block_size);
-        let first = (start / bs).max(u64::from(sb.first_data_block));
-        let end = start.saturating_add(len) / bs;
-        let end = end.min(sb.blocks_count);
-        let min_blocks = (min_len / bs).max(1);
+        let blocks = |bytes: u64| bytes.checked_div(bs).unwrap_or(0);
+        let first = blocks(start).max(u64::from(sb.first_data_block));
+        let end = blocks(start.saturating_add(len)).min(sb.blocks_count);
+        let min_blocks = blocks(min_len).max(1);
         // Commit first, so that blocks freed a moment ago (`rm` then `fstrim`) are free for good and
         // trimmed too, not left for the next commit.
         if self.is_read_only() {
@@ -37,11 +38,11 @@ impl Filesystem {
             let Some(free) = tx.free_runs(g32)? else { continue };
             for (s, l) in free {
                 let (s, e) = (s.max(first), s.saturating_add(l).min(end));
-                if e <= s || e - s < min_blocks {
-                    continue;
-                }
-                match self.dev.discard(s * bs, (e - s) * bs) {
-                    Ok(()) => trimmed += (e - s) * bs,
+                let Some(n) = e.checked_sub(s).filter(|&n| n > 0 && n >= min_blocks) else { continue };
+                // Blocks inside the filesystem: their byte offsets fit.
+                let (at, bytes) = (s.saturating_mul(bs), n.saturating_mul(bs));
+                match self.dev.discard(at, bytes) {
+                    Ok(()) => trimmed = trimmed.saturating_add(bytes),
                     Err(e) if e.kind() == std::io::ErrorKind::Unsupported => return Err(Error::NotSupported),
                     Err(e) => return Err(Error::Io(e)),
                 }
@@ -64,7 +65,7 @@ impl Filesystem {
         }
         let bs = u64::from(self.sb.block_size);
         for &(s, l) in ranges {
-            if let Err(e) = self.dev.discard(s * bs, l * bs) {
+            if let Err(e) = self.dev.discard(s.saturating_mul(bs), l.saturating_mul(bs)) {
                 if e.kind() != std::io::ErrorKind::Unsupported {
                     tracing::warn!(block = s, count = l, error = %e, "discard failed");
                 }
