@@ -21,6 +21,7 @@
 //! the kernel's `check_bdq`/`check_idq`: a charge that would pass a hard limit fails with EDQUOT, one
 //! that passes a soft limit starts its grace period and fails once the period is over; callers with
 //! root's uid are exempt, as the kernel exempts CAP_SYS_RESOURCE.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -90,8 +91,8 @@ impl Deltas {
     pub fn add(&mut self, charge: &Charge, sign: i64) {
         for (t, &id) in charge.ids.iter().enumerate() {
             let d = self.0.entry((t, id)).or_default();
-            d.0 += sign * charge.space;
-            d.1 += sign * charge.inodes;
+            d.0 = d.0.saturating_add(sign.saturating_mul(charge.space));
+            d.1 = d.1.saturating_add(sign.saturating_mul(charge.inodes));
         }
     }
 
@@ -201,9 +202,11 @@ impl Growth {
     /// the id stays, all of `after` where it changes (the new owner is charged it all).
     pub fn of(before: Option<&Charge>, after: &Charge) -> [Growth; TYPES] {
         std::array::from_fn(|t| match before {
-            Some(b) if b.ids[t] == after.ids[t] => {
-                Growth { id: after.ids[t], space: after.space - b.space, inodes: after.inodes - b.inodes }
-            }
+            Some(b) if b.ids[t] == after.ids[t] => Growth {
+                id: after.ids[t],
+                space: after.space.saturating_sub(b.space),
+                inodes: after.inodes.saturating_sub(b.inodes),
+            },
             _ => Growth { id: after.ids[t], space: after.space, inodes: after.inodes },
         })
     }
@@ -215,7 +218,7 @@ pub(crate) fn check_limits(tx: &Txn<'_>, files: &QuotaFiles, deltas: &Deltas, gr
     if PRIVILEGED.with(Cell::get) {
         return Ok(());
     }
-    let now = super::inode::Timestamp::now().sec.max(0) as u64;
+    let now = now_secs();
     for t in (0..TYPES).filter(|&t| files.limits[t]) {
         let grown = grown[t];
         if grown.space <= 0 && grown.inodes <= 0 {
@@ -225,7 +228,7 @@ pub(crate) fn check_limits(tx: &Txn<'_>, files: &QuotaFiles, deltas: &Deltas, gr
         let file = QuotaFile { ino, inode: inode_mut(tx, ino)?, grown: false };
         let Some((q, at)) = file.find(tx, id)? else { continue };
         let blk = file.read(tx, q)?;
-        let e = &blk[at..at + ENTRY];
+        let e = entry(&blk, at);
         let (space, inodes) = deltas.get(t, id);
         let over = |cur: usize, delta: i64, hard: usize, soft: usize, time: usize, unit: u64| {
             let usage = le64(e, cur).saturating_add_signed(delta);
@@ -288,9 +291,9 @@ impl QuotaFile {
         };
         let head = self.read(tx, 0)?;
         let mut blk = self.read(tx, q)?;
-        let e = &mut blk[at..at + ENTRY];
+        let e = entry_mut(&mut blk, at);
         let add = |old: u64, d: i64| old.saturating_add_signed(d);
-        let now = super::inode::Timestamp::now().sec.max(0) as u64;
+        let now = now_secs();
         for (cur, d, soft, time, unit, grace) in [
             (E_CURSPACE, space, E_BSOFT, E_BTIME, LIMIT_UNIT, INFO_BGRACE),
             (E_CURINODES, inodes, E_ISOFT, E_ITIME, 1, INFO_IGRACE),
@@ -300,7 +303,7 @@ impl QuotaFile {
             let soft = le64(e, soft).saturating_mul(unit);
             if soft != 0 && usage > soft {
                 if enforced && le64(e, time) == 0 {
-                    put64(e, time, now + u64::from(le32(&head, grace)));
+                    put64(e, time, now.saturating_add(u64::from(le32(&head, grace))));
                 }
             } else if soft != 0 || le64(e, time) > 1 {
                 put64(e, time, 0);
@@ -316,23 +319,23 @@ impl QuotaFile {
     fn find(&self, tx: &Txn<'_>, id: u32) -> Result<Option<(u32, usize)>> {
         let mut q = TREE_ROOT;
         for depth in 0..DEPTH {
-            q = le32(&self.read(tx, q)?, index(id, depth) * 4);
+            q = le32(&self.read(tx, q)?, pointer_offset(id, depth));
             if q == 0 {
                 return Ok(None);
             }
             self.check_ref(tx, q)?;
         }
         let blk = self.read(tx, q)?;
-        Ok(entry_slots().find(|&at| is_used(&blk[at..at + ENTRY]) && le32(&blk, at + E_ID) == id).map(|at| (q, at)))
+        Ok(entry_slots().find(|&at| is_used(entry(&blk, at)) && le32(entry(&blk, at), E_ID) == id).map(|at| (q, at)))
     }
 
     /// Makes an entry for `id` (which has none): tree blocks where the path is missing, a free slot in a
     /// data block, as the kernel's `do_insert_tree`.
     fn insert(&mut self, tx: &mut Txn<'_>, id: u32) -> Result<(u32, usize)> {
         let mut q = TREE_ROOT;
-        for depth in 0..DEPTH - 1 {
+        for depth in 0..LAST_DEPTH {
             let mut node = self.read(tx, q)?;
-            let at = index(id, depth) * 4;
+            let at = pointer_offset(id, depth);
             let mut next = le32(&node, at);
             if next == 0 {
                 next = self.alloc_block(tx)?;
@@ -346,7 +349,7 @@ impl QuotaFile {
         }
         let (data, at) = self.free_entry(tx, id)?;
         let mut leaf = self.read(tx, q)?;
-        let slot = index(id, DEPTH - 1) * 4;
+        let slot = pointer_offset(id, LAST_DEPTH);
         if le32(&leaf, slot) != 0 {
             return Err(Error::corrupt(self.obj(), CorruptKind::QuotaTreeNamesDataBlockForIdItLacks));
         }
@@ -370,15 +373,17 @@ impl QuotaFile {
             self.read(tx, q)?
         };
         let entries = usize::from(le16(&blk, 8));
-        if entries + 1 >= ENTRIES_PER_BLOCK {
+        // entries < ENTRIES_PER_BLOCK (a full block is not on the list), so this cannot overflow.
+        let taken = entries.saturating_add(1);
+        if taken >= ENTRIES_PER_BLOCK {
             // The block becomes full: off the free-entry list.
             self.unlink_free_entry(tx, &mut blk)?;
         }
         let at = entry_slots()
-            .find(|&at| !is_used(&blk[at..at + ENTRY]))
+            .find(|&at| !is_used(entry(&blk, at)))
             .ok_or_else(|| Error::corrupt(self.obj(), CorruptKind::QuotaDataBlockOnFreeListIsFull))?;
-        put16(&mut blk, 8, (entries + 1) as u16);
-        let e = &mut blk[at..at + ENTRY];
+        put16(&mut blk, 8, u16::try_from(taken).unwrap_or(u16::MAX));
+        let e = entry_mut(&mut blk, at);
         e.fill(0);
         put32(e, E_ID, id);
         put64(e, E_ITIME, 1);
@@ -424,7 +429,7 @@ impl QuotaFile {
             if blocks >= MAX_BLOCKS {
                 return Err(Error::NoSpace);
             }
-            put32(&mut head, INFO_BLOCKS, blocks + 1);
+            put32(&mut head, INFO_BLOCKS, blocks.saturating_add(1));
             blocks
         };
         self.write(tx, 0, &head)?;
@@ -447,29 +452,33 @@ impl QuotaFile {
     fn write(&mut self, tx: &mut Txn<'_>, q: u32, data: &[u8]) -> Result<()> {
         let fs = tx.fs();
         let bs = u64::from(fs.block_size());
-        let off = u64::from(q) * QBLK as u64;
-        let (lblk, within) = (off / bs, (off % bs) as usize);
+        let off = qblk_offset(q);
+        let (lblk, within) = (off.checked_div(bs).unwrap_or(0), offset_in_block(off, bs));
         let pblk = match fs.map(&self.inode, lblk)? {
             Mapping::Mapped { pblk, unwritten: false, .. } => pblk,
             Mapping::Mapped { .. } => return Err(Error::corrupt(self.obj(), CorruptKind::QuotaFileBlockUnwritten)),
             Mapping::Hole { .. } => {
                 let mut map = MapEdit::load(fs, &self.inode)?;
                 let goal = match lblk.checked_sub(1).map(|l| map.lookup(fs, &self.inode, l)) {
-                    Some(Ok(Mapping::Mapped { pblk, .. })) => pblk + 1,
+                    Some(Ok(Mapping::Mapped { pblk, .. })) => pblk.saturating_add(1),
                     _ => 0,
                 };
                 let (pblk, _) = map.allocate(tx, &mut self.inode, lblk, 1, goal, false)?;
-                tx.put(pblk, vec![0; bs as usize]);
+                tx.put(pblk, vec![0; super::bytes::index(fs.block_size())]);
                 map.store(tx, &mut self.inode, pblk)?;
                 self.grown = true;
                 pblk
             }
         };
         let mut block = tx.block(pblk, self.obj())?;
-        block[within..within + QBLK].copy_from_slice(data);
+        block
+            .get_mut(within..within.saturating_add(QBLK))
+            .ok_or_else(|| Error::corrupt(self.obj(), CorruptKind::QuotaFileReferenceBeyondFile))?
+            .copy_from_slice(data);
         tx.put(pblk, block);
-        if self.inode.size < off + QBLK as u64 {
-            self.inode.size = off + QBLK as u64;
+        let end = off.saturating_add(QBLK_BYTES);
+        if self.inode.size < end {
+            self.inode.size = end;
             self.grown = true;
         }
         Ok(())
@@ -479,15 +488,15 @@ impl QuotaFile {
 /// Quota block `q` of the file `inode`: zero past its end or in a hole, as e2fsprogs reads it.
 fn read_qblk(fs: &Filesystem, inode: &Inode, q: u32) -> Result<Vec<u8>> {
     let bs = u64::from(fs.block_size());
-    let off = u64::from(q) * QBLK as u64;
+    let off = qblk_offset(q);
     if off >= inode.size {
         return Ok(vec![0; QBLK]);
     }
-    let within = (off % bs) as usize;
-    match fs.map(inode, off / bs)? {
+    let within = offset_in_block(off, bs);
+    match fs.map(inode, off.checked_div(bs).unwrap_or(0))? {
         Mapping::Mapped { pblk, unwritten: false, .. } => {
             let block = fs.meta_block(pblk, Object::Inode(inode.ino.0))?;
-            Ok(block[within..within + QBLK].to_vec())
+            Ok(block.get(within..within.saturating_add(QBLK)).map_or_else(|| vec![0; QBLK], <[u8]>::to_vec))
         }
         _ => Ok(vec![0; QBLK]),
     }
@@ -495,14 +504,51 @@ fn read_qblk(fs: &Filesystem, inode: &Inode, q: u32) -> Result<Vec<u8>> {
 
 /// The byte offsets of the entries of a data block.
 fn entry_slots() -> impl Iterator<Item = usize> {
-    (0..ENTRIES_PER_BLOCK).map(|i| DATA_HEADER + i * ENTRY)
+    (0..ENTRIES_PER_BLOCK).map(|i| DATA_HEADER.saturating_add(i.saturating_mul(ENTRY)))
 }
 
 fn is_used(entry: &[u8]) -> bool {
     entry.iter().any(|&b| b != 0)
 }
 
-/// The tree index of `id` at `depth` (`get_index`).
+/// The tree index of `id` at `depth` (`get_index`): with four levels, byte `depth` of the id from the
+/// most significant.
 fn index(id: u32, depth: usize) -> usize {
-    ((id >> ((DEPTH - depth - 1) * 8)) & 0xff) as usize
+    const _: () = assert!(DEPTH == 4);
+    usize::from(id.to_be_bytes().get(depth).copied().unwrap_or(0))
+}
+
+/// The byte offset of `id`'s pointer in a tree block at `depth`.
+fn pointer_offset(id: u32, depth: usize) -> usize {
+    index(id, depth).saturating_mul(4)
+}
+
+/// The depth of the tree's last level (its blocks point at data blocks).
+const LAST_DEPTH: usize = DEPTH - 1;
+const QBLK_BITS: u32 = 10;
+const QBLK_BYTES: u64 = 1 << QBLK_BITS;
+const _: () = assert!(QBLK == 1 << QBLK_BITS);
+
+/// Where quota block `q` starts in the file.
+fn qblk_offset(q: u32) -> u64 {
+    u64::from(q) << QBLK_BITS
+}
+
+/// Byte `off` of the file within its filesystem block (`bs` is at least 1024, so this is below 2^16).
+fn offset_in_block(off: u64, bs: u64) -> usize {
+    usize::try_from(off.checked_rem(bs).unwrap_or(0)).unwrap_or(0)
+}
+
+/// The entry of a data block at byte `at` (an offset from `entry_slots`, inside the block).
+fn entry(blk: &[u8], at: usize) -> &[u8] {
+    blk.get(at..at.saturating_add(ENTRY)).unwrap_or_default()
+}
+
+fn entry_mut(blk: &mut [u8], at: usize) -> &mut [u8] {
+    blk.get_mut(at..at.saturating_add(ENTRY)).unwrap_or_default()
+}
+
+/// Now, in seconds since the epoch (0 before it), for grace deadlines.
+fn now_secs() -> u64 {
+    u64::try_from(super::inode::Timestamp::now().sec).unwrap_or(0)
 }
