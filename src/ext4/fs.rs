@@ -5,6 +5,7 @@
 //!
 //! Metadata blocks go through a bounded block cache and parsed inodes through a bounded inode cache, so
 //! repeated lookups touch no disk. File data bypasses the cache: it is read straight into the reply buffer.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
@@ -226,16 +227,20 @@ impl Filesystem {
             dev,
             groups: RwLock::new(Vec::new()),
             state: Mutex::new(state),
-            blocks: ClockCache::new(opts.cache_bytes / block_bytes),
+            blocks: ClockCache::new(opts.cache_bytes.checked_div(block_bytes).unwrap_or(0)),
             // Bounded by bytes too: a parsed inode keeps its raw record and xattr area (up to two inode
             // sizes, which may be as large as a block).
-            inodes: ClockCache::new(opts.inode_cache.min(opts.cache_bytes / (2 * usize::from(sb.inode_size)).max(1))),
+            inodes: ClockCache::new(
+                opts.inode_cache.min(
+                    opts.cache_bytes.checked_div(usize::from(sb.inode_size).saturating_mul(2)).unwrap_or(0).max(1),
+                ),
+            ),
             pending: Mutex::new(HashMap::new()),
             lock: RwLock::new(()),
             read_only,
             refs: Mutex::new(HashMap::new()),
             doomed: Mutex::new(std::collections::HashSet::new()),
-            generation: AtomicU32::new((seed.nsec ^ (seed.sec as u32).rotate_left(13)) | 1),
+            generation: AtomicU32::new((seed.nsec ^ super::bytes::low32(seed.sec.unsigned_abs()).rotate_left(13)) | 1),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
             discard: std::sync::atomic::AtomicBool::new(false),
             overhead: 0,
@@ -433,29 +438,31 @@ impl Filesystem {
 
     /// A copy of group `g`'s descriptor.
     pub(crate) fn group(&self, g: u32) -> Option<GroupDesc> {
-        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(g as usize).cloned()
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(super::bytes::index(g)).cloned()
     }
 
     fn read_group_descriptors(&self) -> Result<Vec<GroupDesc>> {
         let sb = &self.sb;
         let desc_size = usize::from(sb.desc_size);
-        let per_block = (sb.block_size as usize) / desc_size;
+        let per_block = super::bytes::index(sb.block_size).checked_div(desc_size).unwrap_or(0);
         // Bounded: the block count was checked against the device size.
         let count = sb.group_count();
         let mut groups = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-        let itable_blocks =
-            (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
-        let mut g = 0u64;
+        let itable_blocks = u64::from(sb.inodes_per_group)
+            .saturating_mul(u64::from(sb.inode_size))
+            .div_ceil(u64::from(sb.block_size).max(1));
+        // Group numbers are below 2^32 (the inode count, a u32, is inodes per group times groups).
+        let mut g = 0u32;
         let mut nr = 0u64;
-        while g < count {
+        while u64::from(g) < count {
             let loc = block_group::descriptor_block(sb, nr)
                 .ok_or_else(|| Error::corrupt(Object::Superblock, CorruptKind::GroupDescriptorTableOutOfRange))?;
-            let block = self.read_block_uncached(loc, Object::GroupDescriptor(g as u32))?;
+            let block = self.read_block_uncached(loc, Object::GroupDescriptor(g))?;
             for chunk in block.chunks_exact(desc_size).take(per_block) {
-                if g >= count {
+                if u64::from(g) >= count {
                     break;
                 }
-                let mut d = GroupDesc::parse(sb, g as u32, chunk);
+                let mut d = GroupDesc::parse(sb, g, chunk);
                 if !d.checksum_ok {
                     tracing::warn!(group = g, "group descriptor checksum mismatch");
                 }
@@ -468,9 +475,12 @@ impl Filesystem {
                     d.checksum_ok = false;
                 }
                 groups.push(d);
-                g += 1;
+                g = g.checked_add(1).ok_or(Error::corrupt(
+                    Object::Superblock,
+                    CorruptKind::InodeCountIsNotInodesPerGroupTimesGroupCount,
+                ))?;
             }
-            nr += 1;
+            nr = nr.saturating_add(1);
         }
         Ok(groups)
     }
@@ -494,8 +504,9 @@ impl Filesystem {
     fn read_block_uncached(&self, nr: u64, obj: Object) -> Result<Vec<u8>> {
         self.check_range(nr, 1, obj)?;
         let bs = u64::from(self.sb.block_size);
-        let mut buf = vec![0u8; bs as usize];
-        self.dev.read_exact_at(&mut buf, nr * bs)?;
+        let mut buf = vec![0u8; super::bytes::index(self.sb.block_size)];
+        // check_range: nr lies inside the filesystem, whose size was checked against the device.
+        self.dev.read_exact_at(&mut buf, nr.saturating_mul(bs))?;
         Ok(buf)
     }
 
@@ -527,7 +538,7 @@ impl Filesystem {
         }
         let (block_nr, off) = self.inode_location(ino)?;
         let block = self.meta_block(block_nr, obj)?;
-        let raw = block.get(off..off + usize::from(self.sb.inode_size)).unwrap_or_default();
+        let raw = block.get(off..off.saturating_add(usize::from(self.sb.inode_size))).unwrap_or_default();
         let inode = Arc::new(Inode::parse(&self.sb, ino, raw)?);
         self.inodes.insert(ino.0, inode.clone());
         Ok(inode)
@@ -539,15 +550,19 @@ impl Filesystem {
         if ino.0 == 0 || ino.0 > self.sb.inodes_count {
             return Err(Error::corrupt(obj, CorruptKind::InodeNumberOutOfRange));
         }
-        let index = ino.0 - 1;
-        let group = index / self.sb.inodes_per_group;
+        // 1 <= ino <= inodes_count, and inodes per group is not 0 (the superblock was validated).
+        let index = ino.0.saturating_sub(1);
+        let group = index.checked_div(self.sb.inodes_per_group).unwrap_or(0);
         let desc = self.group(group).ok_or_else(|| Error::corrupt(obj, CorruptKind::NoGroupForInode))?;
         if !desc.usable {
             return Err(Error::corrupt(Object::GroupDescriptor(group), CorruptKind::InodeTableOutOfRange));
         }
-        let byte = u64::from(index % self.sb.inodes_per_group) * u64::from(self.sb.inode_size);
+        let byte = u64::from(index.checked_rem(self.sb.inodes_per_group).unwrap_or(0))
+            .saturating_mul(u64::from(self.sb.inode_size));
         let bs = u64::from(self.sb.block_size);
-        Ok((desc.inode_table + byte / bs, (byte % bs) as usize))
+        let within = usize::try_from(byte.checked_rem(bs).unwrap_or(0)).unwrap_or(0);
+        // The table lies inside the filesystem (checked when the descriptor was read).
+        Ok((desc.inode_table.saturating_add(byte.checked_div(bs).unwrap_or(0)), within))
     }
 
     /// Reads an inode that a directory entry or a caller named: reserved inodes (below `s_first_ino`,
@@ -601,5 +616,6 @@ pub(super) fn read_superblock(dev: &dyn BlockDevice) -> Result<(Vec<u8>, Superbl
 /// The block holding the superblock, and the superblock's offset inside it.
 pub(crate) fn superblock_block(block_size: u32) -> (u64, usize) {
     let bs = u64::from(block_size);
-    (SUPERBLOCK_OFFSET / bs, (SUPERBLOCK_OFFSET % bs) as usize)
+    let within = SUPERBLOCK_OFFSET.checked_rem(bs).unwrap_or(0);
+    (SUPERBLOCK_OFFSET.checked_div(bs).unwrap_or(0), usize::try_from(within).unwrap_or(0))
 }

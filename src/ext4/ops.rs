@@ -1,6 +1,7 @@
 //! Namespace operations on the write side: create, mknod, mkdir, symlink, link, unlink, rmdir, rename,
 //! O_TMPFILE. Each is one transaction. An inode's attributes change in `attr_ops.rs`, the kernel's
 //! references to inodes are counted in `refs.rs`.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::sync::Arc;
 
@@ -77,18 +78,19 @@ fn inc_dir_links(d: &mut Inode) {
 /// One subdirectory less in `d` (the kernel's `ext4_dec_count`: a count of 2 or less stays).
 fn dec_dir_links(d: &mut Inode) {
     if d.links_count > 2 {
-        d.links_count -= 1;
+        d.links_count = d.links_count.saturating_sub(1);
     }
 }
 
 impl Filesystem {
     fn group_of(&self, ino: InodeNo) -> u32 {
-        (ino.0 - 1) / self.sb.inodes_per_group
+        ino.0.saturating_sub(1).checked_div(self.sb.inodes_per_group).unwrap_or(0)
     }
 
     /// Allocates and fills a new inode in `parent` (not yet linked anywhere).
     fn new_inode(&self, tx: &mut Txn<'_>, parent: &Inode, new: NewInode) -> Result<Inode> {
-        let mut mode = new.mode as u16;
+        // i_mode is 16 bits: file type and permissions; anything above them is not a mode.
+        let mut mode = u16::try_from(new.mode).map_err(|_| Error::Invalid)?;
         let kind = FileKind::from_mode(mode).ok_or(Error::Invalid)?;
         let mut gid = new.gid;
         // A setgid directory hands its group down, and its setgid bit to subdirectories.
@@ -114,7 +116,7 @@ impl Filesystem {
             None => {
                 if let Some(umask) = new.umask {
                     if kind != FileKind::Symlink {
-                        mode &= !(umask as u16 & 0o777);
+                        mode &= !super::bytes::low16(umask & 0o777);
                     }
                 }
             }
@@ -235,14 +237,15 @@ impl Filesystem {
     /// else in a block of its own.
     pub fn symlink(&self, parent: InodeNo, name: &[u8], target: &[u8], new: NewInode) -> Result<Arc<Inode>> {
         check_name(name)?;
-        let bs = self.sb.block_size as usize;
-        if target.is_empty() || target.len() > bs.min(4096) - 1 {
+        let bs = super::bytes::index(self.sb.block_size);
+        // A block (at most 4096 bytes: PATH_MAX) holds the target and its NUL.
+        if target.is_empty() || target.len() >= bs.min(4096) {
             return Err(Error::NameTooLong);
         }
         let mut tx = self.begin()?;
         let mut dir = self.dir_for_new_entry(&tx, parent, name)?;
         let mut inode = self.new_inode(&mut tx, &dir, NewInode { mode: 0o120777, ..new })?;
-        inode.size = target.len() as u64;
+        inode.size = u64::try_from(target.len()).map_err(|_| Error::NameTooLong)?;
         if target.len() < 60 {
             inode.i_block = [0; 60];
             inode.i_block[..target.len()].copy_from_slice(target);
@@ -256,7 +259,7 @@ impl Filesystem {
             let (pblk, _) = map.allocate(&mut tx, &mut inode, 0, 1, goal, false)?;
             let mut block = vec![0u8; bs];
             block[..target.len()].copy_from_slice(target);
-            self.dev.write_all_at(&block, pblk * bs as u64)?;
+            self.dev.write_all_at(&block, pblk.saturating_mul(u64::from(self.sb.block_size)))?;
             map.store(&mut tx, &mut inode, pblk)?;
         }
         let written = tx.write_inode(&inode)?;
@@ -290,7 +293,8 @@ impl Filesystem {
             tx.orphan_remove(&mut inode)?;
             self.doomed.lock().unwrap_or_else(|p| p.into_inner()).remove(&inode.ino.0);
         }
-        inode.links_count += 1;
+        // link() refused a file at the link limit.
+        inode.links_count = inode.links_count.saturating_add(1);
         self.touch(&mut inode, false);
         let written = tx.write_inode(&inode)?;
         self.link_into(&mut tx, &mut dir, name, &inode)?;

@@ -6,6 +6,7 @@
 //! the metadata never points at stale data), then moves them into the cache. Dropping a transaction without
 //! committing (an error part way) throws the changes away: the pending blocks, the inodes it cached, and the
 //! group descriptor and superblock fields it changed. Journaling replaces `commit`'s body, not its callers.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLockWriteGuard};
@@ -62,12 +63,13 @@ impl Filesystem {
         let mut sb = st.raw.clone();
         // The superblock counts free blocks, the group descriptors free clusters (the kernel's `EXT4_C2B`).
         sb.set_free_blocks(st.free_clusters << self.sb.cluster_bits());
-        sb.set_free_inodes(st.free_inodes as u32);
+        // At most the inode count, a u32.
+        sb.set_free_inodes(u32::try_from(st.free_inodes).unwrap_or(u32::MAX));
         sb.set_last_orphan(st.last_orphan);
         if let Some(s) = state {
             sb.set_state(s);
         }
-        sb.set_write_time(Timestamp::now().sec as u32);
+        sb.set_write_time(seconds32(Timestamp::now()));
         sb
     }
 
@@ -86,7 +88,7 @@ impl Filesystem {
     pub(crate) fn mount_rw(&self) -> Result<()> {
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.raw.count_mount(Timestamp::now().sec as u32);
+            st.raw.count_mount(seconds32(Timestamp::now()));
             if self.log.is_some() {
                 st.raw.set_incompat(INCOMPAT_RECOVER, true);
             } else {
@@ -220,7 +222,7 @@ impl<'a> Txn<'a> {
         let mut block = self.block(nr, Object::Inode(inode.ino.0))?;
         let rec = inode.encode(&self.fs.sb);
         block
-            .get_mut(off..off + rec.len())
+            .get_mut(off..off.saturating_add(rec.len()))
             .ok_or_else(|| Error::corrupt(Object::Inode(inode.ino.0), CorruptKind::InodeRecordOutsideItsBlock))?
             .copy_from_slice(&rec);
         self.put(nr, block);
@@ -258,7 +260,7 @@ impl<'a> Txn<'a> {
                 let n = self.fs.ea_inode_refs(new)?;
                 moves.push((Charge { inodes: n, space: 0, ..b }, -1));
                 moves.push((Charge { inodes: n, space: 0, ..a }, 1));
-                after_all = Some(Charge { inodes: a.inodes + n, ..a });
+                after_all = Some(Charge { inodes: a.inodes.saturating_add(n), ..a });
             }
         }
         let grown = after_all.map(|a| Growth::of(before.as_ref(), &a));
@@ -274,7 +276,7 @@ impl<'a> Txn<'a> {
         if let (Some(files), Some(grown)) = (&self.fs.quota, grown) {
             if let Err(e) = super::quota::check_limits(self, files, &self.quota, grown) {
                 for (c, sign) in moves {
-                    self.quota.add(c, -sign);
+                    self.quota.add(c, sign.saturating_neg());
                 }
                 return Err(e);
             }
@@ -314,18 +316,25 @@ impl<'a> Txn<'a> {
         let desc = {
             let mut groups = self.fs.groups.write().unwrap_or_else(|p| p.into_inner());
             let d = groups
-                .get_mut(g as usize)
+                .get_mut(super::bytes::index(g))
                 .ok_or(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::NoSuchGroup))?;
             self.groups_before.entry(g).or_insert_with(|| d.clone());
             f(d);
             d.encode(sb, g)
         };
-        let per_block = u64::from(sb.block_size / u32::from(sb.desc_size));
-        let nr = block_group::descriptor_block(sb, u64::from(g) / per_block)
+        let per_block = sb.descs_per_block();
+        let out_of_range = Error::corrupt(Object::GroupDescriptor(g), CorruptKind::DescriptorBlockOutOfRange);
+        let (table_block, slot) = u64::from(g)
+            .checked_div(per_block)
+            .zip(u64::from(g).checked_rem(per_block))
             .ok_or(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::DescriptorBlockOutOfRange))?;
-        let off = (u64::from(g) % per_block) as usize * usize::from(sb.desc_size);
+        let nr = block_group::descriptor_block(sb, table_block).ok_or(out_of_range)?;
+        let off = usize::try_from(slot).unwrap_or(usize::MAX).saturating_mul(usize::from(sb.desc_size));
         let mut block = self.block(nr, Object::GroupDescriptor(g))?;
-        block[off..off + desc.len()].copy_from_slice(&desc);
+        block
+            .get_mut(off..off.saturating_add(desc.len()))
+            .ok_or(Error::corrupt(Object::GroupDescriptor(g), CorruptKind::DescriptorBlockOutOfRange))?
+            .copy_from_slice(&desc);
         self.put(nr, block);
         Ok(())
     }
@@ -383,7 +392,7 @@ impl<'a> Txn<'a> {
         let bs = u64::from(self.fs.sb.block_size);
         let mut result = Ok(());
         for (nr, data) in &pending {
-            if let Err(e) = self.fs.dev.write_all_at(data, nr * bs) {
+            if let Err(e) = self.fs.dev.write_all_at(data, nr.saturating_mul(bs)) {
                 result = Err(Error::Io(e));
                 break;
             }
@@ -421,7 +430,7 @@ impl Drop for Txn<'_> {
         }
         let mut groups = self.fs.groups.write().unwrap_or_else(|p| p.into_inner());
         for (g, d) in self.groups_before.drain() {
-            if let Some(slot) = groups.get_mut(g as usize) {
+            if let Some(slot) = groups.get_mut(super::bytes::index(g)) {
                 *slot = d;
             }
         }
@@ -434,4 +443,10 @@ impl Drop for Txn<'_> {
 /// Re-reads an inode as the transaction sees it (a mutable copy).
 pub fn inode_mut(tx: &Txn<'_>, ino: InodeNo) -> Result<Inode> {
     Ok(tx.fs().inode(ino)?.as_ref().clone())
+}
+
+/// A time as the superblock's 32-bit seconds fields hold it (the low 32 bits, as the kernel's
+/// `ext4_update_tstamp` stores them without the `_hi` byte).
+fn seconds32(t: Timestamp) -> u32 {
+    super::bytes::low32(u64::from_ne_bytes(t.sec.to_ne_bytes()))
 }
