@@ -1,5 +1,6 @@
 //! A device seen through a replay: the replayed blocks (logged copies in the journal, or contents in
 //! memory) over the image, so a read-only mount of an image whose journal needs recovery never writes it.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, RwLock};
@@ -50,23 +51,33 @@ impl OverlayDevice {
     }
 }
 
+/// The part of block `[start, start + bs)` inside `[offset, end)`: its byte range within the block, and
+/// within a buffer that starts at `offset`; `None` when they do not meet.
+fn overlap(start: u64, bs: u64, offset: u64, end: u64) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let lo = start.max(offset);
+    let hi = start.checked_add(bs)?.min(end);
+    if lo >= hi {
+        return None;
+    }
+    let from = |base: u64| -> Option<std::ops::Range<usize>> {
+        Some(usize::try_from(lo.checked_sub(base)?).ok()?..usize::try_from(hi.checked_sub(base)?).ok()?)
+    };
+    Some((from(start)?, from(offset)?))
+}
+
 impl BlockDevice for OverlayDevice {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         self.inner.read_exact_at(buf, offset)?;
-        let len = buf.len() as u64;
-        let Some(end) = offset.checked_add(len) else { return Ok(()) };
-        let bs = u64::from(self.block_size);
-        let first = offset / bs;
-        let last = end.div_ceil(bs);
+        let Some(end) = u64::try_from(buf.len()).ok().and_then(|len| offset.checked_add(len)) else { return Ok(()) };
+        let bs = u64::from(self.block_size).max(1);
+        let (first, last) = (offset.checked_div(bs).unwrap_or(0), end.div_ceil(bs));
         for (&nr, source) in self.blocks().range(first..last) {
-            let start = nr * bs;
-            // The overlap of [start, start + block) with [offset, end).
-            let lo = start.max(offset);
-            let hi = (start + bs).min(end);
-            if lo < hi {
-                let data = source.read(&*self.inner, self.block_size)?;
-                let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
-                dst.copy_from_slice(&data[(lo - start) as usize..(hi - start) as usize]);
+            let Some((in_block, in_buf)) = nr.checked_mul(bs).and_then(|start| overlap(start, bs, offset, end)) else {
+                continue;
+            };
+            let data = source.read(&*self.inner, self.block_size)?;
+            if let (Some(dst), Some(src)) = (buf.get_mut(in_buf), data.get(in_block)) {
+                dst.copy_from_slice(src);
             }
         }
         Ok(())
@@ -83,21 +94,22 @@ impl BlockDevice for OverlayDevice {
                 "replayed journal overlay is read-only",
             ));
         };
-        let bs = u64::from(self.block_size);
-        let end = offset
-            .checked_add(buf.len() as u64)
+        let bs = u64::from(self.block_size).max(1);
+        let end = u64::try_from(buf.len())
+            .ok()
+            .and_then(|len| offset.checked_add(len))
             .filter(|&e| e <= self.size())
             .ok_or(std::io::ErrorKind::InvalidInput)?;
         let mut room = room.lock().unwrap_or_else(|p| p.into_inner());
-        let mut nr = offset / bs;
-        while nr * bs < end {
-            let start = nr * bs;
-            let mut block = vec![0u8; self.block_size as usize];
+        let mut nr = offset.checked_div(bs).unwrap_or(0);
+        // end <= the device size, so block starts up to it do not overflow.
+        while let Some(start) = nr.checked_mul(bs).filter(|&start| start < end) {
+            let mut block = vec![0u8; super::bytes::index(self.block_size)];
             self.read_exact_at(&mut block, start)?;
-            let lo = start.max(offset);
-            let hi = (start + bs).min(end);
-            block[(lo - start) as usize..(hi - start) as usize]
-                .copy_from_slice(&buf[(lo - offset) as usize..(hi - offset) as usize]);
+            let (in_block, in_buf) = overlap(start, bs, offset, end).ok_or(std::io::ErrorKind::InvalidInput)?;
+            if let (Some(dst), Some(src)) = (block.get_mut(in_block), buf.get(in_buf)) {
+                dst.copy_from_slice(src);
+            }
             let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
             if !matches!(blocks.get(&nr), Some(BlockSource::Data(_))) {
                 *room = room.checked_sub(block.len()).ok_or_else(|| {
@@ -105,7 +117,7 @@ impl BlockDevice for OverlayDevice {
                 })?;
             }
             blocks.insert(nr, BlockSource::Data(block));
-            nr += 1;
+            nr = nr.saturating_add(1);
         }
         Ok(())
     }
