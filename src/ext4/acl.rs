@@ -2,8 +2,6 @@
 //! group, mask and other, and 8-byte entries for named users and groups); programs read them in the Linux
 //! xattr format (`posix_acl_xattr_header` version 2, every entry 8 bytes).
 
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
-
 use super::bytes::{le16, le32};
 use super::error::{CorruptKind, Error, Object, Result};
 

@@ -1,6 +1,5 @@
 //! Changes to one inode's attributes, each one transaction: setattr (mode, owner, size, times), xattrs,
 //! the access time, inode flags (FS_IOC_SETFLAGS), the project id (FS_IOC_FSSETXATTR).
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::sync::Arc;
 

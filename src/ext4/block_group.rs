@@ -1,7 +1,5 @@
 //! Block group descriptors (`struct ext4_group_desc`): 32 bytes, or `s_desc_size` with the 64bit feature.
 
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
-
 use super::bytes::{high16, high32, index, le16, le32, low16, low32, slice};
 use super::bytes_mut::{put16, put32};
 use super::checksum::{crc16, crc32c};

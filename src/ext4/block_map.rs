@@ -1,6 +1,5 @@
 //! The ext2/ext3 block map: twelve direct pointers in `i_block`, then single, double and triple indirect
 //! blocks of 32-bit block numbers. A zero pointer is a hole.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::le32;
 use super::bytes_mut::put32;

@@ -1,6 +1,5 @@
 //! Little-endian field writers, the counterparts of [`super::bytes`]. Writes outside the buffer are
 //! dropped: callers size their buffers from the structure's layout before writing.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 pub fn put8(buf: &mut [u8], off: usize, v: u8) {
     if let Some(b) = buf.get_mut(off) {

@@ -2,7 +2,6 @@
 //!
 //! CLOCK keeps LRU's behaviour on repeated lookups at the cost of one bit per entry, and a hit only sets
 //! that bit, so the lock is held for a hash lookup and nothing more.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::collections::HashMap;
 use std::hash::Hash;

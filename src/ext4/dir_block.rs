@@ -1,8 +1,6 @@
 //! Linear directory blocks: a run of `struct ext4_dir_entry_2` records, each `rec_len` bytes long, and with
 //! metadata_csum a 12-byte `ext4_dir_entry_tail` holding the block's crc32c at the end.
 
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
-
 use super::bytes::{le16, le32, u8_at};
 use super::checksum::crc32c;
 use super::error::{CorruptKind, Error, Object, Result};

@@ -20,7 +20,6 @@
 //! filesystem uses; see [`HashVersion::with_unsigned`].
 //!
 //! The casefold-only SipHash variant (hash version 6) is not supported.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 /// Hash algorithm numbers as stored in dx_root.info.hash_version / s_def_hash_version.
 ///

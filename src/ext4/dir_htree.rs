@@ -1,7 +1,6 @@
 //! Hash tree directories (dir_index): block 0 of the directory holds `dx_root` (after the `.` and `..`
 //! entries), interior blocks hold `dx_node`; both map ranges of name hashes to the blocks that hold them.
 //! Lookup descends from the root to one leaf block instead of scanning the whole directory.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::{le16, le32, u8_at};
 use super::checksum::crc32c;

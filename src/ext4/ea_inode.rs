@@ -13,7 +13,6 @@
 //!
 //! Each entry that names the inode holds one reference (an attribute block shared by several inodes
 //! counts once); the inode is deleted with its last reference.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::le32;
 use super::bytes_mut::put32;

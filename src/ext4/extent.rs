@@ -1,7 +1,6 @@
 //! Extent trees (`struct ext4_extent_header`, `ext4_extent_idx`, `ext4_extent`): the block map of files
 //! with the `EXTENTS` inode flag. The root lives in `i_block`; deeper nodes are blocks of their own that end
 //! in a crc32c tail with metadata_csum.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::{le16, le32};
 use super::checksum::crc32c;

@@ -1,6 +1,5 @@
 //! Reading files: the block map walked a run at a time into the reply buffer (data bypasses the block
 //! cache), symlink targets, and SEEK_DATA/SEEK_HOLE.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::error::{CorruptKind, Error, Object, Result};
 use super::fs::{Filesystem, Mapping};

@@ -1,6 +1,5 @@
 //! Inline data (inline_data feature): small files and directories kept inside the inode, in the 60 bytes of
 //! `i_block` and, beyond them, in the value of the `system.data` extended attribute in the inode body.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::le32;
 use super::error::{CorruptKind, Error, Object, Result};

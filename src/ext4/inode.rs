@@ -1,5 +1,4 @@
 //! Inodes (`struct ext4_inode`): the 128-byte base record and the extra fields that follow it.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::{high16, high32, le16, le32, low16, low32, slice};
 use super::bytes_mut::{put16, put32};

@@ -24,8 +24,6 @@
 //! | 0x70 | `mmp_check_interval` | le16 seconds |
 //! | 0x3FC | `mmp_checksum` | crc32c(filesystem seed, bytes 0..0x3FC), with metadata_csum |
 
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
-
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 

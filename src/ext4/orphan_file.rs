@@ -10,7 +10,6 @@
 //! dropped without committing leaves no slot taken. When every slot is taken the chain is used, as in
 //! the kernel. While a read-write mount lasts, the superblock says `orphan_present`; a clean unmount
 //! with no slot taken clears it.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::le32;
 use super::bytes_mut::put32;

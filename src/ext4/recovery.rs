@@ -3,7 +3,6 @@
 //! image for a read-write mount or into an in-memory overlay for a read-only one, whose orphans are then
 //! cleaned up in memory too, as the kernel's read-only mounts do. `Filesystem::open_as_is` (in `fs.rs`)
 //! then reads the filesystem as the device, or the overlay, holds it.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use std::sync::Arc;
 

@@ -1,6 +1,5 @@
 //! The kernel's references to inodes (FUSE lookups, which open files and mappings hold): an inode
 //! unlinked while referenced stays, on the orphan list, until the last reference goes.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::error::Result;
 use super::fs::Filesystem;

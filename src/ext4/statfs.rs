@@ -1,5 +1,4 @@
 //! statfs(2) as the kernel's ext4 reports it, and the metadata overhead it leaves out.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::features::{COMPAT_HAS_JOURNAL, INCOMPAT_EXTENTS};
 use super::fs::{Filesystem, NAME_MAX, StatFs};

@@ -1,5 +1,4 @@
 //! The superblock (`struct ext4_super_block`): 1024 bytes at byte 1024 of the filesystem.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::bytes::{high32, le16, le32, le64, low32, slice, u8_at};
 use super::checksum::crc32c;

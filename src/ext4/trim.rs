@@ -2,7 +2,6 @@
 //! the block bitmaps, and the `discard` mount option discards what each journal commit freed, as the
 //! kernel's ext4 does. Blocks freed by an operation not yet committed are left alone (a crash before
 //! the commit gives them back to their old owner, whose data must still be there).
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::error::{Error, Result};
 use super::fs::Filesystem;

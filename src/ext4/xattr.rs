@@ -2,8 +2,6 @@
 //! 4-byte magic) or in one external block (`ext4_xattr_header`, 32 bytes). Values live in the same area,
 //! or, with ea_inode, in an inode of their own.
 
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
-
 use super::bytes::{le16, le32, slice, u8_at};
 use super::checksum::crc32c;
 use super::error::{CorruptKind, Error, Object, Result};

@@ -1,6 +1,5 @@
 //! Reading extended attributes: the in-inode area, the xattr block, values in EA inodes, and the ACLs
 //! turned into the kernel's xattr form.
-#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 use super::error::{CorruptKind, Error, Object, Result};
 use super::features::INCOMPAT_EA_INODE;
