@@ -39,71 +39,107 @@ impl Handoff {
     }
 
     /// Parses a header strictly (the bytes come from another process, perhaps another user).
-    pub fn decode(bytes: &[u8]) -> Result<Handoff, String> {
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Handoff, String> {
         let config: WorkerConfig = wire::decode("handoff", MAGIC, bytes, MAX_HEADER)?;
         config.check()?;
         Ok(Handoff(config))
     }
 }
 
-fn sockaddr(path: &Path) -> Result<UnixAddr, String> {
-    UnixAddr::new(path).map_err(|_| format!("socket path too long: {}", path.display()))
+/// What can go wrong on the handoff socket, one variant per step.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("socket path too long: {}", .0.display())]
+    PathTooLong(std::path::PathBuf),
+    /// A socket call failed (socket, listen, accept, sendmsg, recvmsg, fstat).
+    #[error("{call}: {}", std::io::Error::from(*.errno))]
+    Call { call: &'static str, errno: nix::Error },
+    #[error("bind {}: {}", .path.display(), std::io::Error::from(*.errno))]
+    Bind { path: std::path::PathBuf, errno: nix::Error },
+    #[error("no worker listening on {}: {}", .path.display(), std::io::Error::from(*.errno))]
+    NoListener { path: std::path::PathBuf, errno: nix::Error },
+    #[error("at most {MAX_FDS} descriptors can be handed over")]
+    TooManyWanted,
+    #[error("timed out waiting for the message")]
+    TimedOut,
+    #[error("handoff message truncated or too large")]
+    Truncated,
+    #[error("the peer closed the connection without a handoff")]
+    Closed,
+    #[error("expected {want} descriptors with the message, got {got}")]
+    DescriptorCount { want: usize, got: usize },
+    #[error("the first descriptor is not /dev/fuse")]
+    NotFuse,
+    #[error("the second descriptor is not a regular file or block device")]
+    NotImage,
 }
 
-fn seqpacket() -> Result<OwnedFd, String> {
-    socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).map_err(|e| errno_error("socket", e))
+/// The launcher's callers report errors as their one line of text.
+impl From<SocketError> for String {
+    fn from(e: SocketError) -> String {
+        e.to_string()
+    }
 }
 
-fn errno_error(what: &str, e: nix::Error) -> String {
-    format!("{what}: {}", std::io::Error::from(e))
+type Result<T> = std::result::Result<T, SocketError>;
+
+fn call(call: &'static str) -> impl FnOnce(nix::Error) -> SocketError {
+    move |errno| SocketError::Call { call, errno }
+}
+
+fn sockaddr(path: &Path) -> Result<UnixAddr> {
+    UnixAddr::new(path).map_err(|_| SocketError::PathTooLong(path.to_path_buf()))
+}
+
+fn seqpacket() -> Result<OwnedFd> {
+    socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).map_err(call("socket"))
 }
 
 /// A SOCK_SEQPACKET socket listening on `path` (replacing a stale socket file).
-pub fn listen_on(path: &Path) -> Result<OwnedFd, String> {
+pub fn listen_on(path: &Path) -> Result<OwnedFd> {
     let listener = seqpacket()?;
     let addr = sockaddr(path)?;
     let _ = std::fs::remove_file(path);
-    bind(listener.as_raw_fd(), &addr).map_err(|e| errno_error(&format!("bind {}", path.display()), e))?;
-    let backlog = Backlog::new(16).map_err(|e| errno_error("listen", e))?;
-    listen(&listener, backlog).map_err(|e| errno_error("listen", e))?;
+    bind(listener.as_raw_fd(), &addr).map_err(|errno| SocketError::Bind { path: path.to_path_buf(), errno })?;
+    let backlog = Backlog::new(16).map_err(call("listen"))?;
+    listen(&listener, backlog).map_err(call("listen"))?;
     Ok(listener)
 }
 
 /// The worker's side: binds `path`, accepts one connection, and returns it.
-pub fn accept_one(path: &Path) -> Result<OwnedFd, String> {
+pub fn accept_one(path: &Path) -> Result<OwnedFd> {
     let listener = listen_on(path)?;
     let conn = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC);
     let _ = std::fs::remove_file(path);
-    let conn = conn.map_err(|e| errno_error("accept", e))?;
+    let conn = conn.map_err(call("accept"))?;
     // SAFETY: accept4 returned a fresh descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(conn) })
 }
 
 /// The privileged side: connects to the worker at `path`.
-pub fn connect(path: &Path) -> Result<OwnedFd, String> {
+pub fn connect(path: &Path) -> Result<OwnedFd> {
     let sock = seqpacket()?;
     let addr = sockaddr(path)?;
     socket::connect(sock.as_raw_fd(), &addr)
-        .map_err(|e| errno_error(&format!("no worker listening on {}", path.display()), e))?;
+        .map_err(|errno| SocketError::NoListener { path: path.to_path_buf(), errno })?;
     Ok(sock)
 }
 
 /// Sends `header` with `fds` attached as SCM_RIGHTS, in one packet.
-pub fn send(sock: &OwnedFd, header: &[u8], fds: &[RawFd]) -> Result<(), String> {
+pub fn send(sock: &OwnedFd, header: &[u8], fds: &[RawFd]) -> Result<()> {
     let iov = [IoSlice::new(header)];
     let cmsgs = [ControlMessage::ScmRights(fds)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)
-        .map_err(|e| errno_error("sendmsg", e))?;
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None).map_err(call("sendmsg"))?;
     Ok(())
 }
 
 /// Receives one packet and up to `max` descriptors (more is an error).
-pub fn receive_upto(sock: &OwnedFd, max: usize) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+pub fn receive_upto(sock: &OwnedFd, max: usize) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     receive_inner(sock, max, None)
 }
 
 /// Receives one packet: its bytes (at most `MAX_HEADER`) and exactly `want` descriptors.
-pub fn receive(sock: &OwnedFd, want: usize) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+pub fn receive(sock: &OwnedFd, want: usize) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     receive_inner(sock, want, Some(want))
 }
 
@@ -112,9 +148,9 @@ const MAX_FDS: usize = 4;
 
 /// Receives one packet: its bytes (at most `MAX_HEADER`) and exactly `want` descriptors. A longer packet,
 /// cut control data, or another number of descriptors is an error (descriptors received are closed).
-fn receive_inner(sock: &OwnedFd, want: usize, exact: Option<usize>) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+fn receive_inner(sock: &OwnedFd, want: usize, exact: Option<usize>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     if want > MAX_FDS {
-        return Err(format!("at most {MAX_FDS} descriptors can be handed over"));
+        return Err(SocketError::TooManyWanted);
     }
     let mut buf = vec![0u8; MAX_HEADER + 1];
     // Room for more descriptors than wanted, so that too many is detected rather than cut silently.
@@ -122,11 +158,11 @@ fn receive_inner(sock: &OwnedFd, want: usize, exact: Option<usize>) -> Result<(V
     let mut iov = [IoSliceMut::new(&mut buf)];
     let msg = match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC) {
         Ok(msg) => msg,
-        Err(nix::Error::EAGAIN) => return Err("timed out waiting for the message".into()),
-        Err(e) => return Err(errno_error("recvmsg", e)),
+        Err(nix::Error::EAGAIN) => return Err(SocketError::TimedOut),
+        Err(e) => return Err(call("recvmsg")(e)),
     };
     let mut fds = Vec::new();
-    for c in msg.cmsgs().map_err(|e| errno_error("recvmsg", e))? {
+    for c in msg.cmsgs().map_err(call("recvmsg"))? {
         if let ControlMessageOwned::ScmRights(received) = c {
             // SAFETY: SCM_RIGHTS gave this process new descriptors that nothing else owns.
             fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
@@ -134,28 +170,28 @@ fn receive_inner(sock: &OwnedFd, want: usize, exact: Option<usize>) -> Result<(V
     }
     let (n, truncated) = (msg.bytes, msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC));
     if truncated || n > MAX_HEADER {
-        return Err("handoff message truncated or too large".into());
+        return Err(SocketError::Truncated);
     }
     if n == 0 {
-        return Err("the peer closed the connection without a handoff".into());
+        return Err(SocketError::Closed);
     }
     if exact.is_some_and(|w| fds.len() != w) || fds.len() > want {
-        return Err(format!("expected {want} descriptors with the message, got {}", fds.len()));
+        return Err(SocketError::DescriptorCount { want, got: fds.len() });
     }
     buf.truncate(n);
     Ok((buf, fds))
 }
 
 /// Checks that `fuse` is the FUSE device and `image` a regular file or block device.
-pub fn check_kinds(fuse: &OwnedFd, image: &OwnedFd) -> Result<(), String> {
-    let stat = |fd: &OwnedFd| nix::sys::stat::fstat(fd).map_err(|e| errno_error("fstat", e));
+pub fn check_kinds(fuse: &OwnedFd, image: &OwnedFd) -> Result<()> {
+    let stat = |fd: &OwnedFd| nix::sys::stat::fstat(fd).map_err(call("fstat"));
     let f = stat(fuse)?;
     if f.st_mode & libc::S_IFMT != libc::S_IFCHR || (libc::major(f.st_rdev), libc::minor(f.st_rdev)) != (10, 229) {
-        return Err("the first descriptor is not /dev/fuse".into());
+        return Err(SocketError::NotFuse);
     }
     let i = stat(image)?;
     if !matches!(i.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFBLK) {
-        return Err("the second descriptor is not a regular file or block device".into());
+        return Err(SocketError::NotImage);
     }
     Ok(())
 }

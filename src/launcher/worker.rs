@@ -72,7 +72,7 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
     let received = std::os::fd::AsFd::as_fd(&status)
         .try_clone_to_owned()
         .map_err(|e| e.to_string())
-        .and_then(|c| fd_socket::receive(&c, 2))
+        .and_then(|c| Ok(fd_socket::receive(&c, 2)?))
         .and_then(|(header, mut fds)| {
             let h = fd_socket::Handoff::decode(&header)?;
             let image = fds.pop().ok_or("no image descriptor")?;
