@@ -36,14 +36,43 @@ impl Access {
 
 /// What holds the lock we could not take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Holder {
+pub enum Holder {
     ReadOnly,
     ReadWrite,
 }
 
+/// Why an image or a lock file could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another ext4box holds the image: `holder` says how, `access` what this mount asked for.
+    #[error("{}", in_use(.shown, *.access, *.holder))]
+    InUse { shown: String, access: Access, holder: Holder },
+    /// flock failed for another reason than a holder.
+    #[error("cannot lock {shown}: {}", errno_text(.error))]
+    Flock { shown: String, error: std::io::Error },
+    /// Neither flock nor an OFD lock works on the filesystem holding the image.
+    #[error(
+        "cannot lock {shown}: {} (the filesystem holding it has no locks; -o nolock mounts it anyway, \
+         which is unsafe for a read-write mount if anything else may open the image)",
+        errno_text(.error)
+    )]
+    NoLocks { shown: String, error: std::io::Error },
+    /// `lockfile=` names a file that exists and whose owner is alive.
+    #[error("lock file {} exists: the image is in use", .0.display())]
+    LockfileExists(PathBuf),
+    #[error("cannot create lock file {}: {}", .path.display(), errno_text(.error))]
+    LockfileCreate { path: PathBuf, error: std::io::Error },
+}
+
+impl From<LockError> for String {
+    fn from(e: LockError) -> String {
+        e.to_string()
+    }
+}
+
 /// Takes the image's lock for `access` (kept with `file` until every copy of it is closed), or says in
 /// one line why not. `nolock` skips it.
-pub fn lock_image(file: File, shown: &str, access: Access, nolock: bool) -> Result<File, String> {
+pub fn lock_image(file: File, shown: &str, access: Access, nolock: bool) -> Result<File, LockError> {
     if nolock {
         return Ok(file);
     }
@@ -58,22 +87,18 @@ pub fn lock_image(file: File, shown: &str, access: Access, nolock: bool) -> Resu
         _ => std::io::Error::last_os_error(),
     };
     if refused.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(in_use(shown, access, flock_holder(fd, access)));
+        return Err(LockError::InUse { shown: shown.into(), access, holder: flock_holder(fd, access) });
     }
     if !flock_unsupported(&refused) {
-        return Err(format!("cannot lock {shown}: {}", errno_text(&refused)));
+        return Err(LockError::Flock { shown: shown.into(), error: refused });
     }
     match ofd_lock(fd, access) {
         Ok(()) => {
             tracing::info!(image = shown, error = %refused, "flock refused; the image is locked with an OFD lock");
             Ok(file)
         }
-        Err(OfdError::Held(holder)) => Err(in_use(shown, access, holder)),
-        Err(OfdError::Other(e)) => Err(format!(
-            "cannot lock {shown}: {} (the filesystem holding it has no locks; -o nolock mounts it anyway, \
-             which is unsafe for a read-write mount if anything else may open the image)",
-            errno_text(&e)
-        )),
+        Err(OfdError::Held(holder)) => Err(LockError::InUse { shown: shown.into(), access, holder }),
+        Err(OfdError::Other(error)) => Err(LockError::NoLocks { shown: shown.into(), error }),
     }
 }
 
@@ -150,7 +175,7 @@ fn ofd_lock(fd: i32, access: Access) -> Result<(), OfdError> {
 pub struct Lockfile(PathBuf);
 
 impl Lockfile {
-    pub fn create(path: &Path) -> Result<Lockfile, String> {
+    pub fn create(path: &Path) -> Result<Lockfile, LockError> {
         let abs = if path.is_absolute() {
             path.to_path_buf()
         } else {
@@ -159,7 +184,7 @@ impl Lockfile {
         match Self::create_new(&abs) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let Some(pid) = stale_owner(&abs) else {
-                    return Err(format!("lock file {} exists: the image is in use", abs.display()));
+                    return Err(LockError::LockfileExists(abs));
                 };
                 eprintln!(
                     "ext4box: lock file {} was left by process {pid}, which is gone: taking it over",
@@ -167,14 +192,12 @@ impl Lockfile {
                 );
                 // Another mount may take it over at the same moment: the exclusive create decides.
                 let _ = std::fs::remove_file(&abs);
-                Self::create_new(&abs).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::AlreadyExists => {
-                        format!("lock file {} exists: the image is in use", abs.display())
-                    }
-                    _ => format!("cannot create lock file {}: {}", abs.display(), errno_text(&e)),
+                Self::create_new(&abs).map_err(|error| match error.kind() {
+                    std::io::ErrorKind::AlreadyExists => LockError::LockfileExists(abs.clone()),
+                    _ => LockError::LockfileCreate { path: abs.clone(), error },
                 })
             }
-            Err(e) => Err(format!("cannot create lock file {}: {}", abs.display(), errno_text(&e))),
+            Err(error) => Err(LockError::LockfileCreate { path: abs, error }),
             Ok(l) => Ok(l),
         }
     }
@@ -250,13 +273,14 @@ mod tests {
         let a = lock_image(open(&img), "img", Access::Shared, false).unwrap();
         let b = lock_image(open(&img), "img", Access::Shared, false).unwrap();
         let e = lock_image(open(&img), "img", Access::Exclusive, false).unwrap_err();
-        assert!(e.contains("read-only by another ext4box"), "{e}");
+        assert!(matches!(e, LockError::InUse { holder: Holder::ReadOnly, .. }), "{e}");
+        assert!(e.to_string().contains("read-only by another ext4box"), "{e}");
         drop((a, b));
         let w = soon(|| lock_image(open(&img), "img", Access::Exclusive, false));
         let e = lock_image(open(&img), "img", Access::Shared, false).unwrap_err();
-        assert!(e.contains("read-write by another ext4box"), "{e}");
+        assert!(e.to_string().contains("read-write by another ext4box"), "{e}");
         let e = lock_image(open(&img), "img", Access::Exclusive, false).unwrap_err();
-        assert!(e.contains("read-write by another ext4box"), "{e}");
+        assert!(e.to_string().contains("read-write by another ext4box"), "{e}");
         // nolock goes ahead whatever holds it.
         lock_image(open(&img), "img", Access::Exclusive, true).unwrap();
         drop(w);
@@ -311,11 +335,11 @@ mod tests {
         // A live ext4box (this test binary is one, by name): in use.
         std::fs::write(&path, format!("{}\n", std::process::id())).unwrap();
         let e = Lockfile::create(&path).unwrap_err();
-        assert!(e.contains("in use"), "{e}");
+        assert!(matches!(e, LockError::LockfileExists(_)), "{e}");
         // Not a pid at all: someone else's lock, left alone.
         std::fs::write(&path, "held by a person\n").unwrap();
         let e = Lockfile::create(&path).unwrap_err();
-        assert!(e.contains("in use"), "{e}");
+        assert!(matches!(e, LockError::LockfileExists(_)), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

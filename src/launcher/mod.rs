@@ -172,7 +172,7 @@ fn open_image(path: &Path, o: &MountOptions) -> Result<File, String> {
     let access = lock::Access::for_mount(o.read_only);
     if let Some(fd) = inherited_fd(path) {
         let file = open_inherited(fd, &shown.to_string(), write)?;
-        return lock::lock_image(file, &shown.to_string(), access, o.nolock);
+        return Ok(lock::lock_image(file, &shown.to_string(), access, o.nolock)?);
     }
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot open image {shown}: {}", errno_text(&e)))?;
     let ft = meta.file_type();
@@ -197,7 +197,7 @@ fn open_image(path: &Path, o: &MountOptions) -> Result<File, String> {
         }
         _ => format!("cannot open image {shown}: {}", errno_text(&e)),
     })?;
-    lock::lock_image(file, &shown.to_string(), access, o.nolock)
+    Ok(lock::lock_image(file, &shown.to_string(), access, o.nolock)?)
 }
 
 fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
