@@ -5,7 +5,7 @@
 //! `fusermount3 -u`, which checks that the caller owns the mount.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -25,21 +25,49 @@ pub fn find() -> Option<PathBuf> {
     })
 }
 
+/// What can go wrong mounting or unmounting through fusermount3, one variant per step.
+#[derive(Debug, thiserror::Error)]
+pub enum FusermountError {
+    #[error("{call}: {}", std::io::Error::from(*.errno))]
+    Call { call: &'static str, errno: nix::Error },
+    #[error("cannot run {}: {}", .helper.display(), errno_text(.error))]
+    Spawn { helper: std::path::PathBuf, error: std::io::Error },
+    #[error("{PROGRAM}: {}", errno_text(.0))]
+    Wait(std::io::Error),
+    #[error("{PROGRAM} sent no descriptor")]
+    NoDescriptor,
+    /// The helper failed; `said` is its last line on stderr, if any.
+    #[error("{PROGRAM} could not mount {}: {}", .target.display(), .said.as_deref().unwrap_or("(it said nothing)"))]
+    MountRefused { target: std::path::PathBuf, said: Option<String> },
+    #[error("{} is busy: a process still uses it", .0.display())]
+    Busy(std::path::PathBuf),
+    #[error("{PROGRAM} -u {}: {}", .target.display(), .said)]
+    UnmountRefused { target: std::path::PathBuf, said: String },
+}
+
+impl From<FusermountError> for String {
+    fn from(e: FusermountError) -> String {
+        e.to_string()
+    }
+}
+
+/// The helper's last line on stderr, without its program-name prefix.
+fn last_said(stderr: &[u8]) -> Option<String> {
+    let said = String::from_utf8_lossy(stderr);
+    let line = said.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    Some(line.trim_start_matches("fusermount3: ").to_string())
+}
+
 /// Mounts a FUSE filesystem on `target` with `options` (fusermount3's `-o` syntax) and returns the FUSE
 /// descriptor the helper opened.
-pub fn mount(helper: &Path, target: &Path, options: &str) -> Result<File, String> {
-    let mut pair = [0; 2];
-    // SAFETY: pair is a valid array of two ints.
-    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, pair.as_mut_ptr()) } != 0 {
-        return Err(format!("socketpair: {}", errno_text(&std::io::Error::last_os_error())));
-    }
-    // SAFETY: socketpair returned two new descriptors nothing else owns.
-    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+pub fn mount(helper: &Path, target: &Path, options: &str) -> Result<File, FusermountError> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|errno| FusermountError::Call { call: "socketpair", errno })?;
     // The helper's end must survive exec: clear its close-on-exec flag for the spawn only.
-    // SAFETY: fcntl on a descriptor we own.
-    if unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
-        return Err(format!("fcntl: {}", errno_text(&std::io::Error::last_os_error())));
-    }
+    fcntl(&theirs, FcntlArg::F_SETFD(FdFlag::empty()))
+        .map_err(|errno| FusermountError::Call { call: "fcntl", errno })?;
     let child = Command::new(helper)
         .arg("-o")
         .arg(options)
@@ -50,27 +78,21 @@ pub fn mount(helper: &Path, target: &Path, options: &str) -> Result<File, String
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {}: {}", helper.display(), errno_text(&e)))?;
+        .map_err(|error| FusermountError::Spawn { helper: helper.to_path_buf(), error })?;
     drop(theirs);
     let received = super::fd_socket::receive(&ours, 1);
-    let out = child.wait_with_output().map_err(|e| format!("{PROGRAM}: {}", errno_text(&e)))?;
-    let said = String::from_utf8_lossy(&out.stderr).lines().map(str::trim).rfind(|l| !l.is_empty()).map(str::to_string);
+    let out = child.wait_with_output().map_err(FusermountError::Wait)?;
     match received {
-        Ok((_, mut fds)) if out.status.success() => match fds.pop() {
-            Some(fd) => Ok(File::from(fd)),
-            None => Err(format!("{PROGRAM} sent no descriptor")),
-        },
-        _ => Err(match said {
-            Some(line) => {
-                format!("{PROGRAM} could not mount {}: {}", target.display(), line.trim_start_matches("fusermount3: "))
-            }
-            None => format!("{PROGRAM} could not mount {} ({})", target.display(), out.status),
+        Ok((_, mut fds)) if out.status.success() => fds.pop().map(File::from).ok_or(FusermountError::NoDescriptor),
+        _ => Err(FusermountError::MountRefused {
+            target: target.to_path_buf(),
+            said: last_said(&out.stderr).or_else(|| Some(format!("({})", out.status))),
         }),
     }
 }
 
 /// Unmounts `target` with `fusermount3 -u` (`-z`: lazily, for a mount whose server died).
-pub fn unmount(helper: &Path, target: &Path, lazy: bool) -> Result<(), String> {
+pub fn unmount(helper: &Path, target: &Path, lazy: bool) -> Result<(), FusermountError> {
     let mut cmd = Command::new(helper);
     cmd.arg(if lazy { "-uz" } else { "-u" }).arg("--").arg(target);
     let out = cmd
@@ -78,15 +100,14 @@ pub fn unmount(helper: &Path, target: &Path, lazy: bool) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| format!("cannot run {}: {}", helper.display(), errno_text(&e)))?;
+        .map_err(|error| FusermountError::Spawn { helper: helper.to_path_buf(), error })?;
     if out.status.success() {
         return Ok(());
     }
-    let said = String::from_utf8_lossy(&out.stderr);
-    let line = said.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("failed");
-    Err(if line.contains("Device or resource busy") {
-        format!("{} is busy: a process still uses it", target.display())
+    let said = last_said(&out.stderr).unwrap_or_else(|| "failed".into());
+    Err(if said.contains("Device or resource busy") {
+        FusermountError::Busy(target.to_path_buf())
     } else {
-        format!("{PROGRAM} -u {}: {}", target.display(), line.trim_start_matches("fusermount3: "))
+        FusermountError::UnmountRefused { target: target.to_path_buf(), said }
     })
 }
