@@ -233,7 +233,7 @@ pub fn main() -> i32 {
                 let path = std::path::absolute(&mountpoint).map_err(|e| e.to_string());
                 path.and_then(|path| launcher::service::request(&launcher::service::Request::Unmount { path }, &[]))
             } else {
-                launcher::unmount(&mountpoint)
+                launcher::unmount(&mountpoint).map_err(String::from)
             }
         }
         Cmd::Demo => demo(),

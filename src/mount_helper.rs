@@ -107,5 +107,5 @@ fn unmount(args: &[String]) -> Result<(), (i32, String)> {
         }
     }
     let target = target.ok_or((1, "usage: umount.fuse.ext4box MOUNTPOINT".to_string()))?;
-    launcher::unmount(&target).map_err(|e| (32, e))
+    launcher::unmount(&target).map_err(|e| (32, e.to_string()))
 }

@@ -409,16 +409,45 @@ fn absolute_mountpoint(p: &Path) -> PathBuf {
     }
 }
 
+/// Why an unmount did not happen or did not finish, one variant per step.
+#[derive(Debug, thiserror::Error)]
+pub enum UnmountError {
+    #[error("{0} is not mounted")]
+    NotMounted(String),
+    #[error("{shown} is not an ext4box mount (it is {fstype})")]
+    NotOurs { shown: String, fstype: String },
+    #[error("unmounting {0} without root needs fusermount3 (Debian/Ubuntu: apt install fuse3)")]
+    NoFusermount(String),
+    #[error(transparent)]
+    Fusermount(#[from] fusermount::FusermountError),
+    #[error("path contains a NUL byte")]
+    Nul,
+    #[error("{0} is busy: a process still uses it")]
+    Busy(String),
+    #[error("unmounting {0} needs root")]
+    NeedsRoot(String),
+    #[error("unmount of {shown} failed: {}", errno_text(.error))]
+    Failed { shown: String, error: std::io::Error },
+    #[error("{shown} is unmounted, but its server (pid {pid}) has not exited")]
+    ServerLingers { shown: String, pid: u32 },
+}
+
+impl From<UnmountError> for String {
+    fn from(e: UnmountError) -> String {
+        e.to_string()
+    }
+}
+
 /// Unmounts an ext4box mount and waits until its server has exited, so that the image is final.
-pub fn unmount(mountpoint: &Path) -> Result<(), String> {
+pub fn unmount(mountpoint: &Path) -> Result<(), UnmountError> {
     let target = absolute_mountpoint(mountpoint);
-    let shown = mountpoint.display();
-    let entry = mountinfo::find(&target).ok_or_else(|| format!("{shown} is not mounted"))?;
+    let shown = mountpoint.display().to_string();
+    let entry = mountinfo::find(&target).ok_or_else(|| UnmountError::NotMounted(shown.clone()))?;
     // fuse.ext4box, fuseblk.ext4box, or another subtype= that a running ext4box recorded.
     let ours = entry.fstype.starts_with("fuse")
         && (entry.fstype.ends_with(".ext4box") || registry::lookup(&entry.dev).is_some());
     if !ours {
-        return Err(format!("{shown} is not an ext4box mount (it is {})", entry.fstype));
+        return Err(UnmountError::NotOurs { shown, fstype: entry.fstype });
     }
     let pid = registry::lookup(&entry.dev);
     let pidfd = pid.and_then(pidfd_open);
@@ -427,39 +456,33 @@ pub fn unmount(mountpoint: &Path) -> Result<(), String> {
         sync_mount(&target, Duration::from_secs(10));
     }
     if !nix::unistd::geteuid().is_root() {
-        let helper = fusermount::find().ok_or_else(|| {
-            format!("unmounting {shown} without root needs fusermount3 (Debian/Ubuntu: apt install fuse3)")
-        })?;
+        let helper = fusermount::find().ok_or_else(|| UnmountError::NoFusermount(shown.clone()))?;
         fusermount::unmount(&helper, &target, false)?;
-        return wait_for_server(&entry.dev, pid, pidfd, &shown.to_string());
+        return wait_for_server(&entry.dev, pid, pidfd, &shown);
     }
-    let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| "path contains a NUL byte".to_string())?;
+    let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| UnmountError::Nul)?;
     // A mount can be busy for a moment after its last user is done (a forked child that has not yet run
     // exec still holds copies of its parent's descriptors): retry briefly before calling it busy.
     let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        if nix::mount::umount2(t.as_c_str(), nix::mount::MntFlags::empty()).is_ok() {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline {
+    while let Err(errno) = nix::mount::umount2(t.as_c_str(), nix::mount::MntFlags::empty()) {
+        if errno == nix::Error::EBUSY && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        return Err(match e.raw_os_error() {
-            Some(libc::EBUSY) => format!("{shown} is busy: a process still uses it"),
-            Some(libc::EPERM) => format!("unmounting {shown} needs root"),
-            _ => format!("unmount of {shown} failed: {}", errno_text(&e)),
+        return Err(match errno {
+            nix::Error::EBUSY => UnmountError::Busy(shown),
+            nix::Error::EPERM => UnmountError::NeedsRoot(shown),
+            _ => UnmountError::Failed { shown, error: errno.into() },
         });
     }
-    wait_for_server(&entry.dev, pid, pidfd, &shown.to_string())
+    wait_for_server(&entry.dev, pid, pidfd, &shown)
 }
 
 /// Waits (bounded) for the server of an unmounted filesystem to exit, then forgets its record.
-fn wait_for_server(dev: &str, pid: Option<u32>, pidfd: Option<OwnedFd>, shown: &str) -> Result<(), String> {
+fn wait_for_server(dev: &str, pid: Option<u32>, pidfd: Option<OwnedFd>, shown: &str) -> Result<(), UnmountError> {
     if let Some(fd) = pidfd {
         if !wait_exit(&fd, Duration::from_secs(120)) {
-            return Err(format!("{shown} is unmounted, but its server (pid {}) has not exited", pid.unwrap_or(0)));
+            return Err(UnmountError::ServerLingers { shown: shown.into(), pid: pid.unwrap_or(0) });
         }
     }
     if let Some(pid) = pid {

@@ -167,7 +167,7 @@ fn handle(conn: &OwnedFd, listener: &OwnedFd) -> Result<(), String> {
             if uid != 0 && registry::owner(&entry.dev) != Some(uid) {
                 return Err(format!("{} was not mounted by you", path.display()));
             }
-            super::unmount(&path)
+            Ok(super::unmount(&path)?)
         }
     }
 }
