@@ -206,7 +206,7 @@ pub fn main() -> i32 {
                 })
             })
         }
-        Cmd::Serve { listen } => launcher::service::serve(listen.as_deref()),
+        Cmd::Serve { listen } => launcher::service::serve(listen.as_deref()).map_err(|e| e.to_string()),
         Cmd::Worker { fd_socket: Some(path), sandbox, .. } => {
             return match sandbox.resolve() {
                 Ok(sandbox) => worker::run_from_socket(&path, sandbox),

@@ -72,12 +72,64 @@ impl Request {
     }
 }
 
-fn last_error(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
+/// Why the service refused or failed a request: the `E` line the caller reads, one variant per check.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no socket: run from ext4box.socket (systemd) or give --listen PATH")]
+    NoSocket,
+    #[error("{call}: {}", std::io::Error::from(*.errno))]
+    Call { call: &'static str, errno: nix::Error },
+    #[error(transparent)]
+    Socket(#[from] fd_socket::SocketError),
+    /// The request did not decode (the wire's message says why).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("a mount request carries two descriptors")]
+    MountDescriptors,
+    #[error("an unmount request carries no descriptor")]
+    UnmountDescriptors,
+    #[error("{} is not mounted", .0.display())]
+    NotMounted(PathBuf),
+    #[error("{} is not an ext4box mount", .0.display())]
+    NotOurs(PathBuf),
+    #[error("{} was not mounted by you", .0.display())]
+    NotYours(PathBuf),
+    #[error(transparent)]
+    Unmount(#[from] super::UnmountError),
+    /// `-o` did not parse.
+    #[error("{0}")]
+    Options(String),
+    #[error("the image descriptor is not a regular file or block device")]
+    ImageKind,
+    #[error("a read-write mount needs the image opened for reading and writing (or mount with -o ro)")]
+    ImageNotWritable,
+    #[error("the mount point is not a directory")]
+    NotDirectory,
+    #[error("the mount point must be a directory you own and may write")]
+    NotOwner,
+    #[error("suid, dev, allow_other and allow_root need root")]
+    NeedsRoot,
+    #[error("lockfile= is not available through the mount service")]
+    NoLockfile,
+    #[error("you have {PER_USER_LIMIT} mounts already")]
+    Limit,
+    #[error("mount point: {0}")]
+    MountPoint(std::io::Error),
+    #[error("cannot open /dev/fuse: {0}")]
+    OpenFuse(std::io::Error),
+    #[error(transparent)]
+    Lock(#[from] super::lock::LockError),
+    /// The mount's supervisor said why it failed.
+    #[error("{0}")]
+    MountFailed(String),
+    #[error("the mount did not come up")]
+    DidNotComeUp,
+    #[error("pipe: {0}")]
+    Pipe(std::io::Error),
 }
 
 /// The listening socket: systemd's (LISTEN_FDS for this process: descriptor 3), or one bound on `path`.
-fn listener(listen: Option<&Path>) -> Result<OwnedFd, String> {
+fn listener(listen: Option<&Path>) -> Result<OwnedFd, ServiceError> {
     if let Some(path) = listen {
         let sock = fd_socket::listen_on(path)?;
         // Every user may connect: the service decides per request.
@@ -87,27 +139,23 @@ fn listener(listen: Option<&Path>) -> Result<OwnedFd, String> {
     let ours = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
     let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
     if !ours || count != 1 {
-        return Err("no socket: run from ext4box.socket (systemd) or give --listen PATH".into());
+        return Err(ServiceError::NoSocket);
     }
     // SAFETY: systemd passes the listening socket as descriptor 3 and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(3) })
 }
 
 /// Serves requests until killed.
-pub fn serve(listen: Option<&Path>) -> Result<(), String> {
+pub fn serve(listen: Option<&Path>) -> Result<(), ServiceError> {
     let listener = listener(listen)?;
     // Supervisors of finished mounts are not waited for: let the kernel reap them.
     // SAFETY: setting a signal disposition.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     tracing::info!("mount service listening");
     loop {
-        // SAFETY: accept on our listening socket.
-        let fd = unsafe {
-            libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
-        };
-        if fd < 0 {
+        let Ok(fd) = nix::sys::socket::accept4(listener.as_raw_fd(), nix::sys::socket::SockFlag::SOCK_CLOEXEC) else {
             continue;
-        }
+        };
         // SAFETY: a fresh descriptor nothing else owns.
         let conn = unsafe { OwnedFd::from_raw_fd(fd) };
         set_timeouts(&conn, 5);
@@ -115,7 +163,7 @@ pub fn serve(listen: Option<&Path>) -> Result<(), String> {
             Ok(()) => Status::Ready,
             Err(e) => {
                 tracing::info!("request refused: {e}");
-                Status::Error(e)
+                Status::Error(e.to_string())
             }
         }
         .to_string();
@@ -132,40 +180,39 @@ fn set_timeouts(sock: &OwnedFd, secs: i64) {
 }
 
 /// The caller's uid and gid.
-fn peer(sock: &OwnedFd) -> Result<(u32, u32), String> {
+fn peer(sock: &OwnedFd) -> Result<(u32, u32), ServiceError> {
     let cred = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(|e| format!("SO_PEERCRED: {}", std::io::Error::from(e)))?;
+        .map_err(|errno| ServiceError::Call { call: "SO_PEERCRED", errno })?;
     Ok((cred.uid(), cred.gid()))
 }
 
-fn fstat(fd: &OwnedFd) -> Result<libc::stat, String> {
-    nix::sys::stat::fstat(fd).map_err(|e| format!("fstat: {}", std::io::Error::from(e)))
+fn fstat(fd: &OwnedFd) -> Result<libc::stat, ServiceError> {
+    nix::sys::stat::fstat(fd).map_err(|errno| ServiceError::Call { call: "fstat", errno })
 }
 
 /// The path a descriptor names (for the mount table and messages).
-fn fd_path(fd: &OwnedFd) -> Result<PathBuf, String> {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| format!("mount point: {e}"))
+fn fd_path(fd: &OwnedFd) -> Result<PathBuf, ServiceError> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(ServiceError::MountPoint)
 }
 
-fn handle(conn: &OwnedFd, listener: &OwnedFd) -> Result<(), String> {
+fn handle(conn: &OwnedFd, listener: &OwnedFd) -> Result<(), ServiceError> {
     let (uid, gid) = peer(conn)?;
     let (bytes, fds) = fd_socket::receive_upto(conn, 2)?;
-    match Request::decode(&bytes)? {
+    match Request::decode(&bytes).map_err(ServiceError::BadRequest)? {
         Request::Mount { options } => {
-            let [image, mountpoint]: [OwnedFd; 2] =
-                fds.try_into().map_err(|_| "a mount request carries two descriptors".to_string())?;
+            let [image, mountpoint]: [OwnedFd; 2] = fds.try_into().map_err(|_| ServiceError::MountDescriptors)?;
             mount(uid, gid, &options, image, mountpoint, conn, listener)
         }
         Request::Unmount { path } => {
             if !fds.is_empty() {
-                return Err("an unmount request carries no descriptor".into());
+                return Err(ServiceError::UnmountDescriptors);
             }
-            let entry = mountinfo::find(&path).ok_or_else(|| format!("{} is not mounted", path.display()))?;
+            let entry = mountinfo::find(&path).ok_or_else(|| ServiceError::NotMounted(path.clone()))?;
             if !entry.fstype.starts_with("fuse") || !entry.fstype.ends_with("ext4box") {
-                return Err(format!("{} is not an ext4box mount", path.display()));
+                return Err(ServiceError::NotOurs(path));
             }
             if uid != 0 && registry::owner(&entry.dev) != Some(uid) {
-                return Err(format!("{} was not mounted by you", path.display()));
+                return Err(ServiceError::NotYours(path));
             }
             Ok(super::unmount(&path)?)
         }
@@ -180,36 +227,36 @@ fn mount(
     mountpoint: OwnedFd,
     conn: &OwnedFd,
     listener: &OwnedFd,
-) -> Result<(), String> {
-    let mut o = MountOptions::parse(options)?;
+) -> Result<(), ServiceError> {
+    let mut o = MountOptions::parse(options).map_err(ServiceError::Options)?;
     let img = fstat(&image)?;
     let kind = img.st_mode & libc::S_IFMT;
     if kind != libc::S_IFREG && kind != libc::S_IFBLK {
-        return Err("the image descriptor is not a regular file or block device".into());
+        return Err(ServiceError::ImageKind);
     }
     // The caller proved access by opening the image: a read-write mount needs it open for writing.
-    // SAFETY: F_GETFL on a descriptor we own.
-    let mode = unsafe { libc::fcntl(image.as_raw_fd(), libc::F_GETFL) } & libc::O_ACCMODE;
-    if !o.read_only && mode != libc::O_RDWR {
-        return Err("a read-write mount needs the image opened for reading and writing (or mount with -o ro)".into());
+    let flags = nix::fcntl::fcntl(&image, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|errno| ServiceError::Call { call: "fcntl", errno })?;
+    if !o.read_only && flags & libc::O_ACCMODE != libc::O_RDWR {
+        return Err(ServiceError::ImageNotWritable);
     }
     let mp = fstat(&mountpoint)?;
     if mp.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        return Err("the mount point is not a directory".into());
+        return Err(ServiceError::NotDirectory);
     }
     if uid != 0 && (mp.st_uid != uid || mp.st_mode & 0o200 == 0) {
-        return Err("the mount point must be a directory you own and may write".into());
+        return Err(ServiceError::NotOwner);
     }
     if uid != 0 {
         if !o.nosuid || !o.nodev || o.allow_other || o.allow_root {
-            return Err("suid, dev, allow_other and allow_root need root".into());
+            return Err(ServiceError::NeedsRoot);
         }
         if o.lockfile.is_some() {
             // The service would create it as root, anywhere: the caller's own tools can do that instead.
-            return Err("lockfile= is not available through the mount service".into());
+            return Err(ServiceError::NoLockfile);
         }
         if registry::count_for(uid) >= PER_USER_LIMIT {
-            return Err(format!("you have {PER_USER_LIMIT} mounts already"));
+            return Err(ServiceError::Limit);
         }
         o.uid.get_or_insert(uid);
         o.gid.get_or_insert(gid);
@@ -220,7 +267,7 @@ fn mount(
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/fuse")
-        .map_err(|e| format!("cannot open /dev/fuse: {e}"))?;
+        .map_err(ServiceError::OpenFuse)?;
     let image_shown = std::fs::read_link(format!("/proc/self/fd/{}", image.as_raw_fd()))
         .map_or_else(|_| "image".into(), |p| p.display().to_string());
     // Locked as `ext4box mount` locks it: read-only mounts share an image, a read-write one has it alone.
@@ -242,10 +289,10 @@ fn mount(
         lockfile: None,
         ready: None,
     };
-    let (ready_r, ready_w) = super::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (ready_r, ready_w) = super::pipe().map_err(ServiceError::Pipe)?;
     // SAFETY: the service is single-threaded, so the child may run ordinary code after fork.
     match unsafe { libc::fork() } {
-        -1 => Err(last_error("fork")),
+        -1 => Err(ServiceError::Call { call: "fork", errno: nix::Error::last() }),
         0 => {
             drop(ready_r);
             // SAFETY: plain syscalls on our own process.
@@ -265,11 +312,11 @@ fn mount(
             for line in BufReader::new(ready_r).lines().map_while(Result::ok) {
                 match Status::parse(&line) {
                     Some(Status::Ready) => return Ok(()),
-                    Some(Status::Error(e)) => return Err(e),
+                    Some(Status::Error(e)) => return Err(ServiceError::MountFailed(e)),
                     _ => {}
                 }
             }
-            Err("the mount did not come up".into())
+            Err(ServiceError::DidNotComeUp)
         }
     }
 }
