@@ -9,14 +9,6 @@
 //! of the kernel's Orlov allocator), and files are placed in their directory's group. Groups whose bitmaps
 //! were never initialised (`BLOCK_UNINIT`, `INODE_UNINIT`) get them built on first use, and every change
 //! keeps the free counts and the bitmap and descriptor checksums right.
-#![cfg_attr(
-    not(test),
-    allow(
-        clippy::arithmetic_side_effects,
-        clippy::as_conversions,
-        reason = "write side, not yet under the engine's checked-arithmetic lints: it works on values the read side validated"
-    )
-)]
 
 use super::block_group::{self, BG_BLOCK_UNINIT, BG_INODE_UNINIT};
 use super::error::{CorruptKind, Error, Object, Result};

@@ -2,14 +2,6 @@
 //! creating a directory's first block, and turning a one-block linear directory into an htree when it
 //! fills up (as the kernel's `make_indexed_dir` does). Leaf splits and new index levels follow the kernel's
 //! `do_split` and `ext4_dx_add_entry`.
-#![cfg_attr(
-    not(test),
-    allow(
-        clippy::arithmetic_side_effects,
-        clippy::as_conversions,
-        reason = "write side, not yet under the engine's checked-arithmetic lints: it works on values the read side validated"
-    )
-)]
 
 use super::bytes::{le16, le32, u8_at};
 use super::bytes_mut::{put16, put32};

@@ -2,14 +2,6 @@
 //! edited (insert, remove a range, mark written, merge and split to the format's limits) and stored back
 //! as a tree of as few blocks as the list needs.
 //! The lists' extents were validated when read (each inside the filesystem, lengths at most 32768).
-#![cfg_attr(
-    not(test),
-    allow(
-        clippy::arithmetic_side_effects,
-        clippy::as_conversions,
-        reason = "write side, not yet under the engine's checked-arithmetic lints: it works on values the read side validated"
-    )
-)]
 
 use super::bytes_mut::{put16, put32};
 use super::checksum::crc32c;

@@ -3,14 +3,6 @@
 //! Data blocks are written straight to the device before the transaction that maps them commits (ordered
 //! mode): a crash can lose the mapping, never point a file at stale data. Newly allocated blocks are
 //! written whole, zero-padded, so nothing old shows through.
-#![cfg_attr(
-    not(test),
-    allow(
-        clippy::arithmetic_side_effects,
-        clippy::as_conversions,
-        reason = "write side, not yet under the engine's checked-arithmetic lints: it works on values the read side validated"
-    )
-)]
 
 use super::error::{CorruptKind, Error, Object, Result};
 use super::extent::{self, Extent};

@@ -18,14 +18,6 @@
 //! (a crash would otherwise leave the old owner, still on disk, pointing at the new owner's data), and
 //! freed blocks the log still holds copies of get revoke records, so a replay cannot write old metadata
 //! over what the block holds now.
-#![cfg_attr(
-    not(test),
-    allow(
-        clippy::arithmetic_side_effects,
-        clippy::as_conversions,
-        reason = "write side, not yet under the engine's checked-arithmetic lints: it works on values the read side validated"
-    )
-)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};

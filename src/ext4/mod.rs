@@ -6,11 +6,13 @@
 //! so a corrupt structure becomes an [`Error`] for that object alone, never a panic or an unbounded loop.
 #![forbid(unsafe_code)]
 // The promise above, kept by the compiler: arithmetic that could overflow, wrap or divide by zero, and
-// `as` conversions that could truncate, do not build (outside tests). The modules still to be brought
-// under it say so at their top; a deliberate exception elsewhere is an `#[expect]` with its reason.
+// `as` conversions that could truncate, do not build (outside tests). The write-side modules still to be
+// brought under it (they work on values the read side validated) are marked `not_yet_checked` below; a
+// deliberate exception elsewhere is an `#[expect]` with its reason.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 pub mod acl;
+#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod alloc;
 pub mod attr_ops;
 pub mod block_group;
@@ -26,14 +28,17 @@ pub mod dir_block;
 pub mod dir_hash;
 pub mod dir_htree;
 pub mod dir_read;
+#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod dir_write;
 pub mod ea_inode;
 pub mod error;
 pub mod extent;
+#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod extent_write;
 pub mod fast_commit;
 pub mod feature_policy;
 pub mod features;
+#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod file;
 pub mod file_read;
 pub mod fs;
@@ -41,6 +46,7 @@ pub mod fscrypt;
 pub mod inline_data;
 pub mod inode;
 pub mod journal;
+#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod journal_write;
 pub mod mmp;
 pub mod ops;
@@ -58,6 +64,7 @@ pub mod trim;
 pub mod txn;
 pub mod xattr;
 pub mod xattr_read;
+#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod xattr_write;
 
 pub use device::{BlockDevice, Discard, FileDevice};

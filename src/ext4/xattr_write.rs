@@ -1,14 +1,6 @@
 //! Writing extended attributes: set and remove, in the inode body first and in one external block for
 //! what does not fit, with the block's reference count honoured (a shared block is copied, not changed);
 //! with `ea_inode`, a value that fits neither goes into an EA inode of its own (see `ea_inode`).
-#![cfg_attr(
-    not(test),
-    allow(
-        clippy::arithmetic_side_effects,
-        clippy::as_conversions,
-        reason = "write side, not yet under the engine's checked-arithmetic lints: it works on values the read side validated"
-    )
-)]
 
 use super::bytes::le32;
 use super::bytes_mut::{put16, put32};
