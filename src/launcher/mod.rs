@@ -363,13 +363,19 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
 /// `E` is the error that stopped it.
 fn wait_ready(ready: File, explain: bool) -> Result<(), String> {
     use std::io::BufRead;
-    for line in std::io::BufReader::new(ready).lines().map_while(Result::ok) {
+    let mut lines = std::io::BufReader::new(ready).lines().map_while(Result::ok);
+    while let Some(line) = lines.next() {
         match status::Status::parse(&line) {
             Some(status::Status::Ready) => return Ok(()),
             Some(status::Status::Step(step)) if explain => println!("sandbox: {step}"),
             Some(status::Status::Warning(w)) => eprintln!("ext4box: {w}"),
             Some(status::Status::ReadOnly(why)) => eprintln!("ext4box: ro {why}"),
-            Some(status::Status::Error(e)) => return Err(e),
+            Some(status::Status::Error(e)) => {
+                // The supervisor exits once it has said why (its worker already has): wait for its end of
+                // the pipe to close, so that nothing of a failed mount outlives the command.
+                lines.by_ref().for_each(drop);
+                return Err(e);
+            }
             _ => {}
         }
     }

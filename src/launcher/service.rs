@@ -309,10 +309,15 @@ fn mount(
             drop(ready_w);
             drop(prepared);
             drop(mountpoint);
-            for line in BufReader::new(ready_r).lines().map_while(Result::ok) {
+            let mut lines = BufReader::new(ready_r).lines().map_while(Result::ok);
+            while let Some(line) = lines.next() {
                 match Status::parse(&line) {
                     Some(Status::Ready) => return Ok(()),
-                    Some(Status::Error(e)) => return Err(ServiceError::MountFailed(e)),
+                    Some(Status::Error(e)) => {
+                        // As `ext4box mount`: answer once the failed mount's supervisor is gone.
+                        lines.by_ref().for_each(drop);
+                        return Err(ServiceError::MountFailed(e));
+                    }
                     _ => {}
                 }
             }
