@@ -49,6 +49,7 @@ pub mod journal;
 #[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod journal_write;
 pub mod mmp;
+pub mod mount_state;
 pub mod ops;
 pub mod orphan;
 pub mod orphan_file;
@@ -69,8 +70,9 @@ pub mod xattr_write;
 
 pub use device::{BlockDevice, Discard, FileDevice};
 pub use error::{CorruptKind, Error, Object, Result};
-pub use fs::{DirEntry, ErrorBehavior, FileKind, Filesystem, MountOptions, StatFs};
+pub use fs::{DirEntry, FileKind, Filesystem, MountOptions, StatFs};
 pub use inode::{Inode, InodeNo, Timestamp};
+pub use mount_state::ErrorBehavior;
 pub use read_only::ReadOnlyReason;
 pub use read_view::ReadView;
 
