@@ -66,7 +66,7 @@ pub fn superblock(data: &[u8]) {
 
 pub fn journal_superblock(data: &[u8]) {
     for bs in [1024, 4096] {
-        if let Ok(j) = crate::ext4::journal::JournalSuperblock::parse(data, bs) {
+        if let Ok(j) = crate::ext4::jbd2::JournalSuperblock::parse(data, bs) {
             let _ = j.emptied(data, j.sequence.wrapping_add(1));
         }
     }

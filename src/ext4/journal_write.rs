@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 use super::checksum::crc32c;
 use super::error::{CorruptKind, Error, Result};
 use super::fs::Filesystem;
-use super::journal::{
-    BLOCKTYPE_COMMIT, BLOCKTYPE_DESCRIPTOR, BLOCKTYPE_REVOKE, INCOMPAT_REVOKE, JBD2_MAGIC, Journal, JournalSuperblock,
+use super::jbd2::{
+    BLOCKTYPE_COMMIT, BLOCKTYPE_DESCRIPTOR, BLOCKTYPE_REVOKE, INCOMPAT_REVOKE, JBD2_MAGIC, JournalSuperblock,
     TAG_ESCAPE, TAG_LAST, TAG_SAME_UUID, put_be32,
 };
+use super::journal::Journal;
 
 /// A journal fragmented into more pieces than this is not written (see [`Journal::runs`]).
 const MAX_RUNS: usize = 4096;

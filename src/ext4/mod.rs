@@ -45,6 +45,7 @@ pub mod fs;
 pub mod fscrypt;
 pub mod inline_data;
 pub mod inode;
+pub mod jbd2;
 pub mod journal;
 #[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod journal_write;

@@ -130,7 +130,7 @@ impl BlockDevice for OverlayDevice {
 mod tests {
     use super::*;
     use crate::ext4::device::MemDevice;
-    use crate::ext4::journal::JBD2_MAGIC;
+    use crate::ext4::jbd2::JBD2_MAGIC;
 
     #[test]
     fn overlay_reads_replayed_blocks_over_the_device_at_any_alignment() {
