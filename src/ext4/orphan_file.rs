@@ -36,32 +36,48 @@ pub(crate) struct OrphanFile {
     checksummed: bool,
 }
 
+/// Why the orphan file cannot be used: the mount then stays read-only (the kernel refuses it; e2fsck
+/// rebuilds the file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrphanFileError {
+    #[error("the superblock names inode {0} as its orphan file")]
+    BadInodeNumber(u32),
+    #[error("the orphan file (inode {0}) is not a regular file of whole blocks")]
+    NotWholeBlocks(u32),
+    #[error("block {lblk} of the orphan file (inode {ino}) is not allocated")]
+    Unallocated { lblk: u64, ino: u32 },
+    /// Its inode, its map or one of its blocks failed to read or check: the engine's error, as reported.
+    #[error("the orphan file: {0}")]
+    Unreadable(String),
+}
+
 impl OrphanFile {
     /// Maps and checks the orphan file of a filesystem with `orphan_file`: every block allocated, with
     /// the magic and, with metadata_csum, a good checksum. The error says what is wrong (the mount then
     /// stays read-only, as the kernel refuses it; e2fsck rebuilds the file).
-    pub(crate) fn open(fs: &Filesystem) -> std::result::Result<OrphanFile, String> {
+    pub(crate) fn open(fs: &Filesystem) -> std::result::Result<OrphanFile, OrphanFileError> {
         let ino = fs.sb.orphan_file_inum;
         if ino == 0 || ino > fs.sb.inodes_count {
-            return Err(format!("the superblock names inode {ino} as its orphan file"));
+            return Err(OrphanFileError::BadInodeNumber(ino));
         }
-        let inode = fs.inode(InodeNo(ino)).map_err(|e| format!("the orphan file: {e}"))?;
+        let unreadable = |e: Error| OrphanFileError::Unreadable(e.to_string());
+        let inode = fs.inode(InodeNo(ino)).map_err(unreadable)?;
         let bs = u64::from(fs.sb.block_size);
         let count = inode.size.checked_div(bs).unwrap_or(u64::MAX);
         if inode.kind != FileKind::Regular || inode.size.checked_rem(bs) != Some(0) || count > MAX_BLOCKS {
-            return Err(format!("the orphan file (inode {ino}) is not a regular file of whole blocks"));
+            return Err(OrphanFileError::NotWholeBlocks(ino));
         }
         let mut blocks = Vec::new();
         for lblk in 0..count {
-            match fs.map(&inode, lblk).map_err(|e| format!("the orphan file: {e}"))? {
+            match fs.map(&inode, lblk).map_err(unreadable)? {
                 Mapping::Mapped { pblk, unwritten: false, .. } => blocks.push(pblk),
-                _ => return Err(format!("block {lblk} of the orphan file (inode {ino}) is not allocated")),
+                _ => return Err(OrphanFileError::Unallocated { lblk, ino }),
             }
         }
         let file = OrphanFile { blocks, seed: inode.csum_seed, checksummed: fs.sb.has_metadata_csum() };
         for &pblk in &file.blocks {
-            let block = fs.meta_block(pblk, Object::OrphanFile(pblk)).map_err(|e| format!("the orphan file: {e}"))?;
-            file.verify(&block, pblk).map_err(|e| format!("the orphan file: {e}"))?;
+            let block = fs.meta_block(pblk, Object::OrphanFile(pblk)).map_err(unreadable)?;
+            file.verify(&block, pblk).map_err(unreadable)?;
         }
         Ok(file)
     }

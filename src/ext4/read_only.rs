@@ -21,7 +21,7 @@ pub enum ReadOnlyReason {
     /// not write it.
     DamagedGroupDescriptor(usize),
     /// The orphan file cannot be used (what is wrong with it).
-    OrphanFile(String),
+    OrphanFile(super::orphan_file::OrphanFileError),
     /// The quota files cannot be trusted to update (what is wrong with them).
     QuotaFiles(String),
     /// The journal cannot be written to (what is wrong with it).
