@@ -8,7 +8,7 @@
 use std::io;
 
 use super::mapped::{Layout, Piece, le_u16, le_u32};
-use super::{Positioned, read_exact};
+use super::{ImageError, Positioned, read_exact};
 
 /// `sparse_header.magic`.
 pub const MAGIC: u32 = 0xed26_ff3a;
@@ -37,9 +37,9 @@ pub(super) struct Sparse {
 }
 
 impl Sparse {
-    pub(super) fn open(image: &dyn Positioned) -> Result<Sparse, String> {
-        let bad = |what: String| format!("the Android sparse image is damaged: {what}");
-        let len = image.byte_len().map_err(|e| format!("cannot read the image: {e}"))?;
+    pub(super) fn open(image: &dyn Positioned) -> Result<Sparse, ImageError> {
+        let bad = |what: String| ImageError::Damaged { format: "Android sparse", what };
+        let len = image.byte_len().map_err(ImageError::Unreadable)?;
         let mut h = [0u8; HEADER_LEN as usize];
         read_exact(image, &mut h, 0).map_err(|e| bad(format!("its header: {e}")))?;
         if le_u32(&h, 0) != MAGIC {
@@ -47,7 +47,8 @@ impl Sparse {
         }
         let (major, file_hdr, chunk_hdr) = (le_u16(&h, 4), le_u16(&h, 8), le_u16(&h, 10));
         if major != 1 {
-            return Err(format!("Android sparse image version {major} is not supported (only 1 is)"));
+            let version = u32::from(major);
+            return Err(ImageError::Version { format: "Android sparse image", version, supported: "only 1 is" });
         }
         if file_hdr < HEADER_LEN || chunk_hdr < CHUNK_HEADER_LEN {
             return Err(bad(format!("header sizes {file_hdr} and {chunk_hdr} are too small")));

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use super::{Positioned, past_the_end, read_exact};
+use super::{ImageError, Positioned, past_the_end, read_exact};
 use crate::ext4::BlockDevice;
 
 /// What holds a run of the virtual disk.
@@ -42,8 +42,8 @@ impl<P: Positioned> MappedDisk<P> {
     /// Opens `image` with `open`, the format's reader of its headers and tables.
     pub(super) fn new<L: Layout + 'static>(
         image: P,
-        open: impl FnOnce(&dyn Positioned) -> Result<L, String>,
-    ) -> Result<MappedDisk<P>, String> {
+        open: impl FnOnce(&dyn Positioned) -> Result<L, ImageError>,
+    ) -> Result<MappedDisk<P>, ImageError> {
         let layout = Box::new(open(&image)?);
         Ok(MappedDisk { image, layout })
     }

@@ -13,6 +13,7 @@
 
 mod android_sparse;
 mod block_device;
+mod error;
 mod mapped;
 mod qcow2;
 mod qcow2_check;
@@ -24,6 +25,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 pub use block_device::blkdiscard;
+pub use error::ImageError;
 pub use mapped::MappedDisk;
 pub use qcow2::{ImageStorage, Qcow2Device};
 
@@ -44,7 +46,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(v: &str) -> Result<Format, String> {
+    pub fn parse(v: &str) -> Result<Format, ImageError> {
         match v {
             "auto" => Ok(Format::Auto),
             "raw" => Ok(Format::Raw),
@@ -52,8 +54,8 @@ impl Format {
             "vmdk" => Ok(Format::Vmdk),
             "vhdx" => Ok(Format::Vhdx),
             "sparse" => Ok(Format::Sparse),
-            "vpc" | "vhd" | "vdi" => Err(format!("format={v}: {}", not_yet(v))),
-            _ => Err(format!("format={v}: auto, raw, qcow2, vmdk, vhdx or sparse")),
+            "vpc" | "vhd" | "vdi" => Err(ImageError::FormatNotServed(v.into())),
+            _ => Err(ImageError::UnknownFormat(v.into())),
         }
     }
 
@@ -80,33 +82,29 @@ impl Format {
     }
 }
 
-fn not_yet(format: &str) -> String {
-    format!("{format} images are not supported yet; convert one first: qemu-img convert -O raw IMAGE image.raw")
-}
-
 /// How many of the image's first bytes [`detect`] wants.
 pub const DETECT_BYTES: usize = 4096;
 
 /// The format `first` (the image's first bytes, up to [`DETECT_BYTES`]) shows, for `format=auto`; an
 /// error names a format that is known but not served, or a VMDK descriptor and the extent to mount.
-pub fn detect(first: &[u8]) -> Result<Format, String> {
+pub fn detect(first: &[u8]) -> Result<Format, ImageError> {
     let served: [(&[u8], Format); 4] = [
         (b"QFI\xfb", Format::Qcow2),
         (b"KDMV", Format::Vmdk),
         (b"vhdxfile", Format::Vhdx),
         (&android_sparse::MAGIC.to_le_bytes(), Format::Sparse),
     ];
-    let refused: [(&[u8], &str); 2] = [(b"conectix", "VHD (vpc)"), (b"COWD", "VMDK (ESX COW)")];
+    let refused: [(&[u8], &'static str); 2] = [(b"conectix", "VHD (vpc)"), (b"COWD", "VMDK (ESX COW)")];
     // VDI's signature follows a 64-byte text line that names the program that made it.
     const VDI_SIGNATURE: u32 = 0xbeda_107f;
     if first.get(64..68).is_some_and(|s| s == VDI_SIGNATURE.to_le_bytes()) {
-        return Err(format!("the image is a {}", not_yet("VDI (VirtualBox)")));
+        return Err(ImageError::ImageNotServed("VDI (VirtualBox)"));
     }
     if let Some((_, f)) = served.iter().find(|(magic, _)| first.starts_with(magic)) {
         return Ok(*f);
     }
     if let Some((_, name)) = refused.iter().find(|(magic, _)| first.starts_with(magic)) {
-        return Err(format!("the image is a {}", not_yet(name)));
+        return Err(ImageError::ImageNotServed(name));
     }
     if first.starts_with(vmdk::DESCRIPTOR_MAGIC) {
         return Err(vmdk::descriptor_file_refusal(first));
@@ -121,7 +119,7 @@ pub fn open_virtual_disk<P: Positioned + 'static>(
     format: Format,
     image: P,
     writable: bool,
-) -> Result<(Box<dyn BlockDevice>, Option<String>), String> {
+) -> Result<(Box<dyn BlockDevice>, Option<String>), ImageError> {
     let read_only =
         || writable.then(|| format!("{} images are served read-only (docs/usage.md, VM disks)", format.title()));
     Ok(match format {
@@ -132,7 +130,7 @@ pub fn open_virtual_disk<P: Positioned + 'static>(
         Format::Vmdk => (Box::new(MappedDisk::new(image, vmdk::Vmdk::open)?), read_only()),
         Format::Vhdx => (Box::new(MappedDisk::new(image, vhdx::Vhdx::open)?), read_only()),
         Format::Sparse => (Box::new(MappedDisk::new(image, android_sparse::Sparse::open)?), read_only()),
-        Format::Auto | Format::Raw => return Err("a raw image has no virtual disk to open".into()),
+        Format::Auto | Format::Raw => return Err(ImageError::NoVirtualDisk),
     })
 }
 
@@ -145,9 +143,9 @@ pub struct Window<D> {
 }
 
 impl<D: BlockDevice> Window<D> {
-    pub fn new(inner: D, base: u64, len: u64) -> Result<Window<D>, String> {
+    pub fn new(inner: D, base: u64, len: u64) -> Result<Window<D>, ImageError> {
         if base.checked_add(len).is_none_or(|end| end > inner.size()) {
-            return Err("the partition or offset lies past the end of the image's virtual disk".into());
+            return Err(ImageError::WindowPastEnd);
         }
         Ok(Window { inner, base, size: len })
     }
@@ -331,20 +329,28 @@ mod tests {
 
     #[test]
     fn formats_by_magic_number() {
-        assert_eq!(detect(b"QFI\xfb\0\0\0\x03"), Ok(Format::Qcow2));
-        assert_eq!(detect(b"KDMV\x01\0\0\0"), Ok(Format::Vmdk));
-        assert_eq!(detect(b"vhdxfile"), Ok(Format::Vhdx));
-        assert_eq!(detect(&[0x3a, 0xff, 0x26, 0xed, 1, 0]), Ok(Format::Sparse));
-        assert_eq!(detect(&[0u8; 2048]), Ok(Format::Raw));
+        assert_eq!(detect(b"QFI\xfb\0\0\0\x03").ok(), Some(Format::Qcow2));
+        assert_eq!(detect(b"KDMV\x01\0\0\0").ok(), Some(Format::Vmdk));
+        assert_eq!(detect(b"vhdxfile").ok(), Some(Format::Vhdx));
+        assert_eq!(detect(&[0x3a, 0xff, 0x26, 0xed, 1, 0]).ok(), Some(Format::Sparse));
+        assert_eq!(detect(&[0u8; 2048]).ok(), Some(Format::Raw));
         let mut vdi = [0u8; 72];
         vdi[64..68].copy_from_slice(&0xbeda_107fu32.to_le_bytes());
         for (magic, word) in [(&b"conectix"[..], "VHD"), (&vdi[..], "VDI")] {
             let e = detect(magic).unwrap_err();
+            assert!(matches!(e, ImageError::ImageNotServed(_)), "{e:?}");
+            let e = e.to_string();
             assert!(e.contains(word) && e.contains("qemu-img convert"), "{e}");
         }
-        assert!(detect(b"# Disk DescriptorFile\nRW 8 FLAT \"x-flat.vmdk\" 0\n").unwrap_err().contains("x-flat.vmdk"));
-        assert_eq!(Format::parse("sparse"), Ok(Format::Sparse));
-        assert!(Format::parse("vpc").unwrap_err().contains("not supported yet"));
-        assert!(Format::parse("floppy").is_err());
+        assert!(
+            detect(b"# Disk DescriptorFile\nRW 8 FLAT \"x-flat.vmdk\" 0\n")
+                .unwrap_err()
+                .to_string()
+                .contains("x-flat.vmdk")
+        );
+        assert_eq!(Format::parse("sparse").ok(), Some(Format::Sparse));
+        assert!(matches!(Format::parse("vpc"), Err(ImageError::FormatNotServed(_))));
+        assert!(Format::parse("vpc").unwrap_err().to_string().contains("not supported yet"));
+        assert!(matches!(Format::parse("floppy"), Err(ImageError::UnknownFormat(_))));
     }
 }

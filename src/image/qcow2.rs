@@ -17,8 +17,8 @@ use imago::qcow2::Qcow2;
 use imago::storage::drivers::CommonStorageHelper;
 use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Mapping, Storage};
 
-use super::Positioned;
 use super::qcow2_check::check_for_writing;
+use super::{ImageError, Positioned};
 use crate::ext4::BlockDevice;
 
 /// An image as imago's storage: positioned reads and writes and fdatasync, nothing else (the confined
@@ -123,7 +123,7 @@ impl<P: Positioned + 'static> Qcow2Device<P> {
     /// external data file or an unknown incompatible feature (the dirty and corrupt bits among them)
     /// fails here. For `writable`, the image must first pass `check_for_writing`; if it does not, it
     /// is opened read-only and the second value says why.
-    pub fn open(image: P, writable: bool) -> Result<(Qcow2Device<P>, Option<String>), String> {
+    pub fn open(image: P, writable: bool) -> Result<(Qcow2Device<P>, Option<String>), ImageError> {
         let refused = match writable {
             true => check_for_writing(&image).err().map(|why| {
                 format!("the qcow2 image cannot be written safely ({why}); `qemu-img check -r all` may repair it")
@@ -132,7 +132,7 @@ impl<P: Positioned + 'static> Qcow2Device<P> {
         };
         let write = writable && refused.is_none();
         let mut header = [0u8; 24];
-        super::read_exact(&image, &mut header, 0).map_err(|e| format!("cannot read the qcow2 header: {e}"))?;
+        super::read_exact(&image, &mut header, 0).map_err(ImageError::Qcow2Header)?;
         let cluster_bits = u32::from_be_bytes([header[20], header[21], header[22], header[23]]);
         let image = Arc::new(image);
         let qcow2 = guarded("opening it", || {
@@ -140,11 +140,14 @@ impl<P: Positioned + 'static> Qcow2Device<P> {
                 .write(write)
                 .open(DenyImplicitOpenGate::default())
         })
-        .map_err(|e| format!("cannot open the qcow2 image: {e}"))?;
+        .map_err(ImageError::Qcow2)?;
         let access = FormatAccess::new(qcow2);
         let size = access.size();
         // imago opened it, so the cluster size is one qcow2 allows (512 B to 2 MiB).
-        let cluster = 1u64.checked_shl(cluster_bits).filter(|c| (512..=2 << 20).contains(c)).ok_or("cluster size")?;
+        let cluster = 1u64
+            .checked_shl(cluster_bits)
+            .filter(|c| (512..=2 << 20).contains(c))
+            .ok_or_else(|| ImageError::Damaged { format: "qcow2", what: "cluster size".into() })?;
         Ok((Qcow2Device { access: RwLock::new(access), image, size, cluster, writable: write }, refused))
     }
 

@@ -12,7 +12,7 @@
 use std::io;
 
 use super::mapped::{Layout, PageCache, Piece, le_u16, le_u32, le_u64};
-use super::{Positioned, read_exact};
+use super::{ImageError, Positioned, read_exact};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -71,8 +71,8 @@ const fn guid(s: &str) -> [u8; 16] {
     out
 }
 
-fn bad(what: impl std::fmt::Display) -> String {
-    format!("the VHDX image is damaged: {what}")
+fn bad(what: impl std::fmt::Display) -> ImageError {
+    ImageError::Damaged { format: "VHDX", what: what.to_string() }
 }
 
 /// CRC-32C of `b` with its checksum field (4 bytes at 4) taken as zero, as every VHDX checksum is.
@@ -95,23 +95,20 @@ pub(super) struct Vhdx {
 }
 
 impl Vhdx {
-    pub(super) fn open(image: &dyn Positioned) -> Result<Vhdx, String> {
-        let len = image.byte_len().map_err(|e| format!("cannot read the image: {e}"))?;
+    pub(super) fn open(image: &dyn Positioned) -> Result<Vhdx, ImageError> {
+        let len = image.byte_len().map_err(ImageError::Unreadable)?;
         let header = current_header(image)?;
         if le_u16(&header, 66) != 1 {
-            return Err(format!("VHDX version {} is not supported (only 1 is)", le_u16(&header, 66)));
+            let version = u32::from(le_u16(&header, 66));
+            return Err(ImageError::Version { format: "VHDX", version, supported: "only 1 is" });
         }
         if log_needs_replay(image, &header, len)? {
-            return Err("the VHDX image's log holds changes not yet written in place (it was not closed \
-                        cleanly); let Hyper-V or `qemu-img check -r all IMAGE` replay it first"
-                .into());
+            return Err(ImageError::VhdxLogNotReplayed);
         }
         let (bat, bat_len, meta, meta_len) = regions(image, len)?;
         let m = Metadata::read(image, meta, meta_len)?;
         if m.has_parent {
-            return Err("the VHDX image is a differencing disk: its parent would have to be opened by name; \
-                        join them first: qemu-img convert -O raw IMAGE image.raw"
-                .into());
+            return Err(ImageError::VhdxDifferencing);
         }
         if !m.block.is_power_of_two() || !(MIB..=256 * MIB).contains(&m.block) {
             return Err(bad(format!("block size {}", m.block)));
@@ -157,7 +154,7 @@ impl Layout for Vhdx {
 }
 
 /// The current header: of the two, the valid one with the higher sequence number.
-fn current_header(image: &dyn Positioned) -> Result<Vec<u8>, String> {
+fn current_header(image: &dyn Positioned) -> Result<Vec<u8>, ImageError> {
     let mut best: Option<Vec<u8>> = None;
     for at in HEADERS {
         let mut h = vec![0u8; HEADER_LEN];
@@ -172,7 +169,7 @@ fn current_header(image: &dyn Positioned) -> Result<Vec<u8>, String> {
 }
 
 /// Whether the log holds an entry of the header's log GUID with a valid checksum (changes to replay).
-fn log_needs_replay(image: &dyn Positioned, header: &[u8], len: u64) -> Result<bool, String> {
+fn log_needs_replay(image: &dyn Positioned, header: &[u8], len: u64) -> Result<bool, ImageError> {
     let log_guid = header.get(48..64).unwrap_or_default();
     if log_guid.iter().all(|&b| b == 0) {
         return Ok(false);
@@ -208,7 +205,7 @@ fn log_needs_replay(image: &dyn Positioned, header: &[u8], len: u64) -> Result<b
 
 /// The BAT's and the metadata region's offsets and lengths, from the first valid region table; a
 /// region the reader does not know that is marked required is refused.
-fn regions(image: &dyn Positioned, len: u64) -> Result<(u64, u64, u64, u64), String> {
+fn regions(image: &dyn Positioned, len: u64) -> Result<(u64, u64, u64, u64), ImageError> {
     let mut t = vec![0u8; REGION_TABLE_LEN];
     let valid = REGION_TABLES.iter().any(|&at| read_exact(image, &mut t, at).is_ok() && checksummed(&t, b"regi"));
     if !valid {
@@ -227,7 +224,7 @@ fn regions(image: &dyn Positioned, len: u64) -> Result<(u64, u64, u64, u64), Str
         match &e[..16] {
             g if g == BAT => bat = Some((at, rlen)),
             g if g == METADATA => meta = Some((at, rlen)),
-            _ if required => return Err("the VHDX image needs a region this reader does not know".into()),
+            _ if required => return Err(ImageError::VhdxUnknownRequired("region")),
             _ => {}
         }
     }
@@ -245,7 +242,7 @@ struct Metadata {
 }
 
 impl Metadata {
-    fn read(image: &dyn Positioned, at: u64, len: u64) -> Result<Metadata, String> {
+    fn read(image: &dyn Positioned, at: u64, len: u64) -> Result<Metadata, ImageError> {
         let mut table = vec![0u8; REGION_TABLE_LEN];
         if len < REGION_TABLE_LEN as u64 {
             return Err(bad("the metadata region is too small"));
@@ -258,7 +255,7 @@ impl Metadata {
         if u32::from(count) > MAX_ENTRIES {
             return Err(bad(format!("{count} metadata items")));
         }
-        let item = |id: &[u8; 16], want: usize| -> Result<Vec<u8>, String> {
+        let item = |id: &[u8; 16], want: usize| -> Result<Vec<u8>, ImageError> {
             let e = table[32..].chunks_exact(32).take(count.into()).find(|e| &e[..16] == id);
             let e = e.ok_or_else(|| bad("a metadata item is missing"))?;
             let (off, ilen) = (u64::from(le_u32(e, 16)), u64::from(le_u32(e, 20)));
@@ -272,7 +269,7 @@ impl Metadata {
         };
         for e in table[32..].chunks_exact(32).take(count.into()) {
             if le_u32(e, 24) & 4 != 0 && !KNOWN_ITEMS.iter().any(|k| k[..] == e[..16]) {
-                return Err("the VHDX image needs a metadata item this reader does not know".into());
+                return Err(ImageError::VhdxUnknownRequired("metadata item"));
             }
         }
         let params = item(&FILE_PARAMETERS, 8)?;

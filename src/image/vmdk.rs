@@ -13,7 +13,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use super::mapped::{Layout, PageCache, Piece, le_u16, le_u32, le_u64};
-use super::{Positioned, read_exact};
+use super::{ImageError, Positioned, read_exact};
 
 /// How a VMDK descriptor file (text) begins.
 pub const DESCRIPTOR_MAGIC: &[u8] = b"# Disk DescriptorFile";
@@ -44,13 +44,13 @@ pub(super) struct Vmdk {
     grains: Mutex<Vec<(u64, Arc<[u8]>)>>,
 }
 
-fn bad(what: impl std::fmt::Display) -> String {
-    format!("the VMDK image is damaged: {what}")
+fn bad(what: impl std::fmt::Display) -> ImageError {
+    ImageError::Damaged { format: "VMDK", what: what.to_string() }
 }
 
 impl Vmdk {
-    pub(super) fn open(image: &dyn Positioned) -> Result<Vmdk, String> {
-        let len = image.byte_len().map_err(|e| format!("cannot read the image: {e}"))?;
+    pub(super) fn open(image: &dyn Positioned) -> Result<Vmdk, ImageError> {
+        let len = image.byte_len().map_err(ImageError::Unreadable)?;
         let mut h = [0u8; SECTOR as usize];
         read_exact(image, &mut h, 0).map_err(|e| bad(format!("its header: {e}")))?;
         if !h.starts_with(MAGIC) {
@@ -58,7 +58,7 @@ impl Vmdk {
         }
         let version = le_u32(&h, 4);
         if !(1..=3).contains(&version) {
-            return Err(format!("VMDK sparse extent version {version} is not supported (1 to 3 are)"));
+            return Err(ImageError::Version { format: "VMDK sparse extent", version, supported: "1 to 3 are" });
         }
         check_descriptor(image, &h)?;
         if le_u64(&h, 56) == GD_AT_END {
@@ -74,10 +74,7 @@ impl Vmdk {
             (le_u32(&h, 8), le_u64(&h, 12), le_u64(&h, 20), le_u32(&h, 44), le_u64(&h, 56));
         let compressed = flags & FLAG_COMPRESSED != 0;
         if compressed && (le_u16(&h, 77) != COMPRESS_DEFLATE || flags & FLAG_MARKERS == 0) {
-            return Err(format!(
-                "VMDK compression {} without grain markers is not supported (only deflate with markers is)",
-                le_u16(&h, 77)
-            ));
+            return Err(ImageError::VmdkCompression(le_u16(&h, 77)));
         }
         if !grain.is_power_of_two() || grain > MAX_GRAIN_SECTORS {
             return Err(bad(format!("grain size {grain} sectors")));
@@ -172,7 +169,7 @@ impl Layout for Vmdk {
 
 /// Refuses a sparse extent that is one of several, or has a parent, by what its embedded descriptor
 /// says.
-fn check_descriptor(image: &dyn Positioned, header: &[u8]) -> Result<(), String> {
+fn check_descriptor(image: &dyn Positioned, header: &[u8]) -> Result<(), ImageError> {
     let (at, len) = (le_u64(header, 28), le_u64(header, 36));
     let Some(len) = len.checked_mul(SECTOR).filter(|l| (1..=MAX_DESCRIPTOR).contains(l)) else { return Ok(()) };
     let mut text = vec![0u8; len as usize];
@@ -180,33 +177,22 @@ fn check_descriptor(image: &dyn Positioned, header: &[u8]) -> Result<(), String>
     read_exact(image, &mut text, at).map_err(|e| bad(format!("its descriptor: {e}")))?;
     let d = Descriptor::parse(&text);
     if d.parent {
-        return Err("the VMDK image is a delta link: its parent disk would have to be opened by name; \
-                    join them first: qemu-img convert -O raw IMAGE image.raw"
-            .into());
+        return Err(ImageError::VmdkDeltaLink);
     }
     if d.extents.len() > 1 {
-        return Err(format!(
-            "the VMDK image is one of {} extent files; join them first: qemu-img convert -O raw DESCRIPTOR image.raw",
-            d.extents.len()
-        ));
+        return Err(ImageError::VmdkSplit(d.extents.len()));
     }
     Ok(())
 }
 
 /// The refusal of a VMDK descriptor file (`first`: its first bytes): its data is in other files.
-pub fn descriptor_file_refusal(first: &[u8]) -> String {
+pub fn descriptor_file_refusal(first: &[u8]) -> ImageError {
     let d = Descriptor::parse(first);
-    match d.extents.as_slice() {
-        [(kind, name)] if kind == "FLAT" && !d.parent => format!(
-            "the image is a VMDK descriptor; its data is the raw extent file \"{name}\" beside it: mount that file"
-        ),
-        [(_, name)] if !d.parent => {
-            format!("the image is a VMDK descriptor; its data is the extent file \"{name}\" beside it: mount that file")
-        }
-        _ => "the image is a VMDK descriptor of several files or a delta link; join them first: \
-              qemu-img convert -O raw DESCRIPTOR image.raw"
-            .into(),
-    }
+    let extent = match d.extents.as_slice() {
+        [(kind, name)] if !d.parent => Some((name.clone(), kind == "FLAT")),
+        _ => None,
+    };
+    ImageError::VmdkDescriptor { extent }
 }
 
 /// What ext4box needs of a VMDK descriptor: its extents (kind, file name) and whether it has a parent.
@@ -310,12 +296,13 @@ mod tests {
     fn descriptors_say_where_the_data_is() {
         let flat = b"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
                      createType=\"monolithicFlat\"\n\n# Extent description\nRW 204800 FLAT \"disk-flat.vmdk\" 0\n";
-        let e = descriptor_file_refusal(flat);
+        let e = descriptor_file_refusal(flat).to_string();
         assert!(e.contains("\"disk-flat.vmdk\"") && e.contains("raw"), "{e}");
         let split = b"# Disk DescriptorFile\nparentCID=ffffffff\nRW 4192256 SPARSE \"a-s001.vmdk\"\n\
                       RW 4192256 SPARSE \"a-s002.vmdk\"\n";
-        assert!(descriptor_file_refusal(split).contains("qemu-img convert"));
+        assert!(matches!(descriptor_file_refusal(split), ImageError::VmdkDescriptor { extent: None }));
+        assert!(descriptor_file_refusal(split).to_string().contains("qemu-img convert"));
         let delta = b"# Disk DescriptorFile\nparentCID=12345678\nRW 100 SPARSE \"child.vmdk\"\n";
-        assert!(descriptor_file_refusal(delta).contains("delta link"));
+        assert!(descriptor_file_refusal(delta).to_string().contains("delta link"));
     }
 }

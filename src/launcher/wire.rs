@@ -61,8 +61,7 @@ macro_rules! serde_by_name {
         impl<'de> serde::Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
                 let name = String::deserialize(d)?;
-                let parse: fn(&str) -> Result<$t, String> = $parse;
-                parse(&name).map_err(serde::de::Error::custom)
+                ($parse)(&name).map_err(serde::de::Error::custom)
             }
         }
     };

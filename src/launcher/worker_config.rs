@@ -11,7 +11,7 @@ use super::wire::{self, serde_by_name};
 use crate::image::Format;
 use crate::server::AtimePolicy;
 
-serde_by_name!(AtimePolicy, |s| s.parse());
+serde_by_name!(AtimePolicy, |s: &str| s.parse::<AtimePolicy>());
 serde_by_name!(ErrorsPolicy, ErrorsPolicy::parse);
 serde_by_name!(TransportPolicy, TransportPolicy::parse);
 serde_by_name!(Format, Format::parse);
