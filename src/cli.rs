@@ -5,9 +5,39 @@ use std::process::Command;
 
 use clap::{Parser, Subcommand};
 
-use crate::launcher::worker_config::WorkerConfig;
-use crate::launcher::{self, MountOptions, MountRequest, worker};
-use crate::sandbox;
+use crate::launcher::options::OptionError;
+use crate::launcher::service::{ClientError, ServiceError};
+use crate::launcher::worker_config::{ConfigError, WorkerConfig};
+use crate::launcher::{self, LaunchError, MountOptions, MountRequest, UnmountError, worker};
+use crate::sandbox::{self, SandboxError};
+
+/// What a command failed at: the one line `ext4box: ...` the user sees.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Options(#[from] OptionError),
+    #[error("--user {0}: expected UID or UID:GID")]
+    User(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Unmount(#[from] UnmountError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The mount point made absolute (for the service), or the demo's files.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot run mkfs.ext4 (install e2fsprogs): {0}")]
+    RunMkfs(#[source] std::io::Error),
+    #[error("mkfs.ext4 failed: {0}")]
+    Mkfs(String),
+}
 
 #[derive(Parser)]
 #[command(name = "ext4box", version, about = "Mount ext2/ext3/ext4 images through FUSE, parsed by a safe-Rust engine")]
@@ -118,7 +148,7 @@ struct SandboxArgs {
 }
 
 impl SandboxArgs {
-    fn resolve(&self) -> Result<Option<(sandbox::Identity, Option<PathBuf>)>, String> {
+    fn resolve(&self) -> Result<Option<(sandbox::Identity, Option<PathBuf>)>, CliError> {
         if self.no_sandbox {
             return Ok(None);
         }
@@ -126,7 +156,7 @@ impl SandboxArgs {
             None => sandbox::DEFAULT_IDENTITY,
             Some(u) => {
                 let (uid, gid) = u.split_once(':').unwrap_or((u, u));
-                let num = |v: &str| v.parse::<u32>().map_err(|_| format!("--user {u}: expected UID or UID:GID"));
+                let num = |v: &str| v.parse::<u32>().map_err(|_| CliError::User(u.clone()));
                 sandbox::Identity { uid: num(uid)?, gid: num(gid)? }
             }
         };
@@ -180,10 +210,10 @@ pub fn main() -> i32 {
     // The worker reports what it does at info level: its log goes to the launcher, which files it.
     let is_worker = matches!(cli.command, Cmd::Worker { .. });
     init_logging(cli.verbose, if is_worker { tracing::Level::INFO } else { tracing::Level::WARN });
-    let result = match cli.command {
+    let result: Result<(), CliError> = match cli.command {
         Cmd::Mount { image, mountpoint, options, foreground, fd_socket, explain, single_thread, debug, sandbox } => {
             let foreground = foreground || debug;
-            MountOptions::parse(&options.join(",")).and_then(|parsed| {
+            MountOptions::parse(&options.join(",")).map_err(CliError::from).and_then(|parsed| {
                 if unprivileged()
                     && launcher::service::socket_path().exists()
                     && !launcher::names_mounted_fuse(&mountpoint)
@@ -191,10 +221,10 @@ pub fn main() -> i32 {
                     // No privilege to mount: the mount service does it, with what this user can open.
                     let (img, mp) = launcher::service::open_for_request(&image, &mountpoint, parsed.read_only)?;
                     let req = launcher::service::Request::Mount { options: options.join(",") };
-                    return launcher::service::request(&req, &[&img, &mp]);
+                    return Ok(launcher::service::request(&req, &[&img, &mp])?);
                 }
                 let sandbox = sandbox.resolve()?;
-                launcher::mount(&MountRequest {
+                Ok(launcher::mount(&MountRequest {
                     image,
                     mountpoint,
                     options: parsed,
@@ -203,10 +233,10 @@ pub fn main() -> i32 {
                     fd_socket,
                     explain,
                     single_thread,
-                })
+                })?)
             })
         }
-        Cmd::Serve { listen } => launcher::service::serve(listen.as_deref()).map_err(|e| e.to_string()),
+        Cmd::Serve { listen } => launcher::service::serve(listen.as_deref()).map_err(CliError::from),
         Cmd::Worker { fd_socket: Some(path), sandbox, .. } => {
             return match sandbox.resolve() {
                 Ok(sandbox) => worker::run_from_socket(&path, sandbox),
@@ -218,7 +248,8 @@ pub fn main() -> i32 {
         }
         Cmd::Worker { mountpoint: _, fd_socket: None, config, sandbox } => {
             let config = config.map_or_else(|| Ok(Default::default()), |c| WorkerConfig::decode(&c));
-            return match sandbox.resolve().and_then(|sandbox| Ok(worker::WorkerArgs { config: config?, sandbox })) {
+            let args = sandbox.resolve().and_then(|sandbox| Ok(worker::WorkerArgs { config: config?, sandbox }));
+            return match args {
                 Ok(args) => worker::run(args),
                 Err(e) => {
                     eprintln!("ext4box worker: {e}");
@@ -230,10 +261,11 @@ pub fn main() -> i32 {
         Cmd::SandboxProbe { attempt, path, sandbox } => return sandbox_probe(&attempt, &path, &sandbox),
         Cmd::Unmount { mountpoint } => {
             if unprivileged() && launcher::service::socket_path().exists() {
-                let path = std::path::absolute(&mountpoint).map_err(|e| e.to_string());
-                path.and_then(|path| launcher::service::request(&launcher::service::Request::Unmount { path }, &[]))
+                std::path::absolute(&mountpoint).map_err(CliError::from).and_then(|path| {
+                    Ok(launcher::service::request(&launcher::service::Request::Unmount { path }, &[])?)
+                })
             } else {
-                launcher::unmount(&mountpoint).map_err(String::from)
+                launcher::unmount(&mountpoint).map_err(CliError::from)
             }
         }
         Cmd::Demo => demo(),
@@ -254,32 +286,31 @@ const DEMO_FILES: &[(&str, &str)] = &[
     ("notes/why-low-level.md", include_str!("../demo/notes/why-low-level.md")),
 ];
 
-fn demo() -> Result<(), String> {
+fn demo() -> Result<(), CliError> {
     let work = std::env::temp_dir().join(format!("ext4box-demo-{}", std::process::id()));
     let result = run_demo(&work);
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
-fn run_demo(work: &Path) -> Result<(), String> {
-    let io = |e: std::io::Error| e.to_string();
+fn run_demo(work: &Path) -> Result<(), CliError> {
     let (tree, image, mnt) = (work.join("tree"), work.join("demo.img"), work.join("mnt"));
     for (path, text) in DEMO_FILES {
         let p = tree.join(path);
-        std::fs::create_dir_all(p.parent().unwrap_or(&tree)).map_err(io)?;
-        std::fs::write(&p, text).map_err(io)?;
+        std::fs::create_dir_all(p.parent().unwrap_or(&tree))?;
+        std::fs::write(&p, text)?;
     }
-    std::os::unix::fs::symlink("notes/formats.md", tree.join("formats-link")).map_err(io)?;
-    std::fs::create_dir_all(&mnt).map_err(io)?;
+    std::os::unix::fs::symlink("notes/formats.md", tree.join("formats-link"))?;
+    std::fs::create_dir_all(&mnt)?;
     let out = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-L", "ext4box-demo", "-d"])
         .arg(&tree)
         .arg(&image)
         .arg("8M")
         .output()
-        .map_err(|e| format!("cannot run mkfs.ext4 (install e2fsprogs): {e}"))?;
+        .map_err(CliError::RunMkfs)?;
     if !out.status.success() {
-        return Err(format!("mkfs.ext4 failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(CliError::Mkfs(String::from_utf8_lossy(&out.stderr).trim().to_string()));
     }
     println!("built {} with mkfs.ext4 -d; mounting it read-only on {}", image.display(), mnt.display());
     let options = MountOptions::parse("ro")?;
@@ -295,7 +326,7 @@ fn run_demo(work: &Path) -> Result<(), String> {
         single_thread: false,
     })?;
     let listed = list(&mnt, &mnt).and_then(|()| {
-        let text = std::fs::read_to_string(mnt.join("hello.txt")).map_err(io)?;
+        let text = std::fs::read_to_string(mnt.join("hello.txt"))?;
         println!("\n--- hello.txt ---\n{text}");
         Ok(())
     });
@@ -306,12 +337,12 @@ fn run_demo(work: &Path) -> Result<(), String> {
 }
 
 /// Prints the tree under `dir` with each entry's inode number, mode, link count and size.
-fn list(root: &Path, dir: &Path) -> Result<(), String> {
+fn list(root: &Path, dir: &Path) -> Result<(), CliError> {
     use std::os::unix::fs::MetadataExt;
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(|e| e.to_string())?.filter_map(Result::ok).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
-        let m = e.path().symlink_metadata().map_err(|e| e.to_string())?;
+        let m = e.path().symlink_metadata()?;
         let rel = e.path().strip_prefix(root).unwrap_or(&e.path()).display().to_string();
         println!("{:>6} {:o} {:>2} {:>6}  {}", m.ino(), m.mode(), m.nlink(), m.size(), rel);
         if m.is_dir() {
@@ -326,7 +357,7 @@ fn unprivileged() -> bool {
     !nix::unistd::geteuid().is_root()
 }
 
-fn policy_check(file: Option<&Path>) -> Result<(), String> {
+fn policy_check(file: Option<&Path>) -> Result<(), CliError> {
     let text = sandbox::policy_text(file)?;
     let policy = sandbox::Policy::compile(&text)?;
     println!("{}: valid", file.map_or_else(|| "built-in policy".to_string(), |f| f.display().to_string()));

@@ -196,7 +196,7 @@ pub fn mount_options(data: &[u8]) {
         if let Ok(o) = crate::launcher::options::MountOptions::parse(s) {
             // What `-o` accepts, the worker accepts back from its one encoding.
             let c = o.worker_config(1000, false);
-            assert_eq!(WorkerConfig::decode(&c.encode()).as_ref(), Ok(&c));
+            assert_eq!(WorkerConfig::decode(&c.encode()).map_err(|e| e.to_string()).as_ref(), Ok(&c));
             let _ = (o.ms_flags(), o.fusermount_options("img"), o.fstype(false));
         }
         let _ = WorkerConfig::decode(s);

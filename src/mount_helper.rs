@@ -77,7 +77,7 @@ fn mount(args: &[String]) -> Result<(), (i32, String)> {
         .filter(|o| !(o.is_empty() || sloppy && MountOptions::parse(o).is_err()))
         .map(str::to_string)
         .collect();
-    let options = MountOptions::parse(&joined.join(",")).map_err(|e| (1, e))?;
+    let options = MountOptions::parse(&joined.join(",")).map_err(|e| (1, e.to_string()))?;
     if fake {
         return Ok(());
     }
@@ -91,7 +91,7 @@ fn mount(args: &[String]) -> Result<(), (i32, String)> {
         explain: false,
         single_thread: false,
     };
-    launcher::mount(&req).map_err(|e| (32, e))
+    launcher::mount(&req).map_err(|e| (32, e.to_string()))
 }
 
 fn unmount(args: &[String]) -> Result<(), (i32, String)> {

@@ -73,7 +73,7 @@ pub use device::{BlockDevice, Discard, FileDevice};
 pub use error::{CorruptKind, Error, Object, Result};
 pub use fs::{DirEntry, FileKind, Filesystem, MountOptions, StatFs};
 pub use inode::{Inode, InodeNo, Timestamp};
-pub use mount_state::ErrorBehavior;
+pub use mount_state::{ErrorBehavior, UnknownErrorBehavior};
 pub use read_only::ReadOnlyReason;
 pub use read_view::ReadView;
 

@@ -20,14 +20,19 @@ pub enum ErrorBehavior {
     Panic,
 }
 
+/// An `errors=` value that names no behaviour.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("errors={0}: not continue, remount-ro or panic")]
+pub struct UnknownErrorBehavior(pub String);
+
 impl ErrorBehavior {
     /// Parses the value of the `errors=` mount option.
-    pub fn parse(v: &str) -> std::result::Result<ErrorBehavior, String> {
+    pub fn parse(v: &str) -> std::result::Result<ErrorBehavior, UnknownErrorBehavior> {
         match v {
             "continue" => Ok(ErrorBehavior::Continue),
             "remount-ro" => Ok(ErrorBehavior::RemountRo),
             "panic" => Ok(ErrorBehavior::Panic),
-            _ => Err(format!("errors={v}: not continue, remount-ro or panic")),
+            _ => Err(UnknownErrorBehavior(v.into())),
         }
     }
 

@@ -1,18 +1,23 @@
-//! Why an image's virtual disk cannot be opened, for every format's reader: damaged metadata, a version
+//! What `-o format=` may name, and why an image's virtual disk cannot be opened, for every format's reader: damaged metadata, a version
 //! or variant this reader does not serve, a disk whose data lives in other files (to be joined or
 //! converted first), or an image that could not be read. Each says itself in the one line the mount
 //! prints; the variants let callers and tests tell them apart.
 
 use std::io;
 
+/// A `-o format=` value that names no format ext4box serves.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatNameError {
+    /// No such format.
+    #[error("format={0}: auto, raw, qcow2, vmdk, vhdx or sparse")]
+    Unknown(String),
+    /// A format that is known but not served (vpc, vhd, vdi).
+    #[error("format={0}: {0} images are not supported yet; convert one first: qemu-img convert -O raw IMAGE image.raw")]
+    NotServed(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    /// `-o format=` names no format.
-    #[error("format={0}: auto, raw, qcow2, vmdk, vhdx or sparse")]
-    UnknownFormat(String),
-    /// `-o format=` names a format that is known but not served (vpc, vhd, vdi).
-    #[error("format={0}: {0} images are not supported yet; convert one first: qemu-img convert -O raw IMAGE image.raw")]
-    FormatNotServed(String),
     /// The image's magic number shows a format that is known but not served.
     #[error(
         "the image is a {0} images are not supported yet; convert one first: qemu-img convert -O raw IMAGE image.raw"
@@ -86,13 +91,5 @@ fn vmdk_descriptor(extent: Option<&(String, bool)>) -> String {
         None => "the image is a VMDK descriptor of several files or a delta link; join them first: qemu-img convert \
                  -O raw DESCRIPTOR image.raw"
             .into(),
-    }
-}
-
-/// The launcher's steps still carry their errors as text (`Result<_, String>`); until they are typed,
-/// an image error becomes its line there.
-impl From<ImageError> for String {
-    fn from(e: ImageError) -> String {
-        e.to_string()
     }
 }

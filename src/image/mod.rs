@@ -25,7 +25,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 pub use block_device::blkdiscard;
-pub use error::ImageError;
+pub use error::{FormatNameError, ImageError};
 pub use mapped::MappedDisk;
 pub use qcow2::{ImageStorage, Qcow2Device};
 
@@ -46,7 +46,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(v: &str) -> Result<Format, ImageError> {
+    pub fn parse(v: &str) -> Result<Format, FormatNameError> {
         match v {
             "auto" => Ok(Format::Auto),
             "raw" => Ok(Format::Raw),
@@ -54,8 +54,8 @@ impl Format {
             "vmdk" => Ok(Format::Vmdk),
             "vhdx" => Ok(Format::Vhdx),
             "sparse" => Ok(Format::Sparse),
-            "vpc" | "vhd" | "vdi" => Err(ImageError::FormatNotServed(v.into())),
-            _ => Err(ImageError::UnknownFormat(v.into())),
+            "vpc" | "vhd" | "vdi" => Err(FormatNameError::NotServed(v.into())),
+            _ => Err(FormatNameError::Unknown(v.into())),
         }
     }
 
@@ -349,8 +349,8 @@ mod tests {
                 .contains("x-flat.vmdk")
         );
         assert_eq!(Format::parse("sparse").ok(), Some(Format::Sparse));
-        assert!(matches!(Format::parse("vpc"), Err(ImageError::FormatNotServed(_))));
+        assert!(matches!(Format::parse("vpc"), Err(FormatNameError::NotServed(_))));
         assert!(Format::parse("vpc").unwrap_err().to_string().contains("not supported yet"));
-        assert!(matches!(Format::parse("floppy"), Err(ImageError::UnknownFormat(_))));
+        assert!(matches!(Format::parse("floppy"), Err(FormatNameError::Unknown(_))));
     }
 }

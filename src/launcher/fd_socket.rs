@@ -23,7 +23,7 @@ use nix::sys::socket::{
 use std::path::Path;
 
 use super::wire;
-use super::worker_config::WorkerConfig;
+use super::worker_config::{ConfigError, WorkerConfig};
 
 const MAGIC: &str = "ext4box-handoff 2";
 /// The largest header accepted.
@@ -39,7 +39,7 @@ impl Handoff {
     }
 
     /// Parses a header strictly (the bytes come from another process, perhaps another user).
-    pub fn decode(bytes: &[u8]) -> std::result::Result<Handoff, String> {
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Handoff, ConfigError> {
         let config: WorkerConfig = wire::decode("handoff", MAGIC, bytes, MAX_HEADER)?;
         config.check()?;
         Ok(Handoff(config))
@@ -72,13 +72,6 @@ pub enum SocketError {
     NotFuse,
     #[error("the second descriptor is not a regular file or block device")]
     NotImage,
-}
-
-/// The launcher's callers report errors as their one line of text.
-impl From<SocketError> for String {
-    fn from(e: SocketError) -> String {
-        e.to_string()
-    }
 }
 
 type Result<T> = std::result::Result<T, SocketError>;

@@ -45,12 +45,6 @@ pub enum FusermountError {
     UnmountRefused { target: std::path::PathBuf, said: String },
 }
 
-impl From<FusermountError> for String {
-    fn from(e: FusermountError) -> String {
-        e.to_string()
-    }
-}
-
 /// The helper's last line on stderr, without its program-name prefix.
 fn last_said(stderr: &[u8]) -> Option<String> {
     let said = String::from_utf8_lossy(stderr);

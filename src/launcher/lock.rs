@@ -64,12 +64,6 @@ pub enum LockError {
     LockfileCreate { path: PathBuf, error: std::io::Error },
 }
 
-impl From<LockError> for String {
-    fn from(e: LockError) -> String {
-        e.to_string()
-    }
-}
-
 /// Takes the image's lock for `access` (kept with `file` until every copy of it is closed), or says in
 /// one line why not. `nolock` skips it.
 pub fn lock_image(file: File, shown: &str, access: Access, nolock: bool) -> Result<File, LockError> {

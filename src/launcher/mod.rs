@@ -47,6 +47,78 @@ pub struct MountRequest {
     pub single_thread: bool,
 }
 
+/// Why `ext4box mount` did not mount, one variant per step (the path or descriptor that was wrong, and
+/// the cause); the message is the one error line the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(
+        "mounting without root needs the ext4box mount service (sudo systemctl enable --now ext4box.socket), \
+         fusermount3 installed setuid root (Debian/Ubuntu: apt install fuse3), or a user namespace that owns \
+         its mount namespace (unshare -Urm)"
+    )]
+    NoWayToMount,
+    /// The mount point names a descriptor (`/dev/fd/N`) that is not open.
+    #[error("mount point {}: descriptor {fd} is not open ({})", .path.display(), errno_text(.error))]
+    GivenNotOpen { path: PathBuf, fd: i32, error: std::io::Error },
+    #[error("mount point {}: {}", .path.display(), errno_text(.error))]
+    MountPoint { path: PathBuf, error: std::io::Error },
+    #[error("mount point {} does not exist", .0.display())]
+    NoMountPoint(PathBuf),
+    #[error("mount point {} is not a directory", .0.display())]
+    MountPointNotDirectory(PathBuf),
+    #[error("notify_pipe={0}: descriptor {0} is the image or the mount point")]
+    NotifyPipeTaken(i32),
+    #[error(transparent)]
+    Ready(#[from] ready::ReadyError),
+    /// An image passed as `/proc/self/fd/N`: the descriptor is not open.
+    #[error("cannot use image {}: descriptor {fd} is not open", .path.display())]
+    InheritedNotOpen { path: PathBuf, fd: i32 },
+    #[error("image {} is open read-only (descriptor {fd}): mount it with -o ro", .path.display())]
+    InheritedReadOnly { path: PathBuf, fd: i32 },
+    #[error("cannot use image {}: {}", .path.display(), errno_text(.error))]
+    InheritedStat { path: PathBuf, error: std::io::Error },
+    #[error("image {} is not a regular file or block device", .0.display())]
+    NotAnImage(PathBuf),
+    #[error("cannot open image {}: {}", .path.display(), errno_text(.error))]
+    OpenImage { path: PathBuf, error: std::io::Error },
+    #[error("cannot open image {} for writing: {} (mount it with -o ro)", .path.display(), errno_text(.error))]
+    OpenImageForWriting { path: PathBuf, error: std::io::Error },
+    #[error("{} is busy: it is mounted or in use", .0.display())]
+    ImageBusy(PathBuf),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Fusermount(#[from] fusermount::FusermountError),
+    #[error("cannot open /dev/fuse: {}", errno_text(.0))]
+    OpenFuse(std::io::Error),
+    #[error(transparent)]
+    Supervise(#[from] supervisor::SuperviseError),
+    #[error("pipe: {}", errno_text(.0))]
+    Pipe(std::io::Error),
+    #[error("fork: {}", errno_text(.0))]
+    Fork(std::io::Error),
+    /// The background supervisor's `E` line.
+    #[error("{0}")]
+    Failed(String),
+    #[error("the server exited before the mount was ready")]
+    ServerExited,
+}
+
+/// Why mount(2) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountCallError {
+    #[error("path contains a NUL byte")]
+    Nul,
+    #[error("mounting needs root (or CAP_SYS_ADMIN)")]
+    NeedsRoot,
+    #[error("{0} is busy: it is mounted or in use")]
+    Busy(String),
+    #[error("mount of {} failed: {}", .target.display(), errno_text(.error))]
+    Failed { target: PathBuf, error: std::io::Error },
+}
+
 /// How the mount itself is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountMode {
@@ -65,7 +137,7 @@ pub enum MountMode {
 impl MountMode {
     /// The first way that works for this process, or why none does and what to install or configure.
     /// (The mount service, the first choice without root, is tried by the CLI before this.)
-    pub fn choose() -> Result<MountMode, String> {
+    pub fn choose() -> Result<MountMode, LaunchError> {
         if nix::unistd::geteuid().is_root() {
             return Ok(if crate::sandbox::privileges::in_user_namespace() {
                 MountMode::UserNamespace
@@ -75,10 +147,7 @@ impl MountMode {
         }
         match fusermount::find() {
             Some(helper) => Ok(MountMode::Fusermount(helper)),
-            None => Err("mounting without root needs the ext4box mount service (sudo systemctl enable --now \
-                         ext4box.socket), fusermount3 installed setuid root (Debian/Ubuntu: apt install fuse3), \
-                         or a user namespace that owns its mount namespace (unshare -Urm)"
-                .into()),
+            None => Err(LaunchError::NoWayToMount),
         }
     }
 
@@ -116,13 +185,13 @@ fn inherited_fd(path: &Path) -> Option<i32> {
 /// The caller's /dev/fuse descriptor when the mount point is `/dev/fd/N` (or `/proc/self/fd/N`) naming
 /// one: the caller has mounted it and ext4box is to serve it. `None` for any other mount point (a
 /// directory's descriptor is a mount point like any directory).
-fn given_fuse(path: &Path) -> Result<Option<File>, String> {
+fn given_fuse(path: &Path) -> Result<Option<File>, LaunchError> {
     let Some(fd) = inherited_fd(path) else { return Ok(None) };
     // SAFETY: fstat into a zeroed struct on a descriptor number; a bad number fails with EBADF.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!("mount point {}: descriptor {fd} is not open ({})", path.display(), errno_text(&e)));
+        let error = std::io::Error::last_os_error();
+        return Err(LaunchError::GivenNotOpen { path: path.to_path_buf(), fd, error });
     }
     const FUSE_DEVICE: (u32, u32) = (10, 229);
     if st.st_mode & libc::S_IFMT != libc::S_IFCHR || (libc::major(st.st_rdev), libc::minor(st.st_rdev)) != FUSE_DEVICE {
@@ -131,7 +200,7 @@ fn given_fuse(path: &Path) -> Result<Option<File>, String> {
     // SAFETY: F_DUPFD_CLOEXEC on an open descriptor.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
     if dup < 0 {
-        return Err(format!("mount point {}: {}", path.display(), errno_text(&std::io::Error::last_os_error())));
+        return Err(LaunchError::MountPoint { path: path.to_path_buf(), error: std::io::Error::last_os_error() });
     }
     // SAFETY: fcntl returned a new descriptor that nothing else owns.
     Ok(Some(unsafe { File::from_raw_fd(dup) }))
@@ -144,37 +213,39 @@ pub fn names_mounted_fuse(mountpoint: &Path) -> bool {
 
 /// An image the caller opened and passed as a descriptor (`/proc/self/fd/N`, as runtimes that open the
 /// image themselves pass it): used as it is, not opened again by name (its name may be out of reach).
-fn open_inherited(fd: i32, shown: &str, write: bool) -> Result<File, String> {
+fn open_inherited(fd: i32, path: &Path, write: bool) -> Result<File, LaunchError> {
     // SAFETY: F_DUPFD_CLOEXEC on a descriptor number; a bad number fails with EBADF.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
     if dup < 0 {
-        return Err(format!("cannot use image {shown}: descriptor {fd} is not open"));
+        return Err(LaunchError::InheritedNotOpen { path: path.to_path_buf(), fd });
     }
     // SAFETY: fcntl returned a new descriptor that nothing else owns.
     let file = unsafe { File::from_raw_fd(dup) };
     // SAFETY: F_GETFL on a descriptor we own.
     let mode = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) } & libc::O_ACCMODE;
     if write && mode == libc::O_RDONLY {
-        return Err(format!("image {shown} is open read-only (descriptor {fd}): mount it with -o ro"));
+        return Err(LaunchError::InheritedReadOnly { path: path.to_path_buf(), fd });
     }
-    let ft = file.metadata().map_err(|e| format!("cannot use image {shown}: {}", errno_text(&e)))?.file_type();
+    let meta = file.metadata().map_err(|error| LaunchError::InheritedStat { path: path.to_path_buf(), error })?;
+    let ft = meta.file_type();
     if !ft.is_file() && !ft.is_block_device() {
-        return Err(format!("image {shown} is not a regular file or block device"));
+        return Err(LaunchError::NotAnImage(path.to_path_buf()));
     }
     Ok(file)
 }
 
 /// Opens the image (read-only, or read-write) and takes its lock (see `lock`), held until the server
 /// exits.
-fn open_image(path: &Path, o: &MountOptions) -> Result<File, String> {
+fn open_image(path: &Path, o: &MountOptions) -> Result<File, LaunchError> {
     let write = !o.read_only;
     let shown = path.display();
     let access = lock::Access::for_mount(o.read_only);
     if let Some(fd) = inherited_fd(path) {
-        let file = open_inherited(fd, &shown.to_string(), write)?;
+        let file = open_inherited(fd, path, write)?;
         return Ok(lock::lock_image(file, &shown.to_string(), access, o.nolock)?);
     }
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open image {shown}: {}", errno_text(&e)))?;
+    let open_error = |error: std::io::Error| LaunchError::OpenImage { path: path.to_path_buf(), error };
+    let meta = std::fs::metadata(path).map_err(open_error)?;
     let ft = meta.file_type();
     let mut oo = OpenOptions::new();
     oo.read(true).write(write).custom_flags(libc::O_CLOEXEC);
@@ -183,33 +254,33 @@ fn open_image(path: &Path, o: &MountOptions) -> Result<File, String> {
         // error now. It is let go at once: the fuseblk mount claims the device itself, for its lifetime.
         OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC | libc::O_EXCL).open(path).map_err(|e| {
             match e.raw_os_error() {
-                Some(libc::EBUSY) => format!("{shown} is busy: it is mounted or in use"),
-                _ => format!("cannot open image {shown}: {}", errno_text(&e)),
+                Some(libc::EBUSY) => LaunchError::ImageBusy(path.to_path_buf()),
+                _ => open_error(e),
             }
         })?;
     } else if !ft.is_file() {
-        return Err(format!("image {shown} is not a regular file or block device"));
+        return Err(LaunchError::NotAnImage(path.to_path_buf()));
     }
     let file = oo.open(path).map_err(|e| match e.raw_os_error() {
-        Some(libc::EBUSY) => format!("{shown} is busy: it is mounted or in use"),
+        Some(libc::EBUSY) => LaunchError::ImageBusy(path.to_path_buf()),
         Some(libc::EACCES) | Some(libc::EROFS) if write => {
-            format!("cannot open image {shown} for writing: {} (mount it with -o ro)", errno_text(&e))
+            LaunchError::OpenImageForWriting { path: path.to_path_buf(), error: e }
         }
-        _ => format!("cannot open image {shown}: {}", errno_text(&e)),
+        _ => open_error(e),
     })?;
     Ok(lock::lock_image(file, &shown.to_string(), access, o.nolock)?)
 }
 
-fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
-    let shown = path.display();
+fn check_mountpoint(path: &Path) -> Result<PathBuf, LaunchError> {
+    let other = |error| LaunchError::MountPoint { path: path.to_path_buf(), error };
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!("mount point {shown} does not exist"),
-        _ => format!("mount point {shown}: {}", errno_text(&e)),
+        std::io::ErrorKind::NotFound => LaunchError::NoMountPoint(path.to_path_buf()),
+        _ => other(e),
     })?;
     if !meta.is_dir() {
-        return Err(format!("mount point {shown} is not a directory"));
+        return Err(LaunchError::MountPointNotDirectory(path.to_path_buf()));
     }
-    std::fs::canonicalize(path).map_err(|e| format!("mount point {shown}: {}", errno_text(&e)))
+    std::fs::canonicalize(path).map_err(other)
 }
 
 pub(crate) fn mount_syscall(
@@ -219,7 +290,7 @@ pub(crate) fn mount_syscall(
     opts: &MountOptions,
     block_device: bool,
     (uid, gid): (u32, u32),
-) -> Result<(), String> {
+) -> Result<(), MountCallError> {
     let mut data = format!("fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}");
     // allow_root: the kernel lets everyone in and the server turns away all but root and the owner.
     if opts.allow_other || opts.allow_root {
@@ -228,7 +299,7 @@ pub(crate) fn mount_syscall(
     if opts.default_permissions {
         data.push_str(",default_permissions");
     }
-    let c = |s: &[u8]| CString::new(s).map_err(|_| "path contains a NUL byte".to_string());
+    let c = |s: &[u8]| CString::new(s).map_err(|_| MountCallError::Nul);
     // `fuse.ext4box`, or `fuseblk.ext4box` for a block device (the kernel then holds the device itself,
     // exclusively, and waits for the server at unmount); `subtype=` replaces the `ext4box`.
     let fstype = opts.fstype(block_device);
@@ -239,9 +310,9 @@ pub(crate) fn mount_syscall(
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         return Err(match e.raw_os_error() {
-            Some(libc::EPERM) => "mounting needs root (or CAP_SYS_ADMIN)".to_string(),
-            Some(libc::EBUSY) if block_device => format!("{source} is busy: it is mounted or in use"),
-            _ => format!("mount of {} failed: {}", target.display(), errno_text(&e)),
+            Some(libc::EPERM) => MountCallError::NeedsRoot,
+            Some(libc::EBUSY) if block_device => MountCallError::Busy(source.to_string()),
+            _ => MountCallError::Failed { target: target.to_path_buf(), error: e },
         });
     }
     Ok(())
@@ -256,12 +327,12 @@ pub(crate) fn detach(target: &Path) {
 /// Mounts `req.image` on `req.mountpoint` and serves it from a confined worker. Returns once the mount is
 /// live (background), or when it is unmounted (`foreground`). The launcher itself never reads the image:
 /// the worker parses it, after confining itself, and reports back.
-pub fn mount(req: &MountRequest) -> Result<(), String> {
+pub fn mount(req: &MountRequest) -> Result<(), LaunchError> {
     let given = given_fuse(&req.mountpoint)?;
     let mode = if given.is_some() { MountMode::Given } else { MountMode::choose()? };
     if let Some(fd) = req.options.notify_pipe {
         if [inherited_fd(&req.image), inherited_fd(&req.mountpoint)].contains(&Some(fd)) {
-            return Err(format!("notify_pipe={fd}: descriptor {fd} is the image or the mount point"));
+            return Err(LaunchError::NotifyPipeTaken(fd));
         }
     }
     // Taken first: on any failure below it is closed unwritten, which tells the caller.
@@ -305,7 +376,7 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
             .open("/dev/fuse")
-            .map_err(|e| format!("cannot open /dev/fuse: {}", errno_text(&e)))?,
+            .map_err(LaunchError::OpenFuse)?,
     };
     let o = &req.options;
     let prepared = supervisor::Prepared {
@@ -329,12 +400,12 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
         ready: None,
     };
     if req.foreground {
-        return supervisor::supervise(supervisor::Prepared { ready: Some(readiness), ..prepared }, None);
+        return Ok(supervisor::supervise(supervisor::Prepared { ready: Some(readiness), ..prepared }, None)?);
     }
-    let (ready_r, ready_w) = pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
+    let (ready_r, ready_w) = pipe().map_err(LaunchError::Pipe)?;
     // SAFETY: the process has a single thread here, so fork is safe.
     match unsafe { libc::fork() } {
-        -1 => Err(format!("fork: {}", errno_text(&std::io::Error::last_os_error()))),
+        -1 => Err(LaunchError::Fork(std::io::Error::last_os_error())),
         0 => {
             drop(ready_r);
             // The caller's waiting process tells whoever asked; this copy must not keep their pipe open.
@@ -361,7 +432,7 @@ pub fn mount(req: &MountRequest) -> Result<(), String> {
 
 /// The caller's side of the start-up: warnings are printed as they come, `R` means the mount is live,
 /// `E` is the error that stopped it.
-fn wait_ready(ready: File, explain: bool) -> Result<(), String> {
+fn wait_ready(ready: File, explain: bool) -> Result<(), LaunchError> {
     use std::io::BufRead;
     let mut lines = std::io::BufReader::new(ready).lines().map_while(Result::ok);
     while let Some(line) = lines.next() {
@@ -374,12 +445,12 @@ fn wait_ready(ready: File, explain: bool) -> Result<(), String> {
                 // The supervisor exits once it has said why (its worker already has): wait for its end of
                 // the pipe to close, so that nothing of a failed mount outlives the command.
                 lines.by_ref().for_each(drop);
-                return Err(e);
+                return Err(LaunchError::Failed(e));
             }
             _ => {}
         }
     }
-    Err("the server exited before the mount was ready".into())
+    Err(LaunchError::ServerExited)
 }
 
 pub(crate) fn pipe() -> std::io::Result<(File, File)> {
@@ -436,12 +507,6 @@ pub enum UnmountError {
     Failed { shown: String, error: std::io::Error },
     #[error("{shown} is unmounted, but its server (pid {pid}) has not exited")]
     ServerLingers { shown: String, pid: u32 },
-}
-
-impl From<UnmountError> for String {
-    fn from(e: UnmountError) -> String {
-        e.to_string()
-    }
 }
 
 /// Unmounts an ext4box mount and waits until its server has exited, so that the image is final.

@@ -56,6 +56,63 @@ pub struct MountOptions {
     pub quota_limits: [bool; 3],
 }
 
+/// Why `-o` (or a value of one option) does not parse: one variant per check, naming the option and
+/// carrying the value that was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("transport={0}: auto, classic or io_uring")]
+    Transport(String),
+    /// `$EXT4BOX_TRANSPORT` is not a transport.
+    #[error("{TRANSPORT_ENV}: transport={0}: auto, classic or io_uring")]
+    TransportEnv(String),
+    #[error("commit={0}: not a number of seconds between 0 and {MAX_COMMIT_SECONDS}")]
+    Commit(String),
+    #[error("option '{0}' needs a value ({0}=...)")]
+    NeedsValue(String),
+    #[error("option '{0}' takes no value")]
+    TakesNoValue(String),
+    #[error("offset={0}: not a byte count")]
+    Offset(String),
+    /// `uid=` or `gid=`.
+    #[error("{option}={value}: not a number")]
+    NotANumber { option: &'static str, value: String },
+    #[error("umask={0}: not an octal mode")]
+    UmaskNotOctal(String),
+    #[error("umask={0}: not a mode (at most 7777)")]
+    UmaskTooLarge(String),
+    /// `errors=`: the engine's parser says why.
+    #[error(transparent)]
+    Errors(crate::ext4::UnknownErrorBehavior),
+    #[error("cache_size={0}")]
+    CacheSize(#[source] SizeError),
+    #[error("cache_size={0}: between 64K and 1024G")]
+    CacheSizeRange(String),
+    #[error("partition={0}: not a partition number")]
+    Partition(String),
+    #[error("partition=0: partitions are numbered from 1")]
+    PartitionZero,
+    /// `format=`: the image module's parser says why.
+    #[error(transparent)]
+    Format(crate::image::FormatNameError),
+    #[error("notify_pipe={0}: not a descriptor number (3 or more, open for writing)")]
+    NotifyPipe(String),
+    #[error("subtype={0}: letters, digits, '_', '-' and '.' only")]
+    Subtype(String),
+    #[error("unknown mount option '{0}'")]
+    Unknown(String),
+    #[error("partition= and offset= exclude each other (partition= finds the offset)")]
+    PartitionAndOffset,
+    #[error("allow_other and allow_root exclude each other")]
+    AllowOtherAndRoot,
+    #[error("fakeroot is for a mount only its owner uses: not with allow_other, allow_root, kernel or suid")]
+    FakerootShared,
+}
+
+/// A value that is not a size (the text given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}: not a size (a number of bytes, optionally with K, M or G)")]
+pub struct SizeError(pub String);
+
 /// The environment variable that sets the default of `transport=`.
 pub const TRANSPORT_ENV: &str = "EXT4BOX_TRANSPORT";
 
@@ -72,12 +129,12 @@ pub enum TransportPolicy {
 }
 
 impl TransportPolicy {
-    pub fn parse(v: &str) -> Result<TransportPolicy, String> {
+    pub fn parse(v: &str) -> Result<TransportPolicy, OptionError> {
         match v {
             "auto" => Ok(TransportPolicy::Auto),
             "classic" => Ok(TransportPolicy::Classic),
             "io_uring" | "uring" => Ok(TransportPolicy::IoUring),
-            _ => Err(format!("transport={v}: auto, classic or io_uring")),
+            _ => Err(OptionError::Transport(v.to_string())),
         }
     }
 
@@ -94,8 +151,8 @@ impl TransportPolicy {
 pub use crate::ext4::ErrorBehavior as ErrorsPolicy;
 
 /// Parses a size with an optional K, M or G suffix (powers of 1024), as fuse2fs's `cache_size=`.
-pub fn parse_size(v: &str) -> Result<u64, String> {
-    let bad = || format!("{v}: not a size (a number of bytes, optionally with K, M or G)");
+pub fn parse_size(v: &str) -> Result<u64, SizeError> {
+    let bad = || SizeError(v.to_string());
     let (digits, shift) = match v.chars().last() {
         Some('k' | 'K') => (&v[..v.len() - 1], 10),
         Some('m' | 'M') => (&v[..v.len() - 1], 20),
@@ -113,11 +170,11 @@ pub const DEFAULT_COMMIT_SECONDS: u32 = 5;
 pub const MAX_COMMIT_SECONDS: u32 = 86_400;
 
 /// Parses a `commit=` value: seconds, 0 meaning the default (as the kernel reads it), at most a day.
-pub fn commit_seconds(v: &str) -> Result<u32, String> {
+pub fn commit_seconds(v: &str) -> Result<u32, OptionError> {
     match v.parse::<u32>() {
         Ok(0) => Ok(DEFAULT_COMMIT_SECONDS),
         Ok(n) if n <= MAX_COMMIT_SECONDS => Ok(n),
-        _ => Err(format!("commit={v}: not a number of seconds between 0 and {MAX_COMMIT_SECONDS}")),
+        _ => Err(OptionError::Commit(v.to_string())),
     }
 }
 
@@ -210,22 +267,25 @@ impl MountOptions {
     }
 
     /// Parses a comma-separated option string (several `-o` are joined with commas first).
-    pub fn parse(s: &str) -> Result<MountOptions, String> {
+    pub fn parse(s: &str) -> Result<MountOptions, OptionError> {
         let mut o = MountOptions::default();
         // The default of transport= may come from the environment (a unit file's, or the test suite's
         // io_uring run); an explicit option wins.
         if let Ok(v) = std::env::var(TRANSPORT_ENV) {
-            o.transport = TransportPolicy::parse(&v).map_err(|e| format!("{TRANSPORT_ENV}: {e}"))?;
+            o.transport = TransportPolicy::parse(&v).map_err(|_| OptionError::TransportEnv(v.clone()))?;
         }
+        let number = |option: &'static str, v: &str| {
+            v.parse::<u32>().map_err(|_| OptionError::NotANumber { option, value: v.to_string() })
+        };
         for opt in s.split(',').filter(|x| !x.is_empty()) {
             let (key, value) = match opt.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
                 None => (opt, None),
             };
-            let need = || value.ok_or_else(|| format!("option '{key}' needs a value ({key}=...)"));
+            let need = || value.ok_or_else(|| OptionError::NeedsValue(key.to_string()));
             let flag = |v: Option<&str>| match v {
                 None => Ok(()),
-                Some(_) => Err(format!("option '{key}' takes no value")),
+                Some(_) => Err(OptionError::TakesNoValue(key.to_string())),
             };
             match key {
                 "ro" => flag(value).map(|_| o.read_only = true)?,
@@ -234,17 +294,13 @@ impl MountOptions {
                 "commit" => o.commit = commit_seconds(need()?)?,
                 "offset" => {
                     let v = need()?;
-                    o.offset = v.parse().map_err(|_| format!("offset={v}: not a byte count"))?;
+                    o.offset = v.parse().map_err(|_| OptionError::Offset(v.to_string()))?;
                 }
                 "allow_other" => flag(value).map(|_| o.allow_other = true)?,
                 "default_permissions" => flag(value).map(|_| o.default_permissions = true)?,
                 "fsname" => o.fsname = Some(need()?.to_string()),
-                "uid" => {
-                    o.uid = Some(need()?.parse().map_err(|_| format!("uid={}: not a number", value.unwrap_or("")))?)
-                }
-                "gid" => {
-                    o.gid = Some(need()?.parse().map_err(|_| format!("gid={}: not a number", value.unwrap_or("")))?)
-                }
+                "uid" => o.uid = Some(number("uid", need()?)?),
+                "gid" => o.gid = Some(number("gid", need()?)?),
                 "suid" => flag(value).map(|_| o.nosuid = false)?,
                 "nosuid" => flag(value).map(|_| o.nosuid = true)?,
                 "dev" => flag(value).map(|_| o.nodev = false)?,
@@ -260,9 +316,9 @@ impl MountOptions {
                 "strictatime" => flag(value).map(|_| o.strictatime = true)?,
                 "umask" => {
                     let v = need()?;
-                    let m = u32::from_str_radix(v, 8).map_err(|_| format!("umask={v}: not an octal mode"))?;
+                    let m = u32::from_str_radix(v, 8).map_err(|_| OptionError::UmaskNotOctal(v.to_string()))?;
                     if m > 0o7777 {
-                        return Err(format!("umask={v}: not a mode (at most 7777)"));
+                        return Err(OptionError::UmaskTooLarge(v.to_string()));
                     }
                     o.umask = Some(m);
                 }
@@ -275,25 +331,25 @@ impl MountOptions {
                     o.nosuid = false;
                     o.nodev = false;
                 })?,
-                "errors" => o.errors = Some(ErrorsPolicy::parse(need()?)?),
+                "errors" => o.errors = Some(ErrorsPolicy::parse(need()?).map_err(OptionError::Errors)?),
                 "cache_size" => {
                     let v = need()?;
-                    let n = parse_size(v).map_err(|e| format!("cache_size={e}"))?;
+                    let n = parse_size(v).map_err(OptionError::CacheSize)?;
                     if !(64 << 10..=1 << 40).contains(&n) {
-                        return Err(format!("cache_size={v}: between 64K and 1024G"));
+                        return Err(OptionError::CacheSizeRange(v.to_string()));
                     }
                     o.cache_size = Some(n);
                 }
                 "partition" => {
                     let v = need()?;
-                    let n: u32 = v.parse().map_err(|_| format!("partition={v}: not a partition number"))?;
+                    let n: u32 = v.parse().map_err(|_| OptionError::Partition(v.to_string()))?;
                     if n == 0 {
-                        return Err("partition=0: partitions are numbered from 1".into());
+                        return Err(OptionError::PartitionZero);
                     }
                     o.partition = Some(n);
                 }
                 "transport" => o.transport = TransportPolicy::parse(need()?)?,
-                "format" => o.format = crate::image::Format::parse(need()?)?,
+                "format" => o.format = crate::image::Format::parse(need()?).map_err(OptionError::Format)?,
                 "discard" => flag(value).map(|_| o.discard = true)?,
                 "nodiscard" => flag(value).map(|_| o.discard = false)?,
                 "usrquota" | "quota" => flag(value).map(|_| o.quota_limits[0] = true)?,
@@ -304,9 +360,8 @@ impl MountOptions {
                 "nolock" => flag(value).map(|_| o.nolock = true)?,
                 "notify_pipe" => {
                     let v = need()?;
-                    let fd: i32 = v.parse().ok().filter(|&n| n > 2).ok_or_else(|| {
-                        format!("notify_pipe={v}: not a descriptor number (3 or more, open for writing)")
-                    })?;
+                    let fd: i32 =
+                        v.parse().ok().filter(|&n| n > 2).ok_or_else(|| OptionError::NotifyPipe(v.to_string()))?;
                     o.notify_pipe = Some(fd);
                 }
                 // POSIX ACLs are always enforced (the kernel checks them); the option is accepted.
@@ -316,30 +371,27 @@ impl MountOptions {
                 "subtype" => {
                     let v = need()?;
                     if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-                        return Err(format!("subtype={v}: letters, digits, '_', '-' and '.' only"));
+                        return Err(OptionError::Subtype(v.to_string()));
                     }
                     o.subtype = Some(v.to_string());
                 }
                 k if IGNORED.contains(&k) => {}
                 // mount(8) passes x-* (systemd and friends) and comment= through to helpers.
                 k if k.starts_with("x-") || k == "comment" => {}
-                _ => return Err(format!("unknown mount option '{opt}'")),
+                _ => return Err(OptionError::Unknown(opt.to_string())),
             }
         }
         if o.partition.is_some() && o.offset != 0 {
-            return Err("partition= and offset= exclude each other (partition= finds the offset)".into());
+            return Err(OptionError::PartitionAndOffset);
         }
         if o.allow_root && o.allow_other {
-            return Err("allow_other and allow_root exclude each other".into());
+            return Err(OptionError::AllowOtherAndRoot);
         }
         if o.fakeroot {
             // Every caller would be root: with other users let in (and suid honoured), any of them could
             // make a setuid root program.
             if o.allow_other || o.allow_root || !o.nosuid {
-                return Err(
-                    "fakeroot is for a mount only its owner uses: not with allow_other, allow_root, kernel or suid"
-                        .into(),
-                );
+                return Err(OptionError::FakerootShared);
             }
             // The server grants every request as root would: the kernel must not check first.
             o.default_permissions = false;
@@ -415,18 +467,25 @@ mod tests {
         assert_eq!(o.fstype(false), "fuse.img");
         let k = MountOptions::parse("kernel").unwrap();
         assert!(k.allow_other && k.default_permissions && !k.nosuid && !k.nodev);
-        assert!(MountOptions::parse("allow_root,allow_other").is_err());
-        assert!(MountOptions::parse("errors=maybe").is_err());
-        assert!(MountOptions::parse("umask=999").is_err());
-        assert!(MountOptions::parse("cache_size=1").is_err());
+        assert_eq!(MountOptions::parse("allow_root,allow_other"), Err(OptionError::AllowOtherAndRoot));
+        assert!(matches!(MountOptions::parse("errors=maybe"), Err(OptionError::Errors(_))));
+        assert_eq!(MountOptions::parse("umask=999"), Err(OptionError::UmaskNotOctal("999".into())));
+        assert_eq!(MountOptions::parse("umask=17777"), Err(OptionError::UmaskTooLarge("17777".into())));
+        assert_eq!(MountOptions::parse("cache_size=1"), Err(OptionError::CacheSizeRange("1".into())));
+        let e = MountOptions::parse("cache_size=lots").unwrap_err();
+        assert_eq!(e, OptionError::CacheSize(SizeError("lots".into())));
+        assert_eq!(e.to_string(), "cache_size=lots: not a size (a number of bytes, optionally with K, M or G)");
     }
 
     #[test]
     fn rejects_bad_options() {
-        assert!(MountOptions::parse("frobnicate").unwrap_err().contains("frobnicate"));
-        assert!(MountOptions::parse("offset=abc").is_err());
-        assert!(MountOptions::parse("offset").is_err());
-        assert!(MountOptions::parse("ro=1").is_err());
+        assert_eq!(MountOptions::parse("frobnicate"), Err(OptionError::Unknown("frobnicate".into())));
+        assert_eq!(MountOptions::parse("offset=abc"), Err(OptionError::Offset("abc".into())));
+        assert_eq!(MountOptions::parse("offset"), Err(OptionError::NeedsValue("offset".into())));
+        assert_eq!(MountOptions::parse("ro=1"), Err(OptionError::TakesNoValue("ro".into())));
+        let e = MountOptions::parse("gid=x").unwrap_err();
+        assert_eq!(e, OptionError::NotANumber { option: "gid", value: "x".into() });
+        assert_eq!(e.to_string(), "gid=x: not a number");
         assert!(!MountOptions::parse("rw").unwrap().read_only);
         assert!(!MountOptions::parse("").unwrap().read_only, "rw is the default");
         assert!(MountOptions::parse("rw,ro").unwrap().read_only);

@@ -13,6 +13,15 @@ use super::errno_text;
 /// The environment variable systemd sets for a service that may notify it.
 const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
+/// Why `notify_pipe=FD` cannot be used: the descriptor, and the error of F_GETFL.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadyError {
+    #[error("notify_pipe={fd}: {}", errno_text(.error))]
+    NotOpen { fd: i32, error: std::io::Error },
+    #[error("notify_pipe={0}: the descriptor is not open for writing")]
+    NotWritable(i32),
+}
+
 /// Whom to tell, taken at start-up (the descriptor and the variable are ours from then on).
 #[derive(Debug, Default)]
 pub struct Readiness {
@@ -23,18 +32,17 @@ pub struct Readiness {
 impl Readiness {
     /// Takes `notify_pipe=` (checked: open for writing) and `$NOTIFY_SOCKET`. The descriptor is made
     /// close-on-exec so that the worker never holds it (the caller would wait for its end of file).
-    pub fn take(notify_pipe: Option<i32>) -> Result<Readiness, String> {
+    pub fn take(notify_pipe: Option<i32>) -> Result<Readiness, ReadyError> {
         let pipe = match notify_pipe {
             None => None,
             Some(fd) => {
                 // SAFETY: F_GETFL on a descriptor number; a closed one fails with EBADF.
                 let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
                 if flags < 0 {
-                    let e = std::io::Error::last_os_error();
-                    return Err(format!("notify_pipe={fd}: {}", errno_text(&e)));
+                    return Err(ReadyError::NotOpen { fd, error: std::io::Error::last_os_error() });
                 }
                 if flags & libc::O_ACCMODE == libc::O_RDONLY {
-                    return Err(format!("notify_pipe={fd}: the descriptor is not open for writing"));
+                    return Err(ReadyError::NotWritable(fd));
                 }
                 // SAFETY: as above; sets close-on-exec on it.
                 unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -106,9 +114,10 @@ mod tests {
     fn a_notify_pipe_must_be_open_for_writing() {
         let (r, w) = super::super::pipe().unwrap();
         let e = Readiness::take(Some(r.as_raw_fd())).unwrap_err();
-        assert!(e.contains("not open for writing"), "{e}");
+        assert!(matches!(e, ReadyError::NotWritable(fd) if fd == r.as_raw_fd()), "{e}");
         let e = Readiness::take(Some(987_654)).unwrap_err();
-        assert!(e.contains("notify_pipe=987654"), "{e}");
+        assert!(matches!(e, ReadyError::NotOpen { fd: 987_654, .. }), "{e}");
+        assert_eq!(e.to_string(), "notify_pipe=987654: Bad file descriptor");
         let fd = w.as_raw_fd();
         std::mem::forget(w);
         let ready = Readiness::take(Some(fd)).unwrap();

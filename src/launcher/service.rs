@@ -61,15 +61,41 @@ impl Request {
         super::wire::encode(MAGIC, self)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Request, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Request, RequestError> {
         let r: Request = super::wire::decode("request", MAGIC, bytes, MAX_REQUEST)?;
-        match &r {
-            Request::Unmount { path } if !path.is_absolute() => {
-                Err(format!("unmount needs an absolute path, not {:?}", path.display().to_string()))
-            }
+        match r {
+            Request::Unmount { path } if !path.is_absolute() => Err(RequestError::RelativePath(path)),
             _ => Ok(r),
         }
     }
+}
+
+/// Why a request does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Wire(#[from] super::wire::WireError),
+    #[error("unmount needs an absolute path, not {:?}", .0.display().to_string())]
+    RelativePath(PathBuf),
+}
+
+/// Why the client side (`ext4box mount` or `unmount` without privileges) did not get its mount: it could
+/// not open what it sends or reach the service, or the service refused (its `E` line, as text).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot open image {}: {}", .path.display(), super::errno_text(.error))]
+    OpenImage { path: PathBuf, error: std::io::Error },
+    #[error("mount point {}: {}", .path.display(), super::errno_text(.error))]
+    OpenMountPoint { path: PathBuf, error: std::io::Error },
+    #[error("the ext4box mount service is not running ({})", .path.display())]
+    NotRunning { path: PathBuf, source: fd_socket::SocketError },
+    #[error(transparent)]
+    Send(#[from] fd_socket::SocketError),
+    /// The service's `E` line.
+    #[error("{0}")]
+    Refused(String),
+    #[error("the mount service gave no answer")]
+    NoAnswer,
 }
 
 /// Why the service refused or failed a request: the `E` line the caller reads, one variant per check.
@@ -81,9 +107,8 @@ pub enum ServiceError {
     Call { call: &'static str, errno: nix::Error },
     #[error(transparent)]
     Socket(#[from] fd_socket::SocketError),
-    /// The request did not decode (the wire's message says why).
-    #[error("{0}")]
-    BadRequest(String),
+    #[error(transparent)]
+    BadRequest(#[from] RequestError),
     #[error("a mount request carries two descriptors")]
     MountDescriptors,
     #[error("an unmount request carries no descriptor")]
@@ -96,9 +121,8 @@ pub enum ServiceError {
     NotYours(PathBuf),
     #[error(transparent)]
     Unmount(#[from] super::UnmountError),
-    /// `-o` did not parse.
-    #[error("{0}")]
-    Options(String),
+    #[error(transparent)]
+    Options(#[from] super::options::OptionError),
     #[error("the image descriptor is not a regular file or block device")]
     ImageKind,
     #[error("a read-write mount needs the image opened for reading and writing (or mount with -o ro)")]
@@ -198,7 +222,7 @@ fn fd_path(fd: &OwnedFd) -> Result<PathBuf, ServiceError> {
 fn handle(conn: &OwnedFd, listener: &OwnedFd) -> Result<(), ServiceError> {
     let (uid, gid) = peer(conn)?;
     let (bytes, fds) = fd_socket::receive_upto(conn, 2)?;
-    match Request::decode(&bytes).map_err(ServiceError::BadRequest)? {
+    match Request::decode(&bytes)? {
         Request::Mount { options } => {
             let [image, mountpoint]: [OwnedFd; 2] = fds.try_into().map_err(|_| ServiceError::MountDescriptors)?;
             mount(uid, gid, &options, image, mountpoint, conn, listener)
@@ -228,7 +252,7 @@ fn mount(
     conn: &OwnedFd,
     listener: &OwnedFd,
 ) -> Result<(), ServiceError> {
-    let mut o = MountOptions::parse(options).map_err(ServiceError::Options)?;
+    let mut o = MountOptions::parse(options)?;
     let img = fstat(&image)?;
     let kind = img.st_mode & libc::S_IFMT;
     if kind != libc::S_IFREG && kind != libc::S_IFBLK {
@@ -328,10 +352,9 @@ fn mount(
 
 /// The client side (`ext4box mount` and `ext4box unmount` run by a user without privileges): sends the
 /// request with the descriptors the caller opened, and returns the service's answer.
-pub fn request(req: &Request, fds: &[&OwnedFd]) -> Result<(), String> {
+pub fn request(req: &Request, fds: &[&OwnedFd]) -> Result<(), ClientError> {
     let path = socket_path();
-    let conn = fd_socket::connect(&path)
-        .map_err(|_| format!("the ext4box mount service is not running ({})", path.display()))?;
+    let conn = fd_socket::connect(&path).map_err(|source| ClientError::NotRunning { path: path.clone(), source })?;
     let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
     fd_socket::send(&conn, &req.encode(), &raw)?;
     let mut buf = [0u8; 4096];
@@ -339,29 +362,29 @@ pub fn request(req: &Request, fds: &[&OwnedFd]) -> Result<(), String> {
     let reply = String::from_utf8_lossy(&buf[..n]).trim().to_string();
     match Status::parse(&reply) {
         Some(Status::Ready) => Ok(()),
-        Some(Status::Error(e)) => Err(e),
-        _ => Err("the mount service gave no answer".into()),
+        Some(Status::Error(e)) => Err(ClientError::Refused(e)),
+        _ => Err(ClientError::NoAnswer),
     }
 }
 
 /// Opens what a client sends: the image (read-write unless `ro`) and the mount point (O_PATH).
-pub fn open_for_request(image: &Path, mountpoint: &Path, read_only: bool) -> Result<(OwnedFd, OwnedFd), String> {
+pub fn open_for_request(image: &Path, mountpoint: &Path, read_only: bool) -> Result<(OwnedFd, OwnedFd), ClientError> {
     let img = OpenOptions::new()
         .read(true)
         .write(!read_only)
         .custom_flags(libc::O_CLOEXEC)
         .open(image)
-        .map_err(|e| format!("cannot open image {}: {}", image.display(), super::errno_text(&e)))?;
+        .map_err(|error| ClientError::OpenImage { path: image.to_path_buf(), error })?;
     let mp = open_path(mountpoint)?;
     Ok((img.into(), mp))
 }
 
-pub fn open_path(p: &Path) -> Result<OwnedFd, String> {
+pub fn open_path(p: &Path) -> Result<OwnedFd, ClientError> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(p)
-        .map_err(|e| format!("mount point {}: {}", p.display(), super::errno_text(&e)))?;
+        .map_err(|error| ClientError::OpenMountPoint { path: p.to_path_buf(), error })?;
     Ok(f.into())
 }
 

@@ -43,6 +43,33 @@ pub struct Prepared {
     pub ready: Option<super::ready::Readiness>,
 }
 
+/// What ended a supervised mount, one variant per step; its message is also the `E` line sent to
+/// whoever waits for the mount.
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    #[error(transparent)]
+    Mount(#[from] super::MountCallError),
+    #[error("pipe: {}", errno_text(.0))]
+    Pipe(std::io::Error),
+    #[error("cannot find the ext4box binary: {0}")]
+    NoBinary(#[source] std::io::Error),
+    #[error("argument contains NUL")]
+    ArgumentNul,
+    #[error("path contains NUL")]
+    PathNul,
+    #[error("fork: {}", errno_text(.0))]
+    Fork(std::io::Error),
+    #[error(transparent)]
+    Handoff(#[from] super::fd_socket::SocketError),
+    /// The worker's `E` line (text from another process), with the image it is about.
+    #[error("{image}: {said}")]
+    Worker { image: String, said: String },
+    #[error("the worker exited before the mount was ready ({0})")]
+    WorkerExited(String),
+    #[error("the worker serving {} died ({cause}); the mount was detached", .target.display())]
+    WorkerDied { target: std::path::PathBuf, cause: String },
+}
+
 /// Takes the mount at `target` away (the worker failed or died), the way it was made.
 fn take_away(mode: &super::MountMode, target: &Path) {
     match mode {
@@ -104,7 +131,7 @@ fn report(r: &mut Reporter, status: &Status) {
 }
 
 /// Mounts, runs the worker, and waits for it. Returns when the worker has exited.
-pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> {
+pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), SuperviseError> {
     let at = p.mount_at.as_deref().unwrap_or(&p.target);
     tracing::info!(mountpoint = %p.target.display(), "mounting: {}", p.mode.describe());
     if p.mode.uses_mount_syscall() {
@@ -113,8 +140,8 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
     let log = WorkerLog::new(p.image_shown.clone(), p.target.display().to_string());
     let (status_r, worker, relayed) = match &p.fd_socket {
         None => {
-            let (status_r, status_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
-            let (log_r, log_w) = super::pipe().map_err(|e| format!("pipe: {}", errno_text(&e)))?;
+            let (status_r, status_w) = super::pipe().map_err(SuperviseError::Pipe)?;
+            let (log_r, log_w) = super::pipe().map_err(SuperviseError::Pipe)?;
             let pid = match spawn_worker(&p, &status_w, &log_w) {
                 Ok(pid) => pid,
                 Err(e) => {
@@ -176,7 +203,7 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
                 break;
             }
             Status::Error(msg) => {
-                failure = Some(format!("{}: {msg}", p.image_shown));
+                failure = Some(SuperviseError::Worker { image: p.image_shown.clone(), said: msg });
                 break;
             }
         }
@@ -186,9 +213,9 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
         take_away(&p.mode, &p.target);
         let cause = worker.wait(&mut lines, &p.target);
         last_log_lines(relayed);
-        let msg = failure.unwrap_or_else(|| format!("the worker exited before the mount was ready ({})", cause.1));
-        report(&mut reporter, &Status::Error(msg.clone()));
-        return Err(msg);
+        let e = failure.unwrap_or(SuperviseError::WorkerExited(cause.1));
+        report(&mut reporter, &Status::Error(e.to_string()));
+        return Err(e);
     }
     let dev = mountinfo::find(&p.target).map(|m| m.dev);
     let can_remount = p.mode.uses_mount_syscall();
@@ -212,9 +239,9 @@ pub fn supervise(mut p: Prepared, mut reporter: Reporter) -> Result<(), String> 
     }
     // The worker died: take the mount away rather than leave programs hanging on a dead connection.
     take_away(&p.mode, &p.target);
-    let msg = format!("the worker serving {} died ({cause}); the mount was detached", p.target.display());
-    tracing::error!("{msg}");
-    Err(msg)
+    let e = SuperviseError::WorkerDied { target: p.target.clone(), cause };
+    tracing::error!("{e}");
+    Err(e)
 }
 
 /// Waits (a little) for the relay of the worker's log to reach the end of its pipe, which the worker's
@@ -251,7 +278,7 @@ fn watch_status(lines: impl Iterator<Item = String>, can_remount: bool, target: 
 
 /// Connects to a worker listening on `path` and hands it the descriptors; returns the connection, on
 /// which the worker answers with status lines.
-fn hand_off(p: &Prepared, path: &Path) -> Result<File, String> {
+fn hand_off(p: &Prepared, path: &Path) -> Result<File, SuperviseError> {
     use super::fd_socket;
     let conn = fd_socket::connect(path)?;
     let h = fd_socket::Handoff(p.worker.config.clone());
@@ -261,8 +288,8 @@ fn hand_off(p: &Prepared, path: &Path) -> Result<File, String> {
 
 /// Forks and execs `ext4box worker` with descriptors 3, 4, 5 (fuse, image, status) and stderr on the log
 /// pipe; nothing else is inherited (every other descriptor is close-on-exec).
-fn spawn_worker(p: &Prepared, status_w: &File, log_w: &File) -> Result<libc::pid_t, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the ext4box binary: {e}"))?;
+fn spawn_worker(p: &Prepared, status_w: &File, log_w: &File) -> Result<libc::pid_t, SuperviseError> {
+    let exe = std::env::current_exe().map_err(SuperviseError::NoBinary)?;
     let mut argv: Vec<String> = vec![
         exe.display().to_string(),
         "worker".into(),
@@ -285,16 +312,16 @@ fn spawn_worker(p: &Prepared, status_w: &File, log_w: &File) -> Result<libc::pid
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
-        .map_err(|_| "argument contains NUL")?;
+        .map_err(|_| SuperviseError::ArgumentNul)?;
     let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
-    let exe_c = CString::new(exe.as_os_str().as_bytes()).map_err(|_| "path contains NUL")?;
+    let exe_c = CString::new(exe.as_os_str().as_bytes()).map_err(|_| SuperviseError::PathNul)?;
     let env_c = [c"PATH=/usr/sbin:/usr/bin:/sbin:/bin".as_ptr(), std::ptr::null()];
     let fds = [p.fuse.as_raw_fd(), p.image.as_raw_fd(), status_w.as_raw_fd(), log_w.as_raw_fd()];
     // SAFETY: between fork and exec the child calls only async-signal-safe functions (dup, dup2, fcntl,
     // open, execve, _exit) on values prepared before the fork.
     match unsafe { libc::fork() } {
-        -1 => Err(format!("fork: {}", errno_text(&std::io::Error::last_os_error()))),
+        -1 => Err(SuperviseError::Fork(std::io::Error::last_os_error())),
         0 => unsafe {
             // Move the four descriptors out of the way first (they may already sit on 3..5), then into place.
             let tmp: Vec<i32> = fds.iter().map(|&fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10)).collect();

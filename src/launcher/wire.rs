@@ -19,16 +19,37 @@ pub fn encode<T: Serialize>(magic: &str, message: &T) -> Vec<u8> {
     format!("{magic}\n{}\n", to_json(message)).into_bytes()
 }
 
+/// Why a message did not decode, one variant per check; `what` names the message ("handoff",
+/// "request", "worker config").
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("{what} too large ({len} bytes, at most {max})")]
+    TooLarge { what: &'static str, len: usize, max: usize },
+    #[error("{what} is not UTF-8")]
+    NotUtf8 { what: &'static str, source: std::str::Utf8Error },
+    #[error("not an ext4box {what} of this version (expected \"{magic}\")")]
+    Version { what: &'static str, magic: &'static str },
+    #[error("{what}: more than one line")]
+    MoreThanOneLine { what: &'static str },
+    #[error("bad {what}: {source}")]
+    Json { what: &'static str, source: serde_json::Error },
+}
+
 /// The message in `bytes` (at most `max` of them), after its version line `magic`; `what` names it in
 /// errors ("handoff", "request").
-pub fn decode<T: DeserializeOwned>(what: &str, magic: &str, bytes: &[u8], max: usize) -> Result<T, String> {
+pub fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    magic: &'static str,
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, WireError> {
     if bytes.len() > max {
-        return Err(format!("{what} too large ({} bytes, at most {max})", bytes.len()));
+        return Err(WireError::TooLarge { what, len: bytes.len(), max });
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| format!("{what} is not UTF-8"))?;
+    let text = std::str::from_utf8(bytes).map_err(|source| WireError::NotUtf8 { what, source })?;
     let (first, body) = text.split_once('\n').unwrap_or((text, ""));
     if first != magic {
-        return Err(format!("not an ext4box {what} of this version (expected \"{magic}\")"));
+        return Err(WireError::Version { what, magic });
     }
     from_json(what, body.strip_suffix('\n').unwrap_or(body))
 }
@@ -41,16 +62,16 @@ pub fn to_json<T: Serialize>(message: &T) -> String {
 }
 
 /// The message in `line`, strictly: one JSON value and nothing else.
-pub fn from_json<T: DeserializeOwned>(what: &str, line: &str) -> Result<T, String> {
+pub fn from_json<T: DeserializeOwned>(what: &'static str, line: &str) -> Result<T, WireError> {
     if line.contains('\n') {
-        return Err(format!("{what}: more than one line"));
+        return Err(WireError::MoreThanOneLine { what });
     }
-    serde_json::from_str(line).map_err(|e| format!("bad {what}: {e}"))
+    serde_json::from_str(line).map_err(|source| WireError::Json { what, source })
 }
 
 /// Serialises a type as its name and parses it back with its own parser (the names users write in
 /// `-o`): `serde_by_name!(Type, parse)`, with `Type::name(self) -> &'static str` and
-/// `parse(&str) -> Result<Type, String>`.
+/// `parse(&str) -> Result<Type, E>` (`E` shown in the decoder's message).
 macro_rules! serde_by_name {
     ($t:ty, $parse:expr) => {
         impl serde::Serialize for $t {
@@ -61,7 +82,8 @@ macro_rules! serde_by_name {
         impl<'de> serde::Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
                 let name = String::deserialize(d)?;
-                ($parse)(&name).map_err(serde::de::Error::custom)
+                let parse: fn(&str) -> Result<$t, _> = $parse;
+                parse(&name).map_err(serde::de::Error::custom)
             }
         }
     };

@@ -36,6 +36,49 @@ pub struct WorkerArgs {
     pub sandbox: Option<(Identity, Option<std::path::PathBuf>)>,
 }
 
+/// What stops the worker from serving, one variant per step: the `E` line the launcher shows.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    #[error("cannot read the image: {0}")]
+    ReadImage(#[source] std::io::Error),
+    #[error("cannot size the image: {0}")]
+    SizeImage(#[source] std::io::Error),
+    /// The image module's refusal (a VM disk format, or the window into it).
+    #[error(transparent)]
+    Image(crate::image::ImageError),
+    #[error(transparent)]
+    Partition(#[from] crate::partition::PartitionError),
+    #[error("offset lies past the end of the image")]
+    OffsetPastEnd { offset: u64, size: u64 },
+    #[error("{0}")]
+    Device(#[source] std::io::Error),
+    #[error(transparent)]
+    Filesystem(#[from] ext4::Error),
+    #[error("FUSE handshake failed: {0}")]
+    Handshake(#[source] protocol::session::SessionError),
+    #[error("-o transport=io_uring: FUSE over io_uring cannot be used: {0}")]
+    NoIoUring(String),
+    #[error("FUSE session ended with an error: {0}")]
+    Session(#[source] std::io::Error),
+}
+
+/// Why a worker behind `--fd-socket` refused a handoff (the `E` line says `handoff refused: ...`).
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    #[error("{0}")]
+    Dup(#[source] std::io::Error),
+    #[error(transparent)]
+    Socket(#[from] super::fd_socket::SocketError),
+    #[error(transparent)]
+    Config(#[from] super::worker_config::ConfigError),
+    #[error("no image descriptor")]
+    NoImage,
+    #[error("no FUSE descriptor")]
+    NoFuse,
+}
+
 fn send(mut status: &File, s: Status) {
     let _ = status.write_all(format!("{s}\n").as_bytes());
 }
@@ -50,7 +93,7 @@ pub fn run(args: WorkerArgs) -> i32 {
         Ok(()) => 0,
         Err(msg) => {
             // The launcher prints it as its one error line; the log (the journal) keeps a copy.
-            send(&status, Status::Error(msg.clone()));
+            send(&status, Status::Error(msg.to_string()));
             tracing::info!("stopping: {msg}");
             1
         }
@@ -71,12 +114,12 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
     let status = Arc::new(File::from(conn.try_clone().unwrap_or(conn)));
     let received = std::os::fd::AsFd::as_fd(&status)
         .try_clone_to_owned()
-        .map_err(|e| e.to_string())
+        .map_err(HandoffError::Dup)
         .and_then(|c| Ok(fd_socket::receive(&c, 2)?))
         .and_then(|(header, mut fds)| {
             let h = fd_socket::Handoff::decode(&header)?;
-            let image = fds.pop().ok_or("no image descriptor")?;
-            let fuse = fds.pop().ok_or("no FUSE descriptor")?;
+            let image = fds.pop().ok_or(HandoffError::NoImage)?;
+            let fuse = fds.pop().ok_or(HandoffError::NoFuse)?;
             fd_socket::check_kinds(&fuse, &image)?;
             Ok((h, fuse, image))
         });
@@ -92,7 +135,7 @@ pub fn run_from_socket(path: &std::path::Path, sandbox: Option<(Identity, Option
     match serve(args, fuse, File::from(image), &status) {
         Ok(()) => 0,
         Err(msg) => {
-            send(&status, Status::Error(msg.clone()));
+            send(&status, Status::Error(msg.to_string()));
             tracing::error!("{msg}");
             1
         }
@@ -107,26 +150,26 @@ fn open_device(
     image: File,
     cfg: &WorkerConfig,
     block_device: bool,
-) -> Result<(Box<dyn ext4::BlockDevice>, Option<String>), String> {
+) -> Result<(Box<dyn ext4::BlockDevice>, Option<String>), WorkerError> {
     use crate::image::{self, Format, Window};
     use std::os::unix::fs::FileExt;
     let format = match cfg.tuning.format {
         Format::Auto => {
             let mut first = vec![0u8; image::DETECT_BYTES];
-            let n = image.read_at(&mut first, 0).map_err(|e| format!("cannot read the image: {e}"))?;
-            image::detect(&first[..n])?
+            let n = image.read_at(&mut first, 0).map_err(WorkerError::ReadImage)?;
+            image::detect(&first[..n]).map_err(WorkerError::Image)?
         }
         f => f,
     };
     if format != Format::Raw {
-        let (disk, read_only) = image::open_virtual_disk(format, image, !cfg.read_only)?;
+        let (disk, read_only) = image::open_virtual_disk(format, image, !cfg.read_only).map_err(WorkerError::Image)?;
         tracing::info!(format = format.name(), size = disk.size(), "serving the virtual disk of a VM disk image");
         let (offset, len) = region(cfg, disk.size(), &|off, buf| disk.read_exact_at(buf, off))?;
-        let disk = Window::new(disk, offset, len)?;
+        let disk = Window::new(disk, offset, len).map_err(WorkerError::Image)?;
         return Ok((Box::new(disk), read_only));
     }
     let (offset, len) = region(cfg, image_size(&image)?, &|off, buf| image.read_exact_at(buf, off))?;
-    let dev = FileDevice::with_range(image, offset, len).map_err(|e| format!("{e}"))?;
+    let dev = FileDevice::with_range(image, offset, len).map_err(WorkerError::Device)?;
     let discard = match (block_device, cfg.tuning.discard) {
         (false, _) => ext4::Discard::PunchHole,
         (true, true) => ext4::Discard::With(image::blkdiscard),
@@ -141,14 +184,17 @@ fn region(
     cfg: &WorkerConfig,
     size: u64,
     read: &dyn Fn(u64, &mut [u8]) -> std::io::Result<()>,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64), WorkerError> {
     match cfg.tuning.partition {
         Some(n) => {
             let found = crate::partition::find(n, size, read)?;
             tracing::info!(partition = n, offset = found.offset, len = found.len, "serving a partition of the image");
             Ok((found.offset, found.len))
         }
-        None => Ok((cfg.offset, size.checked_sub(cfg.offset).ok_or("offset lies past the end of the image")?)),
+        None => {
+            let past = WorkerError::OffsetPastEnd { offset: cfg.offset, size };
+            Ok((cfg.offset, size.checked_sub(cfg.offset).ok_or(past)?))
+        }
     }
 }
 
@@ -162,7 +208,7 @@ fn mmp_owner(image: &File) -> ext4::mmp::Owner {
     ext4::mmp::Owner { node, device }
 }
 
-fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Result<(), String> {
+fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Result<(), WorkerError> {
     let cfg = &args.config;
     let fuse = File::from(fuse);
     // Asked before confinement (fstat is not in the worker's policy): a block device gets discards
@@ -203,7 +249,7 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
         quota_limits: t.quota_limits,
         ..defaults
     };
-    let fs = Arc::new(Filesystem::open(dev, &opts).map_err(|e| e.to_string())?);
+    let fs = Arc::new(Filesystem::open(dev, &opts)?);
     fs.set_commit_interval(std::time::Duration::from_secs(u64::from(cfg.commit)));
     fs.set_discard(t.discard);
     if let Some(e) = t.errors {
@@ -237,23 +283,22 @@ fn serve(args: WorkerArgs, fuse: OwnedFd, image: File, status: &Arc<File>) -> Re
     let threads =
         if t.single_thread { 1 } else { std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8) };
     let handler = Arc::new(Dispatcher::new(server.clone()));
-    let session =
-        Session::handshake(fuse, &*handler, plan, threads).map_err(|e| format!("FUSE handshake failed: {e}"))?;
+    let session = Session::handshake(fuse, &*handler, plan, threads).map_err(WorkerError::Handshake)?;
     let choice = session.choice().clone();
     if t.transport == TransportPolicy::IoUring && choice.transport == Transport::Classic {
-        return Err(format!("-o transport=io_uring: FUSE over io_uring cannot be used: {}", choice.why));
+        return Err(WorkerError::NoIoUring(choice.why.clone()));
     }
     tracing::info!("FUSE transport: {choice}");
     send(status, Status::Step(format!("transport: {choice}")));
     server.set_invalidator(dispatch::invalidator(session.notifier()));
     send(status, Status::Ready);
-    session.run(handler).map_err(|e| format!("FUSE session ended with an error: {e}"))
+    session.run(handler).map_err(WorkerError::Session)
 }
 
 /// The size of the image, file or block device: seek to its end (lseek is in the seccomp policy; the
 /// stat family is not needed for anything else).
-fn image_size(image: &File) -> Result<u64, String> {
+fn image_size(image: &File) -> Result<u64, WorkerError> {
     use std::io::Seek;
     let mut f = image;
-    f.seek(std::io::SeekFrom::End(0)).map_err(|e| format!("cannot size the image: {e}"))
+    f.seek(std::io::SeekFrom::End(0)).map_err(WorkerError::SizeImage)
 }

@@ -11,7 +11,7 @@ use super::wire::{self, serde_by_name};
 use crate::image::Format;
 use crate::server::AtimePolicy;
 
-serde_by_name!(AtimePolicy, |s: &str| s.parse::<AtimePolicy>());
+serde_by_name!(AtimePolicy, |s| s.parse());
 serde_by_name!(ErrorsPolicy, ErrorsPolicy::parse);
 serde_by_name!(TransportPolicy, TransportPolicy::parse);
 serde_by_name!(Format, Format::parse);
@@ -98,29 +98,45 @@ impl WorkerConfig {
     }
 
     /// Parses strictly and checks the values as the option parser does.
-    pub fn decode(line: &str) -> Result<WorkerConfig, String> {
+    pub fn decode(line: &str) -> Result<WorkerConfig, ConfigError> {
         let c: WorkerConfig = wire::from_json("worker config", line)?;
         c.check()?;
         Ok(c)
     }
 
     /// The bounds `-o` puts on these values.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         let t = &self.tuning;
         if !(1..=MAX_COMMIT_SECONDS).contains(&self.commit) {
-            return Err(format!("commit {}: not between 1 and {MAX_COMMIT_SECONDS} seconds", self.commit));
+            return Err(ConfigError::Commit(self.commit));
         }
-        if t.umask.is_some_and(|m| m > 0o7777) {
-            return Err("umask: not a mode (at most 7777)".into());
+        if let Some(m) = t.umask.filter(|&m| m > 0o7777) {
+            return Err(ConfigError::Umask(m));
         }
         if t.partition == Some(0) {
-            return Err("partition 0: partitions are numbered from 1".into());
+            return Err(ConfigError::PartitionZero);
         }
-        if t.cache_size.is_some_and(|n| !(64 << 10..=1 << 40).contains(&n)) {
-            return Err("cache_size: between 64K and 1024G".into());
+        if let Some(n) = t.cache_size.filter(|n| !(64 << 10..=1 << 40).contains(n)) {
+            return Err(ConfigError::CacheSize(n));
         }
         Ok(())
     }
+}
+
+/// Why a worker configuration (from a command line or a handoff) is refused: it did not decode, or a
+/// value is out of the bounds `-o` puts on it (the value carried).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    #[error("commit {0}: not between 1 and {MAX_COMMIT_SECONDS} seconds")]
+    Commit(u32),
+    #[error("umask: not a mode (at most 7777)")]
+    Umask(u32),
+    #[error("partition 0: partitions are numbered from 1")]
+    PartitionZero,
+    #[error("cache_size: between 64K and 1024G")]
+    CacheSize(u64),
 }
 
 impl Default for WorkerConfig {

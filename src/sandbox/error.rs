@@ -33,13 +33,6 @@ pub enum SandboxError {
     SeccompInstall { name: String, source: seccompiler::Error },
 }
 
-/// The launcher's errors are still lines of text: a sandbox error becomes its message.
-impl From<SandboxError> for String {
-    fn from(e: SandboxError) -> String {
-        e.to_string()
-    }
-}
-
 /// `step`'s name on the error of a system call.
 pub(crate) fn syscall<T>(step: &'static str, r: nix::Result<T>) -> Result<T, SandboxError> {
     r.map_err(|source| SandboxError::Syscall { step, source })

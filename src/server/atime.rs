@@ -29,15 +29,20 @@ impl AtimePolicy {
     }
 }
 
+/// A name that is none of [`AtimePolicy::name`]'s (the text that was given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad atime {0:?} (never, relative or always)")]
+pub struct UnknownAtime(pub String);
+
 /// The inverse of [`AtimePolicy::name`]; any other text is an error (not a default).
 impl std::str::FromStr for AtimePolicy {
-    type Err = String;
+    type Err = UnknownAtime;
 
-    fn from_str(s: &str) -> Result<AtimePolicy, String> {
+    fn from_str(s: &str) -> Result<AtimePolicy, UnknownAtime> {
         [AtimePolicy::Never, AtimePolicy::Relative, AtimePolicy::Always]
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("bad atime {s:?} (never, relative or always)"))
+            .ok_or_else(|| UnknownAtime(s.to_string()))
     }
 }
 
@@ -82,7 +87,7 @@ mod atime_tests {
         for p in [AtimePolicy::Never, AtimePolicy::Relative, AtimePolicy::Always] {
             assert_eq!(p.name().parse::<AtimePolicy>(), Ok(p));
         }
-        assert!("sometimes".parse::<AtimePolicy>().is_err());
+        assert_eq!("sometimes".parse::<AtimePolicy>(), Err(super::UnknownAtime("sometimes".into())));
         assert!("".parse::<AtimePolicy>().is_err());
     }
 }

@@ -24,7 +24,7 @@ use crate::fuse::{FileAttr, FileType, NodeId as INodeNo};
 use crate::ext4::ops::{NewInode, SetAttr};
 use crate::ext4::{self, FileKind, Filesystem, Inode, InodeNo, ReadView, StatFs};
 
-pub use atime::AtimePolicy;
+pub use atime::{AtimePolicy, UnknownAtime};
 
 /// Receives one directory entry: (inode number, next offset, type, name); returns true when full.
 pub type DirEmit<'a> = dyn FnMut(u64, u64, FileType, &[u8]) -> bool + 'a;
