@@ -1,0 +1,43 @@
+//! The benchmarks: ext4box against the kernel's ext4 and fuse2fs (see bench/README.md).
+//!
+//! `cargo bench --bench ext4box -- PHASE...` as root, PHASE one of `read`, `write`, `fsync`,
+//! `formats`; the settings come from the environment (ROUNDS, SYSTEMS, ORDER, BENCH_DIR, ...).
+//! Without a phase it prints its usage and does nothing, so `cargo test --benches` runs nothing.
+//! `op OP MNT [ARG]` runs one timed operation of the write phases (the write phases run it as a
+//! child process, which can be killed if it hangs on a mount).
+
+#[path = "../tests/shared/host.rs"]
+#[allow(dead_code)] // the tests use the rest
+mod host;
+
+mod common;
+mod read;
+
+const USAGE: &str = "\
+usage (as root): [VAR=VALUE...] cargo bench --bench ext4box -- PHASE...
+  read     find, ls -lR, stat, read-all, seqread on a cached image, cold caches (ROUNDS=5)
+Settings (environment): BENCH_DIR, EXT4BOX, ROUNDS, SYSTEMS, ORDER, UNMOUNT_TIMEOUT, and per phase
+the ones bench/README.md lists.";
+
+fn main() {
+    // `cargo bench` adds --bench; a phase name is what makes anything run.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.is_empty() {
+        eprintln!("{USAGE}");
+        return;
+    }
+    if let Some(bad) = args.iter().find(|a| !["read"].contains(&a.as_str())) {
+        eprintln!("unknown phase '{bad}'\n{USAGE}");
+        std::process::exit(2);
+    }
+    common::install_signal_handlers();
+    let _cleanup = common::Cleanup;
+    let mut ok = true;
+    for _phase in &args {
+        ok &= read::run(); // (the only phase so far)
+    }
+    if !ok {
+        common::unmount_all();
+        std::process::exit(1);
+    }
+}
