@@ -556,6 +556,11 @@ fn unmount_entry(mnt: &Path, mut m: Mounted) -> Option<String> {
     }
 }
 
+/// Forgets a mount taken down some other way (after a hang); returns its fuse2fs server, if any.
+pub fn forget(mnt: &Path) -> Option<Child> {
+    mounts().remove(mnt).and_then(|m| m.server)
+}
+
 /// Unmounts everything the bench mounted.
 pub fn unmount_all() {
     let all = std::mem::take(&mut *mounts());

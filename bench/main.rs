@@ -11,30 +11,39 @@
 mod host;
 
 mod common;
+mod ops;
 mod read;
+mod write;
 
 const USAGE: &str = "\
 usage (as root): [VAR=VALUE...] cargo bench --bench ext4box -- PHASE...
   read     find, ls -lR, stat, read-all, seqread on a cached image, cold caches (ROUNDS=5)
+  write    untar, create, stat, rename, unlink, deepstat, rm-rf, seqwrite on fresh images (ROUNDS=3)
 Settings (environment): BENCH_DIR, EXT4BOX, ROUNDS, SYSTEMS, ORDER, UNMOUNT_TIMEOUT, and per phase
 the ones bench/README.md lists.";
 
 fn main() {
     // `cargo bench` adds --bench; a phase name is what makes anything run.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.first().map(String::as_str) == Some("op") {
+        std::process::exit(ops::main(&args[1..]));
+    }
     if args.is_empty() {
         eprintln!("{USAGE}");
         return;
     }
-    if let Some(bad) = args.iter().find(|a| !["read"].contains(&a.as_str())) {
+    if let Some(bad) = args.iter().find(|a| !["read", "write"].contains(&a.as_str())) {
         eprintln!("unknown phase '{bad}'\n{USAGE}");
         std::process::exit(2);
     }
     common::install_signal_handlers();
     let _cleanup = common::Cleanup;
     let mut ok = true;
-    for _phase in &args {
-        ok &= read::run(); // (the only phase so far)
+    for phase in &args {
+        ok &= match phase.as_str() {
+            "read" => read::run(),
+            _ => write::run(),
+        };
     }
     if !ok {
         common::unmount_all();
