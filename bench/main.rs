@@ -11,6 +11,8 @@
 mod host;
 
 mod common;
+mod formats;
+mod fsync;
 mod ops;
 mod read;
 mod write;
@@ -19,6 +21,8 @@ const USAGE: &str = "\
 usage (as root): [VAR=VALUE...] cargo bench --bench ext4box -- PHASE...
   read     find, ls -lR, stat, read-all, seqread on a cached image, cold caches (ROUNDS=5)
   write    untar, create, stat, rename, unlink, deepstat, rm-rf, seqwrite on fresh images (ROUNDS=3)
+  fsync    create + write SIZE bytes + fsync, N files per round (ROUNDS=3)
+  formats  read and write of one MB-megabyte file through each VM disk format (ROUNDS=3)
 Settings (environment): BENCH_DIR, EXT4BOX, ROUNDS, SYSTEMS, ORDER, UNMOUNT_TIMEOUT, and per phase
 the ones bench/README.md lists.";
 
@@ -32,7 +36,7 @@ fn main() {
         eprintln!("{USAGE}");
         return;
     }
-    if let Some(bad) = args.iter().find(|a| !["read", "write"].contains(&a.as_str())) {
+    if let Some(bad) = args.iter().find(|a| !["read", "write", "fsync", "formats"].contains(&a.as_str())) {
         eprintln!("unknown phase '{bad}'\n{USAGE}");
         std::process::exit(2);
     }
@@ -42,7 +46,9 @@ fn main() {
     for phase in &args {
         ok &= match phase.as_str() {
             "read" => read::run(),
-            _ => write::run(),
+            "write" => write::run(),
+            "fsync" => fsync::run(),
+            _ => formats::run(),
         };
     }
     if !ok {
