@@ -556,6 +556,11 @@ fn unmount_entry(mnt: &Path, mut m: Mounted) -> Option<String> {
     }
 }
 
+/// The pid of the fuse2fs (or fuse4fs) server the bench started for `mnt`.
+pub fn foreground_server(mnt: &Path) -> Option<i32> {
+    mounts().get(mnt)?.server.as_ref().map(|c| c.id() as i32)
+}
+
 /// Forgets a mount taken down some other way (after a hang); returns its fuse2fs server, if any.
 pub fn forget(mnt: &Path) -> Option<Child> {
     mounts().remove(mnt).and_then(|m| m.server)

@@ -253,7 +253,7 @@ impl WriteBench {
                 t += &format!("    {l}\n");
             }
         }
-        if let Some(spid) = server_pid(sys, dev) {
+        if let Some(spid) = server_pid(sys, dev).or_else(|| common::foreground_server(mnt)) {
             t += &format!("\n== server pid {spid}, per thread: tid state wchan, kernel stack\n");
             let tasks =
                 fs::read_dir(format!("/proc/{spid}/task")).map(|rd| rd.flatten().collect()).unwrap_or(Vec::new());
@@ -651,10 +651,11 @@ impl WriteBench {
 }
 
 /// The pid of the ext4box server behind a FUSE connection (`major:minor`), as it records it in
-/// /run/ext4box.
+/// /run/ext4box (root's registry).
 fn server_pid(sys: &str, dev: &str) -> Option<i32> {
     if !common::uses_ext4box_binary(sys) || dev.is_empty() {
         return None;
     }
-    fs::read_to_string(format!("/run/ext4box/{dev}")).ok()?.trim().parse().ok()
+    // (the file holds the pid, then the owner's uid)
+    fs::read_to_string(format!("/run/ext4box/{dev}")).ok()?.lines().next()?.trim().parse().ok()
 }
