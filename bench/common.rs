@@ -9,8 +9,8 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::host;
@@ -188,6 +188,7 @@ impl Bench {
         need("mkfs.ext4", "apt-get install -y e2fsprogs");
         need("e2fsck", "apt-get install -y e2fsprogs");
         fs::create_dir_all(&dir).unwrap_or_else(|e| die(&format!("mkdir {}: {e}", dir.display())));
+        let _ = DIR.set(dir.clone());
         for s in ["fuse2fs", "fuse4fs", "ext4box", "uring", "nosandbox", "nojournal"] {
             let _ = File::create(dir.join(format!("{s}.log"))); // one run's worth of each server's log
         }
@@ -566,13 +567,25 @@ pub fn forget(mnt: &Path) -> Option<Child> {
     mounts().remove(mnt).and_then(|m| m.server)
 }
 
-/// Unmounts everything the bench mounted.
+/// BENCH_DIR, once a phase has started (for [`unmount_all`]).
+static DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Unmounts everything the bench mounted, then anything half-mounted under BENCH_DIR/mnt (a mount
+/// that failed), and removes a half-built image (`*.img.tmp`).
 pub fn unmount_all() {
     let all = std::mem::take(&mut *mounts());
     for (mnt, m) in all {
         log(&format!("cleanup: unmounting {} ({})", mnt.display(), m.sys));
         if let Some(p) = unmount_entry(&mnt, m) {
             log(&format!("warning: {p}"));
+        }
+    }
+    if let Some(dir) = DIR.get() {
+        clear_stale_mounts(&dir.join("mnt"));
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".img.tmp") {
+                let _ = fs::remove_file(e.path());
+            }
         }
     }
 }

@@ -317,6 +317,7 @@ impl WriteBench {
                 return Err(true);
             }
         };
+        common::check_signal(); // (a Ctrl-C that stopped the phase is not the phase's failure)
         compiler |= compiler_running();
         if compiler {
             self.compiler_phases += 1;
