@@ -74,6 +74,13 @@ fn inc_dir_links(d: &mut Inode) {
     d.links_count = if d.has_flag(flags::INDEX) && (n > LINK_MAX || n == 2) { 1 } else { n };
 }
 
+/// What [`Filesystem::remove`] may remove: unlink's non-directories, rmdir's empty directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    NonDirectory,
+    EmptyDirectory,
+}
+
 /// One subdirectory less in `d` (the kernel's `ext4_dec_count`: a count of 2 or less stays).
 fn dec_dir_links(d: &mut Inode) {
     if d.links_count > 2 {
@@ -337,24 +344,7 @@ impl Filesystem {
 
     /// Removes `name` (not a directory) from `parent`.
     pub fn unlink(&self, parent: InodeNo, name: &[u8]) -> Result<()> {
-        let mut tx = self.begin()?;
-        let mut dir = inode_mut(&tx, parent)?;
-        changeable_dir(&dir)?;
-        let ino = self.lookup(&dir, name)?;
-        let mut inode = inode_mut(&tx, ino)?;
-        if inode.kind == FileKind::Directory {
-            return Err(Error::IsDir);
-        }
-        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
-            return Err(Error::NotPermitted);
-        }
-        self.remove_entry(&mut tx, &mut dir, name)?;
-        let now = Timestamp::now();
-        dir.mtime = now;
-        dir.ctime = now;
-        tx.write_inode(&dir)?;
-        self.drop_link(&mut tx, &mut inode)?;
-        tx.commit()
+        self.remove(parent, name, Removal::NonDirectory)
     }
 
     /// Removes the empty directory `name` from `parent`.
@@ -365,22 +355,33 @@ impl Filesystem {
         if name == b".." {
             return Err(Error::NotEmpty);
         }
+        self.remove(parent, name, Removal::EmptyDirectory)
+    }
+
+    /// unlink and rmdir: the entry goes, the directory is touched, and the inode loses the link (it is
+    /// deleted with its last, or kept on the orphan list while the kernel still references it).
+    fn remove(&self, parent: InodeNo, name: &[u8], what: Removal) -> Result<()> {
         let mut tx = self.begin()?;
         let mut dir = inode_mut(&tx, parent)?;
         changeable_dir(&dir)?;
         let ino = self.lookup(&dir, name)?;
         let mut inode = inode_mut(&tx, ino)?;
-        if inode.kind != FileKind::Directory {
-            return Err(Error::NotDir);
+        match (what, inode.kind == FileKind::Directory) {
+            (Removal::NonDirectory, true) => return Err(Error::IsDir),
+            (Removal::EmptyDirectory, false) => return Err(Error::NotDir),
+            _ => {}
         }
         if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
             return Err(Error::NotPermitted);
         }
-        if !self.dir_is_empty(&inode)? {
+        if what == Removal::EmptyDirectory && !self.dir_is_empty(&inode)? {
             return Err(Error::NotEmpty);
         }
         self.remove_entry(&mut tx, &mut dir, name)?;
-        dec_dir_links(&mut dir);
+        if what == Removal::EmptyDirectory {
+            // Its `..` was one of the parent's links.
+            dec_dir_links(&mut dir);
+        }
         let now = Timestamp::now();
         dir.mtime = now;
         dir.ctime = now;
