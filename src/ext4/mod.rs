@@ -12,7 +12,6 @@
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 pub mod acl;
-#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod alloc;
 pub mod attr_ops;
 pub mod block_group;
