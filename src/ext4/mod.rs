@@ -45,7 +45,6 @@ pub mod fscrypt;
 pub mod inline_data;
 pub mod inode;
 pub mod journal;
-#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod journal_write;
 pub mod mmp;
 pub mod ops;
