@@ -263,7 +263,7 @@ impl Filesystem {
         if fs.read_only.is_none() && fs.sb.has_compat(COMPAT_HAS_JOURNAL) {
             match super::journal_write::Log::open(&fs) {
                 Ok(log) => fs.log = Some(log),
-                Err(why) => fs.read_only = Some(ReadOnlyReason::Journal(why)),
+                Err(why) => fs.read_only = Some(ReadOnlyReason::Journal(why.to_string())),
             }
         }
         if fs.read_only.is_none() {

@@ -23,8 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::bytes::{high32, index, low16, low32};
 use super::checksum::crc32c;
-use super::error::{CorruptKind, Error, Result};
+use super::error::{CorruptKind, Error, Object, Result};
 use super::fs::Filesystem;
 use super::jbd2::{
     BLOCKTYPE_COMMIT, BLOCKTYPE_DESCRIPTOR, BLOCKTYPE_REVOKE, INCOMPAT_REVOKE, JBD2_MAGIC, JournalSuperblock,
@@ -40,6 +41,37 @@ const MAX_TRANSACTION_BYTES: usize = 32 << 20;
 const MAX_FREED_RANGES: usize = 1 << 16;
 /// The commit interval when the mount does not name one (`commit=`), as the kernel's.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+/// A log block's header (`journal_header_t`: magic, block type, sequence).
+const HEADER_BYTES: usize = 12;
+/// What a descriptor block holds besides its tags: the header, and the journal's UUID after the first tag.
+const DESCRIPTOR_OVERHEAD: usize = HEADER_BYTES + 16;
+/// A revoke block's header: `journal_header_t` and `r_count`.
+const REVOKE_HEADER: usize = HEADER_BYTES + 4;
+/// The checksum tail of a descriptor or revoke block (v2/v3).
+const TAIL_BYTES: usize = 4;
+
+/// Why the journal cannot be written to: the mount is then read-only, and says this.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LogOpenError {
+    /// A journal the engine does not write (an external one, unknown features), as [`Journal::open`]
+    /// says.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The journal or its superblock is damaged.
+    #[error("the journal cannot be opened ({0}); run e2fsck")]
+    Damaged(Error),
+    #[error("the journal holds transactions but the superblock does not ask for their recovery; run e2fsck")]
+    NotRecovered,
+    #[error("the journal uses v1 commit checksums, which ext4box does not write")]
+    V1Checksums,
+    #[error("the journal cannot name blocks past 2^32 (no 64bit journal feature)")]
+    No64bit,
+    /// Where its blocks lie cannot be worked out or held (a hole, a journal in too many pieces).
+    #[error("the journal cannot be written ({0})")]
+    Unmapped(Error),
+    #[error("the journal is too small to write transactions")]
+    TooSmall,
+}
 
 /// The journal as the write side uses it.
 pub(crate) struct Log {
@@ -52,7 +84,8 @@ pub(crate) struct Log {
 struct LogState {
     jsb: JournalSuperblock,
     raw_jsb: Vec<u8>,
-    jsb_block: u64,
+    /// Where the journal superblock lies on the device (a byte offset).
+    jsb_at: u64,
     uuid: [u8; 16],
     /// Where the log lives: (first log block, first device block, length).
     runs: Vec<(u32, u64, u32)>,
@@ -93,42 +126,42 @@ impl Log {
     /// Opens the internal journal of `fs` for writing. `Err` is the reason it cannot be (the mount is
     /// then read-only): an external journal, a damaged or fragmented one, or a format the writer does
     /// not produce.
-    pub(crate) fn open(fs: &Filesystem) -> std::result::Result<Log, String> {
+    pub(crate) fn open(fs: &Filesystem) -> std::result::Result<Log, LogOpenError> {
         let journal = Journal::open(fs).map_err(|e| match e {
-            Error::Unsupported(why) => why,
-            e => format!("the journal cannot be opened ({e}); run e2fsck"),
+            Error::Unsupported(why) => LogOpenError::Unsupported(why),
+            e => LogOpenError::Damaged(e),
         })?;
         let mut raw_jsb = journal.raw_sb.clone();
         let mut jsb = journal.sb.clone();
         if fs.sb.has_metadata_csum() && !jsb.has_csum() && jsb.version == 2 {
             // As the kernel at mount: a filesystem with metadata checksums gets v3 journal checksums.
             raw_jsb = jsb.with_csum_v3(&raw_jsb);
-            jsb = JournalSuperblock::parse(&raw_jsb, fs.block_size())
-                .map_err(|e| format!("the journal cannot be opened ({e}); run e2fsck"))?;
+            jsb = JournalSuperblock::parse(&raw_jsb, fs.block_size()).map_err(LogOpenError::Damaged)?;
         }
         if jsb.start != 0 {
-            return Err("the journal holds transactions but the superblock does not ask for their recovery; \
-                        run e2fsck"
-                .into());
+            return Err(LogOpenError::NotRecovered);
         }
         if jsb.has_v1_checksums() {
-            return Err("the journal uses v1 commit checksums, which ext4box does not write".into());
+            return Err(LogOpenError::V1Checksums);
         }
         if !jsb.is_64bit() && fs.sb.blocks_count > u64::from(u32::MAX) {
-            return Err("the journal cannot name blocks past 2^32 (no 64bit journal feature)".into());
+            return Err(LogOpenError::No64bit);
         }
-        let runs = journal.runs(MAX_RUNS).map_err(|e| format!("the journal cannot be written ({e})"))?;
+        let runs = journal.runs(MAX_RUNS).map_err(LogOpenError::Unmapped)?;
         let block_size = fs.block_size();
-        let log_blocks = jsb.log_end().saturating_sub(jsb.first) as usize;
+        let jsb_at = journal.sb_block.checked_mul(u64::from(block_size)).ok_or(LogOpenError::Damaged(
+            Error::corrupt(Object::Journal, CorruptKind::JournalSuperblockOffsetOverflows),
+        ))?;
+        let log_blocks = index(jsb.log_end().saturating_sub(jsb.first));
         // The log holds the previous transaction and the committing one, each with its descriptors.
-        let max_blocks = (log_blocks / 4).min(MAX_TRANSACTION_BYTES / block_size as usize);
+        let max_blocks = (log_blocks / 4).min(MAX_TRANSACTION_BYTES.checked_div(index(block_size)).unwrap_or(0));
         if max_blocks < 16 {
-            return Err("the journal is too small to write transactions".into());
+            return Err(LogOpenError::TooSmall);
         }
         let state = LogState {
             uuid: JournalSuperblock::uuid(&raw_jsb),
             raw_jsb,
-            jsb_block: journal.sb_block,
+            jsb_at,
             head: jsb.first,
             tail: 0,
             sequence: jsb.sequence,
@@ -193,7 +226,8 @@ impl Log {
     ) -> Result<()> {
         let full = {
             let st = self.lock();
-            !st.running.is_empty() && st.running.len() + blocks.len() > self.max_blocks
+            // Lengths of collections in memory: their sum does not reach `usize::MAX`.
+            !st.running.is_empty() && st.running.len().saturating_add(blocks.len()) > self.max_blocks
         };
         if full {
             self.commit(fs)?;
@@ -276,10 +310,10 @@ impl Log {
         }
         let revokes: Vec<u64> = st.revoke.iter().copied().collect();
         let layout = st.layout(blocks.len(), revokes.len());
-        let log_blocks = st.jsb.log_end() - st.jsb.first;
+        let log_blocks = st.log_len();
         // Strictly less than the free space: the head never catches up with the tail, so a full log is
         // never taken for an empty one.
-        if layout.total >= st.free() {
+        if layout.total >= st.free()? {
             st.checkpoint(fs)?;
         }
         if layout.total >= log_blocks {
@@ -303,24 +337,25 @@ impl Log {
         let incompat = if revokes.is_empty() && !st.revokes_used { 0 } else { INCOMPAT_REVOKE };
         if st.tail == 0 {
             let raw = st.jsb.positioned(&st.raw_jsb, sequence, start, incompat);
-            dev.write_all_at(&raw, st.jsb_block * bs)?;
+            dev.write_all_at(&raw, st.jsb_at)?;
             st.raw_jsb = raw;
         }
         dev.flush()?;
         // Step 2: the commit block, and the tail moved past the previous transaction (its home copies
         // are durable now).
-        let commit_at = st.advance(start, layout.total - 1);
+        // `total` counts the commit block: it is at least 1.
+        let commit_at = st.advance(start, layout.total.saturating_sub(1))?;
         let commit = st.commit_block(sequence);
         st.write_log(fs, commit_at, &commit)?;
         if st.tail != 0 && st.tail != start {
             let raw = st.jsb.positioned(&st.raw_jsb, sequence, start, incompat);
-            dev.write_all_at(&raw, st.jsb_block * bs)?;
+            dev.write_all_at(&raw, st.jsb_at)?;
             st.raw_jsb = raw;
         }
         dev.flush()?;
         st.tail = start;
         st.revokes_used |= incompat != 0;
-        st.head = st.advance(commit_at, 1);
+        st.head = st.advance(commit_at, 1)?;
         // Step 3: home, unflushed.
         write_home(fs, &blocks, bs)?;
         st.finish(&blocks, true);
@@ -336,40 +371,72 @@ impl Log {
     }
 }
 
+/// A log block outside the log: the log's state in memory no longer matches the journal's layout.
+fn outside_log() -> Error {
+    Error::corrupt(Object::Journal, CorruptKind::JournalBlockOutOfRange)
+}
+
+/// The byte offset of device block `nr`: a block of the log or of the filesystem, both checked to lie
+/// inside the device, so only a broken layout makes this fail.
+fn byte_offset(nr: u64, bs: u64) -> Result<u64> {
+    nr.checked_mul(bs).ok_or_else(outside_log)
+}
+
 impl LogState {
+    /// The log's length in blocks: the journal superblock keeps its end past its first block.
+    fn log_len(&self) -> u32 {
+        self.jsb.log_end().saturating_sub(self.jsb.first)
+    }
+
+    /// Log block `n` as a position in the log, from 0 at its first block.
+    fn position(&self, n: u32) -> Result<u32> {
+        n.checked_sub(self.jsb.first).filter(|&p| p < self.log_len()).ok_or_else(outside_log)
+    }
+
     /// The log blocks between the tail and the head are in use; the rest is free.
-    fn free(&self) -> u32 {
-        let len = self.jsb.log_end() - self.jsb.first;
+    fn free(&self) -> Result<u32> {
+        let len = self.log_len();
         if self.tail == 0 {
-            return len;
+            return Ok(len);
         }
-        let used = if self.head >= self.tail { self.head - self.tail } else { len - (self.tail - self.head) };
-        len - used
+        // Both lie in the log (below 2^24 blocks): the used part runs from the tail forward to the head,
+        // wrapping at the log's end.
+        let (head, tail) = (self.position(self.head)?, self.position(self.tail)?);
+        let used = head.checked_add(len).and_then(|n| n.checked_sub(tail)).and_then(|n| n.checked_rem(len));
+        used.and_then(|used| len.checked_sub(used)).ok_or_else(outside_log)
     }
 
     /// Log block `n` advanced by `by`, wrapping at the end of the log.
-    fn advance(&self, n: u32, by: u32) -> u32 {
-        let (first, end) = (self.jsb.first, self.jsb.log_end());
-        let len = end - first;
-        first + ((n - first) + by % len) % len
+    fn advance(&self, n: u32, by: u32) -> Result<u32> {
+        let len = self.log_len();
+        let at = self.position(n)?;
+        by.checked_rem(len)
+            .and_then(|by| at.checked_add(by))
+            .and_then(|p| p.checked_rem(len))
+            .and_then(|p| self.jsb.first.checked_add(p))
+            .ok_or_else(outside_log)
     }
 
     fn layout(&self, blocks: usize, revokes: usize) -> Layout {
-        let bs = self.block_size as usize;
-        let tail = if self.jsb.has_csum() { 4 } else { 0 };
+        // A block holds at least 1 KiB, a tag at most 16 bytes and a revoke record 8: the subtractions
+        // leave room for dozens of either, and the divisors are not zero (`max(1)` only keeps
+        // `chunks` from panicking).
+        let bs = index(self.block_size);
+        let tail = if self.jsb.has_csum() { TAIL_BYTES } else { 0 };
         let tag = self.jsb.tag_bytes();
-        // The first tag of a descriptor carries the journal's UUID (16 bytes) after it.
-        let per_descriptor = 1 + (bs - 12 - tail - tag - 16) / tag;
+        let per_descriptor =
+            bs.saturating_sub(DESCRIPTOR_OVERHEAD).saturating_sub(tail).checked_div(tag).unwrap_or(0).max(1);
         let width = if self.jsb.is_64bit() { 8 } else { 4 };
-        let per_revoke = (bs - 16 - tail) / width;
+        let per_revoke = bs.saturating_sub(REVOKE_HEADER).saturating_sub(tail).checked_div(width).unwrap_or(0).max(1);
         let descriptors = blocks.div_ceil(per_descriptor);
         let revoke_blocks = revokes.div_ceil(per_revoke);
-        let total = descriptors + blocks + revoke_blocks + 1;
+        // Saturating is harmless: a transaction that large is larger than any log, and written without it.
+        let total = descriptors.saturating_add(blocks).saturating_add(revoke_blocks).saturating_add(1);
         Layout { per_descriptor, per_revoke, total: u32::try_from(total).unwrap_or(u32::MAX) }
     }
 
     fn header(&self, kind: u32, sequence: u32) -> Vec<u8> {
-        let mut b = vec![0u8; self.block_size as usize];
+        let mut b = vec![0u8; index(self.block_size)];
         put_be32(&mut b, 0, JBD2_MAGIC);
         put_be32(&mut b, 4, kind);
         put_be32(&mut b, 8, sequence);
@@ -378,8 +445,7 @@ impl LogState {
 
     /// Seals a descriptor or revoke block with its tail checksum (v2/v3).
     fn seal_tail(&self, b: &mut [u8]) {
-        if self.jsb.has_csum() {
-            let at = b.len() - 4;
+        if let Some(at) = b.len().checked_sub(TAIL_BYTES).filter(|_| self.jsb.has_csum()) {
             put_be32(b, at, 0);
             let c = crc32c(self.jsb.csum_seed, b);
             put_be32(b, at, c);
@@ -389,15 +455,18 @@ impl LogState {
     /// Descriptor blocks, logged copies (escaped where they begin with the journal's magic number) and
     /// revoke blocks of the running transaction, as consecutive log blocks (without the commit block).
     fn log_image(&self, blocks: &[(u64, Arc<Vec<u8>>)], revokes: &[u64], layout: &Layout) -> Vec<u8> {
-        let bs = self.block_size as usize;
+        let bs = index(self.block_size);
         let seq = self.sequence;
-        let mut out = Vec::with_capacity((layout.total as usize - 1) * bs);
-        let tag_bytes = self.jsb.tag_bytes();
+        // A capacity only; the transaction fits in the log (below 2^24 blocks), so this is exact.
+        let mut out = Vec::with_capacity(index(layout.total.saturating_sub(1)).saturating_mul(bs));
         let seq_seed = crc32c(self.jsb.csum_seed, &seq.to_be_bytes());
         for chunk in blocks.chunks(layout.per_descriptor) {
             let mut desc = self.header(BLOCKTYPE_DESCRIPTOR, seq);
-            let mut copies = Vec::with_capacity(chunk.len() * bs);
-            let mut off = 12;
+            // The tags follow the header, then zeros to the tail: the layout leaves them room.
+            desc.truncate(HEADER_BYTES);
+            let mut copies = Vec::with_capacity(chunk.len().saturating_mul(bs));
+            // Chunks are never empty.
+            let last = chunk.len().saturating_sub(1);
             for (i, (home, data)) in chunk.iter().enumerate() {
                 let mut copy = data.as_ref().clone();
                 let mut flags = 0;
@@ -408,58 +477,69 @@ impl LogState {
                 if i > 0 {
                     flags |= TAG_SAME_UUID;
                 }
-                if i + 1 == chunk.len() {
+                if i == last {
                     flags |= TAG_LAST;
                 }
                 let csum = if self.jsb.has_csum() { crc32c(seq_seed, &copy) } else { 0 };
-                let t = &mut desc[off..off + tag_bytes];
-                put_be32(t, 0, *home as u32);
-                if self.jsb.csum_v3() {
-                    put_be32(t, 4, flags);
-                    put_be32(t, 8, (*home >> 32) as u32);
-                    put_be32(t, 12, csum);
-                } else {
-                    t[4..6].copy_from_slice(&(csum as u16).to_be_bytes());
-                    t[6..8].copy_from_slice(&(flags as u16).to_be_bytes());
-                    if self.jsb.is_64bit() {
-                        put_be32(t, 8, (*home >> 32) as u32);
-                    }
-                }
-                off += tag_bytes;
+                desc.extend_from_slice(&self.tag(*home, flags, csum));
                 if i == 0 {
-                    desc[off..off + 16].copy_from_slice(&self.uuid);
-                    off += 16;
+                    desc.extend_from_slice(&self.uuid);
                 }
                 copies.extend_from_slice(&copy);
             }
+            desc.resize(bs, 0);
             self.seal_tail(&mut desc);
             out.extend_from_slice(&desc);
             out.extend_from_slice(&copies);
         }
-        let width = if self.jsb.is_64bit() { 8 } else { 4 };
         for chunk in revokes.chunks(layout.per_revoke) {
             let mut b = self.header(BLOCKTYPE_REVOKE, seq);
-            let mut off = 16;
+            // The records follow the header and r_count: big-endian, 64 bits with the 64bit feature (a
+            // journal without it only serves filesystems below 2^32 blocks).
+            b.truncate(REVOKE_HEADER);
             for &nr in chunk {
-                if width == 8 {
-                    put_be32(&mut b, off, (nr >> 32) as u32);
-                    put_be32(&mut b, off + 4, nr as u32);
+                if self.jsb.is_64bit() {
+                    b.extend_from_slice(&nr.to_be_bytes());
                 } else {
-                    put_be32(&mut b, off, nr as u32);
+                    b.extend_from_slice(&low32(nr).to_be_bytes());
                 }
-                off += width;
             }
-            put_be32(&mut b, 12, off as u32);
+            // r_count: the bytes in use, header included (within the block, so below 2^17).
+            let used = u32::try_from(b.len()).unwrap_or(u32::MAX);
+            b.resize(bs, 0);
+            put_be32(&mut b, 12, used);
             self.seal_tail(&mut b);
             out.extend_from_slice(&b);
         }
         out
     }
 
+    /// Descriptor tag `journal_block_tag3_t` (v3 checksums) or `journal_block_tag_t` for home block
+    /// `home`, `tag_bytes` long. A journal without the 64bit feature only serves filesystems below 2^32
+    /// blocks (see [`Log::open`]).
+    fn tag(&self, home: u64, flags: u32, csum: u32) -> Vec<u8> {
+        let mut t = vec![0u8; self.jsb.tag_bytes()];
+        put_be32(&mut t, 0, low32(home));
+        if self.jsb.csum_v3() {
+            put_be32(&mut t, 4, flags);
+            put_be32(&mut t, 8, high32(home));
+            put_be32(&mut t, 12, csum);
+        } else {
+            // 16-bit fields: v2 keeps the checksum's low half; the flags all fit.
+            t[4..6].copy_from_slice(&low16(csum).to_be_bytes());
+            t[6..8].copy_from_slice(&low16(flags).to_be_bytes());
+            if self.jsb.is_64bit() {
+                put_be32(&mut t, 8, high32(home));
+            }
+        }
+        t
+    }
+
     fn commit_block(&self, sequence: u32) -> Vec<u8> {
         let mut b = self.header(BLOCKTYPE_COMMIT, sequence);
         let now = super::inode::Timestamp::now();
-        b[0x30..0x38].copy_from_slice(&(now.sec as u64).to_be_bytes());
+        // h_commit_sec: the seconds as the kernel stores them, a 64-bit two's-complement value.
+        b[0x30..0x38].copy_from_slice(&now.sec.to_be_bytes());
         put_be32(&mut b, 0x38, now.nsec);
         if self.jsb.has_csum() {
             let c = crc32c(self.jsb.csum_seed, &b);
@@ -471,25 +551,29 @@ impl LogState {
     /// The device block holding log block `n`.
     fn physical(&self, n: u32) -> Option<(u64, u32)> {
         let i = self.runs.partition_point(|r| r.0 <= n).checked_sub(1)?;
-        let (first, pblk, len) = self.runs[i];
-        let within = n - first;
-        (within < len).then(|| (pblk + u64::from(within), len - within))
+        let &(first, pblk, len) = self.runs.get(i)?;
+        let within = n.checked_sub(first)?;
+        let left = len.checked_sub(within).filter(|&left| left > 0)?;
+        // The run lies inside the filesystem (checked when the journal was mapped).
+        Some((pblk.checked_add(u64::from(within))?, left))
     }
 
     /// Writes `bytes` (whole blocks) to the log from log block `at`, wrapping at the end of the log, in
     /// as few writes as the journal's layout on the device allows.
     fn write_log(&self, fs: &Filesystem, at: u32, bytes: &[u8]) -> Result<()> {
-        let bs = self.block_size as usize;
+        let bs = index(self.block_size);
         let mut n = at;
-        let mut done = 0;
-        while done < bytes.len() {
-            let (pblk, run) =
-                self.physical(n).ok_or(Error::corrupt(super::error::Object::Journal, CorruptKind::LogBlockUnmapped))?;
-            let to_end = self.jsb.log_end() - n;
-            let blocks = ((bytes.len() - done) / bs).min(run as usize).min(to_end as usize).max(1);
-            fs.device().write_all_at(&bytes[done..done + blocks * bs], pblk * bs as u64)?;
-            done += blocks * bs;
-            n = self.advance(n, blocks as u32);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (pblk, run) = self.physical(n).ok_or(Error::corrupt(Object::Journal, CorruptKind::LogBlockUnmapped))?;
+            let to_end = self.jsb.log_end().saturating_sub(n);
+            // Whole blocks, fewer than the log holds (below 2^24), so the byte count fits.
+            let left = u32::try_from(rest.len().checked_div(bs).unwrap_or(0)).unwrap_or(u32::MAX);
+            let blocks = left.min(run).min(to_end).max(1);
+            let (now, later) = rest.split_at(rest.len().min(index(blocks).saturating_mul(bs)));
+            fs.device().write_all_at(now, byte_offset(pblk, u64::from(self.block_size))?)?;
+            rest = later;
+            n = self.advance(n, blocks)?;
         }
         Ok(())
     }
@@ -500,7 +584,7 @@ impl LogState {
         dev.flush()?;
         if self.tail != 0 {
             let raw = self.jsb.positioned(&self.raw_jsb, self.sequence, 0, 0);
-            dev.write_all_at(&raw, self.jsb_block * u64::from(self.block_size))?;
+            dev.write_all_at(&raw, self.jsb_at)?;
             dev.flush()?;
             self.raw_jsb = raw;
             self.tail = 0;
@@ -517,6 +601,7 @@ impl LogState {
         self.superblock = None;
         self.revoke.clear();
         self.busy.clear();
+        // Transaction ids wrap at 2^32 by design (jbd2 compares them across the wrap).
         self.sequence = self.sequence.wrapping_add(1);
         self.last_commit = Instant::now();
     }
@@ -524,32 +609,30 @@ impl LogState {
 
 /// The block holding the superblock, with `sb` (1024 bytes) in place and the rest as on disk.
 fn superblock_block(fs: &Filesystem, sb: &[u8]) -> Result<(u64, Vec<u8>)> {
-    let bs = u64::from(fs.block_size());
-    let (nr, off) = super::fs::superblock_block(fs.block_size());
-    let mut block = vec![0u8; bs as usize];
-    fs.device().read_exact_at(&mut block, nr * bs)?;
-    block[off..off + sb.len()].copy_from_slice(sb);
+    let bs = fs.block_size();
+    let (nr, off) = super::fs::superblock_block(bs);
+    let mut block = vec![0u8; index(bs)];
+    fs.device().read_exact_at(&mut block, byte_offset(nr, u64::from(bs))?)?;
+    // 1024 bytes at byte 1024: inside block 1 of 1 KiB, or block 0 of a larger size.
+    block
+        .get_mut(off..)
+        .and_then(|rest| rest.get_mut(..sb.len()))
+        .ok_or(Error::corrupt(Object::Superblock, CorruptKind::BlockNumberOutOfRange))?
+        .copy_from_slice(sb);
     Ok((nr, block))
 }
 
 /// Writes blocks (sorted by number) to their homes, one write per run of consecutive blocks.
 fn write_home(fs: &Filesystem, blocks: &[(u64, Arc<Vec<u8>>)], bs: u64) -> Result<()> {
-    let mut i = 0;
-    while i < blocks.len() {
-        let mut j = i + 1;
-        while j < blocks.len() && blocks[j].0 == blocks[j - 1].0 + 1 {
-            j += 1;
-        }
-        if j - i == 1 {
-            fs.device().write_all_at(&blocks[i].1, blocks[i].0 * bs)?;
+    for run in blocks.chunk_by(|(a, _), (b, _)| a.checked_add(1) == Some(*b)) {
+        let Some((first, data)) = run.first() else { continue };
+        let at = byte_offset(*first, bs)?;
+        if run.len() == 1 {
+            fs.device().write_all_at(data, at)?;
         } else {
-            let mut buf = Vec::with_capacity((j - i) * bs as usize);
-            for (_, d) in &blocks[i..j] {
-                buf.extend_from_slice(d);
-            }
-            fs.device().write_all_at(&buf, blocks[i].0 * bs)?;
+            let buf = run.iter().map(|(_, d)| d.as_slice()).collect::<Vec<&[u8]>>().concat();
+            fs.device().write_all_at(&buf, at)?;
         }
-        i = j;
     }
     Ok(())
 }

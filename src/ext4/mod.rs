@@ -12,7 +12,6 @@
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 pub mod acl;
-#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod alloc;
 pub mod attr_ops;
 pub mod block_group;
@@ -47,7 +46,6 @@ pub mod inline_data;
 pub mod inode;
 pub mod jbd2;
 pub mod journal;
-#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod journal_write;
 pub mod mmp;
 pub mod mount_state;
