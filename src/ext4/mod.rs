@@ -64,7 +64,6 @@ pub mod trim;
 pub mod txn;
 pub mod xattr;
 pub mod xattr_read;
-#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod xattr_write;
 
 pub use device::{BlockDevice, Discard, FileDevice};
