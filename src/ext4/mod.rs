@@ -28,7 +28,6 @@ pub mod dir_block;
 pub mod dir_hash;
 pub mod dir_htree;
 pub mod dir_read;
-#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod dir_write;
 pub mod ea_inode;
 pub mod error;
