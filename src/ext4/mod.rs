@@ -24,10 +24,12 @@ pub mod checksum;
 pub mod corrupt;
 pub mod device;
 pub mod dir_block;
+pub mod dir_block_write;
+pub mod dir_create;
 pub mod dir_hash;
 pub mod dir_htree;
+pub mod dir_htree_write;
 pub mod dir_read;
-#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod dir_write;
 pub mod ea_inode;
 pub mod error;
@@ -64,7 +66,6 @@ pub mod trim;
 pub mod txn;
 pub mod xattr;
 pub mod xattr_read;
-#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod xattr_write;
 
 pub use device::{BlockDevice, Discard, FileDevice};

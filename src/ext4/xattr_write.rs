@@ -1,9 +1,12 @@
 //! Writing extended attributes: set and remove, in the inode body first and in one external block for
 //! what does not fit, with the block's reference count honoured (a shared block is copied, not changed);
 //! with `ea_inode`, a value that fits neither goes into an EA inode of its own (see `ea_inode`).
+//!
+//! Sizes and offsets are checked: an area that would need more room than a `usize` holds does not fit,
+//! like one that is merely too small.
 
 use super::bytes::le32;
-use super::bytes_mut::{put16, put32};
+use super::bytes_mut::{put8, put16, put32};
 use super::checksum::crc32c;
 use super::ea_inode;
 use super::error::{Error, Object, Result};
@@ -16,13 +19,19 @@ use super::xattr::{self, BLOCK_CHECKSUM, BLOCK_HEADER, ENTRY_HEADER, Entry, INDE
 pub const XATTR_CREATE: i32 = libc::XATTR_CREATE;
 pub const XATTR_REPLACE: i32 = libc::XATTR_REPLACE;
 
+/// `n` rounded up to a multiple of 4 (entries and values are 4-byte aligned). A size too large to round
+/// saturates: it fits no area, which is what [`layout`] then finds.
+fn round4(n: usize) -> usize {
+    n.saturating_add(3) & !3
+}
+
 fn entry_size(e: &Entry) -> usize {
-    (ENTRY_HEADER + e.name.len() + 3) & !3
+    round4(ENTRY_HEADER.saturating_add(e.name.len()))
 }
 
 fn value_size(e: &Entry) -> usize {
     match &e.value {
-        Value::Stored(v) => (v.len() + 3) & !3,
+        Value::Stored(v) => round4(v.len()),
         Value::EaInode { .. } => 0,
     }
 }
@@ -36,16 +45,17 @@ fn entry_hash(e: &Entry) -> u32 {
     }
 }
 
-/// The entry hash of `name` with `value` (zero-padded to whole 32-bit words).
+/// The entry hash of `name` with `value` (zero-padded to whole 32-bit words). The kernel's
+/// `(h << 5) ^ (h >> 27)` and `(h << 16) ^ (h >> 16)` are rotations.
 fn hash_entry(name: &[u8], value: &[u8]) -> u32 {
     let mut h: u32 = 0;
     for &c in name {
-        h = (h << 5) ^ (h >> 27) ^ u32::from(c);
+        h = h.rotate_left(5) ^ u32::from(c);
     }
     let mut padded = value.to_vec();
-    padded.resize((value.len() + 3) & !3, 0);
+    padded.resize(round4(value.len()), 0);
     for w in padded.chunks_exact(4) {
-        h = (h << 16) ^ (h >> 16) ^ le32(w, 0);
+        h = h.rotate_left(16) ^ le32(w, 0);
     }
     h
 }
@@ -53,37 +63,39 @@ fn hash_entry(name: &[u8], value: &[u8]) -> u32 {
 /// Lays `entries` out in an area of `len` bytes whose entries start at `start`, with values packed from
 /// the end; value offsets count from `base`. `None` when they do not fit.
 fn layout(entries: &[Entry], len: usize, start: usize, base: usize, hashes: bool) -> Option<Vec<u8>> {
-    let need_entries: usize = entries.iter().map(entry_size).sum::<usize>() + 4;
-    let need_values: usize = entries.iter().map(value_size).sum();
-    if start + need_entries + need_values > len {
+    // The entries, the 4-byte end marker after them, and the values.
+    let mut sizes = entries.iter().flat_map(|e| [entry_size(e), value_size(e)]);
+    let need = sizes.try_fold(start.checked_add(4)?, usize::checked_add)?;
+    if need > len {
         return None;
     }
+    // Everything below lies inside the `len` bytes just checked: the entries from `start` up, the values
+    // from `len` down, without meeting.
     let mut b = vec![0u8; len];
     let mut pos = start;
     let mut vend = len;
     for e in entries {
-        put16(&mut b, pos + 2, 0);
-        b[pos] = e.name.len() as u8;
-        b[pos + 1] = e.index;
-        match &e.value {
+        let (value_offs, value_ino, value_size) = match &e.value {
             Value::Stored(v) => {
-                vend -= (v.len() + 3) & !3;
-                b[vend..vend + v.len()].copy_from_slice(v);
-                put16(&mut b, pos + 2, if v.is_empty() { 0 } else { (vend - base) as u16 });
-                put32(&mut b, pos + 4, 0);
-                put32(&mut b, pos + 8, v.len() as u32);
+                vend = vend.checked_sub(round4(v.len()))?;
+                b.get_mut(vend..)?.get_mut(..v.len())?.copy_from_slice(v);
+                let offs = if v.is_empty() { 0 } else { u16::try_from(vend.checked_sub(base)?).ok()? };
+                (offs, 0, u32::try_from(v.len()).ok()?)
             }
-            Value::EaInode { ino, size } => {
-                put32(&mut b, pos + 4, *ino);
-                put32(&mut b, pos + 8, *size);
-            }
-        }
+            Value::EaInode { ino, size } => (0, *ino, *size),
+        };
         // In the inode body a stored value's hash may be 0 (the kernel does not check it there); an
         // EA-inode entry's is always checked.
         let ea = matches!(e.value, Value::EaInode { .. });
-        put32(&mut b, pos + 12, if hashes || ea { entry_hash(e) } else { 0 });
-        b[pos + ENTRY_HEADER..pos + ENTRY_HEADER + e.name.len()].copy_from_slice(&e.name);
-        pos += entry_size(e);
+        let ent = b.get_mut(pos..)?;
+        put8(ent, 0, u8::try_from(e.name.len()).ok()?);
+        put8(ent, 1, e.index);
+        put16(ent, 2, value_offs);
+        put32(ent, 4, value_ino);
+        put32(ent, 8, value_size);
+        put32(ent, 12, if hashes || ea { entry_hash(e) } else { 0 });
+        ent.get_mut(ENTRY_HEADER..)?.get_mut(..e.name.len())?.copy_from_slice(&e.name);
+        pos = pos.checked_add(entry_size(e))?;
     }
     Some(b)
 }
@@ -117,10 +129,16 @@ fn encode_block(entries: &mut [Entry], bs: usize, refcount: u32) -> Option<Vec<u
             h = 0;
             break;
         }
-        h = (h << 16) ^ (h >> 16) ^ eh;
+        h = h.rotate_left(16) ^ eh;
     }
     put32(&mut b, 12, h);
     Some(b)
+}
+
+/// `i_blocks` grown by `n` sectors. It was read as at most 48 bits times a block's 128 sectors, and a
+/// charge is a few clusters: the sum stays far below `u64::MAX`, so saturation never happens.
+fn add_sectors(blocks_512: u64, n: u64) -> u64 {
+    blocks_512.saturating_add(n)
 }
 
 fn seal_block(tx: &Txn<'_>, nr: u64, b: &mut [u8]) {
@@ -161,7 +179,9 @@ pub fn release_all(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
         let (blk, refcount) = block_entries(tx, inode)?;
         let mut named: Vec<u32> = ea_inodes(&ibody).collect();
         // Every entry naming an EA inode counts as one of the owner's inodes, in a shared block too.
-        tx.charge_ea_inodes(inode, -((named.len() + ea_inodes(&blk).count()) as i64))?;
+        let entries = named.len().checked_add(ea_inodes(&blk).count());
+        let uncharge = entries.and_then(|n| i64::try_from(n).ok()).and_then(i64::checked_neg).ok_or(Error::Range)?;
+        tx.charge_ea_inodes(inode, uncharge)?;
         if refcount <= 1 {
             named.extend(ea_inodes(&blk));
         }
@@ -184,7 +204,8 @@ pub fn release_block(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
     if refs <= 1 {
         tx.free_blocks(nr, 1)?;
     } else {
-        put32(&mut block, 4, refs - 1);
+        // refs > 1 here.
+        put32(&mut block, 4, refs.saturating_sub(1));
         seal_block(tx, nr, &mut block);
         tx.put(nr, block);
     }
@@ -248,7 +269,7 @@ pub fn set(
         blk.remove(i);
     }
     let area_len = inode.xattr_area.len();
-    let bs = tx.fs().block_size() as usize;
+    let bs = super::bytes::index(tx.fs().block_size());
     let mut block_changed = block_changed;
     let mut new_ea = None;
     if let Some(v) = value {
@@ -273,12 +294,13 @@ pub fn set(
                 return Err(Error::NoSpace);
             }
             // Too large for the body and the block: the value gets an inode of its own.
+            let size = u32::try_from(v.len()).map_err(|_| Error::Range)?;
             let (ino, hash) = ea_inode::create(tx, inode, v)?;
-            e.value = Value::EaInode { ino: ino.0, size: v.len() as u32 };
+            e.value = Value::EaInode { ino: ino.0, size };
             e.hash = hash_entry(&e.name, &hash.to_le_bytes());
             placed = fits(&mut ibody, &mut blk, &e);
             new_ea = Some(ino.0);
-            inode.blocks_512 += ea_inode::owner_charge(v.len() as u32, &tx.fs().sb);
+            inode.blocks_512 = add_sectors(inode.blocks_512, ea_inode::owner_charge(size, &tx.fs().sb));
             tx.charge_ea_inodes(inode, 1)?;
         }
         block_changed |= placed.ok_or(Error::NoSpace)?;
@@ -306,12 +328,12 @@ pub fn set(
     } else {
         // No block yet, or one shared with other inodes: this inode gets a block of its own.
         release_block(tx, inode)?;
-        let goal = inode
-            .file_acl
-            .max(tx.fs().sb.group_first_block(u64::from((inode.ino.0 - 1) / tx.fs().sb.inodes_per_group)));
+        let sb = &tx.fs().sb;
+        let group = inode.ino.0.saturating_sub(1).checked_div(sb.inodes_per_group).unwrap_or(0);
+        let goal = inode.file_acl.max(sb.group_first_block(u64::from(group)));
         let nr = tx.alloc_meta_block(goal)?;
         inode.file_acl = nr;
-        inode.blocks_512 += tx.fs().sb.cluster_sectors();
+        inode.blocks_512 = add_sectors(inode.blocks_512, tx.fs().sb.cluster_sectors());
         nr
     };
     seal_block(tx, nr, &mut new);
