@@ -3,6 +3,11 @@
 //! Data blocks are written straight to the device before the transaction that maps them commits (ordered
 //! mode): a crash can lose the mapping, never point a file at stale data. Newly allocated blocks are
 //! written whole, zero-padded, so nothing old shows through.
+//!
+//! Bounds the arithmetic relies on: a file's logical blocks are below [`max_blocks`] (checked before a
+//! write, a truncate or an fallocate changes anything), so its byte positions are below 2^59; a mapped
+//! physical block lies inside the filesystem, whose size in bytes was checked against the device; and a
+//! run of blocks mapped or allocated ends inside its hole, its extent or the filesystem.
 
 use super::error::{CorruptKind, Error, Object, Result};
 use super::extent::{self, Extent};
@@ -11,6 +16,41 @@ use super::fs::{Filesystem, Mapping};
 use super::inode::{FileKind, Inode, InodeNo, Timestamp, flags};
 use super::txn::{Txn, inode_mut};
 use super::{block_map, inline_data, xattr_write};
+
+/// Extents address logical blocks below 2^32 (`EXT_MAX_BLOCKS` is one less).
+const EXTENT_BLOCKS: u64 = 1 << 32;
+
+/// Byte `within` of block `nr` (a file's or the device's, of `bs` bytes); past 2^64 is `TooBig`.
+fn byte_at(nr: u64, bs: u64, within: u64) -> Result<u64> {
+    nr.checked_mul(bs).and_then(|b| b.checked_add(within)).ok_or(Error::TooBig)
+}
+
+/// The block byte `pos` lies in, and its offset there (`bs`, the block size, is not 0: the superblock
+/// was validated).
+fn block_of(pos: u64, bs: u64) -> (u64, u64) {
+    (pos.checked_div(bs).unwrap_or(0), pos.checked_rem(bs).unwrap_or(0))
+}
+
+/// A length in bytes as a file size or position.
+fn len64(n: usize) -> Result<u64> {
+    u64::try_from(n).map_err(|_| Error::TooBig)
+}
+
+/// A length in bytes (at most a buffer's) as a buffer size.
+fn buf_len(n: u64) -> Result<usize> {
+    usize::try_from(n).map_err(|_| Error::TooBig)
+}
+
+/// The part of `data`, the bytes from file byte `offset` on, that falls in blocks `lblk..lblk + n`; and
+/// where it starts in the first of those blocks. Empty when none of `data` falls there.
+fn overlap(data: &[u8], offset: u64, lblk: u64, n: u64, bs: u64) -> Result<(&[u8], u64)> {
+    let start = byte_at(lblk, bs, 0)?;
+    let stop = byte_at(lblk.checked_add(n).ok_or(Error::TooBig)?, bs, 0)?;
+    // A file position as an index into data, clamped to it.
+    let at = |pos: u64| usize::try_from(pos.saturating_sub(offset)).map_or(data.len(), |i| i.min(data.len()));
+    let (a, b) = (at(start), at(stop));
+    Ok((data.get(a..b).unwrap_or_default(), offset.saturating_sub(start)))
+}
 
 /// The block map of one file while a write operation changes it: extents as a list (written back as a
 /// tree at the end), or the ext2/ext3 indirect map, changed in place.
@@ -31,13 +71,14 @@ impl MapEdit {
 
     pub(crate) fn lookup(&self, fs: &Filesystem, inode: &Inode, lblk: u64) -> Result<Mapping> {
         match self {
+            // find: e holds lblk (e.lblk <= lblk < e.end()), and next starts after it.
             MapEdit::Extents { list, .. } => Ok(match extent_write::find(list, lblk) {
                 (Some(e), _) => Mapping::Mapped {
-                    pblk: e.pblk + (lblk - u64::from(e.lblk)),
-                    len: e.end() - lblk,
+                    pblk: extent_write::pblk_at(e, lblk),
+                    len: e.end().saturating_sub(lblk),
                     unwritten: e.unwritten,
                 },
-                (None, Some(next)) => Mapping::Hole { len: Some(u64::from(next.lblk) - lblk) },
+                (None, Some(next)) => Mapping::Hole { len: Some(u64::from(next.lblk).saturating_sub(lblk)) },
                 (None, None) => Mapping::Hole { len: None },
             }),
             MapEdit::Indirect => block_map::map(fs, inode, lblk),
@@ -62,6 +103,8 @@ impl MapEdit {
     ) -> Result<(u64, u64)> {
         let sb = &tx.fs().sb;
         let (bits, ratio) = (sb.cluster_bits(), sb.cluster_ratio());
+        // i_blocks of the clusters allocated (at most the filesystem's, in sectors: no saturation).
+        let charge = |clusters: u64| clusters.saturating_mul(sb.cluster_sectors());
         let list = match self {
             MapEdit::Indirect if bits > 0 => {
                 return Err(Error::corrupt(
@@ -71,9 +114,11 @@ impl MapEdit {
             }
             MapEdit::Indirect => {
                 let (pblk, got) = tx.alloc_clusters(goal, want)?;
-                inode.blocks_512 += got * sb.cluster_sectors();
-                for i in 0..got {
-                    block_map::set_block(tx, inode, lblk + i, pblk + i)?;
+                inode.blocks_512 = inode.blocks_512.saturating_add(charge(got));
+                let end = lblk.checked_add(got).ok_or(Error::TooBig)?;
+                // The blocks allocated run from pblk, inside the filesystem.
+                for (l, p) in (lblk..end).zip(pblk..) {
+                    block_map::set_block(tx, inode, l, p)?;
                 }
                 return Ok((pblk, got));
             }
@@ -83,29 +128,58 @@ impl MapEdit {
             }
         };
         let lblk32 = u32::try_from(lblk).map_err(|_| Error::TooBig)?;
+        // From here lblk < 2^32, and want is 1..=2^32 - lblk: the run ends by block 2^32.
         let mut want = match extent_write::find(list, lblk) {
             (Some(_), _) => return Err(Error::corrupt(Object::Inode(inode.ino.0), CorruptKind::AllocatingMappedBlock)),
-            (None, Some(next)) => want.min(u64::from(next.lblk) - lblk),
+            (None, Some(next)) => want.min(u64::from(next.lblk).saturating_sub(lblk)),
             (None, None) => want,
         }
-        .min((1 << 32) - lblk)
+        .min(EXTENT_BLOCKS.saturating_sub(lblk))
         .max(1);
-        let offset = lblk & (ratio - 1);
-        let (pblk, got, clusters) = match cluster_home(list, lblk - offset, ratio, inode)? {
-            Some(home) => (home + offset, want.min(ratio - offset), 0),
+        // ratio = 2^bits >= 1: the mask of a block's offset in its cluster.
+        let mask = ratio.saturating_sub(1);
+        let offset = lblk & mask;
+        let (pblk, got, clusters) = match cluster_home(list, lblk & !mask, ratio, inode)? {
+            // home is the first block of a cluster, and offset < ratio.
+            Some(home) => (home | offset, want.min(ratio.saturating_sub(offset)), 0),
             None => {
                 // The last cluster touched may already be the file's (a hole ending inside it): stop before it.
-                let last = (lblk + want - 1) & !(ratio - 1);
+                let last = lblk.saturating_add(want.saturating_sub(1)) & !mask;
                 if last > lblk && cluster_home(list, last, ratio, inode)?.is_some() {
-                    want = last - lblk;
+                    want = last.saturating_sub(lblk);
                 }
-                let (first, n) = tx.alloc_clusters(goal, (offset + want).div_ceil(ratio))?;
-                (first + offset, want.min((n << bits) - offset), n)
+                let (first, n) = tx.alloc_clusters(goal, offset.saturating_add(want).div_ceil(ratio))?;
+                // n >= 1 clusters from first, inside the filesystem: offset lands in the first of them.
+                (first.saturating_add(offset), want.min(n.saturating_mul(ratio).saturating_sub(offset)), n)
             }
         };
-        inode.blocks_512 += clusters * sb.cluster_sectors();
-        extent_write::insert(list, Extent { lblk: lblk32, len: got as u32, pblk, unwritten });
+        inode.blocks_512 = inode.blocks_512.saturating_add(charge(clusters));
+        let len = u32::try_from(got).map_err(|_| Error::TooBig)?;
+        extent_write::insert(list, Extent { lblk: lblk32, len, pblk, unwritten });
         Ok((pblk, got))
+    }
+
+    /// Allocates and maps the hole `lblk..lblk + n` near `goal`, one run at a time, handing each run
+    /// (first physical block, first logical block, length) to `each`; returns the goal after the last.
+    fn fill_hole(
+        &mut self,
+        tx: &mut Txn<'_>,
+        inode: &mut Inode,
+        (lblk, n): (u64, u64),
+        mut goal: u64,
+        unwritten: bool,
+        mut each: impl FnMut(u64, u64, u64) -> Result<()>,
+    ) -> Result<u64> {
+        let mut done = 0u64;
+        while let Some(left) = n.checked_sub(done).filter(|&l| l > 0) {
+            let at = lblk.checked_add(done).ok_or(Error::TooBig)?;
+            let (pblk, got) = self.allocate(tx, inode, at, left, goal, unwritten)?;
+            each(pblk, at, got)?;
+            // The run ends inside the filesystem; got <= left, so done stays at most n.
+            goal = pblk.saturating_add(got);
+            done = done.saturating_add(got);
+        }
+        Ok(goal)
     }
 
     /// Unmaps logical blocks `from..to` and frees the clusters left with no block of the file (with
@@ -120,9 +194,10 @@ impl MapEdit {
                 *dirty = true;
                 let sb = &tx.fs().sb;
                 for (first, last) in unused_clusters(&freed, list, sb.cluster_bits()) {
-                    let n = last - first + 1;
+                    // first <= last, cluster numbers of the filesystem: no saturation.
+                    let n = last.saturating_sub(first).saturating_add(1);
                     tx.free_blocks(first << sb.cluster_bits(), n << sb.cluster_bits())?;
-                    inode.blocks_512 = inode.blocks_512.saturating_sub(n * sb.cluster_sectors());
+                    inode.blocks_512 = inode.blocks_512.saturating_sub(n.saturating_mul(sb.cluster_sectors()));
                 }
                 Ok(())
             }
@@ -153,14 +228,22 @@ fn cluster_home(list: &[Extent], first: u64, ratio: u64, inode: &Inode) -> Resul
     if ratio == 1 {
         return Ok(None);
     }
+    let mask = ratio.saturating_sub(1);
     let at = list.partition_point(|e| e.end() <= first);
-    let Some(e) = list.get(at).filter(|e| u64::from(e.lblk) < first + ratio) else { return Ok(None) };
+    let Some(e) = list.get(at).filter(|e| u64::from(e.lblk).saturating_sub(first) < ratio) else { return Ok(None) };
+    // e ends after first and starts before the cluster's end: l is one of its blocks in the cluster.
     let l = u64::from(e.lblk).max(first);
-    let p = e.pblk + (l - u64::from(e.lblk));
-    if (p ^ l) & (ratio - 1) != 0 {
+    let p = extent_write::pblk_at(e, l);
+    if (p ^ l) & mask != 0 {
         return Err(Error::corrupt(Object::Inode(inode.ino.0), CorruptKind::ClusterIsMappedOutOfStepWithItsBlocks));
     }
-    Ok(Some(p - (l - first)))
+    // first is a cluster's first block, so l's offset in the cluster is l - first, which p shares.
+    Ok(Some(p & !mask))
+}
+
+/// The last block of a run of `len >= 1` blocks from `start` (inside the filesystem: no saturation).
+fn last_block(start: u64, len: u64) -> u64 {
+    start.saturating_add(len.saturating_sub(1))
 }
 
 /// The clusters (first and last, inclusive runs in cluster numbers) of the physical runs `freed` that no
@@ -175,7 +258,7 @@ fn unused_clusters(freed: &[(u64, u64)], list: &[Extent], bits: u32) -> Vec<(u64
     let mut kept: Vec<(u64, u64)> = if bits == 0 {
         Vec::new()
     } else {
-        list.iter().map(|e| (e.pblk >> bits, (e.pblk + u64::from(e.len).max(1) - 1) >> bits)).collect()
+        list.iter().map(|e| (e.pblk >> bits, last_block(e.pblk, u64::from(e.len)) >> bits)).collect()
     };
     kept.sort_unstable();
     kept.dedup_by(|next, prev| {
@@ -193,10 +276,10 @@ fn unused_clusters(freed: &[(u64, u64)], list: &[Extent], bits: u32) -> Vec<(u64
         .iter()
         .filter(|&&(_, l)| l > 0)
         .filter_map(|&(s, l)| {
-            let (mut a, mut b) = (s >> bits, (s + l - 1) >> bits);
+            let (mut a, mut b) = (s >> bits, last_block(s, l) >> bits);
             if bits > 0 {
                 if used(a) {
-                    a += 1;
+                    a = a.checked_add(1)?;
                 }
                 if b >= a && used(b) {
                     b = b.checked_sub(1)?;
@@ -218,11 +301,12 @@ fn unused_clusters(freed: &[(u64, u64)], list: &[Extent], bits: u32) -> Vec<(u64
 
 /// The largest number of blocks a file may hold: 2^32 - 1 with extents (the kernel's `EXT_MAX_BLOCKS`,
 /// so the largest size is that many blocks), the reach of the indirect map otherwise.
+#[expect(clippy::arithmetic_side_effects, reason = "p is at most 16384 (64 KiB blocks): the sum is below 2^43")]
 fn max_blocks(fs: &Filesystem, inode: &Inode) -> u64 {
     if inode.has_flag(flags::EXTENTS)
         || (inode.has_flag(flags::INLINE_DATA) && fs.sb.has_incompat(super::features::INCOMPAT_EXTENTS))
     {
-        (1 << 32) - 1
+        EXTENT_BLOCKS - 1
     } else {
         let p = u64::from(fs.block_size() / 4);
         12 + p + p * p + p * p * p
@@ -230,14 +314,15 @@ fn max_blocks(fs: &Filesystem, inode: &Inode) -> u64 {
 }
 
 /// A block near which to put new data of `inode`: after the block before `lblk`, or in the inode's group.
+/// Only a hint to the allocator, which clamps it to the filesystem: saturating is harmless.
 fn goal(fs: &Filesystem, inode: &Inode, map: &MapEdit, lblk: u64) -> u64 {
-    if lblk > 0 {
-        if let Ok(Mapping::Mapped { pblk, .. }) = map.lookup(fs, inode, lblk - 1) {
-            return pblk + 1;
+    if let Some(before) = lblk.checked_sub(1) {
+        if let Ok(Mapping::Mapped { pblk, .. }) = map.lookup(fs, inode, before) {
+            return pblk.saturating_add(1);
         }
     }
-    let group = u64::from((inode.ino.0 - 1) / fs.sb.inodes_per_group);
-    fs.sb.group_first_block(group)
+    let group = inode.ino.0.saturating_sub(1).checked_div(fs.sb.inodes_per_group).unwrap_or(0);
+    fs.sb.group_first_block(u64::from(group))
 }
 
 impl Filesystem {
@@ -251,13 +336,15 @@ impl Filesystem {
         if inode.has_flag(flags::IMMUTABLE) {
             return Err(Error::NotPermitted);
         }
-        let end = offset.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
+        let end = offset.checked_add(len64(data.len())?).ok_or(Error::TooBig)?;
         // Append-only: opens without O_APPEND were refused, but the kernel's writeback rewrites whole pages,
         // so a write may start before the end with the bytes already there. Only what lies past the end
         // is new; nothing before it is changed.
         let (offset, data) = if inode.has_flag(flags::APPEND) && offset < inode.size {
-            let skip = (inode.size - offset).min(data.len() as u64);
-            (offset + skip, &data[skip as usize..])
+            // The new part starts at the old size (or not at all, when the write ends before it).
+            let start = inode.size.min(end);
+            let skip = buf_len(start.saturating_sub(offset))?;
+            (start, data.get(skip..).unwrap_or_default())
         } else {
             (offset, data)
         };
@@ -266,44 +353,40 @@ impl Filesystem {
         }
         unline(&mut tx, &mut inode)?;
         let bs = u64::from(self.sb.block_size);
-        if end.div_ceil(bs) > max_blocks(self, &inode) {
+        let stop = end.div_ceil(bs);
+        if stop > max_blocks(self, &inode) {
             return Err(Error::TooBig);
         }
         let mut map = MapEdit::load(self, &inode)?;
-        let (first, last) = (offset / bs, (end - 1) / bs);
+        let first = block_of(offset, bs).0;
         let mut lblk = first;
         let mut last_goal = goal(self, &inode, &map, first);
-        while lblk <= last {
-            let span = last - lblk + 1;
+        // Blocks first..stop hold the data. Each step below maps n <= span blocks from lblk, so lblk
+        // stays at most stop (and the goal, a hint, inside the filesystem).
+        while let Some(span) = stop.checked_sub(lblk).filter(|&s| s > 0) {
             match map.lookup(self, &inode, lblk)? {
                 Mapping::Mapped { pblk, len, unwritten: false } => {
                     let n = len.min(span);
                     // Overwrite in place: only the bytes written, no read-modify-write.
-                    let (s, e) = ((lblk * bs).max(offset), ((lblk + n) * bs).min(end));
-                    self.dev.write_all_at(
-                        &data[(s - offset) as usize..(e - offset) as usize],
-                        pblk * bs + (s - lblk * bs),
-                    )?;
-                    last_goal = pblk + n;
-                    lblk += n;
+                    let (bytes, within) = overlap(data, offset, lblk, n, bs)?;
+                    self.dev.write_all_at(bytes, byte_at(pblk, bs, within)?)?;
+                    last_goal = pblk.saturating_add(n);
+                    lblk = lblk.saturating_add(n);
                 }
                 Mapping::Mapped { pblk, len, unwritten: true } => {
                     let n = len.min(span);
                     self.write_blocks(pblk, lblk, n, offset, data)?;
-                    map.mark_written(lblk, lblk + n);
-                    last_goal = pblk + n;
-                    lblk += n;
+                    let next = lblk.saturating_add(n);
+                    map.mark_written(lblk, next);
+                    last_goal = pblk.saturating_add(n);
+                    lblk = next;
                 }
                 Mapping::Hole { len } => {
                     let n = len.unwrap_or(u64::MAX).min(span);
-                    let mut done = 0;
-                    while done < n {
-                        let (pblk, got) = map.allocate(&mut tx, &mut inode, lblk + done, n - done, last_goal, false)?;
-                        self.write_blocks(pblk, lblk + done, got, offset, data)?;
-                        last_goal = pblk + got;
-                        done += got;
-                    }
-                    lblk += n;
+                    last_goal = map.fill_hole(&mut tx, &mut inode, (lblk, n), last_goal, false, |pblk, at, got| {
+                        self.write_blocks(pblk, at, got, offset, data)
+                    })?;
+                    lblk = lblk.saturating_add(n);
                 }
             }
         }
@@ -319,13 +402,12 @@ impl Filesystem {
     /// zeros elsewhere.
     fn write_blocks(&self, pblk: u64, lblk: u64, n: u64, offset: u64, data: &[u8]) -> Result<()> {
         let bs = u64::from(self.sb.block_size);
-        let mut buf = vec![0u8; (n * bs) as usize];
-        let (s, e) = ((lblk * bs).max(offset), ((lblk + n) * bs).min(offset + data.len() as u64));
-        if s < e {
-            buf[(s - lblk * bs) as usize..(e - lblk * bs) as usize]
-                .copy_from_slice(&data[(s - offset) as usize..(e - offset) as usize]);
+        let mut buf = vec![0u8; buf_len(byte_at(n, bs, 0)?)?];
+        let (bytes, within) = overlap(data, offset, lblk, n, bs)?;
+        if !bytes.is_empty() {
+            buf[buf_len(within)?..][..bytes.len()].copy_from_slice(bytes);
         }
-        self.dev.write_all_at(&buf, pblk * bs)?;
+        self.dev.write_all_at(&buf, byte_at(pblk, bs, 0)?)?;
         Ok(())
     }
 
@@ -334,14 +416,15 @@ impl Filesystem {
     fn zero_bytes(&self, inode: &Inode, map: &MapEdit, from: u64, to: u64) -> Result<()> {
         let bs = u64::from(self.sb.block_size);
         let mut pos = from;
-        while pos < to {
-            let lblk = pos / bs;
-            let block_end = ((lblk + 1) * bs).min(to);
+        while let Some(left) = to.checked_sub(pos).filter(|&n| n > 0) {
+            let (lblk, within) = block_of(pos, bs);
+            // The rest of pos's block, or of the range: within < bs, so n >= 1 and pos + n <= to.
+            let n = left.min(bs.saturating_sub(within));
             if let Mapping::Mapped { pblk, unwritten: false, .. } = map.lookup(self, inode, lblk)? {
-                let zeros = vec![0u8; (block_end - pos) as usize];
-                self.dev.write_all_at(&zeros, pblk * bs + (pos - lblk * bs))?;
+                let zeros = vec![0u8; buf_len(n)?];
+                self.dev.write_all_at(&zeros, byte_at(pblk, bs, within)?)?;
             }
-            pos = block_end;
+            pos = pos.saturating_add(n);
         }
         Ok(())
     }
@@ -354,15 +437,15 @@ impl Filesystem {
         }
         unline(tx, inode)?;
         let bs = u64::from(self.sb.block_size);
-        if size.div_ceil(bs) > max_blocks(self, inode) {
+        let keep = size.div_ceil(bs);
+        if keep > max_blocks(self, inode) {
             return Err(Error::TooBig);
         }
         if size < inode.size {
             let mut map = MapEdit::load(self, inode)?;
-            let keep = size.div_ceil(bs);
             map.remove(tx, inode, keep, u64::MAX)?;
-            if size % bs != 0 {
-                self.zero_bytes(inode, &map, size, keep * bs)?;
+            if block_of(size, bs).1 != 0 {
+                self.zero_bytes(inode, &map, size, byte_at(keep, bs, 0)?)?;
             }
             let g = goal(self, inode, &map, 0);
             map.store(tx, inode, g)?;
@@ -402,13 +485,13 @@ impl Filesystem {
             return Err(Error::TooBig);
         }
         let mut map = MapEdit::load(self, &inode)?;
-        let (full_from, full_to) = (offset.div_ceil(bs), end / bs);
+        let (full_from, full_to) = (offset.div_ceil(bs), block_of(end, bs).0);
         if mode & (PUNCH_HOLE | ZERO_RANGE) != 0 {
             // Whole blocks inside the range are unmapped; the partial ones at the edges are zeroed.
             if full_from < full_to {
                 map.remove(&mut tx, &mut inode, full_from, full_to)?;
-                self.zero_bytes(&inode, &map, offset, (full_from * bs).min(end))?;
-                self.zero_bytes(&inode, &map, (full_to * bs).max(offset), end)?;
+                self.zero_bytes(&inode, &map, offset, byte_at(full_from, bs, 0)?.min(end))?;
+                self.zero_bytes(&inode, &map, byte_at(full_to, bs, 0)?.max(offset), end)?;
             } else {
                 self.zero_bytes(&inode, &map, offset, end)?;
             }
@@ -417,24 +500,20 @@ impl Filesystem {
             // Preallocate every hole in the range as unwritten extents (ZERO_RANGE: the whole blocks only;
             // its edges are zeroed above and stay mapped).
             let (from, to) =
-                if mode & ZERO_RANGE != 0 { (full_from, full_to) } else { (offset / bs, end.div_ceil(bs)) };
+                if mode & ZERO_RANGE != 0 { (full_from, full_to) } else { (block_of(offset, bs).0, end.div_ceil(bs)) };
             let mut lblk = from;
             let mut g = goal(self, &inode, &map, from);
-            while lblk < to {
+            // Each step covers at most span blocks, so lblk stays at most to (and g, a hint, is harmless).
+            while let Some(span) = to.checked_sub(lblk).filter(|&s| s > 0) {
                 match map.lookup(self, &inode, lblk)? {
                     Mapping::Mapped { len, pblk, .. } => {
-                        g = pblk + len;
-                        lblk += len.min(to - lblk);
+                        g = pblk.saturating_add(len);
+                        lblk = lblk.saturating_add(len.min(span));
                     }
                     Mapping::Hole { len } => {
-                        let n = len.unwrap_or(u64::MAX).min(to - lblk);
-                        let mut done = 0;
-                        while done < n {
-                            let (pblk, got) = map.allocate(&mut tx, &mut inode, lblk + done, n - done, g, true)?;
-                            g = pblk + got;
-                            done += got;
-                        }
-                        lblk += n;
+                        let n = len.unwrap_or(u64::MAX).min(span);
+                        g = map.fill_hole(&mut tx, &mut inode, (lblk, n), g, true, |_, _, _| Ok(()))?;
+                        lblk = lblk.saturating_add(n);
                     }
                 }
             }
@@ -454,18 +533,15 @@ impl Filesystem {
     /// (an EA inode's value).
     pub(crate) fn fill_new_file(&self, tx: &mut Txn<'_>, inode: &mut Inode, data: &[u8]) -> Result<()> {
         let bs = u64::from(self.sb.block_size);
-        let n = (data.len() as u64).div_ceil(bs);
+        let size = len64(data.len())?;
+        let n = size.div_ceil(bs);
         let mut map = MapEdit::load(self, inode)?;
-        let mut last_goal = goal(self, inode, &map, 0);
-        let mut done = 0;
-        while done < n {
-            let (pblk, got) = map.allocate(tx, inode, done, n - done, last_goal, false)?;
-            self.write_blocks(pblk, done, got, 0, data)?;
-            last_goal = pblk + got;
-            done += got;
-        }
+        let start_goal = goal(self, inode, &map, 0);
+        let last_goal = map.fill_hole(tx, inode, (0, n), start_goal, false, |pblk, at, got| {
+            self.write_blocks(pblk, at, got, 0, data)
+        })?;
         map.store(tx, inode, last_goal)?;
-        inode.size = data.len() as u64;
+        inode.size = size;
         Ok(())
     }
 
@@ -485,7 +561,8 @@ impl Filesystem {
         let is_dir = inode.kind == FileKind::Directory;
         inode.links_count = 0;
         inode.size = 0;
-        inode.dtime = Timestamp::now().sec as u32;
+        // i_dtime is 32 bits: the low half of the time, in two's complement (as the kernel stores it).
+        inode.dtime = super::bytes::low32(u64::from_ne_bytes(Timestamp::now().sec.to_ne_bytes()));
         tx.write_inode(inode)?;
         tx.free_inode(inode.ino, is_dir)?;
         self.inodes.remove(&inode.ino.0);
@@ -496,16 +573,19 @@ impl Filesystem {
 impl Filesystem {
     /// copy_file_range done inside the engine: read from one file, write to the other.
     pub fn copy_range(&self, src: InodeNo, off_in: u64, dst: InodeNo, off_out: u64, len: u64) -> Result<u64> {
+        // At most 16 MiB a call: the caller loops for more.
+        const CHUNK: usize = 16 << 20;
         let data = {
             let _g = self.shared();
             let inode = self.inode(src)?;
-            self.read(&inode, off_in, len.min(16 << 20) as usize)?
+            self.read(&inode, off_in, usize::try_from(len).map_or(CHUNK, |l| l.min(CHUNK)))?
         };
         if data.is_empty() {
             return Ok(0);
         }
+        let copied = len64(data.len())?;
         self.write(dst, off_out, &data)?;
-        Ok(data.len() as u64)
+        Ok(copied)
     }
 }
 
@@ -527,9 +607,9 @@ pub(crate) fn unline(tx: &mut Txn<'_>, inode: &mut Inode) -> Result<()> {
     if !data.is_empty() {
         let mut map = MapEdit::load(fs, inode)?;
         let (pblk, _) = map.allocate(tx, inode, 0, 1, goal(fs, inode, &MapEdit::Indirect, 0), false)?;
-        let mut block = vec![0u8; fs.sb.block_size as usize];
+        let mut block = vec![0u8; super::bytes::index(fs.sb.block_size)];
         block[..data.len()].copy_from_slice(&data);
-        fs.dev.write_all_at(&block, pblk * u64::from(fs.sb.block_size))?;
+        fs.dev.write_all_at(&block, byte_at(pblk, u64::from(fs.sb.block_size), 0)?)?;
         map.store(tx, inode, pblk)?;
     }
     Ok(())
@@ -541,6 +621,18 @@ mod tests {
 
     fn ext(lblk: u32, len: u32, pblk: u64) -> Extent {
         Extent { lblk, len, pblk, unwritten: false }
+    }
+
+    #[test]
+    fn a_write_splits_into_the_blocks_it_touches() {
+        let data: Vec<u8> = (0..10).collect();
+        // Ten bytes at 1020 with 1 KiB blocks: four in block 0, from byte 1020 of it; six in block 1.
+        assert_eq!(overlap(&data, 1020, 0, 1, 1024).unwrap(), (&data[..4], 1020));
+        assert_eq!(overlap(&data, 1020, 1, 1, 1024).unwrap(), (&data[4..], 0));
+        assert_eq!(overlap(&data, 1020, 0, 2, 1024).unwrap(), (&data[..], 1020));
+        assert!(overlap(&data, 1020, 5, 1, 1024).unwrap().0.is_empty());
+        assert!(matches!(overlap(&data, 0, u64::MAX, 1, 1024), Err(Error::TooBig)));
+        assert_eq!(block_of(5000, 4096), (1, 904));
     }
 
     #[test]

@@ -34,12 +34,10 @@ pub mod dir_write;
 pub mod ea_inode;
 pub mod error;
 pub mod extent;
-#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod extent_write;
 pub mod fast_commit;
 pub mod feature_policy;
 pub mod features;
-#[cfg_attr(not(test), allow(clippy::arithmetic_side_effects, clippy::as_conversions))] // not_yet_checked
 pub mod file;
 pub mod file_read;
 pub mod fs;
