@@ -66,7 +66,7 @@ pub enum CorruptKind {
     DirectoryMapsOneBlockTwice,
     /// Encrypted name shorter than a cipher block.
     EncryptedNameShorterThanCipherBlock,
-    // dir_write.rs
+    // the directory writers (dir_write.rs, dir_block_write.rs, dir_htree_write.rs, dir_create.rs)
     /// Directory block is a hole.
     DirectoryBlockIsHole,
     /// No .. entry.

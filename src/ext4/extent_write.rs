@@ -41,7 +41,7 @@ fn offset_in(e: &Extent, at: u64) -> u32 {
     u32::try_from(off).unwrap_or(e.len)
 }
 
-/// The physical block holding logical block `lblk` of `e` (which holds it: see [`part`] for why the sum
+/// The physical block holding logical block `lblk` of `e` (which holds it: see `part` for why the sum
 /// does not saturate).
 pub fn pblk_at(e: &Extent, lblk: u64) -> u64 {
     e.pblk.saturating_add(lblk.saturating_sub(u64::from(e.lblk)))

@@ -4,7 +4,7 @@
 //! mode): a crash can lose the mapping, never point a file at stale data. Newly allocated blocks are
 //! written whole, zero-padded, so nothing old shows through.
 //!
-//! Bounds the arithmetic relies on: a file's logical blocks are below [`max_blocks`] (checked before a
+//! Bounds the arithmetic relies on: a file's logical blocks are below `max_blocks` (checked before a
 //! write, a truncate or an fallocate changes anything), so its byte positions are below 2^59; a mapped
 //! physical block lies inside the filesystem, whose size in bytes was checked against the device; and a
 //! run of blocks mapped or allocated ends inside its hole, its extent or the filesystem.

@@ -6,9 +6,8 @@
 //! so a corrupt structure becomes an [`Error`] for that object alone, never a panic or an unbounded loop.
 #![forbid(unsafe_code)]
 // The promise above, kept by the compiler: arithmetic that could overflow, wrap or divide by zero, and
-// `as` conversions that could truncate, do not build (outside tests). The write-side modules still to be
-// brought under it (they work on values the read side validated) are marked `not_yet_checked` below; a
-// deliberate exception elsewhere is an `#[expect]` with its reason.
+// `as` conversions that could truncate, do not build (outside tests), in every module; a deliberate
+// exception is an `#[expect]` on a small item, with its reason.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::as_conversions))]
 
 pub mod acl;
