@@ -75,6 +75,8 @@ pub fn lock_image(file: File, shown: &str, access: Access, nolock: bool) -> Resu
         Access::Shared => libc::LOCK_SH,
         Access::Exclusive => libc::LOCK_EX,
     };
+    // Not nix's `Flock`: it unlocks when dropped (and panics if it cannot), while this lock belongs to the
+    // open file description and must outlive the launcher's copy, in the worker's.
     // SAFETY: flock on a descriptor we own.
     let refused = match unsafe { libc::flock(fd, op | libc::LOCK_NB) } {
         0 => return Ok(file),
@@ -86,7 +88,7 @@ pub fn lock_image(file: File, shown: &str, access: Access, nolock: bool) -> Resu
     if !flock_unsupported(&refused) {
         return Err(LockError::Flock { shown: shown.into(), error: refused });
     }
-    match ofd_lock(fd, access) {
+    match ofd_lock(&file, access) {
         Ok(()) => {
             tracing::info!(image = shown, error = %refused, "flock refused; the image is locked with an OFD lock");
             Ok(file)
@@ -134,32 +136,31 @@ enum OfdError {
 }
 
 /// An open-file-description lock on the whole file: read for shared, write for exclusive.
-fn ofd_lock(fd: i32, access: Access) -> Result<(), OfdError> {
+fn ofd_lock(file: &File, access: Access) -> Result<(), OfdError> {
+    use nix::fcntl::{FcntlArg, fcntl};
     let kind = match access {
         Access::Shared => libc::F_RDLCK,
         Access::Exclusive => libc::F_WRLCK,
     };
-    // SAFETY: flock is plain data; zero is a valid value for every field.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: F_OFD_SETLK with a valid flock struct on a descriptor we own.
-    if unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &fl) } == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
-        return Err(OfdError::Other(e));
-    }
-    // SAFETY: as above; F_OFD_GETLK fills `fl` with a conflicting lock.
-    let mut probe = fl;
-    let holder = if unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut probe) } == 0
-        && probe.l_type == libc::F_RDLCK as libc::c_short
-    {
-        Holder::ReadOnly
-    } else {
-        Holder::ReadWrite
+    // From byte 0 (SEEK_SET, start 0) for length 0: the whole file, however it grows. The lock types and
+    // SEEK_SET are small constants (0 to 2), so they fit the C struct's short fields.
+    let (l_type, l_whence) = (kind as libc::c_short, libc::SEEK_SET as libc::c_short);
+    let fl = libc::flock { l_type, l_whence, l_start: 0, l_len: 0, l_pid: 0 };
+    let e = match fcntl(file, FcntlArg::F_OFD_SETLK(&fl)) {
+        Ok(_) => return Ok(()),
+        Err(errno) => errno,
     };
+    if !matches!(e, nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) {
+        return Err(OfdError::Other(e.into()));
+    }
+    // F_OFD_GETLK fills `probe` with a conflicting lock.
+    let mut probe = fl;
+    let holder =
+        if fcntl(file, FcntlArg::F_OFD_GETLK(&mut probe)).is_ok() && probe.l_type == libc::F_RDLCK as libc::c_short {
+            Holder::ReadOnly
+        } else {
+            Holder::ReadWrite
+        };
     Err(OfdError::Held(holder))
 }
 
@@ -287,13 +288,13 @@ mod tests {
         let img = d.join("img");
         std::fs::write(&img, b"x").unwrap();
         let (a, b, c) = (open(&img), open(&img), open(&img));
-        assert!(ofd_lock(a.as_raw_fd(), Access::Shared).is_ok());
-        assert!(ofd_lock(b.as_raw_fd(), Access::Shared).is_ok());
-        assert!(matches!(ofd_lock(c.as_raw_fd(), Access::Exclusive), Err(OfdError::Held(Holder::ReadOnly))));
+        assert!(ofd_lock(&a, Access::Shared).is_ok());
+        assert!(ofd_lock(&b, Access::Shared).is_ok());
+        assert!(matches!(ofd_lock(&c, Access::Exclusive), Err(OfdError::Held(Holder::ReadOnly))));
         drop((a, b));
-        soon(|| ofd_lock(c.as_raw_fd(), Access::Exclusive).map_err(|_| "held"));
+        soon(|| ofd_lock(&c, Access::Exclusive).map_err(|_| "held"));
         let d2 = open(&img);
-        assert!(matches!(ofd_lock(d2.as_raw_fd(), Access::Shared), Err(OfdError::Held(Holder::ReadWrite))));
+        assert!(matches!(ofd_lock(&d2, Access::Shared), Err(OfdError::Held(Holder::ReadWrite))));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
