@@ -188,7 +188,7 @@ pub enum CorruptKind {
     RevokeRecordCountOverrunsBlock,
     /// Journal logs a block past the end of the filesystem.
     JournalLogsBlockPastEndOfFilesystem,
-    // journal_write.rs
+    // journal_log.rs
     /// Log block unmapped.
     LogBlockUnmapped,
     // mmp.rs

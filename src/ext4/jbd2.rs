@@ -1,6 +1,7 @@
-//! The jbd2 on-disk format shared by recovery (`journal.rs`) and the log writer (`journal_write.rs`):
-//! the block header's magic and block types, the feature and tag flags, big-endian field access, and the
-//! journal superblock (`journal_superblock_t`, `Documentation/filesystems/ext4/journal.rst`).
+//! The jbd2 on-disk format shared by recovery (`journal.rs`) and the log writer (`journal_write.rs`,
+//! `journal_log.rs`, `journal_blocks.rs`): the block header's magic and block types, the feature and tag
+//! flags, big-endian field access, and the journal superblock (`journal_superblock_t`,
+//! `Documentation/filesystems/ext4/journal.rst`).
 
 use super::checksum::crc32c;
 use super::error::{CorruptKind, Error, Object, Result};

@@ -45,6 +45,8 @@ pub mod inline_data;
 pub mod inode;
 pub mod jbd2;
 pub mod journal;
+pub mod journal_blocks;
+pub mod journal_log;
 pub mod journal_write;
 pub mod mmp;
 pub mod mount_state;
