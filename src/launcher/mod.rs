@@ -17,6 +17,7 @@ pub mod supervisor;
 pub mod wire;
 pub mod worker;
 pub mod worker_config;
+pub mod worker_output;
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
