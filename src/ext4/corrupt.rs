@@ -112,7 +112,7 @@ pub enum CorruptKind {
     FastCommitCreatesInodeItDidNotRecord,
     /// A fast-commit inode record of the wrong size.
     FastCommitInodeRecordOfWrongSize,
-    // file.rs
+    // a file's block map edited (map_edit.rs; the misaligned cluster, cluster.rs)
     /// Block-mapped file on a bigalloc filesystem.
     BlockMappedFileOnBigallocFilesystem,
     /// Allocating a mapped block.

@@ -12,9 +12,9 @@ use super::checksum::crc32c;
 use super::dir_block::{self, rec_len_for};
 use super::error::{CorruptKind, Error, Object, Result};
 use super::features::INCOMPAT_FILETYPE;
-use super::file::MapEdit;
 use super::fs::{Filesystem, Mapping};
 use super::inode::Inode;
+use super::map_edit::MapEdit;
 use super::txn::Txn;
 
 /// `rec_len` of the `.` entry (`rec_len_for(1)`), which `..` follows.

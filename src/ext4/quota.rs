@@ -29,9 +29,9 @@ use super::bytes::{le16, le32, le64};
 use super::bytes_mut::{put16, put32, put64};
 use super::error::{CorruptKind, Error, Object, Result};
 use super::features::{RO_COMPAT_PROJECT, RO_COMPAT_QUOTA};
-use super::file::MapEdit;
 use super::fs::{Filesystem, Mapping};
 use super::inode::{Inode, InodeNo, flags};
+use super::map_edit::MapEdit;
 use super::superblock::Superblock;
 use super::txn::{Txn, inode_mut};
 
