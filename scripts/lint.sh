@@ -3,7 +3,8 @@
 #   - rustfmt (rustfmt.toml) over every crate file;
 #   - clippy on every target with warnings as errors; clippy reads `rust-version` from Cargo.toml, so
 #     its incompatible_msrv lint also refuses standard-library items newer than the declared version
-#     (this machine has one toolchain and cannot fetch another, so there is no build on that version);
+#     (no build on that version itself: rustup cannot fetch a toolchain here, and Debian ships 1.85, too
+#     old for imago, and 1.97);
 #   - rustdoc without warnings (broken or private intra-doc links);
 #   - no locked dependency declares a rust-version newer than ours (what a build on the declared
 #     version would find first, short of the toolchain itself).

@@ -53,9 +53,9 @@ if ! command -v cargo-fuzz >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-fuz
     cargo install cargo-fuzz --version 0.13.2 --locked --quiet
 fi
 
-# ext4box needs Rust 1.85 or later (edition 2024); Debian bookworm's own cargo is older.
+# ext4box needs Rust 1.87 or later (Cargo.toml's rust-version); Debian bookworm's and trixie's own are older.
 ver=$(cargo --version | awk '{print $2}')
-if [[ "$(printf '%s\n' 1.85.0 "$ver" | sort -V | head -1)" != 1.85.0 ]]; then
-    echo "setup: cargo $ver is older than 1.85; install a newer toolchain with rustup" >&2
+if [[ "$(printf '%s\n' 1.87.0 "$ver" | sort -V | head -1)" != 1.87.0 ]]; then
+    echo "setup: cargo $ver is older than 1.87; install a newer toolchain with rustup" >&2
     exit 1
 fi

@@ -49,7 +49,10 @@ fn first_clear(b: &[u8], from: u64, to: u64) -> Option<u64> {
     let mut i = from;
     while i < to {
         // `i < to`, so neither step below passes `to`, let alone `u64::MAX`.
-        if i % 8 == 0 && i.checked_add(8).is_some_and(|e| e <= to) && byte_of(i).and_then(|n| b.get(n)) == Some(&0xFF) {
+        if i.is_multiple_of(8)
+            && i.checked_add(8).is_some_and(|e| e <= to)
+            && byte_of(i).and_then(|n| b.get(n)) == Some(&0xFF)
+        {
             i = i.saturating_add(8);
             continue;
         }

@@ -82,7 +82,7 @@ impl<'a> Iterator for DirentIter<'a> {
         if rec_len < rec_len_for(1) && !(rec_len == rec_len_for(0).saturating_add(4) && inode == 0) {
             return bad(CorruptKind::DirectoryEntryShorterThanMinimum);
         }
-        if rec_len % 4 != 0 {
+        if !rec_len.is_multiple_of(4) {
             return bad(CorruptKind::DirectoryEntryLengthNotMultipleOf4);
         }
         if rec_len < rec_len_for(name_len) {

@@ -274,7 +274,7 @@ impl Superblock {
         if g <= 1 || !self.has_ro_compat(RO_COMPAT_SPARSE_SUPER) {
             return true;
         }
-        if g % 2 == 0 {
+        if g.is_multiple_of(2) {
             return false;
         }
         is_power_of(g, 3) || is_power_of(g, 5) || is_power_of(g, 7)

@@ -211,7 +211,7 @@ impl Counts {
     fn add(&mut self, offset: u64, len: u64, what: &'static str) -> Result<(), Unsafe> {
         let end = offset.checked_add(len.max(1)).filter(|&e| e <= self.len.next_multiple_of(1 << self.cluster_bits));
         let Some(end) = end else { return Err(Unsafe::PastEnd { what, offset }) };
-        if offset % (1 << self.cluster_bits) != 0 && what != "a compressed cluster" {
+        if !offset.is_multiple_of(1 << self.cluster_bits) && what != "a compressed cluster" {
             return Err(Unsafe::Unaligned { what, offset });
         }
         for c in offset >> self.cluster_bits..=(end - 1) >> self.cluster_bits {

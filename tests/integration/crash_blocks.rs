@@ -333,7 +333,7 @@ fn crash_points(shape: &str, mkfs_args: &[&str], size: &str, seed: u64, ops: usi
         let mut torn = durable_image.clone();
         for e in &events[last_flush..cut] {
             if let Event::Write(off, data) = e {
-                if xorshift(&mut rng) % 2 == 0 {
+                if xorshift(&mut rng).is_multiple_of(2) {
                     torn[*off as usize..*off as usize + data.len()].copy_from_slice(data);
                 }
             }

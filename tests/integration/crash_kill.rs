@@ -50,7 +50,7 @@ fn workload(mnt: PathBuf, round: usize, mut rng: u64, synced: Synced, limit: usi
                     let p = &churn[(xorshift(&mut rng) % churn.len() as u64) as usize];
                     fs::OpenOptions::new().write(true).open(p)?.set_len(xorshift(&mut rng) % 30_000)?;
                 }
-                14 | 15 if xorshift(&mut rng) % 4 != 0 && !churn.is_empty() => {
+                14 | 15 if !xorshift(&mut rng).is_multiple_of(4) && !churn.is_empty() => {
                     let p = &churn[(xorshift(&mut rng) % churn.len() as u64) as usize];
                     let mut f = fs::OpenOptions::new().write(true).open(p)?;
                     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(xorshift(&mut rng) % 60_000))?;

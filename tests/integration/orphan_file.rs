@@ -25,7 +25,7 @@ fn orphan_file_entries(img: &Path, block_size: usize) -> Vec<u32> {
     let out = Command::new("debugfs").arg("-R").arg(format!("cat <{}>", orphan_file_inode(img))).arg(img).output();
     let bytes = out.unwrap().stdout;
     assert!(
-        !bytes.is_empty() && bytes.len() % block_size == 0,
+        !bytes.is_empty() && bytes.len().is_multiple_of(block_size),
         "debugfs cat of the orphan file: {} bytes",
         bytes.len()
     );

@@ -697,7 +697,7 @@ fn ext4_inline_data() {
 fn htree_name(i: usize, pad: usize) -> Vec<u8> {
     let mut n = format!("entry-{i:05}-").into_bytes();
     n.extend(std::iter::repeat_n(b'p', pad));
-    if i % 97 == 0 {
+    if i.is_multiple_of(97) {
         n.extend_from_slice(b"-\xc3\xa9\xff\x80");
     }
     n
