@@ -625,6 +625,70 @@ pub fn median(v: &[f64]) -> Option<f64> {
     Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
 }
 
+/// How a comparison column relates two systems' medians.
+#[derive(Clone, Copy)]
+enum Relation {
+    /// `over / under`.
+    Ratio,
+    /// `over / under - 1`, as a percentage.
+    Cost,
+}
+
+/// A column that compares two systems' medians per phase, shown when both ran.
+struct Comparison {
+    over: &'static str,
+    under: &'static str,
+    relation: Relation,
+    title: &'static str,
+    legend: &'static str,
+}
+
+/// The comparison columns, in the order the tables show them.
+const COMPARISONS: [Comparison; 6] = [
+    Comparison {
+        over: "fuse2fs",
+        under: "ext4box",
+        relation: Relation::Ratio,
+        title: "fuse2fs/ext4box",
+        legend: "fuse2fs/ext4box > 1: ext4box faster than fuse2fs",
+    },
+    Comparison {
+        over: "ext4box",
+        under: "kernel",
+        relation: Relation::Ratio,
+        title: "ext4box/kernel",
+        legend: "ext4box/kernel > 1: ext4box slower than kernel",
+    },
+    Comparison {
+        over: "uring",
+        under: "kernel",
+        relation: Relation::Ratio,
+        title: "uring/kernel",
+        legend: "uring/kernel > 1: ext4box on io_uring slower than kernel",
+    },
+    Comparison {
+        over: "ext4box",
+        under: "uring",
+        relation: Relation::Ratio,
+        title: "classic/uring",
+        legend: "classic/uring > 1: io_uring faster than classic /dev/fuse",
+    },
+    Comparison {
+        over: "ext4box",
+        under: "nosandbox",
+        relation: Relation::Cost,
+        title: "sandbox cost",
+        legend: "sandbox cost = ext4box/nosandbox - 1, from the medians (positive: the sandbox is slower)",
+    },
+    Comparison {
+        over: "ext4box",
+        under: "nojournal",
+        relation: Relation::Cost,
+        title: "journal cost",
+        legend: "journal cost = ext4box/nojournal - 1 (ext4box on an image without a journal), from the medians",
+    },
+];
+
 /// a/b to 2 decimals, "–" if either is missing or b is zero.
 pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
@@ -692,55 +756,18 @@ impl Results {
         }
     }
 
-    /// The ratio columns present for these systems: (title, legend, cell).
-    #[allow(clippy::type_complexity)]
-    fn ratio_columns(&self, b: &Bench) -> Vec<(&'static str, &'static str, Box<dyn Fn(&str) -> String + '_>)> {
-        let m = move |s: &'static str| move |p: &str| self.median_of(s, p);
-        let mut v: Vec<(&'static str, &'static str, Box<dyn Fn(&str) -> String + '_>)> = Vec::new();
-        let pair = |a: &str, c: &str| b.has(a) && b.has(c);
-        if pair("fuse2fs", "ext4box") {
-            v.push((
-                "fuse2fs/ext4box",
-                "fuse2fs/ext4box > 1: ext4box faster than fuse2fs",
-                Box::new(move |p| ratio(m("fuse2fs")(p), m("ext4box")(p))),
-            ));
+    /// The comparison columns whose two systems both ran, in [`COMPARISONS`]' order.
+    fn ratio_columns(&self, b: &Bench) -> Vec<&'static Comparison> {
+        COMPARISONS.iter().filter(|c| b.has(c.over) && b.has(c.under)).collect()
+    }
+
+    /// A comparison column's cell for `phase`.
+    fn compare(&self, c: &Comparison, phase: &str) -> String {
+        let (over, under) = (self.median_of(c.over, phase), self.median_of(c.under, phase));
+        match c.relation {
+            Relation::Ratio => ratio(over, under),
+            Relation::Cost => cost(over, under),
         }
-        if pair("kernel", "ext4box") {
-            v.push((
-                "ext4box/kernel",
-                "ext4box/kernel > 1: ext4box slower than kernel",
-                Box::new(move |p| ratio(m("ext4box")(p), m("kernel")(p))),
-            ));
-        }
-        if pair("kernel", "uring") {
-            v.push((
-                "uring/kernel",
-                "uring/kernel > 1: ext4box on io_uring slower than kernel",
-                Box::new(move |p| ratio(m("uring")(p), m("kernel")(p))),
-            ));
-        }
-        if pair("ext4box", "uring") {
-            v.push((
-                "classic/uring",
-                "classic/uring > 1: io_uring faster than classic /dev/fuse",
-                Box::new(move |p| ratio(m("ext4box")(p), m("uring")(p))),
-            ));
-        }
-        if pair("ext4box", "nosandbox") {
-            v.push((
-                "sandbox cost",
-                "sandbox cost = ext4box/nosandbox - 1, from the medians (positive: the sandbox is slower)",
-                Box::new(move |p| cost(m("ext4box")(p), m("nosandbox")(p))),
-            ));
-        }
-        if pair("ext4box", "nojournal") {
-            v.push((
-                "journal cost",
-                "journal cost = ext4box/nojournal - 1 (ext4box on an image without a journal), from the medians",
-                Box::new(move |p| cost(m("ext4box")(p), m("nojournal")(p))),
-            ));
-        }
-        v
     }
 
     /// Markdown table of medians over all rounds: one row per phase (a byte count adds
@@ -755,8 +782,8 @@ impl Results {
             row += &format!(" {s} (s) |");
             sep += "---:|";
         }
-        for (title, _, _) in &cols {
-            row += &format!(" {title} |");
+        for c in &cols {
+            row += &format!(" {} |", c.title);
             sep += "---:|";
         }
         let mut t = format!("{row}\n{sep}\n");
@@ -765,8 +792,8 @@ impl Results {
             for s in &systems {
                 row += &format!(" {} |", self.cell(s, phase, bytes));
             }
-            for (_, _, f) in &cols {
-                row += &format!(" {} |", f(phase));
+            for c in &cols {
+                row += &format!(" {} |", self.compare(c, phase));
             }
             t += &row;
             t.push('\n');
@@ -776,7 +803,7 @@ impl Results {
 
     /// One line explaining the ratio columns the table shows.
     pub fn legend(&self, b: &Bench) -> String {
-        let parts: Vec<&str> = self.ratio_columns(b).iter().map(|c| c.1).collect();
+        let parts: Vec<&str> = self.ratio_columns(b).iter().map(|c| c.legend).collect();
         if parts.is_empty() { "MB = 10^6 bytes.".into() } else { format!("{}. MB = 10^6 bytes.", parts.join("; ")) }
     }
 
