@@ -2,12 +2,14 @@
 # scripts/lint.sh — the style checks CI runs before the tests:
 #   - rustfmt (rustfmt.toml) over every crate file;
 #   - clippy on every target with warnings as errors; clippy reads `rust-version` from Cargo.toml, so
-#     its incompatible_msrv lint also refuses standard-library items newer than the declared version
-#     (no build on that version itself: rustup cannot fetch a toolchain here, and Debian ships 1.85, too
-#     old for imago, and 1.97);
+#     its incompatible_msrv lint also refuses standard-library items newer than the declared version;
 #   - rustdoc without warnings (broken or private intra-doc links);
-#   - no locked dependency declares a rust-version newer than ours (what a build on the declared
-#     version would find first, short of the toolchain itself).
+#   - the declared rust-version holds for the dependencies too, as far as it can be known without that
+#     toolchain (rustup cannot fetch one here; Debian ships 1.85, too old for imago, and 1.96+):
+#     no locked dependency declares a newer one, and those that declare none are compiled by clippy
+#     with ours as their MSRV (scripts/msrv-wrapper.sh), so a standard-library item newer than ours
+#     fails the check. What neither sees is a newer language feature (let chains: 1.88) in a
+#     dependency that declares no rust-version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in rustfmt clippy-driver; do
@@ -29,4 +31,19 @@ newer = ["%s %s (rust-version %s)" % (p["name"], p["version"], p["rust_version"]
 if newer:
     sys.exit("lint: dependencies newer than our rust-version %s: %s" % (ours["rust_version"], ", ".join(newer)))
 '
-echo "lint: formatting, clippy, rustdoc and dependency rust-versions clean"
+msrv=$(cargo metadata --locked --no-deps --format-version 1 |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["packages"][0]["rust_version"])')
+conf=$(mktemp -d)
+trap 'rm -rf "$conf"' EXIT
+printf 'msrv = "%s"\n' "$msrv" > "$conf/clippy.toml"
+# A fresh target directory each time: cargo does not replay a cached dependency's warnings, and the
+# MSRV in clippy.toml is not part of its fingerprint.
+log=$(CLIPPY_CONF_DIR=$conf EXT4BOX_CLIPPY_DRIVER=$(command -v clippy-driver) \
+    RUSTC_WRAPPER=$PWD/scripts/msrv-wrapper.sh CARGO_TARGET_DIR=$conf/target \
+    cargo check --release --locked --all-targets --color never 2>&1) || { echo "$log" >&2; exit 1; }
+if grep -q 'current MSRV' <<<"$log"; then
+    echo "$log" | grep -B1 -A3 'current MSRV' >&2
+    echo "lint: dependencies that declare no rust-version use items newer than ours ($msrv)" >&2
+    exit 1
+fi
+echo "lint: formatting, clippy, rustdoc and dependency rust-versions ($msrv) clean"
