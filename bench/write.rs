@@ -120,11 +120,16 @@ fn make_tarball(tarball: &Path) {
     fs::rename(&tmp, tarball).unwrap_or_else(|e| die(&format!("rename {}: {e}", tmp.display())));
 }
 
+/// Whether a compiler or linker runs beside the bench. The bench's own ancestors do not count: under
+/// `cargo bench`, cargo is the bench's parent and idle.
 fn compiler_running() -> bool {
     let Ok(rd) = fs::read_dir("/proc") else { return false };
-    rd.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|c| c.is_ascii_digit())).any(|e| {
-        let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        matches!(comm.trim(), "rustc" | "cargo" | "cc1" | "cc1plus" | "ld" | "ld.lld" | "ld.gold" | "collect2")
+    let ancestors: Vec<i32> =
+        std::iter::successors(ppid(std::process::id().cast_signed()), |&p| ppid(p)).take_while(|&p| p > 0).collect();
+    rd.flatten().filter_map(|e| Some((e.file_name().to_str()?.parse::<i32>().ok()?, e.path()))).any(|(pid, dir)| {
+        let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        !ancestors.contains(&pid)
+            && matches!(comm.trim(), "rustc" | "cargo" | "cc1" | "cc1plus" | "ld" | "ld.lld" | "ld.gold" | "collect2")
     })
 }
 
