@@ -1,7 +1,7 @@
 //! The sandbox: the worker that parses the image runs unprivileged and confined (no capabilities,
 //! no_new_privs, Landlock, seccomp), attempts a compromised worker would make fail for the reasons
-//! claimed, and a worker that dies (killed, or killed by seccomp) leaves no dead mount behind and is
-//! reported. Needs root and /dev/fuse.
+//! claimed, a worker stopped and continued serves on, and a worker that dies (killed, or killed by
+//! seccomp) leaves no dead mount behind and is reported. Needs root and /dev/fuse.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -159,6 +159,66 @@ fn a_killed_worker_leaves_no_stale_mount() {
     assert!(err.contains("died") && err.contains("SIGKILL"), "launcher's message: {err}");
     wait_gone(&mnt);
     assert_fsck_clean(&img);
+}
+
+/// The state letter of every thread of `pid` (`R`, `S`, `T`, ...), from /proc/PID/task/*/stat.
+fn thread_states(pid: i32) -> Vec<char> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let stat = fs::read_to_string(t.path().join("stat")).ok()?;
+            stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+        })
+        .collect()
+}
+
+fn wait_threads(pid: i32, what: &str, done: impl Fn(&[char]) -> bool) {
+    let start = Instant::now();
+    while !done(&thread_states(pid)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the worker's threads are not {what}: {:?}",
+            thread_states(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A stop and a continue (SIGSTOP/SIGCONT, a debugger attaching, a cgroup freezer: podman pause) make
+/// the kernel resume a thread's timed wait with restart_syscall; the allow-list must let it, or
+/// the worker dies and takes the mount with it.
+#[test]
+fn a_stopped_and_continued_worker_serves_on() {
+    let Some(_machine) = require_root_and_fuse() else {
+        return;
+    };
+    let s = Scratch::new("sb-stop");
+    let img = s.path("img");
+    mkfs(&img, 32 << 20, &[]);
+    let mnt = s.mkdir("mnt");
+    let m = ext4box_mount_ok(&img, &mnt, "");
+    fs::write(mnt.join("before"), b"written before the stop").unwrap();
+    let pid = worker_pid(&mnt).expect("no ext4box worker serves the mount");
+    // The journal's commit thread waits with a timeout (commit=, 5 s) between commits.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    wait_threads(pid, "stopped", |states| states.iter().all(|&c| c == 'T'));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_threads(pid, "running again", |states| !states.is_empty() && states.iter().all(|&c| c != 'T'));
+    // Past the point where a thread that took the restart would have been killed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(m.alive(), "the worker died after SIGSTOP and SIGCONT (see the kernel log for type=1326)");
+    assert_eq!(worker_pid(&mnt), Some(pid), "the worker of the mount");
+    fs::write(mnt.join("after"), b"written after the continue").unwrap();
+    assert_eq!(fs::read(mnt.join("before")).unwrap(), b"written before the stop");
+    m.unmount();
+    assert_fsck_clean(&img);
+    let km = s.mkdir("km");
+    kernel_mount(&img, &km, "ro");
+    let read = (fs::read(km.join("before")), fs::read(km.join("after")));
+    kernel_umount(&km);
+    assert_eq!(read.0.unwrap(), b"written before the stop");
+    assert_eq!(read.1.unwrap(), b"written after the continue");
 }
 
 #[test]
