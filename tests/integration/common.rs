@@ -96,6 +96,16 @@ pub fn kernel_crash(img: &Path, mnt: &Path, flag: u32) {
     assert!(fs_features(img).iter().any(|f| f == "needs_recovery"), "the shutdown left no journal to recover");
 }
 
+/// Polls `cond` every 20 ms until it holds, and fails the test, naming `what`, after `limit`: for what
+/// the kernel or a server does asynchronously (a forget, a socket made, a process gone).
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `e2fsck -fn IMG` must report a clean filesystem.
 pub fn assert_fsck_clean(img: &Path) {
     let out = run_timeout(Command::new("e2fsck").arg("-fn").arg(img), Duration::from_secs(300))

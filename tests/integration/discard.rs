@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -33,15 +33,10 @@ fn image_with_big_file(s: &Scratch, mnt: &Path) -> std::path::PathBuf {
 /// Waits until `cond`, making the journal commit (an fsync) each time: the removed file's blocks are
 /// free once its last reference is forgotten and the commit that frees them is on disk.
 fn until_committed(mnt: &Path, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    loop {
+    wait_until(what, Duration::from_secs(20), || {
         fs::File::open(mnt.join("keep")).unwrap().sync_all().unwrap();
-        if cond() {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        cond()
+    });
 }
 
 fn check_after(img: &Path, s: &Scratch) {

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -27,11 +27,7 @@ fn start_worker(dir: &Path) -> (Child, PathBuf) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the worker did not create its socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the worker to create its socket", Duration::from_secs(10), || sock.exists());
     (child, sock)
 }
 

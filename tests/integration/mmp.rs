@@ -157,11 +157,7 @@ fn after_a_crash_the_next_mount_waits_out_the_interval_then_takes_the_image() {
     for pid in &m.pids {
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
-    let start = Instant::now();
-    while m.pids.iter().any(|&p| pid_alive(p)) {
-        assert!(start.elapsed() < Duration::from_secs(10), "the killed server is still alive");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the killed server to die", Duration::from_secs(10), || !m.pids.iter().any(|&p| pid_alive(p)));
     run_ok(Command::new("umount").arg("-l").arg(&mnt));
     let left = Record::read(&img);
     assert!(left.seq() < SEQ_FSCK, "a killed mount left sequence {:#x}", left.seq());
@@ -216,11 +212,7 @@ fn another_node_taking_the_block_stops_the_mounts_writes() {
     fs::write(mnt.join("mine"), b"written here\n").unwrap();
     // Right after one of our updates, so that the next one is seconds away.
     let ours = Record::read(&img);
-    let start = Instant::now();
-    while Record::read(&img).seq() == ours.seq() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the block was not updated in 20 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the MMP block's next update", Duration::from_secs(20), || Record::read(&img).seq() != ours.seq());
     Record::write_as(&img, 0x1234, "other-host");
     let start = Instant::now();
     let errno = loop {

@@ -383,11 +383,7 @@ fn unmount_after_the_server_died() {
     for &p in &m.pids {
         unsafe { libc::kill(p, libc::SIGKILL) };
     }
-    let start = Instant::now();
-    while m.pids.iter().any(|&p| pid_alive(p)) {
-        assert!(start.elapsed() < Duration::from_secs(10), "killed server does not die");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the killed server to die", Duration::from_secs(10), || !m.pids.iter().any(|&p| pid_alive(p)));
     let e = fs::metadata(mnt.join("public")).err().and_then(|e| e.raw_os_error());
     // On io_uring the kernel ends a request it was handing to a dead server's ring with ECANCELED
     // (fuse_uring_send_in_task, IO_URING_F_TASK_DEAD).

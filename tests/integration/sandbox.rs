@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -116,11 +116,7 @@ fn what_a_compromised_worker_would_try_fails_for_the_reason_claimed() {
 }
 
 fn wait_gone(mnt: &Path) {
-    let start = Instant::now();
-    while mountinfo_entry(mnt).is_some() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the mount of a dead worker was not detached");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the mount of a dead worker to be detached", Duration::from_secs(10), || mountinfo_entry(mnt).is_none());
 }
 
 #[test]
@@ -146,11 +142,7 @@ fn a_killed_worker_leaves_no_stale_mount() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while mountinfo_entry(&mnt).is_none() {
-        assert!(start.elapsed() < Duration::from_secs(10), "foreground mount did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the foreground mount to come up", Duration::from_secs(10), || mountinfo_entry(&mnt).is_some());
     std::thread::sleep(Duration::from_millis(200));
     unsafe { libc::kill(worker_pid(&mnt).expect("no ext4box worker serves the mount"), libc::SIGKILL) };
     let out = child.wait_with_output().unwrap();
@@ -161,9 +153,10 @@ fn a_killed_worker_leaves_no_stale_mount() {
     assert_fsck_clean(&img);
 }
 
-/// The state letter of every thread of `pid` (`R`, `S`, `T`, ...), from /proc/PID/task/*/stat.
+/// The state letter of every thread of `pid` (`R`, `S`, `T`, ...), from /proc/PID/task/*/stat; none
+/// when the process is gone.
 fn thread_states(pid: i32) -> Vec<char> {
-    let tasks = fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
     tasks
         .flatten()
         .filter_map(|t| {
@@ -171,18 +164,6 @@ fn thread_states(pid: i32) -> Vec<char> {
             stat[stat.rfind(')')? + 1..].trim_start().chars().next()
         })
         .collect()
-}
-
-fn wait_threads(pid: i32, what: &str, done: impl Fn(&[char]) -> bool) {
-    let start = Instant::now();
-    while !done(&thread_states(pid)) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the worker's threads are not {what}: {:?}",
-            thread_states(pid)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A stop and a continue (SIGSTOP/SIGCONT, a debugger attaching, a cgroup freezer: podman pause) make
@@ -202,9 +183,14 @@ fn a_stopped_and_continued_worker_serves_on() {
     let pid = worker_pid(&mnt).expect("no ext4box worker serves the mount");
     // The journal's commit thread waits with a timeout (commit=, 5 s) between commits.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    wait_threads(pid, "stopped", |states| states.iter().all(|&c| c == 'T'));
+    wait_until("every thread of the worker to stop", Duration::from_secs(10), || {
+        thread_states(pid).iter().all(|&c| c == 'T')
+    });
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    wait_threads(pid, "running again", |states| !states.is_empty() && states.iter().all(|&c| c != 'T'));
+    // (A worker that died has no threads left: the check below says so.)
+    wait_until("the worker's threads to run again", Duration::from_secs(10), || {
+        thread_states(pid).iter().all(|&c| c != 'T')
+    });
     // Past the point where a thread that took the restart would have been killed.
     std::thread::sleep(Duration::from_millis(300));
     assert!(m.alive(), "the worker died after SIGSTOP and SIGCONT (see the kernel log for type=1326)");

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use ext4box::launcher::fd_socket;
@@ -30,11 +30,7 @@ impl Drop for Service {
 fn start_service(s: &Scratch) -> Service {
     let sock = s.path("ext4box.sock");
     let child = Command::new(BIN).arg("serve").arg("--listen").arg(&sock).stderr(Stdio::null()).spawn().unwrap();
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the service did not create its socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the service to create its socket", Duration::from_secs(10), || sock.exists());
     Service { child, sock }
 }
 

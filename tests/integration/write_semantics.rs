@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -45,11 +45,7 @@ fn statfs_free(p: &Path) -> u64 {
 
 /// Polls until `cond` holds (the kernel sends release and forget asynchronously).
 fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(what, Duration::from_secs(10), cond);
 }
 
 #[test]
