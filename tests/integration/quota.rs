@@ -9,6 +9,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::lchown;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -210,8 +211,13 @@ fn limits_are_enforced_with_usrquota_and_grpquota_and_root_is_exempt() {
     let out = sh_as(1001, 2000, &format!("dd if=/dev/zero of={}/u/soft bs=64k count=32 conv=fsync", mnt.display()));
     assert!(out.status.success(), "past a soft limit within its grace: {}", output_text(&out));
     // Freed space is given back: under the limit again, uid 1000 can write.
+    let free_inodes = || statvfs(&mnt).unwrap().f_ffree;
+    let before = free_inodes();
     fs::remove_file(mnt.join("u/rootwritten")).unwrap();
     fs::remove_file(mnt.join("u/big")).unwrap();
+    // An unlinked file is deleted, and its quota given back, at the kernel's last reference to it: its
+    // RELEASE and FORGET come after unlink(2) returns, FORGET on /dev/fuse even with io_uring rings.
+    wait_until("both removed files to be deleted", Duration::from_secs(10), || free_inodes() >= before + 2);
     let out = sh_as(1000, 1000, &format!("dd if=/dev/zero of={}/u/again bs=64k count=8", mnt.display()));
     assert!(out.status.success(), "{}", output_text(&out));
     m.unmount();
