@@ -5,11 +5,12 @@
 #     its incompatible_msrv lint also refuses standard-library items newer than the declared version;
 #   - rustdoc without warnings (broken or private intra-doc links);
 #   - the declared rust-version holds for the dependencies too, as far as it can be known without that
-#     toolchain (rustup cannot fetch one here; Debian ships 1.85, too old for imago, and 1.96+):
+#     toolchain (rustup cannot fetch one here; Debian ships 1.85, too old for imago, then 1.96 and newer):
 #     no locked dependency declares a newer one, and those that declare none are compiled by clippy
 #     with ours as their MSRV (scripts/msrv-wrapper.sh), so a standard-library item newer than ours
-#     fails the check. What neither sees is a newer language feature (let chains: 1.88) in a
-#     dependency that declares no rust-version.
+#     fails the check. What neither sees: a newer language feature (let chains: 1.88), trait impl
+#     or const use in a dependency that declares no rust-version, and a dependency whose declared
+#     rust-version is lower than what it really needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in rustfmt clippy-driver; do
@@ -31,8 +32,10 @@ newer = ["%s %s (rust-version %s)" % (p["name"], p["version"], p["rust_version"]
 if newer:
     sys.exit("lint: dependencies newer than our rust-version %s: %s" % (ours["rust_version"], ", ".join(newer)))
 '
-msrv=$(cargo metadata --locked --no-deps --format-version 1 |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["packages"][0]["rust_version"])')
+msrv=$(cargo metadata --locked --no-deps --format-version 1 | python3 -c '
+import json, sys
+meta = json.load(sys.stdin)
+print(next(p for p in meta["packages"] if p["id"] in meta["workspace_members"])["rust_version"])')
 conf=$(mktemp -d)
 trap 'rm -rf "$conf"' EXIT
 printf 'msrv = "%s"\n' "$msrv" > "$conf/clippy.toml"

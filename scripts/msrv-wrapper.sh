@@ -7,6 +7,6 @@
 # than ours), and so is ext4box itself (the ordinary clippy run checks it against Cargo.toml).
 # Called as: msrv-wrapper.sh RUSTC ARGS...
 if [ -z "${CARGO_PKG_RUST_VERSION:-}" ] && [ -z "${CARGO_PRIMARY_PACKAGE:-}" ]; then
-    exec "$EXT4BOX_CLIPPY_DRIVER" "$@" --force-warn clippy::incompatible_msrv
+    exec "${EXT4BOX_CLIPPY_DRIVER:?set by scripts/lint.sh: the clippy-driver to run}" "$@" --force-warn clippy::incompatible_msrv
 fi
 exec "$@"

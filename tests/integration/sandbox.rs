@@ -181,7 +181,7 @@ fn a_stopped_and_continued_worker_serves_on() {
     let m = ext4box_mount_ok(&img, &mnt, "");
     fs::write(mnt.join("before"), b"written before the stop").unwrap();
     let pid = worker_pid(&mnt).expect("no ext4box worker serves the mount");
-    // The journal's commit thread waits with a timeout (commit=, 5 s) between commits.
+    // The journal-commit thread sleeps 1 s at a time in a timed futex wait.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     wait_until("every thread of the worker to stop", Duration::from_secs(10), || {
         thread_states(pid).iter().all(|&c| c == 'T')
